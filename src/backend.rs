@@ -1,0 +1,277 @@
+//! The interface the model, the editor and the evaluation are written against, once.
+//!
+//! Two implementations exist: [`crate::cpu::CpuBackend`] (plain Rust, faer for matmuls, threads
+//! natively) and [`crate::gpu::GpuBackend`] (wgpu with our WGSL kernels, natively and on browser
+//! WebGPU). Every op has a CPU reference in [`crate::ops`]; the GPU kernels are tested against it.
+//!
+//! Tensors are dense, row-major, 32-bit (f32, or u32 for token ids, positions and ranges). Ops
+//! return new tensors and enqueue work; only [`Backend::read`] waits, and it is `async` because the
+//! browser cannot block on the GPU. Activations are *packed*: a batch of sequences of different
+//! lengths is one `(N, D)` matrix of all their tokens, and attention is told, per query row, which
+//! key rows it may see (see [`Backend::attention`]). There is no padding anywhere.
+//!
+//! Ops panic when their *own* shape contract is broken (that is a bug in the caller, which is this
+//! crate); they return an error for anything the adapter or the user can cause: a buffer over the
+//! adapter's limit, a lost device.
+
+use std::future::Future;
+
+use crate::Result;
+
+/// Element type of a tensor. Both are 32 bits wide.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    F32,
+    U32,
+}
+
+/// What every backend tensor can tell about itself.
+pub trait TensorInfo {
+    /// Row-major shape.
+    fn shape(&self) -> &[usize];
+    /// Element type.
+    fn dtype(&self) -> DType;
+    /// Number of elements.
+    fn len(&self) -> usize {
+        self.shape().iter().product()
+    }
+    /// True when the tensor holds no element.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Shape of a matrix product `C = op(A) · op(B)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Transpose {
+    /// `A` is stored `(K, M)` and used transposed.
+    pub a: bool,
+    /// `B` is stored `(N, K)` and used transposed (the `nn.Linear` weight layout).
+    pub b: bool,
+}
+
+impl Transpose {
+    /// `A (M,K) · B (K,N)`.
+    pub const NN: Transpose = Transpose { a: false, b: false };
+    /// `A (M,K) · B(N,K)ᵀ`: a linear layer `x · Wᵀ` with `W` stored `[out][in]`.
+    pub const NT: Transpose = Transpose { a: false, b: true };
+    /// `A(K,M)ᵀ · B (K,N)`: a Gram matrix `Kᵀ K`, or a weight gradient.
+    pub const TN: Transpose = Transpose { a: true, b: false };
+}
+
+/// Grouped-query attention geometry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AttnShape {
+    /// Query heads.
+    pub n_heads: usize,
+    /// Key/value heads; `n_heads` is a multiple of it and query head `h` reads kv head
+    /// `h / (n_heads / n_kv_heads)`.
+    pub n_kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+}
+
+/// The op set. See the module docs for conventions; each method documents its shapes.
+///
+/// `u32` tensors (ids, positions, row lists, ranges) are created with [`Backend::upload_u32`].
+pub trait Backend {
+    /// A tensor living on this backend. Dropping it frees (or recycles) its memory.
+    type Tensor: TensorInfo;
+
+    /// Human-readable description: backend kind, adapter name, driver.
+    fn describe(&self) -> String;
+
+    /// Copies host data into a new tensor. `name` is used in error messages only.
+    ///
+    /// # Errors
+    /// [`crate::Error::BufferTooLarge`] when the tensor does not fit one binding of the adapter.
+    fn upload(&self, name: &str, data: &[f32], shape: &[usize]) -> Result<Self::Tensor>;
+
+    /// Moves a host tensor onto the backend (the cpu backend keeps the allocation).
+    fn upload_owned(&self, name: &str, data: Vec<f32>, shape: &[usize]) -> Result<Self::Tensor> {
+        self.upload(name, &data, shape)
+    }
+
+    /// Copies host `u32` data into a new tensor.
+    fn upload_u32(&self, name: &str, data: &[u32], shape: &[usize]) -> Result<Self::Tensor>;
+
+    /// A new tensor filled with zeros.
+    fn zeros(&self, shape: &[usize]) -> Result<Self::Tensor>;
+
+    /// A copy of `t`.
+    fn copy(&self, t: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// Reads an f32 tensor back to the host, after all work enqueued so far.
+    fn read(&self, t: &Self::Tensor) -> impl Future<Output = Result<Vec<f32>>>;
+
+    /// Reads a u32 tensor back to the host.
+    fn read_u32(&self, t: &Self::Tensor) -> impl Future<Output = Result<Vec<u32>>>;
+
+    /// Row gather from an embedding table.
+    ///
+    /// # Shapes
+    /// `table (V, D)`, `ids (N)` u32 → `(N, D)`. Ids `≥ V` are a caller bug.
+    fn embedding(&self, table: &Self::Tensor, ids: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// RMSNorm: `y = x / sqrt(mean(x²) + eps) * w`, per row.
+    ///
+    /// # Shapes
+    /// `x (N, D)`, `w (D)` → `(N, D)`.
+    fn rms_norm(&self, x: &Self::Tensor, w: &Self::Tensor, eps: f32) -> Result<Self::Tensor>;
+
+    /// Matrix product `C = op(A) · op(B)`.
+    ///
+    /// # Shapes
+    /// `A (M, K)` (or `(K, M)` with `t.a`), `B (K, N)` (or `(N, K)` with `t.b`) → `C (M, N)`.
+    fn matmul(&self, a: &Self::Tensor, b: &Self::Tensor, t: Transpose) -> Result<Self::Tensor>;
+
+    /// `C += op(A) · op(B)` in place (used to accumulate Gram matrices).
+    fn matmul_acc(
+        &self,
+        c: &mut Self::Tensor,
+        a: &Self::Tensor,
+        b: &Self::Tensor,
+        t: Transpose,
+    ) -> Result<()>;
+
+    /// Rotary position embedding, Hugging Face "rotate half" layout: within each head the first
+    /// half of the coordinates pairs with the second half.
+    ///
+    /// # Shapes
+    /// `x (N, H·hd)`, `positions (N)` u32, `table (P, hd)` where row `p` is
+    /// `[cos(p·f_0) … cos(p·f_{hd/2−1}), sin(p·f_0) … sin(p·f_{hd/2−1})]` → `(N, H·hd)`.
+    fn rope(
+        &self,
+        x: &Self::Tensor,
+        positions: &Self::Tensor,
+        table: &Self::Tensor,
+        head_dim: usize,
+    ) -> Result<Self::Tensor>;
+
+    /// The adjoint of [`Backend::rope`] (rotation by the opposite angle).
+    fn rope_backward(
+        &self,
+        dy: &Self::Tensor,
+        positions: &Self::Tensor,
+        table: &Self::Tensor,
+        head_dim: usize,
+    ) -> Result<Self::Tensor>;
+
+    /// Softmax attention with grouped KV heads, scale `1/sqrt(hd)`. Query row `i` attends to key
+    /// rows `ranges[i].0 .. ranges[i].1` (half-open, non-empty); causality and sequence packing
+    /// are expressed through these ranges.
+    ///
+    /// # Shapes
+    /// `q (Nq, Hq·hd)`, `k (Nk, Hkv·hd)`, `v (Nk, Hkv·hd)`, `ranges (Nq, 2)` u32 → `(Nq, Hq·hd)`.
+    fn attention(
+        &self,
+        q: &Self::Tensor,
+        k: &Self::Tensor,
+        v: &Self::Tensor,
+        ranges: &Self::Tensor,
+        shape: AttnShape,
+    ) -> Result<Self::Tensor>;
+
+    /// Gradients of [`Backend::attention`] for packed causal self-attention: `q`, `k` and `v`
+    /// share rows, and the queries that see key row `j` are a contiguous run starting at `j`
+    /// (true when every row's range is `seq_start .. i + 1`).
+    ///
+    /// # Shapes
+    /// As the forward, plus `dout (N, Hq·hd)` → `(dq, dk, dv)` shaped like `q, k, v`.
+    #[allow(clippy::type_complexity)]
+    fn attention_backward(
+        &self,
+        q: &Self::Tensor,
+        k: &Self::Tensor,
+        v: &Self::Tensor,
+        ranges: &Self::Tensor,
+        dout: &Self::Tensor,
+        shape: AttnShape,
+    ) -> Result<(Self::Tensor, Self::Tensor, Self::Tensor)>;
+
+    /// SwiGLU gate: `silu(gate) * up`, elementwise.
+    ///
+    /// # Shapes
+    /// `gate (N, F)`, `up (N, F)` → `(N, F)`.
+    fn silu_mul(&self, gate: &Self::Tensor, up: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// Gradients of [`Backend::silu_mul`]: `(d gate, d up)`.
+    fn silu_mul_backward(
+        &self,
+        gate: &Self::Tensor,
+        up: &Self::Tensor,
+        dy: &Self::Tensor,
+    ) -> Result<(Self::Tensor, Self::Tensor)>;
+
+    /// Gradient of [`Backend::rms_norm`] with respect to `x` (the weight is frozen).
+    ///
+    /// # Shapes
+    /// `x (N, D)`, `w (D)`, `dy (N, D)` → `(N, D)`.
+    fn rms_norm_backward(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        dy: &Self::Tensor,
+        eps: f32,
+    ) -> Result<Self::Tensor>;
+
+    /// Elementwise `a + b`.
+    fn add(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// In place, `x[rows[r], :] += v[r, :]` for every `r` (rows may repeat; they add up).
+    ///
+    /// # Shapes
+    /// `x (N, D)`, `rows (R)` u32, `v (R, D)`.
+    fn add_rows(&self, x: &mut Self::Tensor, rows: &Self::Tensor, v: &Self::Tensor) -> Result<()>;
+
+    /// Row gather: `out[r] = x[rows[r]]`.
+    ///
+    /// # Shapes
+    /// `x (N, D)`, `rows (R)` u32 → `(R, D)`.
+    fn gather_rows(&self, x: &Self::Tensor, rows: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// In place, `dst[row0 + r, :] = src[r, :]` (a KV-cache append).
+    fn write_rows(&self, dst: &mut Self::Tensor, row0: usize, src: &Self::Tensor) -> Result<()>;
+
+    /// In place, `w[:, cols[c]] += delta[:, c]`: a column-sparse weight update.
+    ///
+    /// # Shapes
+    /// `w (N, K)`, `cols (C)` u32 (distinct), `delta (N, C)`.
+    fn add_columns(
+        &self,
+        w: &mut Self::Tensor,
+        cols: &Self::Tensor,
+        delta: &Self::Tensor,
+    ) -> Result<()>;
+
+    /// Max-stabilised log-softmax over each row.
+    ///
+    /// # Shapes
+    /// `x (N, V)` → `(N, V)`.
+    fn log_softmax(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// Gradient of [`Backend::log_softmax`]: `dx = dy − softmax(x) · Σ dy`, given its output.
+    ///
+    /// # Shapes
+    /// `logp (N, V)`, `dy (N, V)` → `(N, V)`.
+    fn log_softmax_backward(&self, logp: &Self::Tensor, dy: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// Index of the largest value of each row (the lowest index on ties).
+    ///
+    /// # Shapes
+    /// `x (N, V)` → `(N)` u32.
+    fn argmax(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// Seeded top-k sampling: keep the `k` largest logits of each row (ties to the lower
+    /// index), take their softmax, and return the token at which the running probability (in
+    /// descending-logit order) first exceeds `uniforms[row]`.
+    ///
+    /// # Shapes
+    /// `logits (N, V)`, `uniforms (N)` in `[0, 1)` → `(N)` u32.
+    fn sample_top_k(
+        &self,
+        logits: &Self::Tensor,
+        k: usize,
+        uniforms: &Self::Tensor,
+    ) -> Result<Self::Tensor>;
+}
