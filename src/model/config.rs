@@ -1,0 +1,130 @@
+//! Architecture hyperparameters of a Llama-family causal LM, read from GGUF metadata or from a
+//! Hugging Face `config.json`.
+
+use serde::{Deserialize, Serialize};
+
+/// Model family. Only the Llama family (RMSNorm, SwiGLU, RoPE, grouped KV heads) runs today.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Arch {
+    Llama,
+}
+
+/// Everything the forward pass needs to know about the architecture.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    pub arch: Arch,
+    /// Number of transformer blocks.
+    pub n_layers: usize,
+    /// Residual width `d`.
+    pub d_model: usize,
+    /// MLP width `d_ff` (the "neurons" NSE selects among).
+    pub d_ff: usize,
+    /// Query heads.
+    pub n_heads: usize,
+    /// Key/value heads (grouped-query attention).
+    pub n_kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// Vocabulary size (rows of the embedding).
+    pub vocab_size: usize,
+    /// Maximum context length in tokens.
+    pub max_ctx: usize,
+    /// RoPE base θ.
+    pub rope_theta: f32,
+    /// RMSNorm epsilon.
+    pub rms_eps: f32,
+    /// The LM head is the token embedding.
+    pub tie_embeddings: bool,
+    /// Beginning-of-sequence token, if the tokenizer has one.
+    pub bos_id: Option<u32>,
+    /// End-of-sequence token; generation stops there.
+    pub eos_id: Option<u32>,
+    /// Whether prompts get a BOS token prepended when encoded.
+    pub add_bos: bool,
+}
+
+impl ModelConfig {
+    /// Width of the concatenated query heads.
+    pub fn q_dim(&self) -> usize {
+        self.n_heads * self.head_dim
+    }
+
+    /// Width of the concatenated key (or value) heads.
+    pub fn kv_dim(&self) -> usize {
+        self.n_kv_heads * self.head_dim
+    }
+
+    /// Parameter count (tied embeddings counted once).
+    pub fn n_params(&self) -> usize {
+        let d = self.d_model;
+        let per_layer =
+            2 * d + d * self.q_dim() + 2 * d * self.kv_dim() + self.q_dim() * d + 3 * d * self.d_ff;
+        let head = if self.tie_embeddings {
+            0
+        } else {
+            self.vocab_size * d
+        };
+        self.vocab_size * d + self.n_layers * per_layer + d + head
+    }
+
+    /// [`ModelConfig::n_params`] without overflow, `None` when any product overflows (a lying
+    /// file), so that nothing downstream computes a size that wraps.
+    fn checked_n_params(&self) -> Option<usize> {
+        let d = self.d_model;
+        let q = self.n_heads.checked_mul(self.head_dim)?;
+        let kv = self.n_kv_heads.checked_mul(self.head_dim)?;
+        let per_layer = [
+            d.checked_mul(2)?,
+            d.checked_mul(q)?,
+            d.checked_mul(kv)?.checked_mul(2)?,
+            q.checked_mul(d)?,
+            d.checked_mul(self.d_ff)?.checked_mul(3)?,
+        ]
+        .into_iter()
+        .try_fold(0usize, usize::checked_add)?;
+        let embed = self.vocab_size.checked_mul(d)?;
+        let head = if self.tie_embeddings { 0 } else { embed };
+        self.n_layers
+            .checked_mul(per_layer)?
+            .checked_add(embed)?
+            .checked_add(d)?
+            .checked_add(head)
+    }
+
+    /// Checks internal consistency; loaders call this so that a lying file errors out early.
+    pub fn validate(&self, path: &str) -> crate::Result<()> {
+        let bad = |msg: String| Err(crate::Error::format(path, msg));
+        if self.n_layers == 0 || self.d_model == 0 || self.d_ff == 0 || self.vocab_size == 0 {
+            return bad(format!("config has a zero dimension: {self:?}"));
+        }
+        if self.n_heads == 0
+            || self.n_kv_heads == 0
+            || !self.n_heads.is_multiple_of(self.n_kv_heads)
+        {
+            return bad(format!(
+                "{} query heads are not a multiple of {} key/value heads",
+                self.n_heads, self.n_kv_heads
+            ));
+        }
+        if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) {
+            return bad(format!(
+                "head_dim {} must be even and non-zero (RoPE pairs)",
+                self.head_dim
+            ));
+        }
+        if self.checked_n_params().is_none() {
+            return bad(format!(
+                "config sizes are too large to address (their products overflow): {self:?}"
+            ));
+        }
+        // Written so that NaN fails too.
+        let positive = |x: f32| x.partial_cmp(&0.0) == Some(std::cmp::Ordering::Greater);
+        if !positive(self.rope_theta) || !positive(self.rms_eps) {
+            return bad(format!(
+                "rope_theta {} and rms_norm_eps {} must be positive",
+                self.rope_theta, self.rms_eps
+            ));
+        }
+        Ok(())
+    }
+}

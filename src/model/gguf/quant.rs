@@ -1,0 +1,159 @@
+//! GGML tensor types: their names, block layouts, and dequantisation to f32.
+//!
+//! Block layouts follow ggml's `ggml-common.h`; every multi-byte field is little-endian.
+
+use half::{bf16, f16};
+
+/// A GGML tensor type id as stored in a GGUF tensor info (`enum ggml_type`).
+///
+/// Any `u32` can be held, so a file with a type this crate does not know still parses and
+/// [`GgufFile::tensor_infos`](super::GgufFile::tensor_infos) can list it; only dequantising such a
+/// tensor fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GgmlType(pub u32);
+
+/// The ids this crate names in code; [`GgmlType::name`] knows the rest.
+impl GgmlType {
+    pub const F32: GgmlType = GgmlType(0);
+    pub const F16: GgmlType = GgmlType(1);
+    pub const Q4_0: GgmlType = GgmlType(2);
+    pub const Q4_1: GgmlType = GgmlType(3);
+    pub const Q8_0: GgmlType = GgmlType(8);
+    pub const Q4_K: GgmlType = GgmlType(12);
+    pub const BF16: GgmlType = GgmlType(30);
+
+    /// ggml's name for the type (`"Q4_1"`), or `None` for an id ggml never defined.
+    pub fn name(self) -> Option<&'static str> {
+        Some(match self.0 {
+            0 => "F32",
+            1 => "F16",
+            2 => "Q4_0",
+            3 => "Q4_1",
+            6 => "Q5_0",
+            7 => "Q5_1",
+            8 => "Q8_0",
+            9 => "Q8_1",
+            10 => "Q2_K",
+            11 => "Q3_K",
+            12 => "Q4_K",
+            13 => "Q5_K",
+            14 => "Q6_K",
+            15 => "Q8_K",
+            16 => "IQ2_XXS",
+            17 => "IQ2_XS",
+            18 => "IQ3_XXS",
+            19 => "IQ1_S",
+            20 => "IQ4_NL",
+            21 => "IQ3_S",
+            22 => "IQ2_S",
+            23 => "IQ4_XS",
+            24 => "I8",
+            25 => "I16",
+            26 => "I32",
+            27 => "I64",
+            28 => "F64",
+            29 => "IQ1_M",
+            30 => "BF16",
+            34 => "TQ1_0",
+            35 => "TQ2_0",
+            39 => "MXFP4",
+            _ => return None,
+        })
+    }
+
+    /// `(weights per block, bytes per block)` for the types [`dequantize`] handles, else `None`.
+    pub fn block_layout(self) -> Option<(u64, u64)> {
+        Some(match self {
+            GgmlType::F32 => (1, 4),
+            GgmlType::F16 | GgmlType::BF16 => (1, 2),
+            GgmlType::Q4_0 => (32, 18),
+            GgmlType::Q4_1 => (32, 20),
+            GgmlType::Q8_0 => (32, 34),
+            _ => return None,
+        })
+    }
+
+    /// Whether [`dequantize`] can decode this type.
+    pub fn is_supported(self) -> bool {
+        self.block_layout().is_some()
+    }
+}
+
+impl std::fmt::Display for GgmlType {
+    /// `Q4_K (12)` style: the name when known, always the id.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.name() {
+            Some(name) => write!(f, "{name} ({})", self.0),
+            None => write!(f, "unknown type id {}", self.0),
+        }
+    }
+}
+
+/// Decodes `n` weights of type `ty` from `bytes`.
+///
+/// # Shapes
+/// `bytes` holds exactly `n / block` blocks (the caller checked the length against the tensor
+/// info); the result has `n` values in storage order.
+///
+/// # Panics
+/// If `ty` is unsupported or `bytes` has the wrong length: the GGUF reader validates both before
+/// calling, so either is a bug in the reader.
+pub(crate) fn dequantize(ty: GgmlType, bytes: &[u8], n: usize) -> Vec<f32> {
+    let (block, block_bytes) = ty
+        .block_layout()
+        .expect("dequantize called on an unsupported type");
+    assert_eq!(
+        bytes.len() as u64,
+        n as u64 / block * block_bytes,
+        "dequantize: byte length does not match {n} weights of {ty}"
+    );
+    let mut out = Vec::with_capacity(n);
+    match ty {
+        GgmlType::F32 => out.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        ),
+        GgmlType::F16 => out.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()),
+        ),
+        GgmlType::BF16 => out.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()),
+        ),
+        GgmlType::Q4_0 => bytes.chunks_exact(18).for_each(|b| q4_0_block(b, &mut out)),
+        GgmlType::Q4_1 => bytes.chunks_exact(20).for_each(|b| q4_1_block(b, &mut out)),
+        GgmlType::Q8_0 => bytes.chunks_exact(34).for_each(|b| q8_0_block(b, &mut out)),
+        _ => unreachable!("block_layout covers exactly the types matched here"),
+    }
+    out
+}
+
+fn f16_at(b: &[u8], at: usize) -> f32 {
+    f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+}
+
+/// `{f16 d, u8 qs[16]}`: `w[j] = d·(lo(qs[j]) − 8)`, `w[j+16] = d·(hi(qs[j]) − 8)`.
+fn q4_0_block(b: &[u8], out: &mut Vec<f32>) {
+    let d = f16_at(b, 0);
+    let qs = &b[2..18];
+    out.extend(qs.iter().map(|&q| d * ((q & 15) as i32 - 8) as f32));
+    out.extend(qs.iter().map(|&q| d * ((q >> 4) as i32 - 8) as f32));
+}
+
+/// `{f16 d, f16 m, u8 qs[16]}`: `w[j] = d·lo(qs[j]) + m`, `w[j+16] = d·hi(qs[j]) + m`.
+fn q4_1_block(b: &[u8], out: &mut Vec<f32>) {
+    let (d, m) = (f16_at(b, 0), f16_at(b, 2));
+    let qs = &b[4..20];
+    out.extend(qs.iter().map(|&q| d * (q & 15) as f32 + m));
+    out.extend(qs.iter().map(|&q| d * (q >> 4) as f32 + m));
+}
+
+/// `{f16 d, i8 qs[32]}`: `w[j] = d·qs[j]`.
+fn q8_0_block(b: &[u8], out: &mut Vec<f32>) {
+    let d = f16_at(b, 0);
+    out.extend(b[2..34].iter().map(|&q| d * (q as i8) as f32));
+}

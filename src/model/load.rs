@@ -1,0 +1,345 @@
+//! Loading a whole model (config, f32 weights in Hugging Face layout, tokenizer) from a GGUF file
+//! or a Hugging Face safetensors checkpoint.
+//!
+//! Both paths end in [`Weights<HostTensor>`] with HF names, `[out][in]` linear weights and Q/K
+//! rows in HF rotate-half order. Tensors are decoded one at a time straight into their final
+//! place, so the peak is the file bytes plus the f32 weights and one tensor's worth of
+//! scratch.
+
+mod gguf_llama;
+
+use std::collections::HashMap;
+
+use sha2::{Digest, Sha256};
+
+use super::gguf::GgufFile;
+use super::safetensors::{SafetensorsShards, parse_config, sorted_counts};
+use super::weights::{LAYER_SUFFIXES, LayerWeights, Weights, layer_name};
+use super::{HostTensor, ModelConfig, Tokenizer};
+use crate::{Error, Result};
+
+pub use gguf_llama::{config_from_gguf, gguf_name, unpermute_qk_rows};
+
+/// A model ready to upload to a backend.
+pub struct LoadedModel {
+    /// Architecture, validated against the tensors below.
+    pub config: ModelConfig,
+    /// f32 weights, HF names and layout (Q/K rows in rotate-half order).
+    pub weights: Weights<HostTensor>,
+    /// With the BOS/EOS policy of `config`.
+    pub tokenizer: Tokenizer,
+    /// File name, format, hash and storage types.
+    pub source: ModelSource,
+}
+
+impl std::fmt::Debug for LoadedModel {
+    /// Config and source only: the weights are hundreds of megabytes of numbers.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedModel")
+            .field("config", &self.config)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a model came from, for `nse info`, ledgers and reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelSource {
+    /// File or directory name.
+    pub name: String,
+    /// `"gguf"` or `"safetensors"`.
+    pub format: String,
+    /// Lowercase hex SHA-256 of the file (of the shards' bytes one after another, in the order
+    /// given, for a safetensors checkpoint).
+    pub sha256: String,
+    /// Size in bytes (all shards together).
+    pub bytes: u64,
+    /// Tensors in the file(s), used or not.
+    pub tensor_count: usize,
+    /// `(ggml type or safetensors dtype, tensor count)`, most common first.
+    pub tensor_types: Vec<(String, usize)>,
+}
+
+/// Loads a GGUF model from its bytes; `name` names it in errors and in [`ModelSource`].
+///
+/// Errors: see [`GgufFile::parse`], [`config_from_gguf`], [`Tokenizer::from_gguf`]; a missing
+/// tensor is an [`Error::MissingTensor`] with its GGUF name, a wrong shape an
+/// [`Error::TensorShape`].
+pub fn load_gguf(bytes: &[u8], name: &str) -> Result<LoadedModel> {
+    let gguf = GgufFile::parse(bytes, name)?;
+    let tokenizer = Tokenizer::from_gguf(&gguf)?;
+    let config = config_from_gguf(&gguf, &tokenizer)?;
+    let weights = build_weights(&config, name, |hf| gguf_llama::tensor(&gguf, &config, hf))?;
+    let mut types: HashMap<String, usize> = HashMap::new();
+    for t in gguf.tensor_infos() {
+        let ty = t
+            .ggml_type
+            .name()
+            .map_or_else(|| format!("type {}", t.ggml_type.0), str::to_string);
+        *types.entry(ty).or_default() += 1;
+    }
+    let source = ModelSource {
+        name: name.to_string(),
+        format: "gguf".into(),
+        sha256: sha256_hex(&[bytes]),
+        bytes: bytes.len() as u64,
+        tensor_count: gguf.tensor_infos().len(),
+        tensor_types: sorted_counts(types),
+    };
+    Ok(LoadedModel {
+        config,
+        weights,
+        tokenizer,
+        source,
+    })
+}
+
+/// Loads a Hugging Face Llama checkpoint from the text of `config.json` and `tokenizer.json` and
+/// the `(file name, bytes)` of its safetensors shards.
+///
+/// BOS/EOS ids come from `config.json` (falling back to the tokenizer's post-processor); BOS is
+/// prepended when the tokenizer's post-processor prepends it. The source is named after
+/// `_name_or_path` in `config.json`, else the first shard.
+///
+/// Errors: see [`parse_config`], [`Tokenizer::from_json`], [`SafetensorsShards::parse`]; a
+/// missing tensor is an [`Error::MissingTensor`], a wrong shape an [`Error::TensorShape`].
+pub fn load_safetensors(
+    config_json: &str,
+    tokenizer_json: &str,
+    shards: &[(&str, &[u8])],
+) -> Result<LoadedModel> {
+    load_hf(
+        "config.json",
+        config_json,
+        "tokenizer.json",
+        tokenizer_json,
+        shards,
+    )
+}
+
+fn load_hf(
+    config_path: &str,
+    config_json: &str,
+    tokenizer_path: &str,
+    tokenizer_json: &str,
+    shards: &[(&str, &[u8])],
+) -> Result<LoadedModel> {
+    let mut config = parse_config(config_json, config_path)?;
+    let tokenizer = Tokenizer::from_json(tokenizer_json, tokenizer_path)?
+        .with_special_ids(config.bos_id, config.eos_id);
+    if tokenizer.vocab_size() > config.vocab_size {
+        return Err(Error::format(
+            tokenizer_path,
+            format!(
+                "the tokenizer has {} tokens but config.json's vocab_size is {}: the two files are \
+                 from different models",
+                tokenizer.vocab_size(),
+                config.vocab_size
+            ),
+        ));
+    }
+    config.bos_id = tokenizer.bos_id();
+    config.eos_id = tokenizer.eos_id();
+    config.add_bos = tokenizer.add_bos();
+    if shards.is_empty() {
+        return Err(Error::format(
+            config_path,
+            "no .safetensors file was given with this config.json",
+        ));
+    }
+    let tensors = SafetensorsShards::parse(shards)?;
+    let weights = build_weights(&config, shards[0].0, |hf| tensors.tensor(hf))?;
+    let name = serde_json::from_str::<serde_json::Value>(config_json)
+        .ok()
+        .and_then(|v| {
+            v.get("_name_or_path")?
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| shards[0].0.to_string());
+    let source = ModelSource {
+        name,
+        format: "safetensors".into(),
+        sha256: sha256_hex(&shards.iter().map(|s| s.1).collect::<Vec<_>>()),
+        bytes: shards.iter().map(|s| s.1.len() as u64).sum(),
+        tensor_count: tensors.len(),
+        tensor_types: tensors.dtype_counts(),
+    };
+    Ok(LoadedModel {
+        config,
+        weights,
+        tokenizer,
+        source,
+    })
+}
+
+/// Fetches every tensor the config calls for by its HF name and checks its shape.
+///
+/// `fetch` returns the tensor under its HF name (or a [`Error::MissingTensor`] naming the file's
+/// own name for it); `path` names the file in shape errors.
+fn build_weights(
+    cfg: &ModelConfig,
+    path: &str,
+    mut fetch: impl FnMut(&str) -> Result<HostTensor>,
+) -> Result<Weights<HostTensor>> {
+    let mut get = |name: String, want: Vec<usize>| -> Result<HostTensor> {
+        let mut t = fetch(&name)?;
+        if t.shape != want {
+            return Err(Error::TensorShape {
+                path: path.to_string(),
+                name,
+                got: t.shape,
+                want,
+            });
+        }
+        t.name = name;
+        Ok(t)
+    };
+    let (d, v) = (cfg.d_model, cfg.vocab_size);
+    let embed_tokens = get("model.embed_tokens.weight".into(), vec![v, d])?;
+    // No `with_capacity(n_layers)`: the count comes from the file; a missing layer stops the loop.
+    let mut layers = Vec::new();
+    for l in 0..cfg.n_layers {
+        let shapes = layer_shapes(cfg);
+        let mut tensors = Vec::with_capacity(LAYER_SUFFIXES.len());
+        for (suffix, want) in LAYER_SUFFIXES.iter().zip(shapes) {
+            tensors.push(get(layer_name(l, suffix), want)?);
+        }
+        let tensors: [HostTensor; 9] = tensors
+            .try_into()
+            .expect("one tensor per LAYER_SUFFIXES entry");
+        layers.push(LayerWeights::from_array(tensors));
+    }
+    let norm = get("model.norm.weight".into(), vec![d])?;
+    let lm_head = if cfg.tie_embeddings {
+        None
+    } else {
+        Some(get("lm_head.weight".into(), vec![v, d])?)
+    };
+    Ok(Weights {
+        embed_tokens,
+        layers,
+        norm,
+        lm_head,
+    })
+}
+
+/// Shapes of one layer's tensors in [`LAYER_SUFFIXES`] order.
+fn layer_shapes(cfg: &ModelConfig) -> [Vec<usize>; 9] {
+    let (d, f, q, kv) = (cfg.d_model, cfg.d_ff, cfg.q_dim(), cfg.kv_dim());
+    [
+        vec![d],
+        vec![q, d],
+        vec![kv, d],
+        vec![kv, d],
+        vec![d, q],
+        vec![d],
+        vec![f, d],
+        vec![f, d],
+        vec![d, f],
+    ]
+}
+
+/// Lowercase hex SHA-256 of the parts one after another.
+pub fn sha256_hex(parts: &[&[u8]]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Loads a `.gguf` file, or a directory with `config.json`, `tokenizer.json` and the safetensors
+/// shards (those named in `model.safetensors.index.json` when present, else every
+/// `*.safetensors`).
+///
+/// Errors: [`Error::Io`] for a file that cannot be read, plus those of [`load_gguf`] and
+/// [`load_safetensors`].
+#[cfg(not(target_arch = "wasm32"))]
+pub fn load_path(path: &std::path::Path) -> Result<LoadedModel> {
+    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| Error::io(p, e));
+    let read_text = |p: &std::path::Path| std::fs::read_to_string(p).map_err(|e| Error::io(p, e));
+    if !path.is_dir() {
+        let bytes = read(path)?;
+        let mut model = load_gguf(&bytes, &path.display().to_string())?;
+        model.source.name = file_name(path);
+        return Ok(model);
+    }
+    let config_path = path.join("config.json");
+    let tokenizer_path = path.join("tokenizer.json");
+    let (config, tokenizer) = (read_text(&config_path)?, read_text(&tokenizer_path)?);
+    let files = shard_files(path)?;
+    let mut bytes = Vec::with_capacity(files.len());
+    for f in &files {
+        bytes.push(read(f)?);
+    }
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    let shards: Vec<(&str, &[u8])> = names
+        .iter()
+        .map(String::as_str)
+        .zip(bytes.iter().map(Vec::as_slice))
+        .collect();
+    let (cp, tp) = (
+        config_path.display().to_string(),
+        tokenizer_path.display().to_string(),
+    );
+    let mut model = load_hf(&cp, &config, &tp, &tokenizer, &shards)?;
+    model.source.name = file_name(path);
+    Ok(model)
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn file_name(path: &std::path::Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+/// The shard files of a checkpoint directory, sorted.
+#[cfg(not(target_arch = "wasm32"))]
+fn shard_files(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
+    let index_path = dir.join("model.safetensors.index.json");
+    let mut files: Vec<std::path::PathBuf> = if index_path.exists() {
+        let text = std::fs::read_to_string(&index_path).map_err(|e| Error::io(&index_path, e))?;
+        let index: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+            Error::format(
+                index_path.display().to_string(),
+                format!("not valid JSON: {e}"),
+            )
+        })?;
+        let map = index
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| {
+                Error::format(
+                    index_path.display().to_string(),
+                    "no `weight_map` object: the index is corrupt",
+                )
+            })?;
+        let mut names: Vec<&str> = map.values().filter_map(|v| v.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        names.into_iter().map(|n| dir.join(n)).collect()
+    } else {
+        let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+        let mut files = Vec::new();
+        for entry in entries {
+            let p = entry.map_err(|e| Error::io(dir, e))?.path();
+            if p.extension().is_some_and(|x| x == "safetensors") {
+                files.push(p);
+            }
+        }
+        files
+    };
+    files.sort();
+    if files.is_empty() {
+        return Err(Error::format(
+            dir.display().to_string(),
+            "no *.safetensors file in this directory: pass a .gguf file or a Hugging Face model \
+             directory (config.json, tokenizer.json, *.safetensors)",
+        ));
+    }
+    Ok(files)
+}

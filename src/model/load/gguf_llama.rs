@@ -1,0 +1,193 @@
+//! llama.cpp's Llama conventions: metadata keys, tensor names, and the Q/K row permutation.
+
+use super::super::gguf::GgufFile;
+use super::super::{Arch, HostTensor, ModelConfig, Tokenizer};
+use crate::{Error, Result};
+
+/// HF per-layer suffix → GGUF per-layer name, in [`LAYER_SUFFIXES`](super::LAYER_SUFFIXES) order.
+const LAYER_NAMES: [(&str, &str); 9] = [
+    ("input_layernorm", "attn_norm"),
+    ("self_attn.q_proj", "attn_q"),
+    ("self_attn.k_proj", "attn_k"),
+    ("self_attn.v_proj", "attn_v"),
+    ("self_attn.o_proj", "attn_output"),
+    ("post_attention_layernorm", "ffn_norm"),
+    ("mlp.gate_proj", "ffn_gate"),
+    ("mlp.up_proj", "ffn_up"),
+    ("mlp.down_proj", "ffn_down"),
+];
+
+/// The GGUF name of a Hugging Face tensor name (`model.layers.3.mlp.down_proj.weight` →
+/// `blk.3.ffn_down.weight`), `None` for a name outside the Llama layout.
+pub fn gguf_name(hf: &str) -> Option<String> {
+    match hf {
+        "model.embed_tokens.weight" => return Some("token_embd.weight".into()),
+        "model.norm.weight" => return Some("output_norm.weight".into()),
+        "lm_head.weight" => return Some("output.weight".into()),
+        _ => {}
+    }
+    let rest = hf.strip_prefix("model.layers.")?.strip_suffix(".weight")?;
+    let (layer, suffix) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let (_, gguf) = LAYER_NAMES.iter().find(|(h, _)| *h == suffix)?;
+    Some(format!("blk.{layer}.{gguf}.weight"))
+}
+
+/// The model config from a GGUF file's `llama.*` metadata; BOS/EOS/add_bos come from the
+/// tokenizer built from the same file, the vocabulary size from `tokenizer.ggml.tokens`, and the
+/// embeddings are tied when there is no `output.weight`.
+///
+/// Errors: [`Error::Unsupported`] for an architecture other than `llama`, partial rotary, RoPE
+/// scaling or mixture-of-experts; [`Error::Format`] for missing or invalid keys.
+pub fn config_from_gguf(gguf: &GgufFile, tokenizer: &Tokenizer) -> Result<ModelConfig> {
+    let path = gguf.path();
+    let unsupported = |msg: String| Error::Unsupported {
+        path: path.to_string(),
+        msg,
+    };
+    let arch = gguf.get_str("general.architecture")?.unwrap_or("(none)");
+    if arch != "llama" {
+        return Err(unsupported(format!(
+            "general.architecture is `{arch}`: only llama-family GGUF models (`llama`) run in nse"
+        )));
+    }
+    let key = |k: &str| format!("llama.{k}");
+    let uint = |k: &str| -> Result<Option<usize>> {
+        match gguf.get_u64(&key(k))? {
+            None => Ok(None),
+            Some(v) => usize::try_from(v)
+                .map(Some)
+                .map_err(|_| Error::format(path, format!("{} is {v}, too large", key(k)))),
+        }
+    };
+    let required = |k: &str| -> Result<usize> {
+        uint(k)?.ok_or_else(|| {
+            Error::format(
+                path,
+                format!(
+                    "metadata key `{}` is missing: the GGUF is incomplete; convert it again",
+                    key(k)
+                ),
+            )
+        })
+    };
+    if uint("expert_count")?.unwrap_or(0) > 0 {
+        return Err(unsupported(
+            "mixture-of-experts models (llama.expert_count > 0) are not supported".into(),
+        ));
+    }
+    if let Some(scaling) = gguf.get_str(&key("rope.scaling.type"))?
+        && scaling != "none"
+    {
+        return Err(unsupported(format!(
+            "RoPE scaling `{scaling}` is not implemented; only plain RoPE is"
+        )));
+    }
+    if gguf.tensor_info("rope_freqs.weight").is_some() {
+        return Err(unsupported(
+            "per-frequency RoPE factors (rope_freqs.weight, Llama 3.1 style) are not implemented"
+                .into(),
+        ));
+    }
+    let d_model = required("embedding_length")?;
+    let n_heads = required("attention.head_count")?;
+    let head_dim = match uint("attention.key_length")? {
+        Some(hd) => hd,
+        None => d_model.checked_div(n_heads).unwrap_or(0),
+    };
+    if let Some(rot) = uint("rope.dimension_count")?
+        && rot != head_dim
+    {
+        return Err(unsupported(format!(
+            "partial rotary embeddings ({rot} of {head_dim} head dimensions) are not implemented"
+        )));
+    }
+    let vocab_size = match gguf.get("tokenizer.ggml.tokens").and_then(|v| v.as_array()) {
+        Some(tokens) => tokens.len(),
+        None => required("vocab_size")?,
+    };
+    let rms_eps = gguf
+        .get_f64(&key("attention.layer_norm_rms_epsilon"))?
+        .ok_or_else(|| {
+            Error::format(
+                path,
+                "metadata key `llama.attention.layer_norm_rms_epsilon` is missing: the \
+                 GGUF is incomplete; convert it again",
+            )
+        })?;
+    let cfg = ModelConfig {
+        arch: Arch::Llama,
+        n_layers: required("block_count")?,
+        d_model,
+        d_ff: required("feed_forward_length")?,
+        n_heads,
+        n_kv_heads: uint("attention.head_count_kv")?.unwrap_or(n_heads),
+        head_dim,
+        vocab_size,
+        max_ctx: required("context_length")?,
+        rope_theta: gguf.get_f64(&key("rope.freq_base"))?.unwrap_or(10000.0) as f32,
+        rms_eps: rms_eps as f32,
+        tie_embeddings: gguf.tensor_info("output.weight").is_none(),
+        bos_id: tokenizer.bos_id(),
+        eos_id: tokenizer.eos_id(),
+        add_bos: tokenizer.add_bos(),
+    };
+    cfg.validate(path)?;
+    Ok(cfg)
+}
+
+/// Dequantises the tensor with HF name `hf` from its GGUF counterpart, renamed to `hf`, with
+/// Q/K rows un-permuted to HF order.
+pub(super) fn tensor(gguf: &GgufFile, cfg: &ModelConfig, hf: &str) -> Result<HostTensor> {
+    let name = gguf_name(hf).expect("the loader only asks for Llama tensor names");
+    let mut t = gguf.tensor(&name)?;
+    t.name = hf.to_string();
+    let heads = if hf.ends_with("self_attn.q_proj.weight") {
+        Some(cfg.n_heads)
+    } else if hf.ends_with("self_attn.k_proj.weight") {
+        Some(cfg.n_kv_heads)
+    } else {
+        None
+    };
+    // A wrong shape is reported by the caller; only un-permute what has the expected shape.
+    if let Some(h) = heads
+        && t.shape == [h * cfg.head_dim, cfg.d_model]
+    {
+        unpermute_qk_rows(&mut t.data, h, cfg.d_model);
+    }
+    Ok(t)
+}
+
+/// Undoes llama.cpp's Q/K row permutation in place, giving Hugging Face rotate-half order.
+///
+/// llama.cpp's converter maps HF → GGUF with
+/// `w.reshape(n_heads, 2, hd/2, d_in).swapaxes(1, 2).reshape(rows, d_in)`: within head `h`, HF
+/// row `h·hd + s·hd/2 + i` (`s ∈ {0, 1}`, `i < hd/2`) is stored as GGUF row `h·hd + 2i + s`, so
+/// each RoPE pair sits in adjacent rows. This puts every row back.
+///
+/// # Shapes
+/// `w` is `(n_heads·hd, d_in)` row-major; `hd` is inferred and must be even.
+///
+/// # Panics
+/// If `w.len()` is not a multiple of `n_heads · d_in` or `hd` is odd (the loader checked the
+/// shape first, so this is a bug).
+pub fn unpermute_qk_rows(w: &mut [f32], n_heads: usize, d_in: usize) {
+    assert!(
+        n_heads > 0 && d_in > 0 && w.len().is_multiple_of(n_heads * d_in),
+        "unpermute_qk_rows: bad shape"
+    );
+    let hd = w.len() / (n_heads * d_in);
+    assert!(hd.is_multiple_of(2), "unpermute_qk_rows: odd head_dim {hd}");
+    let half = hd / 2;
+    let mut head = vec![0.0f32; hd * d_in]; // (hd, d_in) scratch: one head in GGUF order
+    for block in w.chunks_exact_mut(hd * d_in) {
+        head.copy_from_slice(block);
+        for s in 0..2 {
+            for i in 0..half {
+                let (dst, src) = (s * half + i, 2 * i + s);
+                block[dst * d_in..(dst + 1) * d_in]
+                    .copy_from_slice(&head[src * d_in..(src + 1) * d_in]);
+            }
+        }
+    }
+}

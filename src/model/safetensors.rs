@@ -1,0 +1,334 @@
+//! Hugging Face checkpoints: `config.json` and safetensors shards (F32, F16, BF16).
+//!
+//! The `safetensors` crate validates each shard's header (offsets contiguous from 0, each span
+//! equal to shape × dtype size, data ending exactly at the end of the file); this module turns
+//! its errors into messages that name the tensor and say what to do, and reads the Llama-family
+//! `config.json` into a [`ModelConfig`].
+
+use std::collections::HashMap;
+
+use ::safetensors::{Dtype, SafeTensorError, SafeTensors};
+use half::{bf16, f16};
+use serde_json::Value;
+
+use super::{Arch, HostTensor, ModelConfig};
+use crate::{Error, Result};
+
+/// `architectures` entries other than `*Llama*ForCausalLM` that have the Llama block
+/// (RMSNorm, SwiGLU, rotate-half RoPE, no biases).
+const LLAMA_LIKE: [&str; 1] = ["MistralForCausalLM"];
+
+/// Reads a Llama-family `config.json`; `path` only names it in errors.
+///
+/// `bos_id`/`eos_id` come from `bos_token_id`/`eos_token_id` (the first entry of a list);
+/// `add_bos` is left `false` for the tokenizer to decide. A Mistral `sliding_window` smaller than
+/// `max_position_embeddings` becomes `max_ctx`, where full and sliding attention agree.
+///
+/// Errors: [`Error::Unsupported`] for another architecture, activation, RoPE scaling or biases;
+/// [`Error::Format`] for invalid JSON or a missing or mistyped field.
+pub fn parse_config(json: &str, path: &str) -> Result<ModelConfig> {
+    let fmt = |msg: String| Error::format(path, msg);
+    let unsupported = |msg: String| Error::Unsupported {
+        path: path.to_string(),
+        msg,
+    };
+    let v: Value = serde_json::from_str(json).map_err(|e| fmt(format!("not valid JSON: {e}")))?;
+    let archs: Vec<&str> = v
+        .get("architectures")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let llama =
+        |a: &&str| (a.contains("Llama") && a.ends_with("ForCausalLM")) || LLAMA_LIKE.contains(a);
+    if !archs.iter().any(llama) {
+        return Err(unsupported(format!(
+            "architectures {archs:?}: only Llama-family causal LMs (LlamaForCausalLM, \
+             MistralForCausalLM) run in nse"
+        )));
+    }
+    let uint = |key: &str| -> Result<Option<usize>> {
+        match v.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(x) => x
+                .as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .map(Some)
+                .ok_or_else(|| fmt(format!("`{key}` is {x}, expected a non-negative integer"))),
+        }
+    };
+    let required = |key: &str| -> Result<usize> {
+        uint(key)?.ok_or_else(|| fmt(format!("`{key}` is missing; a Llama config.json needs it")))
+    };
+    let float = |key: &str, default: f64| -> Result<f32> {
+        match v.get(key) {
+            None | Some(Value::Null) => Ok(default as f32),
+            Some(x) => x
+                .as_f64()
+                .map(|f| f as f32)
+                .ok_or_else(|| fmt(format!("`{key}` is {x}, expected a number"))),
+        }
+    };
+    let flag = |key: &str| -> Result<bool> {
+        match v.get(key) {
+            None | Some(Value::Null) => Ok(false),
+            Some(x) => x
+                .as_bool()
+                .ok_or_else(|| fmt(format!("`{key}` is {x}, expected true or false"))),
+        }
+    };
+    if let Some(act) = v.get("hidden_act").and_then(Value::as_str)
+        && act != "silu"
+    {
+        return Err(unsupported(format!(
+            "hidden_act `{act}`: the Llama MLP here is SwiGLU (silu)"
+        )));
+    }
+    if let Some(scaling) = v.get("rope_scaling").filter(|s| !s.is_null()) {
+        return Err(unsupported(format!(
+            "rope_scaling {scaling}: only plain RoPE is implemented"
+        )));
+    }
+    for key in ["attention_bias", "mlp_bias"] {
+        if flag(key)? {
+            return Err(unsupported(format!(
+                "`{key}` is true: the Llama block here has no biases"
+            )));
+        }
+    }
+
+    let d_model = required("hidden_size")?;
+    let n_heads = required("num_attention_heads")?;
+    let head_dim = match uint("head_dim")? {
+        Some(hd) => hd,
+        None if n_heads > 0 && d_model.is_multiple_of(n_heads) => d_model / n_heads,
+        None => {
+            return Err(fmt(format!(
+                "hidden_size {d_model} is not a multiple of num_attention_heads {n_heads} and no \
+                 head_dim is given"
+            )));
+        }
+    };
+    let mut max_ctx = uint("max_position_embeddings")?.unwrap_or(2048);
+    if let Some(window) = uint("sliding_window")? {
+        max_ctx = max_ctx.min(window);
+    }
+    let cfg = ModelConfig {
+        arch: Arch::Llama,
+        n_layers: required("num_hidden_layers")?,
+        d_model,
+        d_ff: required("intermediate_size")?,
+        n_heads,
+        n_kv_heads: uint("num_key_value_heads")?.unwrap_or(n_heads),
+        head_dim,
+        vocab_size: required("vocab_size")?,
+        max_ctx,
+        rope_theta: float("rope_theta", 10000.0)?,
+        // transformers' LlamaConfig default.
+        rms_eps: float("rms_norm_eps", 1e-6)?,
+        tie_embeddings: flag("tie_word_embeddings")?,
+        bos_id: token_id(&v, "bos_token_id").map_err(fmt)?,
+        eos_id: token_id(&v, "eos_token_id").map_err(fmt)?,
+        add_bos: false,
+    };
+    cfg.validate(path)?;
+    Ok(cfg)
+}
+
+/// `bos_token_id`/`eos_token_id`: absent, null, an id, or a list whose first id is used.
+fn token_id(v: &Value, key: &str) -> std::result::Result<Option<u32>, String> {
+    let one = |x: &Value| x.as_u64().and_then(|n| u32::try_from(n).ok());
+    let id = match v.get(key) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(a)) if a.is_empty() => return Ok(None),
+        Some(Value::Array(a)) => one(&a[0]),
+        Some(x) => one(x),
+    };
+    id.map(Some).ok_or_else(|| {
+        format!(
+            "`{key}` is {}, expected a token id or a list of them",
+            v[key]
+        )
+    })
+}
+
+/// The tensors of one or more safetensors shards, by name.
+pub struct SafetensorsShards<'a> {
+    shards: Vec<(String, SafeTensors<'a>)>,
+    /// Tensor name → index into `shards`.
+    index: HashMap<String, usize>,
+}
+
+impl<'a> SafetensorsShards<'a> {
+    /// Parses the header of every `(file name, bytes)` shard.
+    ///
+    /// Errors: [`Error::Format`] for an invalid or truncated shard, or a tensor in two shards.
+    pub fn parse(shards: &[(&str, &'a [u8])]) -> Result<Self> {
+        let mut parsed = Vec::with_capacity(shards.len());
+        let mut index = HashMap::new();
+        for (i, &(path, bytes)) in shards.iter().enumerate() {
+            let st = SafeTensors::deserialize(bytes)
+                .map_err(|e| Error::format(path, explain(&e, bytes)))?;
+            for name in st.names() {
+                if let Some(other) = index.insert(name.to_string(), i) {
+                    return Err(Error::format(
+                        path,
+                        format!(
+                            "tensor `{name}` is also in {}: remove the duplicate shard",
+                            shards[other].0
+                        ),
+                    ));
+                }
+            }
+            parsed.push((path.to_string(), st));
+        }
+        Ok(SafetensorsShards {
+            shards: parsed,
+            index,
+        })
+    }
+
+    /// Number of tensors over all shards.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    /// `(dtype name, tensor count)` over all shards, most common first.
+    pub fn dtype_counts(&self) -> Vec<(String, usize)> {
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for (_, st) in &self.shards {
+            for (_, view) in st.iter() {
+                *counts.entry(view.dtype().to_string()).or_default() += 1;
+            }
+        }
+        sorted_counts(counts)
+    }
+
+    /// One tensor converted to f32.
+    ///
+    /// Errors: [`Error::MissingTensor`] when no shard has it, [`Error::Unsupported`] for a dtype
+    /// other than F32, F16 and BF16.
+    pub fn tensor(&self, name: &str) -> Result<HostTensor> {
+        let Some(&i) = self.index.get(name) else {
+            let path = self
+                .shards
+                .first()
+                .map_or("safetensors", |(p, _)| p.as_str());
+            return Err(Error::MissingTensor {
+                path: path.into(),
+                name: name.into(),
+                arch: "Llama".into(),
+            });
+        };
+        let (path, st) = &self.shards[i];
+        let view = st
+            .tensor(name)
+            .map_err(|e| Error::format(path, e.to_string()))?;
+        let b = view.data();
+        let data: Vec<f32> = match view.dtype() {
+            Dtype::F32 => b
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::F16 => b
+                .chunks_exact(2)
+                .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => b
+                .chunks_exact(2)
+                .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(Error::Unsupported {
+                    path: path.clone(),
+                    msg: format!(
+                        "tensor `{name}` has dtype {other}; nse reads F32, F16 and BF16 \
+                         safetensors (save the model with torch_dtype=float16 or bfloat16)"
+                    ),
+                });
+            }
+        };
+        // The crate checked that the byte span equals shape × dtype size.
+        Ok(HostTensor::new(name, view.shape().to_vec(), data))
+    }
+}
+
+/// `(name, count)` pairs, most common first, then by name.
+pub(crate) fn sorted_counts(counts: HashMap<String, usize>) -> Vec<(String, usize)> {
+    let mut v: Vec<_> = counts.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    v
+}
+
+/// A message for a shard the `safetensors` crate rejected, naming the tensor where it can.
+fn explain(e: &SafeTensorError, bytes: &[u8]) -> String {
+    match e {
+        SafeTensorError::HeaderTooSmall | SafeTensorError::InvalidHeaderLength => {
+            "the file is shorter than its header length says: it is truncated or not a safetensors \
+             file; download it again"
+                .to_string()
+        }
+        SafeTensorError::HeaderTooLarge => "the header length is over 100 MB: this is not a \
+                                            safetensors file"
+            .to_string(),
+        SafeTensorError::InvalidHeader(_) | SafeTensorError::InvalidHeaderDeserialization(_) => {
+            format!(
+                "the header is not valid safetensors JSON ({e}): the file is corrupt or not a \
+                 safetensors file"
+            )
+        }
+        SafeTensorError::InvalidOffset(name) => format!(
+            "tensor `{name}` has data_offsets that do not start where the previous tensor ends \
+             (overlapping tensors or a gap): the file is corrupt"
+        ),
+        SafeTensorError::TensorInvalidInfo => match span_mismatch(bytes) {
+            Some(detail) => format!("{detail}: the file is corrupt"),
+            None => "a tensor's data_offsets do not match its shape and dtype: the file is corrupt"
+                .to_string(),
+        },
+        SafeTensorError::MetadataIncompleteBuffer => format!(
+            "the tensor data does not end exactly at the end of the file ({} bytes): the file is \
+             truncated or has trailing bytes; download it again",
+            bytes.len()
+        ),
+        SafeTensorError::ValidationOverflow => {
+            "a tensor's shape overflows: the file is corrupt".to_string()
+        }
+        other => format!("invalid safetensors file: {other}"),
+    }
+}
+
+/// Finds the first tensor whose byte span disagrees with shape × dtype size (for the message).
+fn span_mismatch(bytes: &[u8]) -> Option<String> {
+    let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?) as usize;
+    let header: HashMap<String, Value> =
+        serde_json::from_slice(bytes.get(8..8usize.checked_add(n)?)?).ok()?;
+    let mut names: Vec<_> = header.keys().filter(|k| *k != "__metadata__").collect();
+    names.sort();
+    names.into_iter().find_map(|name| {
+        let info: ::safetensors::tensor::TensorInfo =
+            serde_json::from_value(header[name].clone()).ok()?;
+        let elems = info
+            .shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))?;
+        let want = elems.checked_mul(info.dtype.bitsize())? / 8;
+        let (s, e) = info.data_offsets;
+        (e.checked_sub(s) != Some(want)).then(|| {
+            format!(
+                "tensor `{name}` has shape {:?} of {} ({want} bytes) but data_offsets [{s}, {e}] \
+                 span {} bytes",
+                info.shape,
+                info.dtype,
+                e as i128 - s as i128
+            )
+        })
+    })
+}
