@@ -1,0 +1,352 @@
+//! The cpu backend: the [`crate::ops`] references behind the [`Backend`] interface.
+//!
+//! Not a second-class path: it is what tests, CI and GPU-less users run, and the page's fallback
+//! when WebGPU is missing. Matmuls go through faer (SIMD, threaded natively); the other ops are the
+//! plain-loop references, parallel over rows natively.
+
+use std::future::Future;
+
+use crate::Result;
+use crate::backend::{AttnShape, Backend, DType, TensorInfo, Transpose};
+use crate::ops::{attention, elementwise, embedding, matmul, rms_norm, rope, rows, softmax};
+
+/// Storage of a [`CpuTensor`].
+#[derive(Clone, Debug, PartialEq)]
+enum Data {
+    F32(Vec<f32>),
+    U32(Vec<u32>),
+}
+
+/// A dense row-major tensor in host memory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CpuTensor {
+    shape: Vec<usize>,
+    data: Data,
+}
+
+impl CpuTensor {
+    /// An f32 tensor; panics if `data` does not fill `shape`.
+    pub fn from_f32(data: Vec<f32>, shape: &[usize]) -> Self {
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            data.len(),
+            "shape {shape:?} vs {} values",
+            data.len()
+        );
+        CpuTensor {
+            shape: shape.to_vec(),
+            data: Data::F32(data),
+        }
+    }
+
+    /// A u32 tensor; panics if `data` does not fill `shape`.
+    pub fn from_u32(data: Vec<u32>, shape: &[usize]) -> Self {
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            data.len(),
+            "shape {shape:?} vs {} values",
+            data.len()
+        );
+        CpuTensor {
+            shape: shape.to_vec(),
+            data: Data::U32(data),
+        }
+    }
+
+    /// The values of an f32 tensor.
+    pub fn f32(&self) -> &[f32] {
+        match &self.data {
+            Data::F32(v) => v,
+            Data::U32(_) => panic!("expected an f32 tensor, got u32 {:?}", self.shape),
+        }
+    }
+
+    /// Mutable values of an f32 tensor.
+    pub fn f32_mut(&mut self) -> &mut [f32] {
+        match &mut self.data {
+            Data::F32(v) => v,
+            Data::U32(_) => panic!("expected an f32 tensor, got u32 {:?}", self.shape),
+        }
+    }
+
+    /// The values of a u32 tensor.
+    pub fn u32(&self) -> &[u32] {
+        match &self.data {
+            Data::U32(v) => v,
+            Data::F32(_) => panic!("expected a u32 tensor, got f32 {:?}", self.shape),
+        }
+    }
+
+    /// Last dimension (the row width).
+    fn width(&self) -> usize {
+        *self
+            .shape
+            .last()
+            .expect("tensor has at least one dimension")
+    }
+}
+
+impl TensorInfo for CpuTensor {
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    fn dtype(&self) -> DType {
+        match self.data {
+            Data::F32(_) => DType::F32,
+            Data::U32(_) => DType::U32,
+        }
+    }
+}
+
+/// The cpu backend. Stateless; cheap to create.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuBackend;
+
+fn same_shape(a: &CpuTensor, b: &CpuTensor, op: &str) {
+    assert_eq!(a.shape, b.shape, "{op}: shapes differ");
+}
+
+impl Backend for CpuBackend {
+    type Tensor = CpuTensor;
+
+    fn describe(&self) -> String {
+        #[cfg(not(target_arch = "wasm32"))]
+        let threads = rayon::current_num_threads();
+        #[cfg(target_arch = "wasm32")]
+        let threads = 1;
+        format!("cpu ({threads} threads, faer GEMM)")
+    }
+
+    fn upload(&self, _name: &str, data: &[f32], shape: &[usize]) -> Result<CpuTensor> {
+        Ok(CpuTensor::from_f32(data.to_vec(), shape))
+    }
+
+    fn upload_owned(&self, _name: &str, data: Vec<f32>, shape: &[usize]) -> Result<CpuTensor> {
+        Ok(CpuTensor::from_f32(data, shape))
+    }
+
+    fn upload_u32(&self, _name: &str, data: &[u32], shape: &[usize]) -> Result<CpuTensor> {
+        Ok(CpuTensor::from_u32(data.to_vec(), shape))
+    }
+
+    fn zeros(&self, shape: &[usize]) -> Result<CpuTensor> {
+        Ok(CpuTensor::from_f32(
+            vec![0.0; shape.iter().product()],
+            shape,
+        ))
+    }
+
+    fn copy(&self, t: &CpuTensor) -> Result<CpuTensor> {
+        Ok(t.clone())
+    }
+
+    fn read(&self, t: &CpuTensor) -> impl Future<Output = Result<Vec<f32>>> {
+        std::future::ready(Ok(t.f32().to_vec()))
+    }
+
+    fn read_u32(&self, t: &CpuTensor) -> impl Future<Output = Result<Vec<u32>>> {
+        std::future::ready(Ok(t.u32().to_vec()))
+    }
+
+    fn embedding(&self, table: &CpuTensor, ids: &CpuTensor) -> Result<CpuTensor> {
+        let d = table.width();
+        let out = embedding::embedding_forward(table.f32(), d, ids.u32());
+        Ok(CpuTensor::from_f32(out, &[ids.len(), d]))
+    }
+
+    fn rms_norm(&self, x: &CpuTensor, w: &CpuTensor, eps: f32) -> Result<CpuTensor> {
+        assert_eq!(x.width(), w.len(), "rms_norm: width");
+        Ok(CpuTensor::from_f32(
+            rms_norm::rms_norm_forward(x.f32(), w.f32(), eps),
+            &x.shape,
+        ))
+    }
+
+    fn matmul(&self, a: &CpuTensor, b: &CpuTensor, t: Transpose) -> Result<CpuTensor> {
+        let dims = matmul::MatmulDims::from_shapes(&a.shape, &b.shape, t);
+        let mut c = vec![0.0; dims.m * dims.n];
+        matmul::matmul_into(&mut c, a.f32(), b.f32(), dims, t, false);
+        Ok(CpuTensor::from_f32(c, &[dims.m, dims.n]))
+    }
+
+    fn matmul_acc(
+        &self,
+        c: &mut CpuTensor,
+        a: &CpuTensor,
+        b: &CpuTensor,
+        t: Transpose,
+    ) -> Result<()> {
+        let dims = matmul::MatmulDims::from_shapes(&a.shape, &b.shape, t);
+        assert_eq!(c.shape, [dims.m, dims.n], "matmul_acc: output shape");
+        matmul::matmul_into(c.f32_mut(), a.f32(), b.f32(), dims, t, true);
+        Ok(())
+    }
+
+    fn rope(
+        &self,
+        x: &CpuTensor,
+        positions: &CpuTensor,
+        table: &CpuTensor,
+        head_dim: usize,
+    ) -> Result<CpuTensor> {
+        let out = rope::rope_forward(x.f32(), positions.u32(), table.f32(), head_dim);
+        Ok(CpuTensor::from_f32(out, &x.shape))
+    }
+
+    fn rope_backward(
+        &self,
+        dy: &CpuTensor,
+        positions: &CpuTensor,
+        table: &CpuTensor,
+        head_dim: usize,
+    ) -> Result<CpuTensor> {
+        let out = rope::rope_backward(dy.f32(), positions.u32(), table.f32(), head_dim);
+        Ok(CpuTensor::from_f32(out, &dy.shape))
+    }
+
+    fn attention(
+        &self,
+        q: &CpuTensor,
+        k: &CpuTensor,
+        v: &CpuTensor,
+        ranges: &CpuTensor,
+        shape: AttnShape,
+    ) -> Result<CpuTensor> {
+        let out = attention::attention_forward(q.f32(), k.f32(), v.f32(), ranges.u32(), shape);
+        Ok(CpuTensor::from_f32(out, &q.shape))
+    }
+
+    fn attention_backward(
+        &self,
+        q: &CpuTensor,
+        k: &CpuTensor,
+        v: &CpuTensor,
+        ranges: &CpuTensor,
+        dout: &CpuTensor,
+        shape: AttnShape,
+    ) -> Result<(CpuTensor, CpuTensor, CpuTensor)> {
+        let (dq, dk, dv) = attention::attention_backward(
+            q.f32(),
+            k.f32(),
+            v.f32(),
+            ranges.u32(),
+            dout.f32(),
+            shape,
+        );
+        Ok((
+            CpuTensor::from_f32(dq, &q.shape),
+            CpuTensor::from_f32(dk, &k.shape),
+            CpuTensor::from_f32(dv, &v.shape),
+        ))
+    }
+
+    fn silu_mul(&self, gate: &CpuTensor, up: &CpuTensor) -> Result<CpuTensor> {
+        same_shape(gate, up, "silu_mul");
+        Ok(CpuTensor::from_f32(
+            elementwise::silu_mul_forward(gate.f32(), up.f32()),
+            &gate.shape,
+        ))
+    }
+
+    fn silu_mul_backward(
+        &self,
+        gate: &CpuTensor,
+        up: &CpuTensor,
+        dy: &CpuTensor,
+    ) -> Result<(CpuTensor, CpuTensor)> {
+        same_shape(gate, up, "silu_mul_backward");
+        same_shape(gate, dy, "silu_mul_backward");
+        let (dg, du) = elementwise::silu_mul_backward(gate.f32(), up.f32(), dy.f32());
+        Ok((
+            CpuTensor::from_f32(dg, &gate.shape),
+            CpuTensor::from_f32(du, &gate.shape),
+        ))
+    }
+
+    fn rms_norm_backward(
+        &self,
+        x: &CpuTensor,
+        w: &CpuTensor,
+        dy: &CpuTensor,
+        eps: f32,
+    ) -> Result<CpuTensor> {
+        same_shape(x, dy, "rms_norm_backward");
+        Ok(CpuTensor::from_f32(
+            rms_norm::rms_norm_backward(x.f32(), w.f32(), dy.f32(), eps),
+            &x.shape,
+        ))
+    }
+
+    fn add(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
+        same_shape(a, b, "add");
+        Ok(CpuTensor::from_f32(
+            elementwise::add_forward(a.f32(), b.f32()),
+            &a.shape,
+        ))
+    }
+
+    fn add_rows(&self, x: &mut CpuTensor, rows: &CpuTensor, v: &CpuTensor) -> Result<()> {
+        let d = x.width();
+        assert_eq!(v.shape, [rows.len(), d], "add_rows: v shape");
+        rows::add_rows(x.f32_mut(), d, rows.u32(), v.f32());
+        Ok(())
+    }
+
+    fn gather_rows(&self, x: &CpuTensor, rows: &CpuTensor) -> Result<CpuTensor> {
+        let d = x.width();
+        Ok(CpuTensor::from_f32(
+            rows::gather_rows(x.f32(), d, rows.u32()),
+            &[rows.len(), d],
+        ))
+    }
+
+    fn write_rows(&self, dst: &mut CpuTensor, row0: usize, src: &CpuTensor) -> Result<()> {
+        let d = dst.width();
+        assert_eq!(src.width(), d, "write_rows: width");
+        let n = src.len();
+        dst.f32_mut()[row0 * d..row0 * d + n].copy_from_slice(src.f32());
+        Ok(())
+    }
+
+    fn add_columns(&self, w: &mut CpuTensor, cols: &CpuTensor, delta: &CpuTensor) -> Result<()> {
+        let k = w.width();
+        assert_eq!(
+            delta.shape,
+            [w.shape[0], cols.len()],
+            "add_columns: delta shape"
+        );
+        rows::add_columns(w.f32_mut(), k, cols.u32(), delta.f32());
+        Ok(())
+    }
+
+    fn log_softmax(&self, x: &CpuTensor) -> Result<CpuTensor> {
+        Ok(CpuTensor::from_f32(
+            softmax::log_softmax_forward(x.f32(), x.width()),
+            &x.shape,
+        ))
+    }
+
+    fn log_softmax_backward(&self, logp: &CpuTensor, dy: &CpuTensor) -> Result<CpuTensor> {
+        same_shape(logp, dy, "log_softmax_backward");
+        let out = softmax::log_softmax_backward(logp.f32(), dy.f32(), logp.width());
+        Ok(CpuTensor::from_f32(out, &logp.shape))
+    }
+
+    fn argmax(&self, x: &CpuTensor) -> Result<CpuTensor> {
+        let out = softmax::argmax_forward(x.f32(), x.width());
+        let n = out.len();
+        Ok(CpuTensor::from_u32(out, &[n]))
+    }
+
+    fn sample_top_k(
+        &self,
+        logits: &CpuTensor,
+        k: usize,
+        uniforms: &CpuTensor,
+    ) -> Result<CpuTensor> {
+        let out = softmax::sample_top_k_forward(logits.f32(), logits.width(), k, uniforms.f32());
+        let n = out.len();
+        Ok(CpuTensor::from_u32(out, &[n]))
+    }
+}

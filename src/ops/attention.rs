@@ -1,0 +1,285 @@
+//! Softmax attention with grouped KV heads over explicit per-query key ranges.
+//!
+//! Query row `i`, head `h` reads kv head `g = h / (Hq / Hkv)` and the key rows
+//! `ranges[i].0 .. ranges[i].1`: `out = Σ_j p_j v_j`, `p = softmax_j(q · k_j / sqrt(hd))`.
+
+use super::par_rows;
+use crate::backend::AttnShape;
+
+/// CPU reference forward.
+///
+/// # Shapes
+/// `q (Nq, Hq·hd)`, `k (Nk, Hkv·hd)`, `v (Nk, Hkv·hd)`, `ranges (Nq, 2)` → `(Nq, Hq·hd)`.
+pub fn attention_forward(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    ranges: &[u32],
+    s: AttnShape,
+) -> Vec<f32> {
+    let (hd, qw, kw) = (
+        s.head_dim,
+        s.n_heads * s.head_dim,
+        s.n_kv_heads * s.head_dim,
+    );
+    let group = s.n_heads / s.n_kv_heads;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mut out = vec![0.0; q.len()];
+    par_rows(&mut out, qw, |i, o| {
+        let (start, end) = (ranges[2 * i] as usize, ranges[2 * i + 1] as usize);
+        assert!(
+            start < end && end <= k.len() / kw,
+            "attention row {i}: bad key range {start}..{end}"
+        );
+        let mut p = vec![0.0f32; end - start];
+        for h in 0..s.n_heads {
+            let g = h / group;
+            let qh = &q[i * qw + h * hd..i * qw + (h + 1) * hd];
+            for (j, pj) in (start..end).zip(p.iter_mut()) {
+                *pj = dot(qh, &k[j * kw + g * hd..j * kw + (g + 1) * hd]) * scale;
+            }
+            softmax_in_place(&mut p);
+            let oh = &mut o[h * hd..(h + 1) * hd];
+            oh.fill(0.0);
+            for (j, &pj) in (start..end).zip(&p) {
+                for (o, &v) in oh
+                    .iter_mut()
+                    .zip(&v[j * kw + g * hd..j * kw + (g + 1) * hd])
+                {
+                    *o += pj * v;
+                }
+            }
+        }
+    });
+    out
+}
+
+/// CPU reference backward for packed causal self-attention (`q`, `k`, `v` share rows).
+///
+/// With `p` the forward probabilities, `dp_j = dout · v_j` and `ds_j = p_j (dp_j − Σ p dp)`:
+/// `dq = scale Σ_j ds_j k_j`, `dk_j += scale ds_j q`, `dv_j += p_j dout`.
+///
+/// # Shapes
+/// As [`attention_forward`] plus `dout (N, Hq·hd)` → `(dq, dk, dv)`.
+pub fn attention_backward(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    ranges: &[u32],
+    dout: &[f32],
+    s: AttnShape,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (hd, qw, kw) = (
+        s.head_dim,
+        s.n_heads * s.head_dim,
+        s.n_kv_heads * s.head_dim,
+    );
+    let group = s.n_heads / s.n_kv_heads;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let n = q.len() / qw;
+    let (mut dq, mut dk, mut dv) = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
+    for i in 0..n {
+        let (start, end) = (ranges[2 * i] as usize, ranges[2 * i + 1] as usize);
+        let mut p = vec![0.0f32; end - start];
+        let mut dp = vec![0.0f32; end - start];
+        for h in 0..s.n_heads {
+            let g = h / group;
+            let qh = &q[i * qw + h * hd..i * qw + (h + 1) * hd];
+            let doh = &dout[i * qw + h * hd..i * qw + (h + 1) * hd];
+            let kv = |j: usize| j * kw + g * hd..j * kw + (g + 1) * hd;
+            for (t, j) in (start..end).enumerate() {
+                p[t] = dot(qh, &k[kv(j)]) * scale;
+                dp[t] = dot(doh, &v[kv(j)]);
+            }
+            softmax_in_place(&mut p);
+            let pdp: f32 = p.iter().zip(&dp).map(|(a, b)| a * b).sum();
+            for (t, j) in (start..end).enumerate() {
+                let ds = p[t] * (dp[t] - pdp) * scale;
+                let r = kv(j);
+                for c in 0..hd {
+                    dq[i * qw + h * hd + c] += ds * k[r.start + c];
+                    dk[r.start + c] += ds * qh[c];
+                    dv[r.start + c] += p[t] * doh[c];
+                }
+            }
+        }
+    }
+    (dq, dk, dv)
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Max-subtracted softmax.
+fn softmax_in_place(p: &mut [f32]) {
+    let max = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f32;
+    for x in p.iter_mut() {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    for x in p.iter_mut() {
+        *x /= sum;
+    }
+}
+
+// ---- GPU launchers: `shaders/attention.wgsl`, `shaders/attention_backward.wgsl` ----
+
+use crate::backend::{DType, TensorInfo};
+use crate::gpu::{Dispatch, GpuBackend, GpuTensor, u32_of};
+use crate::{Error, Result};
+
+/// Invocations per workgroup of the attention kernels (one per (row, head)).
+pub const ATTENTION_WG: u32 = 64;
+/// Widest head the kernels' private accumulators hold.
+pub const MAX_HEAD_DIM: usize = 128;
+
+/// Checks the shapes (panics: caller bugs) and the head width (an error: a model property).
+fn check_shapes(
+    q: &GpuTensor,
+    k: &GpuTensor,
+    v: &GpuTensor,
+    ranges: &GpuTensor,
+    s: AttnShape,
+) -> Result<()> {
+    assert!(
+        s.n_kv_heads > 0 && s.n_heads.is_multiple_of(s.n_kv_heads),
+        "attention: {s:?} does not group"
+    );
+    assert_eq!(
+        q.width(),
+        s.n_heads * s.head_dim,
+        "attention: q width for {s:?}"
+    );
+    assert_eq!(
+        k.width(),
+        s.n_kv_heads * s.head_dim,
+        "attention: k width for {s:?}"
+    );
+    assert_eq!(v.shape(), k.shape(), "attention: v shape");
+    ranges.expect_dtype(DType::U32, "attention ranges");
+    assert_eq!(
+        ranges.len(),
+        2 * q.len() / q.width().max(1),
+        "attention: one range per query row"
+    );
+    if s.head_dim > MAX_HEAD_DIM {
+        return Err(Error::Gpu(format!(
+            "attention heads of width {} exceed the GPU kernels' maximum of {MAX_HEAD_DIM}; use the cpu backend \
+             (--backend cpu)",
+            s.head_dim
+        )));
+    }
+    Ok(())
+}
+
+/// GPU [`attention_forward`]. An empty key range (a caller bug) gives a zero row.
+///
+/// # Shapes
+/// `q (Nq, Hq·hd)`, `k (Nk, Hkv·hd)`, `v (Nk, Hkv·hd)`, `ranges (Nq, 2)` u32 → `(Nq, Hq·hd)`.
+pub(crate) fn launch_attention(
+    gpu: &GpuBackend,
+    q: &GpuTensor,
+    k: &GpuTensor,
+    v: &GpuTensor,
+    ranges: &GpuTensor,
+    s: AttnShape,
+) -> Result<GpuTensor> {
+    check_shapes(q, k, v, ranges, s)?;
+    let out = gpu.empty("attention output", q.shape(), DType::F32)?;
+    let len = u32_of(q.len() / s.head_dim.max(1));
+    let nk = u32_of(k.len() / k.width().max(1));
+    let scale = 1.0 / (s.head_dim as f32).sqrt();
+    gpu.dispatch(&Dispatch {
+        shader: "attention",
+        entry: "main",
+        overrides: &[],
+        params: &[
+            len,
+            nk,
+            u32_of(s.n_heads),
+            u32_of(s.head_dim),
+            u32_of(s.n_heads / s.n_kv_heads),
+            scale.to_bits(),
+        ],
+        bindings: &[
+            (1, q.buffer()),
+            (2, k.buffer()),
+            (3, v.buffer()),
+            (4, ranges.buffer()),
+            (5, out.buffer()),
+        ],
+        workgroups: u64::from(len).div_ceil(u64::from(ATTENTION_WG)),
+    })?;
+    Ok(out)
+}
+
+/// GPU [`attention_backward`] for packed causal self-attention: the queries that see key row
+/// `j` must be a contiguous run starting at `j` (see [`crate::Backend::attention_backward`]).
+///
+/// # Shapes
+/// As [`launch_attention`] with `Nq = Nk = N`, plus `dout (N, Hq·hd)` → `(dq, dk, dv)`.
+pub(crate) fn launch_attention_backward(
+    gpu: &GpuBackend,
+    q: &GpuTensor,
+    k: &GpuTensor,
+    v: &GpuTensor,
+    ranges: &GpuTensor,
+    dout: &GpuTensor,
+    s: AttnShape,
+) -> Result<(GpuTensor, GpuTensor, GpuTensor)> {
+    check_shapes(q, k, v, ranges, s)?;
+    assert_eq!(dout.shape(), q.shape(), "attention_backward: dout shape");
+    let n = q.len() / q.width().max(1);
+    assert_eq!(
+        k.len() / k.width().max(1),
+        n,
+        "attention_backward: q and k must share rows"
+    );
+    let stats = gpu.empty("attention_backward stats", &[n, s.n_heads, 2], DType::F32)?;
+    let dq = gpu.empty("attention_backward dq", q.shape(), DType::F32)?;
+    let dk = gpu.empty("attention_backward dk", k.shape(), DType::F32)?;
+    let dv = gpu.empty("attention_backward dv", v.shape(), DType::F32)?;
+    let scale = 1.0 / (s.head_dim as f32).sqrt();
+    let common = [
+        (1, q.buffer()),
+        (2, k.buffer()),
+        (3, v.buffer()),
+        (4, ranges.buffer()),
+        (5, dout.buffer()),
+    ];
+    let shape_params = [
+        u32_of(n),
+        u32_of(s.n_heads),
+        u32_of(s.head_dim),
+        u32_of(s.n_heads / s.n_kv_heads),
+        scale.to_bits(),
+    ];
+    for (entry, heads, outputs) in [
+        (
+            "dq_pass",
+            s.n_heads,
+            vec![(6, stats.buffer()), (7, dq.buffer())],
+        ),
+        (
+            "dkv_pass",
+            s.n_kv_heads,
+            vec![(6, stats.buffer()), (8, dk.buffer()), (9, dv.buffer())],
+        ),
+    ] {
+        let len = u32_of(n * heads);
+        let mut params = vec![len];
+        params.extend(shape_params);
+        let bindings: Vec<(u32, &wgpu::Buffer)> = common.iter().copied().chain(outputs).collect();
+        gpu.dispatch(&Dispatch {
+            shader: "attention_backward",
+            entry,
+            overrides: &[],
+            params: &params,
+            bindings: &bindings,
+            workgroups: u64::from(len).div_ceil(u64::from(ATTENTION_WG)),
+        })?;
+    }
+    Ok((dq, dk, dv))
+}

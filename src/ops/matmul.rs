@@ -1,0 +1,169 @@
+//! Matrix product `C = op(A) · op(B)` (and `C += …`).
+//!
+//! The CPU path is faer's GEMM (cache-blocked, SIMD, threaded natively). A plain triple loop,
+//! [`matmul_naive`], is kept as the independent oracle that both faer and the WGSL kernel are
+//! tested against.
+
+use faer::{Accum, MatMut, MatRef, Par};
+
+use crate::backend::Transpose;
+
+/// Logical sizes of a product: `op(A)` is `(m, k)`, `op(B)` is `(k, n)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatmulDims {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+}
+
+impl MatmulDims {
+    /// Sizes from stored shapes `a (r_a, c_a)`, `b (r_b, c_b)`; panics if they don't chain.
+    pub fn from_shapes(a: &[usize], b: &[usize], t: Transpose) -> Self {
+        assert!(
+            a.len() == 2 && b.len() == 2,
+            "matmul wants matrices, got {a:?} and {b:?}"
+        );
+        let (m, ka) = if t.a { (a[1], a[0]) } else { (a[0], a[1]) };
+        let (kb, n) = if t.b { (b[1], b[0]) } else { (b[0], b[1]) };
+        assert_eq!(ka, kb, "matmul inner sizes differ: {a:?} {b:?} {t:?}");
+        MatmulDims { m, k: ka, n }
+    }
+}
+
+/// `c = op(a) · op(b)` (or `c += …` with `accumulate`) with faer.
+///
+/// # Shapes
+/// `a (m, k)` or `(k, m)`, `b (k, n)` or `(n, k)`, `c (m, n)`; all row-major.
+pub fn matmul_into(
+    c: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    dims: MatmulDims,
+    t: Transpose,
+    accumulate: bool,
+) {
+    let MatmulDims { m, k, n } = dims;
+    assert_eq!(c.len(), m * n);
+    assert_eq!(a.len(), m * k);
+    assert_eq!(b.len(), k * n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            c.fill(0.0);
+        }
+        return;
+    }
+    let lhs = if t.a {
+        MatRef::from_row_major_slice(a, k, m).transpose()
+    } else {
+        MatRef::from_row_major_slice(a, m, k)
+    };
+    let rhs = if t.b {
+        MatRef::from_row_major_slice(b, n, k).transpose()
+    } else {
+        MatRef::from_row_major_slice(b, k, n)
+    };
+    let dst = MatMut::from_row_major_slice_mut(c, m, n);
+    let accum = if accumulate {
+        Accum::Add
+    } else {
+        Accum::Replace
+    };
+    faer::linalg::matmul::matmul(dst, accum, lhs, rhs, 1.0f32, parallelism(m * n * k));
+}
+
+/// Threads only pay off above a few hundred thousand multiply-adds.
+fn parallelism(work: usize) -> Par {
+    #[cfg(not(target_arch = "wasm32"))]
+    if work >= 1 << 18 {
+        return Par::rayon(0);
+    }
+    let _ = work;
+    Par::Seq
+}
+
+/// The independent oracle: a triple loop accumulating in f64.
+pub fn matmul_naive(a: &[f32], b: &[f32], dims: MatmulDims, t: Transpose) -> Vec<f32> {
+    let MatmulDims { m, k, n } = dims;
+    let at = |i: usize, p: usize| if t.a { a[p * m + i] } else { a[i * k + p] };
+    let bt = |p: usize, j: usize| if t.b { b[j * k + p] } else { b[p * n + j] };
+    let mut c = vec![0.0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let s: f64 = (0..k).map(|p| at(i, p) as f64 * bt(p, j) as f64).sum();
+            c[i * n + j] = s as f32;
+        }
+    }
+    c
+}
+
+// ---- GPU launcher: `shaders/matmul.wgsl`, `shaders/matmul_vec4.wgsl` ----
+
+use crate::backend::TensorInfo;
+use crate::gpu::{Dispatch, GpuBackend, GpuTensor, u32_of};
+
+/// Invocations per side of a matmul workgroup.
+pub const TILE: u32 = 8;
+/// Outputs per invocation per side (a 4×4 register block).
+pub const BLOCK: u32 = 4;
+/// Invocations per matmul workgroup (`TILE²`).
+pub const MATMUL_WG: u32 = TILE * TILE;
+
+/// The kernel (shader, entry point) the gpu backend uses for a product of `dims` and `t`: a
+/// vec4 path when the contiguous dimension allows whole-vec4 loads, else the general one.
+pub fn gpu_matmul_kernel(dims: MatmulDims, t: Transpose) -> (&'static str, &'static str) {
+    let MatmulDims { m, k, n } = dims;
+    match t {
+        Transpose::NT if k % 4 == 0 => ("matmul_vec4", "nt"),
+        Transpose::NN if n % 4 == 0 => ("matmul_vec4", "nn"),
+        Transpose::TN if m % 4 == 0 && n % 4 == 0 => ("matmul_vec4", "tn"),
+        _ => ("matmul", "main"),
+    }
+}
+
+/// GPU `c = op(a) · op(b)`, or `c += …` with `accumulate`.
+///
+/// # Shapes
+/// `a (M, K)` or `(K, M)`, `b (K, N)` or `(N, K)`, `c (M, N)`.
+pub(crate) fn launch_matmul(
+    gpu: &GpuBackend,
+    c: &GpuTensor,
+    a: &GpuTensor,
+    b: &GpuTensor,
+    t: Transpose,
+    accumulate: bool,
+) -> crate::Result<()> {
+    let dims = MatmulDims::from_shapes(a.shape(), b.shape(), t);
+    let MatmulDims { m, k, n } = dims;
+    assert_eq!(c.shape(), [m, n], "matmul: output shape");
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let span = (TILE * BLOCK) as usize;
+    let tiles_n = n.div_ceil(span);
+    let tiles = m.div_ceil(span) * tiles_n;
+    let (shader, entry) = gpu_matmul_kernel(dims, t);
+    let acc = f64::from(u8::from(accumulate));
+    let general = [
+        ("TRANS_A", f64::from(u8::from(t.a))),
+        ("TRANS_B", f64::from(u8::from(t.b))),
+        ("ACCUMULATE", acc),
+    ];
+    let vec4 = [("ACCUMULATE", acc)];
+    gpu.dispatch(&Dispatch {
+        shader,
+        entry,
+        overrides: if shader == "matmul" { &general } else { &vec4 },
+        params: &[
+            u32_of(m),
+            u32_of(n),
+            u32_of(k),
+            u32_of(tiles_n),
+            u32_of(tiles),
+        ],
+        bindings: &[(1, a.buffer()), (2, b.buffer()), (3, c.buffer())],
+        workgroups: tiles as u64,
+    })
+}

@@ -1,0 +1,203 @@
+//! Over the vocabulary: log-softmax (max-stabilised) and its gradient, argmax, seeded top-k
+//! sampling.
+
+use super::par_rows;
+
+/// CPU reference: `logp = x − max − log Σ exp(x − max)`, per row; the sum in f64.
+///
+/// # Shapes
+/// `x (N, V)` → `(N, V)`.
+pub fn log_softmax_forward(x: &[f32], v: usize) -> Vec<f32> {
+    let mut out = vec![0.0; x.len()];
+    par_rows(&mut out, v, |i, y| {
+        let xr = &x[i * v..(i + 1) * v];
+        let max = xr.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let sum: f64 = xr.iter().map(|&a| ((a - max) as f64).exp()).sum();
+        let lse = max + sum.ln() as f32;
+        for (y, &a) in y.iter_mut().zip(xr) {
+            *y = a - lse;
+        }
+    });
+    out
+}
+
+/// CPU reference gradient: `dx = dy − exp(logp) · Σ dy`.
+///
+/// # Shapes
+/// `logp (N, V)`, `dy (N, V)` → `(N, V)`.
+pub fn log_softmax_backward(logp: &[f32], dy: &[f32], v: usize) -> Vec<f32> {
+    let mut out = vec![0.0; logp.len()];
+    par_rows(&mut out, v, |i, dx| {
+        let (lp, d) = (&logp[i * v..(i + 1) * v], &dy[i * v..(i + 1) * v]);
+        let total = d.iter().map(|&a| a as f64).sum::<f64>() as f32;
+        for j in 0..v {
+            dx[j] = d[j] - lp[j].exp() * total;
+        }
+    });
+    out
+}
+
+/// CPU reference: index of the first maximum of each row.
+pub fn argmax_forward(x: &[f32], v: usize) -> Vec<u32> {
+    x.chunks(v)
+        .map(|row| {
+            let mut best = 0;
+            for (j, &a) in row.iter().enumerate() {
+                if a > row[best] {
+                    best = j;
+                }
+            }
+            best as u32
+        })
+        .collect()
+}
+
+/// CPU reference for seeded top-k sampling: the `k` largest logits (lower index first on
+/// ties) in descending order, their softmax, and the first token whose running probability
+/// exceeds `u` (the last of the `k` if rounding leaves the sum below `u`).
+///
+/// # Shapes
+/// `x (N, V)`, `uniforms (N)` → `(N)`.
+pub fn sample_top_k_forward(x: &[f32], v: usize, k: usize, uniforms: &[f32]) -> Vec<u32> {
+    x.chunks(v)
+        .zip(uniforms)
+        .map(|(row, &u)| {
+            let top = top_k(row, k);
+            let max = row[top[0]];
+            let w: Vec<f32> = top.iter().map(|&j| (row[j] - max).exp()).collect();
+            let sum: f32 = w.iter().sum();
+            let mut acc = 0.0;
+            for (&j, &wj) in top.iter().zip(&w) {
+                acc += wj / sum;
+                if acc > u {
+                    return j as u32;
+                }
+            }
+            *top.last().expect("k >= 1") as u32
+        })
+        .collect()
+}
+
+/// Indices of the `k` largest values, descending, ties to the lower index.
+pub fn top_k(row: &[f32], k: usize) -> Vec<usize> {
+    let k = k.clamp(1, row.len());
+    let mut idx: Vec<usize> = (0..row.len()).collect();
+    let cmp = |&a: &usize, &b: &usize| row[b].total_cmp(&row[a]).then(a.cmp(&b));
+    idx.select_nth_unstable_by(k - 1, cmp);
+    idx.truncate(k);
+    idx.sort_by(cmp);
+    idx
+}
+
+// ---- GPU launchers: `shaders/log_softmax.wgsl`, `shaders/argmax.wgsl`,
+// `shaders/sample_top_k.wgsl` (one workgroup per row) ----
+
+use crate::backend::{DType, TensorInfo};
+use crate::gpu::{Dispatch, GpuBackend, GpuTensor, u32_of};
+
+/// Invocations per workgroup of `shaders/log_softmax.wgsl`.
+pub const LOG_SOFTMAX_WG: u32 = 128;
+/// Invocations per workgroup of `shaders/argmax.wgsl`.
+pub const ARGMAX_WG: u32 = 128;
+/// Invocations per workgroup of `shaders/sample_top_k.wgsl`.
+pub const SAMPLE_TOP_K_WG: u32 = 128;
+
+/// Rows and width of a `(N, V)` tensor; panics on an empty row width (a caller bug).
+fn rows_of(x: &GpuTensor, op: &str) -> (usize, usize) {
+    let v = x.width();
+    assert!(v > 0, "{op}: rows of width 0");
+    (x.len() / v, v)
+}
+
+/// GPU [`log_softmax_forward`] (`dy = None`) or [`log_softmax_backward`] (`x` = logp).
+fn launch_log_softmax_entry(
+    gpu: &GpuBackend,
+    x: &GpuTensor,
+    dy: Option<&GpuTensor>,
+) -> crate::Result<GpuTensor> {
+    let (rows, v) = rows_of(x, "log_softmax");
+    let out = gpu.empty("log_softmax output", x.shape(), DType::F32)?;
+    let mut bindings: Vec<(u32, &wgpu::Buffer)> = vec![(1, x.buffer()), (3, out.buffer())];
+    if let Some(dy) = dy {
+        assert_eq!(dy.shape(), x.shape(), "log_softmax_backward: shapes differ");
+        bindings.push((2, dy.buffer()));
+    }
+    gpu.dispatch(&Dispatch {
+        shader: "log_softmax",
+        entry: if dy.is_some() { "backward" } else { "forward" },
+        overrides: &[],
+        params: &[u32_of(rows), u32_of(v)],
+        bindings: &bindings,
+        workgroups: rows as u64,
+    })?;
+    Ok(out)
+}
+
+/// GPU [`log_softmax_forward`].
+///
+/// # Shapes
+/// `x (N, V)` → `(N, V)`.
+pub(crate) fn launch_log_softmax(gpu: &GpuBackend, x: &GpuTensor) -> crate::Result<GpuTensor> {
+    launch_log_softmax_entry(gpu, x, None)
+}
+
+/// GPU [`log_softmax_backward`].
+///
+/// # Shapes
+/// `logp (N, V)`, `dy (N, V)` → `(N, V)`.
+pub(crate) fn launch_log_softmax_backward(
+    gpu: &GpuBackend,
+    logp: &GpuTensor,
+    dy: &GpuTensor,
+) -> crate::Result<GpuTensor> {
+    launch_log_softmax_entry(gpu, logp, Some(dy))
+}
+
+/// GPU [`argmax_forward`] (rows holding NaN: unspecified).
+///
+/// # Shapes
+/// `x (N, V)` → `(N)` u32.
+pub(crate) fn launch_argmax(gpu: &GpuBackend, x: &GpuTensor) -> crate::Result<GpuTensor> {
+    let (rows, v) = rows_of(x, "argmax");
+    let out = gpu.empty("argmax output", &[rows], DType::U32)?;
+    gpu.dispatch(&Dispatch {
+        shader: "argmax",
+        entry: "main",
+        overrides: &[],
+        params: &[u32_of(rows), u32_of(v)],
+        bindings: &[(1, x.buffer()), (2, out.buffer())],
+        workgroups: rows as u64,
+    })?;
+    Ok(out)
+}
+
+/// GPU [`sample_top_k_forward`]; `k` is clamped to `1..=V` as in [`top_k`].
+///
+/// # Shapes
+/// `logits (N, V)`, `uniforms (N)` → `(N)` u32.
+pub(crate) fn launch_sample_top_k(
+    gpu: &GpuBackend,
+    logits: &GpuTensor,
+    k: usize,
+    uniforms: &GpuTensor,
+) -> crate::Result<GpuTensor> {
+    let (rows, v) = rows_of(logits, "sample_top_k");
+    assert_eq!(uniforms.len(), rows, "sample_top_k: one uniform per row");
+    let k = k.clamp(1, v);
+    let picks = gpu.empty("sample_top_k picks", &[rows, k], DType::U32)?;
+    let out = gpu.empty("sample_top_k output", &[rows], DType::U32)?;
+    gpu.dispatch(&Dispatch {
+        shader: "sample_top_k",
+        entry: "main",
+        overrides: &[],
+        params: &[u32_of(rows), u32_of(v), u32_of(k)],
+        bindings: &[
+            (1, logits.buffer()),
+            (2, uniforms.buffer()),
+            (3, picks.buffer()),
+            (4, out.buffer()),
+        ],
+        workgroups: rows as u64,
+    })?;
+    Ok(out)
+}
