@@ -1,0 +1,256 @@
+//! The tensor type and the buffer pool that recycles dropped tensors' buffers.
+//!
+//! Every buffer is padded to a whole number of `vec4`s (16 bytes, and at least one) so that
+//! kernels may bind any tensor as `array<vec4<f32>>` and bindings are never empty. The padding
+//! holds garbage; kernels never let it reach a real element.
+//!
+//! Reuse is safe because recycled buffers are only ever written by commands recorded after
+//! the ones that used them before (wgpu orders dispatches and copies within and across
+//! submissions). The one thing that would break this, `queue.write_buffer` (which runs before
+//! commands not yet submitted), is never used on a pooled buffer: uploads create new buffers.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::GpuBackend;
+use super::context::{Shared, lock};
+use crate::backend::{DType, TensorInfo};
+use crate::{Error, Result};
+
+/// Usage of every tensor buffer: bound as storage, copied from (readback, `copy`) and to.
+const TENSOR_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+/// Free buffers beyond this many bytes are released instead of kept for reuse.
+const MAX_POOLED_BYTES: u64 = 1 << 30;
+
+/// Bytes of the buffer behind a tensor of `len` 32-bit elements.
+pub(crate) fn padded_bytes(len: usize) -> u64 {
+    ((len as u64 * 4).div_ceil(16) * 16).max(16)
+}
+
+/// Free buffers by byte size.
+#[derive(Default)]
+pub(crate) struct Pool {
+    free: Mutex<PoolState>,
+}
+
+#[derive(Default)]
+struct PoolState {
+    by_size: HashMap<u64, Vec<wgpu::Buffer>>,
+    /// Bytes of the free buffers.
+    bytes: u64,
+    /// Bytes of every tensor buffer in existence: held by tensors or free in the pool.
+    allocated: u64,
+    /// The most `allocated` has been.
+    peak: u64,
+}
+
+impl Pool {
+    /// A free buffer of exactly `bytes`, if one is pooled.
+    fn take(&self, bytes: u64) -> Option<wgpu::Buffer> {
+        let mut s = lock(&self.free);
+        let buf = s.by_size.get_mut(&bytes)?.pop()?;
+        s.bytes -= bytes;
+        Some(buf)
+    }
+
+    /// Keeps `buf` for reuse, or releases it when the pool is full.
+    fn give(&self, buf: wgpu::Buffer) {
+        let mut s = lock(&self.free);
+        let size = buf.size();
+        if s.bytes + size <= MAX_POOLED_BYTES {
+            s.bytes += size;
+            s.by_size.entry(size).or_default().push(buf);
+        } else {
+            s.allocated -= size;
+        }
+    }
+
+    /// Counts a newly created tensor buffer of `bytes`.
+    fn created(&self, bytes: u64) {
+        let mut s = lock(&self.free);
+        s.allocated += bytes;
+        s.peak = s.peak.max(s.allocated);
+    }
+
+    /// Number of pooled (free) buffers.
+    fn len(&self) -> usize {
+        lock(&self.free).by_size.values().map(Vec::len).sum()
+    }
+}
+
+/// A dense row-major tensor in a GPU buffer. Dropping it returns the buffer to the pool.
+pub struct GpuTensor {
+    shape: Vec<usize>,
+    dtype: DType,
+    buffer: Option<wgpu::Buffer>,
+    pool: Shared<Pool>,
+}
+
+impl GpuTensor {
+    /// The buffer (padded to whole `vec4`s; see the module docs).
+    pub(crate) fn buffer(&self) -> &wgpu::Buffer {
+        self.buffer.as_ref().expect("a live tensor owns its buffer")
+    }
+
+    /// Bytes of the elements themselves, without padding.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.len() as u64 * 4
+    }
+
+    /// Last dimension (the row width); panics on a 0-d tensor.
+    pub(crate) fn width(&self) -> usize {
+        *self
+            .shape
+            .last()
+            .expect("tensor has at least one dimension")
+    }
+
+    /// Panics unless the tensor holds `dtype` (a caller bug).
+    pub(crate) fn expect_dtype(&self, dtype: DType, what: &str) {
+        assert_eq!(
+            self.dtype, dtype,
+            "{what}: expected a {dtype:?} tensor of shape {:?}",
+            self.shape
+        );
+    }
+}
+
+impl TensorInfo for GpuTensor {
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    fn dtype(&self) -> DType {
+        self.dtype
+    }
+}
+
+impl std::fmt::Debug for GpuTensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GpuTensor({:?}, {:?})", self.dtype, self.shape)
+    }
+}
+
+impl Drop for GpuTensor {
+    fn drop(&mut self) {
+        if let Some(buf) = self.buffer.take() {
+            self.pool.give(buf);
+        }
+    }
+}
+
+impl GpuBackend {
+    /// Checks that a `name`d tensor of `shape` fits one binding; returns its element count.
+    ///
+    /// # Errors
+    /// [`Error::BufferTooLarge`] naming the tensor.
+    pub(crate) fn check_size(&self, name: &str, shape: &[usize]) -> Result<usize> {
+        let limit = self.max_tensor_bytes();
+        let len = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        let bytes = len
+            .and_then(|n| n.checked_mul(4))
+            .map_or(u64::MAX, |b| b as u64);
+        match len {
+            Some(len) if bytes <= limit => Ok(len),
+            _ => Err(Error::BufferTooLarge {
+                name: name.to_string(),
+                bytes,
+                limit,
+            }),
+        }
+    }
+
+    /// A new tensor whose contents are undefined until a kernel or copy writes all of it.
+    ///
+    /// # Errors
+    /// [`Error::BufferTooLarge`] naming the tensor; [`Error::DeviceLost`].
+    pub(crate) fn empty(&self, name: &str, shape: &[usize], dtype: DType) -> Result<GpuTensor> {
+        let len = self.check_size(name, shape)?;
+        self.check()?;
+        let bytes = padded_bytes(len);
+        let pool = &self.ctx.pool;
+        let buffer = pool.take(bytes).unwrap_or_else(|| {
+            pool.created(bytes);
+            self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(name),
+                size: bytes,
+                usage: TENSOR_USAGE,
+                mapped_at_creation: false,
+            })
+        });
+        Ok(GpuTensor {
+            shape: shape.to_vec(),
+            dtype,
+            buffer: Some(buffer),
+            pool: Shared::clone(pool),
+        })
+    }
+
+    /// A new tensor holding `data` (32-bit elements as bytes), in a new buffer filled at
+    /// creation, never with `queue.write_buffer` (see the module docs).
+    ///
+    /// The size is checked before `data` is looked at.
+    pub(crate) fn upload_bytes(
+        &self,
+        name: &str,
+        data: &[u8],
+        shape: &[usize],
+        dtype: DType,
+    ) -> Result<GpuTensor> {
+        let len = self.check_size(name, shape)?;
+        assert_eq!(
+            data.len(),
+            len * 4,
+            "upload `{name}`: shape {shape:?} vs {} values",
+            data.len() / 4
+        );
+        self.check()?;
+        self.ctx.pool.created(padded_bytes(len));
+        let buffer = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(name),
+            size: padded_bytes(len),
+            usage: TENSOR_USAGE,
+            mapped_at_creation: true,
+        });
+        {
+            let mut view = buffer
+                .slice(..)
+                .get_mapped_range_mut()
+                .map_err(|e| Error::Gpu(format!("mapping the new buffer `{name}`: {e}")))?;
+            view.slice(..data.len()).copy_from_slice(data);
+        }
+        buffer.unmap();
+        let pool = Shared::clone(&self.ctx.pool);
+        Ok(GpuTensor {
+            shape: shape.to_vec(),
+            dtype,
+            buffer: Some(buffer),
+            pool,
+        })
+    }
+
+    /// Number of free buffers waiting in the pool (for tests of recycling).
+    pub fn pooled_buffers(&self) -> usize {
+        self.ctx.pool.len()
+    }
+
+    /// Bytes of all tensor buffers now: those held by tensors and the free ones in the pool
+    /// (uniform blocks and readback staging, small and short-lived, are not counted).
+    pub fn buffer_bytes(&self) -> u64 {
+        lock(&self.ctx.pool.free).allocated
+    }
+
+    /// The most [`GpuBackend::buffer_bytes`] has been since the device was created.
+    pub fn peak_buffer_bytes(&self) -> u64 {
+        lock(&self.ctx.pool.free).peak
+    }
+}
+
+/// A size or index as the u32 the kernels use; sizes are bounded by
+/// [`GpuBackend::max_tensor_bytes`], so this only panics on a bug.
+pub(crate) fn u32_of(x: usize) -> u32 {
+    u32::try_from(x).unwrap_or_else(|_| panic!("{x} does not fit the kernels' u32 indices"))
+}

@@ -1,0 +1,244 @@
+//! Device creation: instance, adapter, device with the adapter's own limits, and the health
+//! flags that the device-lost callback and the uncaptured-error handler set.
+
+use std::sync::{Arc, Mutex};
+
+use super::buffer::Pool;
+use super::encoder::Pending;
+use super::registry::Pipelines;
+use crate::{Error, Result};
+
+/// The gpu backend: a wgpu device running the WGSL kernels of `shaders/`.
+///
+/// Cheap to clone (a shared handle). Ops record compute passes into one pending command
+/// encoder, which is submitted when a tensor is read or after a bounded number of dispatches.
+/// Natively the handle is `Send + Sync`; on wasm wgpu's types are not, and nothing here asks
+/// them to be.
+#[derive(Clone)]
+pub struct GpuBackend {
+    pub(crate) ctx: Shared<Context>,
+}
+
+/// Shared ownership of the device's state: `Arc` natively, where wgpu's types are
+/// `Send + Sync` and so is the backend; `Rc` on wasm, where they are neither.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) type Shared<T> = Arc<T>;
+/// Shared ownership of the device's state: `Arc` natively, where wgpu's types are
+/// `Send + Sync` and so is the backend; `Rc` on wasm, where they are neither.
+#[cfg(target_arch = "wasm32")]
+pub(crate) type Shared<T> = std::rc::Rc<T>;
+
+/// Everything one device owns.
+pub(crate) struct Context {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    pub(crate) info: wgpu::AdapterInfo,
+    pub(crate) limits: wgpu::Limits,
+    pub(crate) health: Arc<Health>,
+    pub(crate) pool: Shared<Pool>,
+    pub(crate) pending: Mutex<Pending>,
+    pub(crate) pipelines: Mutex<Pipelines>,
+}
+
+/// What the device callbacks report, read before every op and after every readback.
+#[derive(Default)]
+pub(crate) struct Health {
+    /// Set once by the device-lost callback; sticky.
+    lost: Mutex<Option<String>>,
+    /// The first uncaptured wgpu error since the last check (validation, out of memory).
+    error: Mutex<Option<String>>,
+}
+
+impl Health {
+    /// `Err` when the device is lost (for ever after) or an error was raised since the last call.
+    pub(crate) fn check(&self) -> Result<()> {
+        if let Some(msg) = lock(&self.lost).clone() {
+            return Err(Error::DeviceLost(msg));
+        }
+        match lock(&self.error).take() {
+            Some(msg) => Err(Error::Gpu(msg)),
+            None => Ok(()),
+        }
+    }
+
+    fn set_lost(&self, msg: String) {
+        lock(&self.lost).get_or_insert(msg);
+    }
+
+    fn set_error(&self, msg: String) {
+        lock(&self.error).get_or_insert(msg);
+    }
+}
+
+/// Locks a mutex, recovering from poisoning: every guarded value stays consistent between
+/// statements, so a panic elsewhere leaves nothing half-written.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl GpuBackend {
+    /// Opens the default adapter and creates a device with the adapter's own limits.
+    ///
+    /// Natively every wgpu backend is tried (honouring `WGPU_BACKEND=vulkan|gl|…`); on wasm,
+    /// browser WebGPU only. Works on both targets; natively drive it with `pollster::block_on`.
+    ///
+    /// # Errors
+    /// [`Error::Gpu`] when no adapter exists or the device cannot be created.
+    pub async fn new() -> Result<Self> {
+        #[cfg(not(target_arch = "wasm32"))]
+        let desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        #[cfg(target_arch = "wasm32")]
+        let desc = wgpu::InstanceDescriptor {
+            backends: wgpu::Backends::BROWSER_WEBGPU,
+            ..wgpu::InstanceDescriptor::new_without_display_handle()
+        };
+        let instance = wgpu::Instance::new(desc);
+        let options = wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            ..Default::default()
+        };
+        let adapter = instance
+            .request_adapter(&options)
+            .await
+            .map_err(|e| Error::Gpu(no_adapter_message(&e)))?;
+        let limits = adapter.limits();
+        let device_desc = wgpu::DeviceDescriptor {
+            label: Some("nse"),
+            required_features: wgpu::Features::empty(),
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        };
+        let (device, queue) = adapter.request_device(&device_desc).await.map_err(|e| {
+            Error::Gpu(format!(
+                "could not create a device on `{}`: {e}",
+                adapter.get_info().name
+            ))
+        })?;
+        let health = Arc::new(Health::default());
+        let on_lost = Arc::clone(&health);
+        device.set_device_lost_callback(move |reason, msg| {
+            on_lost.set_lost(format!("{reason:?}: {msg}"))
+        });
+        let on_error = Arc::clone(&health);
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            on_error.set_error(e.to_string())
+        }));
+        let ctx = Context {
+            device,
+            queue,
+            info: adapter.get_info(),
+            limits,
+            health,
+            pool: Shared::new(Pool::default()),
+            pending: Mutex::new(Pending::default()),
+            pipelines: Mutex::new(Pipelines::default()),
+        };
+        Ok(GpuBackend {
+            ctx: Shared::new(ctx),
+        })
+    }
+
+    /// The adapter's name, vendor, backend and driver.
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.ctx.info
+    }
+
+    /// The device's limits (the adapter's own, all requested).
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.ctx.limits
+    }
+
+    /// One line about the adapter: name, backend, device type, driver.
+    pub fn describe_adapter(&self) -> String {
+        let i = &self.ctx.info;
+        let name = if i.name.is_empty() {
+            "(unnamed adapter)"
+        } else {
+            &i.name
+        };
+        let driver = format!("{} {}", i.driver, i.driver_info);
+        let driver = driver.trim();
+        let driver = if driver.is_empty() { "unknown" } else { driver };
+        format!(
+            "{name} ({:?}, {:?}, driver {driver})",
+            i.backend, i.device_type
+        )
+    }
+
+    /// The limits that bound what this engine can run, by name, for `nse info`.
+    pub fn limit_table(&self) -> Vec<(&'static str, u64)> {
+        let l = &self.ctx.limits;
+        vec![
+            ("max_buffer_size", l.max_buffer_size),
+            (
+                "max_storage_buffer_binding_size",
+                l.max_storage_buffer_binding_size,
+            ),
+            (
+                "max_storage_buffers_per_shader_stage",
+                l.max_storage_buffers_per_shader_stage.into(),
+            ),
+            (
+                "max_compute_workgroups_per_dimension",
+                l.max_compute_workgroups_per_dimension.into(),
+            ),
+            (
+                "max_compute_invocations_per_workgroup",
+                l.max_compute_invocations_per_workgroup.into(),
+            ),
+            (
+                "max_compute_workgroup_storage_size",
+                l.max_compute_workgroup_storage_size.into(),
+            ),
+        ]
+    }
+
+    /// True for CPU-emulated adapters (lavapipe, llvmpipe, SwiftShader): correct but slower
+    /// than the cpu backend, so `--backend auto` skips them.
+    pub fn is_software(&self) -> bool {
+        let i = &self.ctx.info;
+        let name = i.name.to_lowercase();
+        i.device_type == wgpu::DeviceType::Cpu
+            || ["llvmpipe", "lavapipe", "swiftshader"]
+                .iter()
+                .any(|s| name.contains(s))
+    }
+
+    /// The largest tensor, in bytes, that one buffer binding can hold on this device (a
+    /// multiple of 16, since buffers are padded to whole `vec4`s, and at most 2³² elements).
+    pub fn max_tensor_bytes(&self) -> u64 {
+        let l = &self.ctx.limits;
+        // Kernels index elements with u32.
+        let index_limit = u64::from(u32::MAX) * 4;
+        l.max_storage_buffer_binding_size
+            .min(l.max_buffer_size)
+            .min(index_limit)
+            / 16
+            * 16
+    }
+
+    /// Destroys the device now, releasing its memory without waiting for every tensor and
+    /// clone of this handle to drop. Every later op and read returns [`Error::DeviceLost`].
+    pub fn destroy(&self) {
+        self.ctx.device.destroy();
+    }
+
+    /// `Err` when the device is lost or an uncaptured wgpu error was raised since the last check.
+    pub(crate) fn check(&self) -> Result<()> {
+        self.ctx.health.check()
+    }
+}
+
+/// The error text for "no adapter", with what to do about it on this target.
+fn no_adapter_message(e: &wgpu::RequestAdapterError) -> String {
+    #[cfg(not(target_arch = "wasm32"))]
+    let hint = "install a GPU driver with Vulkan support (on Debian/Ubuntu without a GPU: \
+                `apt-get install mesa-vulkan-drivers` for the lavapipe software adapter), \
+                or use the cpu backend (--backend cpu)";
+    #[cfg(target_arch = "wasm32")]
+    let hint = "use a browser with WebGPU enabled (Chrome/Edge 113+, or Chromium with \
+                --enable-unsafe-webgpu), or switch to the cpu backend";
+    format!("no GPU adapter was found ({e}); {hint}")
+}

@@ -1,0 +1,24 @@
+//! The gpu backend: wgpu with the WGSL kernels of `shaders/`, natively (Vulkan, Metal, DX12,
+//! GL) and on browser WebGPU.
+//!
+//! - `context`: instance, adapter and device (with the adapter's own limits), device-lost
+//!   and uncaptured-error tracking, `describe`.
+//! - `buffer`: [`GpuTensor`] and the buffer pool that recycles dropped tensors' buffers.
+//! - `encoder`: one pending command encoder that ops record into, and kernel dispatch.
+//! - `readback`: async readback that works natively and on the web.
+//! - `registry`: the list of shaders ([`SHADERS`]) and the pipeline cache.
+//! - `ops`: the [`crate::Backend`] implementation, which calls the launchers that sit beside
+//!   the CPU references in [`crate::ops`].
+
+mod buffer;
+mod context;
+mod encoder;
+mod ops;
+mod readback;
+mod registry;
+
+pub use buffer::GpuTensor;
+pub(crate) use buffer::u32_of;
+pub use context::GpuBackend;
+pub(crate) use encoder::Dispatch;
+pub use registry::SHADERS;

@@ -1,0 +1,182 @@
+//! [`Backend`] for [`GpuBackend`]: tensor creation and readback here, every op through its
+//! launcher beside the CPU reference in [`crate::ops`].
+
+use std::future::Future;
+
+use super::{GpuBackend, GpuTensor};
+use crate::Result;
+use crate::backend::{AttnShape, Backend, DType, TensorInfo, Transpose};
+use crate::ops::{attention, elementwise, embedding, matmul, rms_norm, rope, rows, softmax};
+
+impl Backend for GpuBackend {
+    type Tensor = GpuTensor;
+
+    fn describe(&self) -> String {
+        format!("gpu: {}", self.describe_adapter())
+    }
+
+    /// The size is checked before `data`, so a tensor over the binding limit is reported as
+    /// [`crate::Error::BufferTooLarge`] however `data` looks.
+    fn upload(&self, name: &str, data: &[f32], shape: &[usize]) -> Result<GpuTensor> {
+        self.upload_bytes(name, bytemuck::cast_slice(data), shape, DType::F32)
+    }
+
+    fn upload_u32(&self, name: &str, data: &[u32], shape: &[usize]) -> Result<GpuTensor> {
+        self.upload_bytes(name, bytemuck::cast_slice(data), shape, DType::U32)
+    }
+
+    fn zeros(&self, shape: &[usize]) -> Result<GpuTensor> {
+        let t = self.empty("zeros", shape, DType::F32)?;
+        self.encode(|encoder| encoder.clear_buffer(t.buffer(), 0, None))?;
+        Ok(t)
+    }
+
+    fn copy(&self, t: &GpuTensor) -> Result<GpuTensor> {
+        let out = self.empty("copy", t.shape(), t.dtype())?;
+        let size = t.buffer().size();
+        self.encode(|encoder| encoder.copy_buffer_to_buffer(t.buffer(), 0, out.buffer(), 0, size))?;
+        Ok(out)
+    }
+
+    fn read(&self, t: &GpuTensor) -> impl Future<Output = Result<Vec<f32>>> {
+        t.expect_dtype(DType::F32, "read");
+        async move { Ok(bytemuck::pod_collect_to_vec(&self.read_bytes(t).await?)) }
+    }
+
+    fn read_u32(&self, t: &GpuTensor) -> impl Future<Output = Result<Vec<u32>>> {
+        t.expect_dtype(DType::U32, "read_u32");
+        async move { Ok(bytemuck::pod_collect_to_vec(&self.read_bytes(t).await?)) }
+    }
+
+    fn embedding(&self, table: &GpuTensor, ids: &GpuTensor) -> Result<GpuTensor> {
+        embedding::launch_embedding(self, table, ids)
+    }
+
+    fn rms_norm(&self, x: &GpuTensor, w: &GpuTensor, eps: f32) -> Result<GpuTensor> {
+        rms_norm::launch_rms_norm(self, x, w, eps)
+    }
+
+    fn matmul(&self, a: &GpuTensor, b: &GpuTensor, t: Transpose) -> Result<GpuTensor> {
+        let dims = matmul::MatmulDims::from_shapes(a.shape(), b.shape(), t);
+        let c = self.empty("matmul output", &[dims.m, dims.n], DType::F32)?;
+        matmul::launch_matmul(self, &c, a, b, t, false)?;
+        Ok(c)
+    }
+
+    fn matmul_acc(
+        &self,
+        c: &mut GpuTensor,
+        a: &GpuTensor,
+        b: &GpuTensor,
+        t: Transpose,
+    ) -> Result<()> {
+        matmul::launch_matmul(self, c, a, b, t, true)
+    }
+
+    fn rope(
+        &self,
+        x: &GpuTensor,
+        positions: &GpuTensor,
+        table: &GpuTensor,
+        head_dim: usize,
+    ) -> Result<GpuTensor> {
+        rope::launch_rope(self, x, positions, table, head_dim, 1.0)
+    }
+
+    fn rope_backward(
+        &self,
+        dy: &GpuTensor,
+        positions: &GpuTensor,
+        table: &GpuTensor,
+        head_dim: usize,
+    ) -> Result<GpuTensor> {
+        rope::launch_rope(self, dy, positions, table, head_dim, -1.0)
+    }
+
+    fn attention(
+        &self,
+        q: &GpuTensor,
+        k: &GpuTensor,
+        v: &GpuTensor,
+        ranges: &GpuTensor,
+        shape: AttnShape,
+    ) -> Result<GpuTensor> {
+        attention::launch_attention(self, q, k, v, ranges, shape)
+    }
+
+    fn attention_backward(
+        &self,
+        q: &GpuTensor,
+        k: &GpuTensor,
+        v: &GpuTensor,
+        ranges: &GpuTensor,
+        dout: &GpuTensor,
+        shape: AttnShape,
+    ) -> Result<(GpuTensor, GpuTensor, GpuTensor)> {
+        attention::launch_attention_backward(self, q, k, v, ranges, dout, shape)
+    }
+
+    fn silu_mul(&self, gate: &GpuTensor, up: &GpuTensor) -> Result<GpuTensor> {
+        elementwise::launch_silu_mul(self, gate, up)
+    }
+
+    fn silu_mul_backward(
+        &self,
+        gate: &GpuTensor,
+        up: &GpuTensor,
+        dy: &GpuTensor,
+    ) -> Result<(GpuTensor, GpuTensor)> {
+        elementwise::launch_silu_mul_backward(self, gate, up, dy)
+    }
+
+    fn rms_norm_backward(
+        &self,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        dy: &GpuTensor,
+        eps: f32,
+    ) -> Result<GpuTensor> {
+        rms_norm::launch_rms_norm_backward(self, x, w, dy, eps)
+    }
+
+    fn add(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
+        elementwise::launch_add(self, a, b)
+    }
+
+    fn add_rows(&self, x: &mut GpuTensor, rows: &GpuTensor, v: &GpuTensor) -> Result<()> {
+        rows::launch_add_rows(self, x, rows, v)
+    }
+
+    fn gather_rows(&self, x: &GpuTensor, rows: &GpuTensor) -> Result<GpuTensor> {
+        rows::launch_gather_rows(self, x, rows)
+    }
+
+    fn write_rows(&self, dst: &mut GpuTensor, row0: usize, src: &GpuTensor) -> Result<()> {
+        rows::launch_write_rows(self, dst, row0, src)
+    }
+
+    fn add_columns(&self, w: &mut GpuTensor, cols: &GpuTensor, delta: &GpuTensor) -> Result<()> {
+        rows::launch_add_columns(self, w, cols, delta)
+    }
+
+    fn log_softmax(&self, x: &GpuTensor) -> Result<GpuTensor> {
+        softmax::launch_log_softmax(self, x)
+    }
+
+    fn log_softmax_backward(&self, logp: &GpuTensor, dy: &GpuTensor) -> Result<GpuTensor> {
+        softmax::launch_log_softmax_backward(self, logp, dy)
+    }
+
+    fn argmax(&self, x: &GpuTensor) -> Result<GpuTensor> {
+        softmax::launch_argmax(self, x)
+    }
+
+    fn sample_top_k(
+        &self,
+        logits: &GpuTensor,
+        k: usize,
+        uniforms: &GpuTensor,
+    ) -> Result<GpuTensor> {
+        softmax::launch_sample_top_k(self, logits, k, uniforms)
+    }
+}

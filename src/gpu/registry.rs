@@ -1,0 +1,113 @@
+//! The single list of shaders and the pipeline cache.
+//!
+//! Pipelines use the layout wgpu derives from each entry point, so one file may hold several
+//! entry points that bind different subsets of its resources.
+
+use std::collections::HashMap;
+
+use super::GpuBackend;
+use super::context::lock;
+
+/// Every WGSL kernel, by name (the file name in `shaders/` without `.wgsl`), with its source.
+pub const SHADERS: &[(&str, &str)] = &[
+    ("add", include_str!("../../shaders/add.wgsl")),
+    (
+        "add_columns",
+        include_str!("../../shaders/add_columns.wgsl"),
+    ),
+    ("add_rows", include_str!("../../shaders/add_rows.wgsl")),
+    ("argmax", include_str!("../../shaders/argmax.wgsl")),
+    ("attention", include_str!("../../shaders/attention.wgsl")),
+    (
+        "attention_backward",
+        include_str!("../../shaders/attention_backward.wgsl"),
+    ),
+    ("embedding", include_str!("../../shaders/embedding.wgsl")),
+    (
+        "gather_rows",
+        include_str!("../../shaders/gather_rows.wgsl"),
+    ),
+    (
+        "log_softmax",
+        include_str!("../../shaders/log_softmax.wgsl"),
+    ),
+    ("matmul", include_str!("../../shaders/matmul.wgsl")),
+    (
+        "matmul_vec4",
+        include_str!("../../shaders/matmul_vec4.wgsl"),
+    ),
+    ("rms_norm", include_str!("../../shaders/rms_norm.wgsl")),
+    ("rope", include_str!("../../shaders/rope.wgsl")),
+    (
+        "sample_top_k",
+        include_str!("../../shaders/sample_top_k.wgsl"),
+    ),
+    ("silu_mul", include_str!("../../shaders/silu_mul.wgsl")),
+];
+
+/// The source of shader `name`; panics for a name not in [`SHADERS`] (a bug in a launcher).
+fn source(name: &str) -> &'static str {
+    SHADERS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, src)| *src)
+        .unwrap_or_else(|| panic!("shader `{name}` is not in the registry"))
+}
+
+/// A pipeline: shader, entry point, and override constants (as bit patterns, so they hash).
+type Key = (&'static str, &'static str, Vec<(&'static str, u64)>);
+
+/// Compiled modules and pipelines, created on first use.
+#[derive(Default)]
+pub(crate) struct Pipelines {
+    modules: HashMap<&'static str, wgpu::ShaderModule>,
+    pipelines: HashMap<Key, (wgpu::ComputePipeline, wgpu::BindGroupLayout)>,
+}
+
+impl GpuBackend {
+    /// The pipeline for `shader`'s `entry` with `overrides`, and its bind group layout.
+    pub(crate) fn pipeline(
+        &self,
+        shader: &'static str,
+        entry: &'static str,
+        overrides: &[(&'static str, f64)],
+    ) -> (wgpu::ComputePipeline, wgpu::BindGroupLayout) {
+        let key: Key = (
+            shader,
+            entry,
+            overrides.iter().map(|&(n, v)| (n, v.to_bits())).collect(),
+        );
+        let mut cache = lock(&self.ctx.pipelines);
+        if let Some(found) = cache.pipelines.get(&key) {
+            return found.clone();
+        }
+        let device = &self.ctx.device;
+        let module = cache
+            .modules
+            .entry(shader)
+            .or_insert_with(|| {
+                device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(shader),
+                    source: wgpu::ShaderSource::Wgsl(source(shader).into()),
+                })
+            })
+            .clone();
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(entry),
+            layout: None,
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: overrides,
+                // Every kernel writes its workgroup memory before reading it.
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
+        let layout = pipeline.get_bind_group_layout(0);
+        cache
+            .pipelines
+            .insert(key, (pipeline.clone(), layout.clone()));
+        (pipeline, layout)
+    }
+}

@@ -1,0 +1,635 @@
+//! Every [`Backend`] op of the gpu backend against the cpu backend, on seeded random inputs at
+//! awkward sizes (one row, widths that are not multiples of 4 or of the workgroup size), plus
+//! the backend's own behaviour: limits, batching, buffer recycling, device loss.
+//!
+//! Natively without a GPU: `WGPU_BACKEND=vulkan` with Mesa lavapipe. `NSE_GPU_OPTIONAL=1` turns
+//! a missing adapter into a loud skip.
+
+mod common;
+
+use common::gpu_vs_cpu::{assert_ids, check, rand, read, read_u32, up, up_u32};
+use common::{Rng, TOL_EXACT, TOL_F32_ELEMENTWISE, TOL_F32_REDUCTION, fresh_gpu, gpu};
+use nse::Error;
+use nse::backend::{AttnShape, Backend, Transpose};
+use nse::cpu::CpuBackend;
+use nse::ops::matmul::{MatmulDims, gpu_matmul_kernel};
+
+/// Row widths that are not multiples of 4 nor of any workgroup size.
+const WIDTHS: [usize; 6] = [1, 3, 7, 33, 65, 129];
+
+#[test]
+fn upload_read_zeros_copy_roundtrip() {
+    let Some(g) = gpu() else { return };
+    let mut rng = Rng::new(1);
+    for n in WIDTHS {
+        let (t, want) = rand(&g, &mut rng, &[n]);
+        check(&g, &t, &want, TOL_EXACT, &format!("upload/read {n}"));
+        check(
+            &g,
+            &g.copy(&t).unwrap(),
+            &want,
+            TOL_EXACT,
+            &format!("copy {n}"),
+        );
+        let z = g.zeros(&[2, n]).unwrap();
+        assert_eq!(read(&g, &z), vec![0.0; 2 * n], "zeros {n}");
+        let ids = rng.vec_below(n, u32::MAX);
+        let t = g.upload_u32("ids", &ids, &[n]).unwrap();
+        assert_eq!(read_u32(&g, &g.copy(&t).unwrap()), ids, "u32 copy {n}");
+    }
+}
+
+#[test]
+fn embedding_and_gather_rows() {
+    let Some(g) = gpu() else { return };
+    let mut rng = Rng::new(2);
+    for d in WIDTHS {
+        for n in [1, 5] {
+            let (table, table_c) = rand(&g, &mut rng, &[7, d]);
+            let (ids, ids_c) = up_u32(&g, &rng.vec_below(n, 7), &[n]);
+            let want = CpuBackend.embedding(&table_c, &ids_c).unwrap();
+            check(
+                &g,
+                &g.embedding(&table, &ids).unwrap(),
+                &want,
+                TOL_EXACT,
+                &format!("embedding d={d} n={n}"),
+            );
+            let want = CpuBackend.gather_rows(&table_c, &ids_c).unwrap();
+            check(
+                &g,
+                &g.gather_rows(&table, &ids).unwrap(),
+                &want,
+                TOL_EXACT,
+                &format!("gather_rows d={d} n={n}"),
+            );
+        }
+    }
+}
+
+#[test]
+fn rms_norm_forward_and_backward() {
+    let Some(g) = gpu() else { return };
+    let mut rng = Rng::new(3);
+    for d in WIDTHS {
+        for n in [1, 3] {
+            let (x, xc) = rand(&g, &mut rng, &[n, d]);
+            let (w, wc) = rand(&g, &mut rng, &[d]);
+            let (dy, dyc) = rand(&g, &mut rng, &[n, d]);
+            let want = CpuBackend.rms_norm(&xc, &wc, 1e-5).unwrap();
+            check(
+                &g,
+                &g.rms_norm(&x, &w, 1e-5).unwrap(),
+                &want,
+                TOL_F32_REDUCTION,
+                &format!("rms_norm {n}x{d}"),
+            );
+            let want = CpuBackend.rms_norm_backward(&xc, &wc, &dyc, 1e-5).unwrap();
+            let got = g.rms_norm_backward(&x, &w, &dy, 1e-5).unwrap();
+            check(
+                &g,
+                &got,
+                &want,
+                TOL_F32_REDUCTION,
+                &format!("rms_norm_backward {n}x{d}"),
+            );
+        }
+    }
+}
+
+/// Stored shapes of `a` and `b` for a logical `(m, k) · (k, n)` under `t`.
+fn stored(m: usize, k: usize, n: usize, t: Transpose) -> ([usize; 2], [usize; 2]) {
+    (
+        if t.a { [k, m] } else { [m, k] },
+        if t.b { [n, k] } else { [k, n] },
+    )
+}
+
+#[test]
+fn matmul_all_transposes_general_and_vec4_paths() {
+    let Some(g) = gpu() else { return };
+    let mut rng = Rng::new(4);
+    let tt = Transpose { a: true, b: true };
+    let sizes = [
+        (1, 1, 1),
+        (1, 7, 3),
+        (3, 33, 7),
+        (33, 65, 1),
+        (65, 3, 129),
+        (4, 8, 12),
+        (33, 64, 65),
+        (36, 9, 68),
+        (5, 0, 8),
+    ];
+    let mut kernels = std::collections::BTreeSet::new();
+    for (m, k, n) in sizes {
+        for t in [Transpose::NN, Transpose::NT, Transpose::TN, tt] {
+            kernels.insert(gpu_matmul_kernel(MatmulDims { m, k, n }, t));
+            let (sa, sb) = stored(m, k, n, t);
+            let (a, ac) = rand(&g, &mut rng, &sa);
+            let (b, bc) = rand(&g, &mut rng, &sb);
+            let what = format!("matmul {m}x{k}x{n} {t:?}");
+            let want = CpuBackend.matmul(&ac, &bc, t).unwrap();
+            check(
+                &g,
+                &g.matmul(&a, &b, t).unwrap(),
+                &want,
+                TOL_F32_REDUCTION,
+                &what,
+            );
+            let (mut c, mut cc) = rand(&g, &mut rng, &[m, n]);
+            CpuBackend.matmul_acc(&mut cc, &ac, &bc, t).unwrap();
+            g.matmul_acc(&mut c, &a, &b, t).unwrap();
+            check(&g, &c, &cc, TOL_F32_REDUCTION, &format!("{what} acc"));
+        }
+    }
+    let want = [
+        ("matmul", "main"),
+        ("matmul_vec4", "nn"),
+        ("matmul_vec4", "nt"),
+        ("matmul_vec4", "tn"),
+    ];
+    assert_eq!(
+        kernels.into_iter().collect::<Vec<_>>(),
+        want,
+        "every matmul kernel was exercised"
+    );
+}
+
+#[test]
+fn rope_forward_and_backward() {
+    let Some(g) = gpu() else { return };
+    let mut rng = Rng::new(5);
+    for (n, heads, hd) in [(1, 1, 2), (4, 3, 6), (5, 2, 64), (3, 1, 130)] {
+        let n_pos = 9;
+        let (table, table_c) = up(
+            &g,
+            &nse::ops::rope::rope_table(10000.0, hd, n_pos),
+            &[n_pos, hd],
+        );
+        let (pos, pos_c) = up_u32(&g, &rng.vec_below(n, n_pos as u32), &[n]);
+        let (x, xc) = rand(&g, &mut rng, &[n, heads * hd]);
+        let want = CpuBackend.rope(&xc, &pos_c, &table_c, hd).unwrap();
+        check(
+            &g,
+            &g.rope(&x, &pos, &table, hd).unwrap(),
+            &want,
+            TOL_F32_ELEMENTWISE,
+            &format!("rope {n}x{heads}x{hd}"),
+        );
+        let want = CpuBackend.rope_backward(&xc, &pos_c, &table_c, hd).unwrap();
+        let got = g.rope_backward(&x, &pos, &table, hd).unwrap();
+        check(
+            &g,
+            &got,
+            &want,
+            TOL_F32_ELEMENTWISE,
+            &format!("rope_backward {n}x{heads}x{hd}"),
+        );
+    }
+}
+
+/// Causal ranges for packed sequences of `lens`: row `i` of a sequence starting at `s` sees
+/// `s .. i + 1`.
+fn causal_ranges(lens: &[usize]) -> Vec<u32> {
+    let mut ranges = Vec::new();
+    let mut start = 0;
+    for &len in lens {
+        for i in start..start + len {
+            ranges.extend([start as u32, i as u32 + 1]);
+        }
+        start += len;
+    }
+    ranges
+}
+
+/// Grouped-head geometries: 9/3 and 4/2 grouping, plain multi-head, one-wide and widest heads.
+const ATTN_SHAPES: [(usize, usize, usize); 5] =
+    [(9, 3, 8), (4, 2, 6), (2, 2, 1), (3, 1, 33), (1, 1, 128)];
+
+#[test]
+fn attention_forward_packed_causal_and_cross() {
+    let Some(g) = gpu() else { return };
+    let mut rng = Rng::new(6);
+    for (hq, hkv, hd) in ATTN_SHAPES {
+        let s = AttnShape {
+            n_heads: hq,
+            n_kv_heads: hkv,
+            head_dim: hd,
+        };
+        // Causal self-attention over packed sequences, including ones of length 1.
+        let lens = [1, 3, 7, 1, 5];
+        let n: usize = lens.iter().sum();
+        let (q, qc) = rand(&g, &mut rng, &[n, hq * hd]);
+        let (k, kc) = rand(&g, &mut rng, &[n, hkv * hd]);
+        let (v, vc) = rand(&g, &mut rng, &[n, hkv * hd]);
+        let (r, rc) = up_u32(&g, &causal_ranges(&lens), &[n, 2]);
+        let want = CpuBackend.attention(&qc, &kc, &vc, &rc, s).unwrap();
+        check(
+            &g,
+            &g.attention(&q, &k, &v, &r, s).unwrap(),
+            &want,
+            TOL_F32_REDUCTION,
+            &format!("attention causal {s:?}"),
+        );
+        // Queries over another set of keys (a KV cache), arbitrary non-empty ranges.
+        let (nq, nk) = (3, 10);
+        let (q, qc) = rand(&g, &mut rng, &[nq, hq * hd]);
+        let (k, kc) = rand(&g, &mut rng, &[nk, hkv * hd]);
+        let (v, vc) = rand(&g, &mut rng, &[nk, hkv * hd]);
+        let (r, rc) = up_u32(&g, &[0, 10, 4, 5, 2, 9], &[nq, 2]);
+        let want = CpuBackend.attention(&qc, &kc, &vc, &rc, s).unwrap();
+        check(
+            &g,
+            &g.attention(&q, &k, &v, &r, s).unwrap(),
+            &want,
+            TOL_F32_REDUCTION,
+            &format!("attention cross {s:?}"),
+        );
+    }
+}
+
+#[test]
+fn attention_backward_packed_causal() {
+    let Some(g) = gpu() else { return };
+    let mut rng = Rng::new(7);
+    for (hq, hkv, hd) in ATTN_SHAPES {
+        let s = AttnShape {
+            n_heads: hq,
+            n_kv_heads: hkv,
+            head_dim: hd,
+        };
+        for lens in [&[1][..], &[4, 1, 6, 2]] {
+            let n: usize = lens.iter().sum();
+            let (q, qc) = rand(&g, &mut rng, &[n, hq * hd]);
+            let (k, kc) = rand(&g, &mut rng, &[n, hkv * hd]);
+            let (v, vc) = rand(&g, &mut rng, &[n, hkv * hd]);
+            let (dout, doutc) = rand(&g, &mut rng, &[n, hq * hd]);
+            let (r, rc) = up_u32(&g, &causal_ranges(lens), &[n, 2]);
+            let (dq, dk, dv) = g.attention_backward(&q, &k, &v, &r, &dout, s).unwrap();
+            let (wq, wk, wv) = CpuBackend
+                .attention_backward(&qc, &kc, &vc, &rc, &doutc, s)
+                .unwrap();
+            let what = format!("attention_backward {lens:?} {s:?}");
+            check(&g, &dq, &wq, TOL_F32_REDUCTION, &format!("{what} dq"));
+            check(&g, &dk, &wk, TOL_F32_REDUCTION, &format!("{what} dk"));
+            check(&g, &dv, &wv, TOL_F32_REDUCTION, &format!("{what} dv"));
+        }
+    }
+}
+
+#[test]
+fn attention_rejects_heads_wider_than_the_kernel() {
+    let Some(g) = gpu() else { return };
+    let hd = nse::ops::attention::MAX_HEAD_DIM + 2;
+    let s = AttnShape {
+        n_heads: 1,
+        n_kv_heads: 1,
+        head_dim: hd,
+    };
+    let x = g.zeros(&[1, hd]).unwrap();
+    let r = g.upload_u32("ranges", &[0, 1], &[1, 2]).unwrap();
+    match g.attention(&x, &x, &x, &r, s) {
+        Err(Error::Gpu(msg)) => assert!(msg.contains("cpu backend"), "{msg}"),
+        other => panic!("expected Error::Gpu, got {other:?}"),
+    }
+}
+
+#[test]
+fn silu_mul_and_add() {
+    let Some(g) = gpu() else { return };
+    let mut rng = Rng::new(8);
+    for (n, f) in [(1, 1), (1, 3), (2, 7), (3, 33), (1, 65), (5, 129)] {
+        let (a, ac) = up(
+            &g,
+            &rng.vec(n * f).iter().map(|x| 8.0 * x).collect::<Vec<_>>(),
+            &[n, f],
+        );
+        let (b, bc) = rand(&g, &mut rng, &[n, f]);
+        let (dy, dyc) = rand(&g, &mut rng, &[n, f]);
+        let what = format!("{n}x{f}");
+        check(
+            &g,
+            &g.add(&a, &b).unwrap(),
+            &CpuBackend.add(&ac, &bc).unwrap(),
+            TOL_EXACT,
+            &format!("add {what}"),
+        );
+        let want = CpuBackend.silu_mul(&ac, &bc).unwrap();
+        check(
+            &g,
+            &g.silu_mul(&a, &b).unwrap(),
+            &want,
+            TOL_F32_ELEMENTWISE,
+            &format!("silu_mul {what}"),
+        );
+        let (dg, du) = g.silu_mul_backward(&a, &b, &dy).unwrap();
+        let (wg, wu) = CpuBackend.silu_mul_backward(&ac, &bc, &dyc).unwrap();
+        check(
+            &g,
+            &dg,
+            &wg,
+            TOL_F32_ELEMENTWISE,
+            &format!("silu_mul_backward d gate {what}"),
+        );
+        check(
+            &g,
+            &du,
+            &wu,
+            TOL_F32_ELEMENTWISE,
+            &format!("silu_mul_backward d up {what}"),
+        );
+    }
+}
+
+#[test]
+fn add_rows_write_rows_add_columns_in_place() {
+    let Some(g) = gpu() else { return };
+    let mut rng = Rng::new(9);
+    for d in WIDTHS {
+        let (mut x, mut xc) = rand(&g, &mut rng, &[6, d]);
+        // Rows repeat: their vectors add up, in order.
+        let (rows, rows_c) = up_u32(&g, &[5, 0, 5, 2, 5], &[5]);
+        let (v, vc) = rand(&g, &mut rng, &[5, d]);
+        g.add_rows(&mut x, &rows, &v).unwrap();
+        CpuBackend.add_rows(&mut xc, &rows_c, &vc).unwrap();
+        check(&g, &x, &xc, TOL_EXACT, &format!("add_rows d={d}"));
+        let (src, src_c) = rand(&g, &mut rng, &[2, d]);
+        g.write_rows(&mut x, 3, &src).unwrap();
+        CpuBackend.write_rows(&mut xc, 3, &src_c).unwrap();
+        check(&g, &x, &xc, TOL_EXACT, &format!("write_rows d={d}"));
+        let cols: Vec<u32> = [d - 1, 0, d / 2].iter().map(|&c| c as u32).collect();
+        let cols: Vec<u32> = cols
+            .iter()
+            .enumerate()
+            .filter(|(i, c)| !cols[..*i].contains(c))
+            .map(|(_, &c)| c)
+            .collect();
+        let (cols_g, cols_c) = up_u32(&g, &cols, &[cols.len()]);
+        let (delta, delta_c) = rand(&g, &mut rng, &[6, cols.len()]);
+        g.add_columns(&mut x, &cols_g, &delta).unwrap();
+        CpuBackend.add_columns(&mut xc, &cols_c, &delta_c).unwrap();
+        check(
+            &g,
+            &x,
+            &xc,
+            TOL_EXACT,
+            &format!("add_columns d={d} cols={cols:?}"),
+        );
+    }
+}
+
+#[test]
+fn log_softmax_forward_and_backward() {
+    let Some(g) = gpu() else { return };
+    let mut rng = Rng::new(10);
+    for v in [1, 3, 7, 33, 129, 1000] {
+        for n in [1, 3] {
+            let (x, xc) = up(
+                &g,
+                &rng.vec(n * v).iter().map(|x| 20.0 * x).collect::<Vec<_>>(),
+                &[n, v],
+            );
+            let want = CpuBackend.log_softmax(&xc).unwrap();
+            let logp = g.log_softmax(&x).unwrap();
+            check(
+                &g,
+                &logp,
+                &want,
+                TOL_F32_REDUCTION,
+                &format!("log_softmax {n}x{v}"),
+            );
+            let (dy, dyc) = rand(&g, &mut rng, &[n, v]);
+            let want = CpuBackend.log_softmax_backward(&want, &dyc).unwrap();
+            let (logp, _) = up(&g, &read(&g, &logp), &[n, v]); // both sides from the same logp
+            let got = g.log_softmax_backward(&logp, &dy).unwrap();
+            check(
+                &g,
+                &got,
+                &want,
+                TOL_F32_REDUCTION,
+                &format!("log_softmax_backward {n}x{v}"),
+            );
+        }
+    }
+}
+
+#[test]
+fn argmax_lowest_index_on_ties() {
+    let Some(g) = gpu() else { return };
+    let mut rng = Rng::new(11);
+    let v = 300;
+    let mut rows = [
+        rng.vec(v),
+        vec![0.5; v],
+        rng.vec(v),
+        rng.vec(v).iter().map(|x| x - 3.0).collect(),
+    ];
+    rows[2][17] = 2.0; // a tie between indices far apart, in different invocations' strides
+    rows[2][250] = 2.0;
+    rows[2][145] = 2.0;
+    rows[3][299] = 5.0;
+    let data: Vec<f32> = rows.concat();
+    let (x, xc) = up(&g, &data, &[4, v]);
+    let got = read_u32(&g, &g.argmax(&x).unwrap());
+    assert_ids(&got, CpuBackend.argmax(&xc).unwrap().u32(), "argmax");
+    assert_eq!(got[1..4], [0, 17, 299], "ties go to the lowest index");
+    for w in WIDTHS {
+        let (x, xc) = rand(&g, &mut rng, &[2, w]);
+        let got = read_u32(&g, &g.argmax(&x).unwrap());
+        assert_ids(
+            &got,
+            CpuBackend.argmax(&xc).unwrap().u32(),
+            &format!("argmax width {w}"),
+        );
+    }
+}
+
+#[test]
+fn sample_top_k_matches_reference() {
+    let Some(g) = gpu() else { return };
+    let mut rng = Rng::new(12);
+    let v = 257;
+    let n = 8;
+    let mut data = rng.vec(n * v).iter().map(|x| 4.0 * x).collect::<Vec<f32>>();
+    for j in [3, 40, 200] {
+        data[v + j] = 9.0; // row 1: a three-way tie at the top
+    }
+    data[2 * v..3 * v].fill(1.0); // row 2: all equal
+    // Row 3: all negative but a −0 and a +0; in the reference's total order +0 ranks first.
+    for x in &mut data[3 * v..4 * v] {
+        *x = *x / 2.0 - 3.0;
+    }
+    data[3 * v + 5] = -0.0;
+    data[3 * v + 6] = 0.0;
+    let uniforms = [0.0, 0.3, 0.7, 0.999, 0.5, 0.1, 0.9, 0.45];
+    let (x, xc) = up(&g, &data, &[n, v]);
+    let (u, uc) = up(&g, &uniforms, &[n]);
+    for k in [1, 5, 300] {
+        let got = read_u32(&g, &g.sample_top_k(&x, k, &u).unwrap());
+        let want = CpuBackend.sample_top_k(&xc, k, &uc).unwrap();
+        assert_ids(&got, want.u32(), &format!("sample_top_k k={k}"));
+        if k == 1 {
+            assert_eq!(got[3], 6, "+0 beats −0 in the total order");
+            let mut argmax = read_u32(&g, &g.argmax(&x).unwrap());
+            assert_eq!(argmax[3], 5, "argmax: −0 == +0, lowest index");
+            argmax[3] = 6;
+            assert_ids(&got, &argmax, "top-1 is the argmax elsewhere");
+        }
+    }
+}
+
+#[test]
+fn dispatches_beyond_the_per_dimension_limit_fold() {
+    let Some(g) = gpu() else { return };
+    let rows = g.limits().max_compute_workgroups_per_dimension as usize + 7;
+    assert!(
+        rows < 1 << 20,
+        "this test assumes the usual limit of 65535, not {rows}"
+    );
+    let mut rng = Rng::new(13);
+    let (x, xc) = rand(&g, &mut rng, &[rows, 2]);
+    let got = read_u32(&g, &g.argmax(&x).unwrap());
+    assert_ids(
+        &got,
+        CpuBackend.argmax(&xc).unwrap().u32(),
+        &format!("argmax over {rows} rows"),
+    );
+    let want = CpuBackend.log_softmax(&xc).unwrap();
+    check(
+        &g,
+        &g.log_softmax(&x).unwrap(),
+        &want,
+        TOL_F32_REDUCTION,
+        &format!("log_softmax over {rows} rows"),
+    );
+}
+
+#[test]
+fn tensors_over_the_binding_limit_are_refused_by_name() {
+    let Some(g) = gpu() else { return };
+    let limit = g.max_tensor_bytes();
+    let n = (limit / 4 + 1) as usize;
+    // A zeroed allocation is only reserved, not touched: the size is refused before the data
+    // is read.
+    let data = vec![0.0f32; n];
+    match g.upload("too_big", &data, &[n]) {
+        Err(Error::BufferTooLarge {
+            name,
+            bytes,
+            limit: l,
+        }) => {
+            assert_eq!((name.as_str(), bytes, l), ("too_big", n as u64 * 4, limit));
+        }
+        other => panic!("expected BufferTooLarge, got {other:?}"),
+    }
+    drop(data);
+    // An op output over the limit, from small inputs.
+    let side = ((limit / 4) as f64).sqrt() as usize + 1;
+    let a = g.zeros(&[side, 1]).unwrap();
+    match g.matmul(&a, &a, Transpose::NT) {
+        Err(Error::BufferTooLarge { name, .. }) => assert_eq!(name, "matmul output"),
+        other => panic!("expected BufferTooLarge, got {other:?}"),
+    }
+}
+
+#[test]
+fn readback_after_many_batched_ops() {
+    let Some(g) = gpu() else { return };
+    let mut rng = Rng::new(14);
+    let (mut x, mut xc) = rand(&g, &mut rng, &[3, 33]);
+    let (b, bc) = rand(&g, &mut rng, &[3, 33]);
+    // Several times the batch size, so submits happen mid-chain.
+    for _ in 0..300 {
+        x = g.add(&x, &b).unwrap();
+        xc = CpuBackend.add(&xc, &bc).unwrap();
+    }
+    check(&g, &x, &xc, TOL_EXACT, "300 chained adds");
+}
+
+#[test]
+fn recycled_buffers_do_not_corrupt_pending_results() {
+    let Some(g) = fresh_gpu() else { return };
+    let mut rng = Rng::new(15);
+    let (a, ac) = rand(&g, &mut rng, &[5, 7]);
+    let (b, bc) = rand(&g, &mut rng, &[5, 7]);
+    let (c, cc) = rand(&g, &mut rng, &[5, 7]);
+    let u = g.add(&a, &b).unwrap();
+    let v = g.add(&u, &b).unwrap(); // reads u, not yet submitted
+    let pooled = g.pooled_buffers();
+    let bytes = g.buffer_bytes();
+    drop(u);
+    assert_eq!(
+        g.pooled_buffers(),
+        pooled + 1,
+        "a dropped tensor's buffer goes to the pool"
+    );
+    let w = g.add(&c, &c).unwrap(); // takes u's buffer and overwrites it after v read it
+    assert_eq!(
+        g.pooled_buffers(),
+        pooled,
+        "the next tensor of that size reuses it"
+    );
+    assert_eq!(g.buffer_bytes(), bytes, "recycling allocates nothing");
+    let z = g.zeros(&[5, 7]).unwrap();
+    assert_eq!(
+        g.buffer_bytes(),
+        bytes + 144,
+        "a new 35-element tensor: 140 bytes padded to 144"
+    );
+    assert_eq!(
+        g.peak_buffer_bytes(),
+        g.buffer_bytes(),
+        "nothing was freed, so now is the peak"
+    );
+    let ab = CpuBackend.add(&ac, &bc).unwrap();
+    check(
+        &g,
+        &v,
+        &CpuBackend.add(&ab, &bc).unwrap(),
+        TOL_EXACT,
+        "pending result over a recycled buffer",
+    );
+    check(
+        &g,
+        &w,
+        &CpuBackend.add(&cc, &cc).unwrap(),
+        TOL_EXACT,
+        "result in a recycled buffer",
+    );
+    assert_eq!(read(&g, &z), vec![0.0; 35], "zeros in a recycled buffer");
+}
+
+#[test]
+fn a_destroyed_device_reports_device_lost() {
+    let Some(g) = fresh_gpu() else { return };
+    let t = g.upload("x", &[1.0, 2.0], &[2]).unwrap();
+    g.destroy();
+    assert!(
+        matches!(pollster::block_on(g.read(&t)), Err(Error::DeviceLost(_))),
+        "read after destroy"
+    );
+    assert!(
+        matches!(g.add(&t, &t), Err(Error::DeviceLost(_))),
+        "op after destroy"
+    );
+    assert!(
+        matches!(g.upload("y", &[1.0], &[1]), Err(Error::DeviceLost(_))),
+        "upload after destroy"
+    );
+}
+
+#[test]
+fn describe_names_the_adapter() {
+    let Some(g) = gpu() else { return };
+    let d = g.describe();
+    assert!(
+        d.starts_with("gpu: ") && d.contains(&format!("{:?}", g.adapter_info().backend)),
+        "{d}"
+    );
+    assert!(
+        g.limit_table()
+            .iter()
+            .any(|&(n, v)| n == "max_storage_buffer_binding_size" && v > 0)
+    );
+}

@@ -1,0 +1,125 @@
+//! CPU-only checks of the WGSL kernels: every shader in the registry parses and validates with
+//! naga, every `shaders/*.wgsl` file is registered (with the same text), and the workgroup sizes
+//! and array bounds the Rust launchers assume match the shaders' constants.
+
+use std::collections::BTreeSet;
+
+use naga::valid::{Capabilities, ValidationFlags, Validator};
+use nse::gpu::SHADERS;
+use nse::ops::{attention, elementwise, embedding, matmul, rms_norm, rope, rows, softmax};
+
+fn parse(name: &str, src: &str) -> naga::Module {
+    naga::front::wgsl::parse_str(src)
+        .unwrap_or_else(|e| panic!("{name}.wgsl: {}", e.emit_to_string(src)))
+}
+
+#[test]
+fn every_registered_shader_parses_and_validates() {
+    assert!(!SHADERS.is_empty());
+    for (name, src) in SHADERS {
+        let module = parse(name, src);
+        assert!(
+            !module.entry_points.is_empty(),
+            "{name}.wgsl has no entry point"
+        );
+        Validator::new(ValidationFlags::all(), Capabilities::empty())
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{name}.wgsl: {}", e.emit_to_string(src)));
+    }
+}
+
+#[test]
+fn every_shader_file_is_registered() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let mut on_disk = BTreeSet::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "wgsl") {
+            let name = path.file_stem().unwrap().to_str().unwrap().to_string();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let registered = SHADERS.iter().find(|(n, _)| *n == name);
+            assert_eq!(
+                registered.map(|(_, src)| *src),
+                Some(text.as_str()),
+                "{name}.wgsl is not in the registry as is"
+            );
+            on_disk.insert(name);
+        }
+    }
+    let registered: BTreeSet<String> = SHADERS.iter().map(|(n, _)| n.to_string()).collect();
+    assert_eq!(registered, on_disk, "registry vs shaders/*.wgsl");
+}
+
+/// The value of the u32 `const` named `name` in `module`.
+fn const_u32(module: &naga::Module, shader: &str, name: &str) -> u32 {
+    let (_, c) = module
+        .constants
+        .iter()
+        .find(|(_, c)| c.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("{shader}.wgsl has no const {name}"));
+    match module.global_expressions[c.init] {
+        naga::Expression::Literal(naga::Literal::U32(v)) => v,
+        ref e => panic!("{shader}.wgsl: const {name} is {e:?}, expected a u32 literal"),
+    }
+}
+
+#[test]
+fn launcher_constants_mirror_the_shaders() {
+    let wg = [
+        ("add", elementwise::ADD_WG),
+        ("silu_mul", elementwise::SILU_MUL_WG),
+        ("embedding", embedding::EMBEDDING_WG),
+        ("gather_rows", rows::GATHER_ROWS_WG),
+        ("add_rows", rows::ADD_ROWS_WG),
+        ("add_columns", rows::ADD_COLUMNS_WG),
+        ("rope", rope::ROPE_WG),
+        ("rms_norm", rms_norm::RMS_NORM_WG),
+        ("log_softmax", softmax::LOG_SOFTMAX_WG),
+        ("argmax", softmax::ARGMAX_WG),
+        ("sample_top_k", softmax::SAMPLE_TOP_K_WG),
+        ("attention", attention::ATTENTION_WG),
+        ("attention_backward", attention::ATTENTION_WG),
+        ("matmul", matmul::MATMUL_WG),
+        ("matmul_vec4", matmul::MATMUL_WG),
+    ];
+    let mut checked = BTreeSet::new();
+    for (shader, want) in wg {
+        let src = SHADERS
+            .iter()
+            .find(|(n, _)| *n == shader)
+            .unwrap_or_else(|| panic!("{shader} not registered"))
+            .1;
+        let module = parse(shader, src);
+        for ep in &module.entry_points {
+            let size: u32 = ep.workgroup_size.iter().product();
+            assert_eq!(
+                size, want,
+                "{shader}.wgsl `{}`: workgroup size vs the Rust launcher",
+                ep.name
+            );
+        }
+        assert_eq!(
+            const_u32(&module, shader, "WG"),
+            want,
+            "{shader}.wgsl: const WG"
+        );
+        if shader.starts_with("attention") {
+            assert_eq!(
+                const_u32(&module, shader, "MAX_HEAD_DIM") as usize,
+                attention::MAX_HEAD_DIM,
+                "{shader}"
+            );
+        }
+        if shader.starts_with("matmul") {
+            assert_eq!(const_u32(&module, shader, "TILE"), matmul::TILE, "{shader}");
+            assert_eq!(
+                const_u32(&module, shader, "BLOCK"),
+                matmul::BLOCK,
+                "{shader}"
+            );
+        }
+        checked.insert(shader);
+    }
+    let all: BTreeSet<&str> = SHADERS.iter().map(|(n, _)| *n).collect();
+    assert_eq!(checked, all, "every shader's workgroup size is mirrored");
+}
