@@ -1,0 +1,450 @@
+//! The Llama forward pass on any [`Backend`], with the taps and the injection editing needs.
+//!
+//! A block is `h ← h + o_proj(attn(rope(q), rope(k), v))` on `input_layernorm(h)`, then
+//! `h ← h + down_proj(silu(gate(x)) · up(x))` on `x = post_attention_layernorm(h)`. The input of
+//! `down_proj` is the NSE *key* of the layer; the block output `h` is the residual stream.
+
+use std::collections::BTreeMap;
+
+use super::batch::Packed;
+use super::config::ModelConfig;
+use super::host::HostTensor;
+use super::weights::Weights;
+use crate::backend::{AttnShape, Backend, TensorInfo, Transpose};
+use crate::ops::rope::rope_table;
+use crate::{Error, Result};
+
+/// A model whose weights live on a backend. Weights are kept apart from run state (the KV cache,
+/// activations), which the caller owns.
+pub struct Model<B: Backend> {
+    /// Architecture.
+    pub config: ModelConfig,
+    /// Weights on the backend, named after the checkpoint.
+    pub weights: Weights<B::Tensor>,
+    /// RoPE cos/sin table `(P, hd)`, see [`rope_table`].
+    rope: B::Tensor,
+    /// Number of positions the RoPE table covers.
+    rope_positions: usize,
+    backend: B,
+}
+
+/// Where `δ` goes: `h^{layer}[rows[r]] += delta[r]` right after block `layer`.
+pub struct Injection<'a, T> {
+    pub layer: usize,
+    /// Row indices into the packed batch, u32 `(R)`.
+    pub rows: &'a T,
+    /// Vectors to add, `(R, d)`.
+    pub delta: &'a T,
+}
+
+/// Which rows get logits.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum LogitRows {
+    /// No logits (a prefix pass for keys or hidden states).
+    #[default]
+    None,
+    /// Every row.
+    All,
+    /// The last row of every sequence.
+    Last,
+    /// These rows, in this order.
+    Rows(Vec<u32>),
+}
+
+/// What a forward pass should compute besides the residual stream.
+pub struct ForwardSpec<'a, T> {
+    /// Layers whose block output (residual after the block) is returned, all rows `(N, d)`.
+    pub block_out: &'a [usize],
+    /// Layers whose `down_proj` input (the NSE key) is returned, all rows `(N, d_ff)`.
+    pub mlp_key: &'a [usize],
+    /// An optional shift of one block's output (NSE's `δ`).
+    pub inject: Option<Injection<'a, T>>,
+    /// `down_proj` matrices to use instead of the model's (NSE's weights rewinding).
+    pub down_proj_override: &'a [(usize, &'a T)],
+    /// Rows to compute logits for.
+    pub logits: LogitRows,
+    /// Run blocks `0..=last_layer` only (no logits then).
+    pub last_layer: Option<usize>,
+}
+
+impl<T> Default for ForwardSpec<'_, T> {
+    fn default() -> Self {
+        ForwardSpec {
+            block_out: &[],
+            mlp_key: &[],
+            inject: None,
+            down_proj_override: &[],
+            logits: LogitRows::None,
+            last_layer: None,
+        }
+    }
+}
+
+/// The outputs of [`Model::forward`].
+pub struct ForwardOutput<T> {
+    /// `(R, V)` for the requested rows, if any.
+    pub logits: Option<T>,
+    /// Block outputs by layer, `(N, d)`.
+    pub block_out: BTreeMap<usize, T>,
+    /// `down_proj` inputs by layer, `(N, d_ff)`.
+    pub mlp_key: BTreeMap<usize, T>,
+    /// The residual stream after the last block that ran, `(N, d)`.
+    pub hidden: T,
+}
+
+/// Per-layer key/value cache for incremental decoding.
+pub struct KvCache<T> {
+    k: Vec<T>,
+    v: Vec<T>,
+    len: usize,
+    capacity: usize,
+}
+
+impl<T> KvCache<T> {
+    /// Tokens already in the cache.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when nothing has been decoded yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Maximum number of tokens.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+}
+
+/// How attention finds its keys and values inside one block.
+enum Kv<'c, T> {
+    /// Packed self-attention over the batch's own rows.
+    Packed,
+    /// Append to the cache at `pos0`, then attend over the cache.
+    Cache {
+        cache: &'c mut KvCache<T>,
+        pos0: usize,
+    },
+}
+
+/// Per-call tensors shared by all blocks.
+struct Ctx<'c, T> {
+    positions: &'c T,
+    ranges: &'c T,
+    kv: Kv<'c, T>,
+}
+
+/// A [`Packed`] batch's index tensors on the backend, uploaded once and shared by all blocks
+/// (and by the backward pass).
+pub struct BatchTensors<T> {
+    /// Token ids, u32 `(N)`.
+    pub ids: T,
+    /// Positions, u32 `(N)`.
+    pub positions: T,
+    /// Attention ranges, u32 `(N, 2)`.
+    pub ranges: T,
+}
+
+/// What one block computed, kept when a backward pass will follow.
+///
+/// # Shapes
+/// `q (N, Hq·hd)` and `k, v (N, Hkv·hd)` after RoPE; `h1 (N, d)` the residual after attention;
+/// `gate, up (N, d_ff)`; `key (N, d_ff)` the `down_proj` input.
+pub struct BlockActs<T> {
+    pub q: T,
+    pub k: T,
+    pub v: T,
+    pub h1: T,
+    pub gate: T,
+    pub up: T,
+    pub key: T,
+}
+
+impl<B: Backend> Model<B> {
+    /// Uploads host weights to `backend`, one tensor at a time so that host memory is released as
+    /// the upload proceeds.
+    ///
+    /// # Errors
+    /// A tensor over the adapter's limits ([`Error::BufferTooLarge`]).
+    pub fn upload(backend: B, config: ModelConfig, host: Weights<HostTensor>) -> Result<Self> {
+        let weights = host.try_map(|t| backend.upload_owned(&t.name, t.data, &t.shape))?;
+        let rope_positions = config.max_ctx.max(1);
+        let table = rope_table(config.rope_theta, config.head_dim, rope_positions);
+        let rope = backend.upload_owned("rope table", table, &[rope_positions, config.head_dim])?;
+        Ok(Model {
+            config,
+            weights,
+            rope,
+            rope_positions,
+            backend,
+        })
+    }
+
+    /// The backend the weights live on.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The backend and the weights, the latter mutably (for in-place weight updates).
+    pub fn parts_mut(&mut self) -> (&B, &mut Weights<B::Tensor>) {
+        (&self.backend, &mut self.weights)
+    }
+
+    /// Attention geometry.
+    pub fn attn_shape(&self) -> AttnShape {
+        AttnShape {
+            n_heads: self.config.n_heads,
+            n_kv_heads: self.config.n_kv_heads,
+            head_dim: self.config.head_dim,
+        }
+    }
+
+    /// The RoPE table `(P, hd)`.
+    pub fn rope_table(&self) -> &B::Tensor {
+        &self.rope
+    }
+
+    /// Checks that a token sequence can be run: non-empty, within the context, ids in range.
+    pub fn check_tokens(&self, ids: &[u32], context: &str) -> Result<()> {
+        if ids.is_empty() {
+            return Err(Error::input(format!(
+                "{context}: empty input; type a prompt of at least one token"
+            )));
+        }
+        let ctx = self.config.max_ctx.min(self.rope_positions);
+        if ids.len() > ctx {
+            return Err(Error::input(format!(
+                "{context}: {} tokens is longer than the model's context of {ctx} tokens; shorten it",
+                ids.len()
+            )));
+        }
+        if let Some(&bad) = ids.iter().find(|&&t| t as usize >= self.config.vocab_size) {
+            return Err(Error::input(format!(
+                "{context}: token id {bad} is outside the vocabulary of {} tokens",
+                self.config.vocab_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs the model over a packed batch.
+    pub fn forward(
+        &self,
+        batch: &Packed,
+        spec: &ForwardSpec<B::Tensor>,
+    ) -> Result<ForwardOutput<B::Tensor>> {
+        for s in 0..batch.n_seqs() {
+            self.check_tokens(
+                &batch.ids[batch.offsets[s]..batch.offsets[s + 1]],
+                "forward",
+            )?;
+        }
+        let be = &self.backend;
+        let n = batch.n_rows();
+        let bt = self.upload_batch(batch)?;
+        let mut ctx = Ctx {
+            positions: &bt.positions,
+            ranges: &bt.ranges,
+            kv: Kv::Packed,
+        };
+        let last = spec.last_layer.unwrap_or(self.config.n_layers - 1);
+        assert!(
+            last < self.config.n_layers,
+            "last_layer {last} out of range"
+        );
+        let mut out = ForwardOutput {
+            logits: None,
+            block_out: BTreeMap::new(),
+            mlp_key: BTreeMap::new(),
+            hidden: be.embedding(&self.weights.embed_tokens, &bt.ids)?,
+        };
+        for l in 0..=last {
+            let down = spec
+                .down_proj_override
+                .iter()
+                .find(|(ol, _)| *ol == l)
+                .map(|(_, t)| *t);
+            let (mut h, acts) = self.block(l, &out.hidden, &mut ctx, down)?;
+            if let Some(inj) = spec.inject.as_ref().filter(|inj| inj.layer == l) {
+                be.add_rows(&mut h, inj.rows, inj.delta)?;
+            }
+            if spec.mlp_key.contains(&l) {
+                out.mlp_key.insert(l, acts.key);
+            }
+            if spec.block_out.contains(&l) {
+                out.block_out.insert(l, be.copy(&h)?);
+            }
+            out.hidden = h;
+        }
+        let rows: Option<Vec<u32>> = match &spec.logits {
+            LogitRows::None => None,
+            LogitRows::All => Some((0..n as u32).collect()),
+            LogitRows::Last => Some(
+                (0..batch.n_seqs())
+                    .map(|s| batch.last_row(s) as u32)
+                    .collect(),
+            ),
+            LogitRows::Rows(r) => Some(r.clone()),
+        };
+        if let Some(rows) = rows {
+            assert!(spec.last_layer.is_none(), "logits need the full model");
+            out.logits = Some(self.logits_at(&out.hidden, &rows)?);
+        }
+        Ok(out)
+    }
+
+    /// Final norm and LM head at `rows` of the last residual stream: `(R, V)`.
+    pub fn logits_at(&self, hidden: &B::Tensor, rows: &[u32]) -> Result<B::Tensor> {
+        let be = &self.backend;
+        let n = hidden.shape()[0];
+        let h = if rows.len() == n && rows.iter().enumerate().all(|(i, &r)| r as usize == i) {
+            be.copy(hidden)?
+        } else {
+            let idx = be.upload_u32("logit rows", rows, &[rows.len()])?;
+            be.gather_rows(hidden, &idx)?
+        };
+        self.head(&h)
+    }
+
+    /// Final norm and LM head on a residual stream: `(R, d)` → `(R, V)`.
+    pub fn head(&self, h: &B::Tensor) -> Result<B::Tensor> {
+        let be = &self.backend;
+        let x = be.rms_norm(h, &self.weights.norm, self.config.rms_eps)?;
+        be.matmul(&x, self.weights.head(), Transpose::NT)
+    }
+
+    /// An empty KV cache for up to `capacity` tokens.
+    pub fn new_cache(&self, capacity: usize) -> Result<KvCache<B::Tensor>> {
+        let capacity = capacity.clamp(1, self.config.max_ctx);
+        let kv = self.config.kv_dim();
+        let mut k = Vec::with_capacity(self.config.n_layers);
+        let mut v = Vec::with_capacity(self.config.n_layers);
+        for _ in 0..self.config.n_layers {
+            k.push(self.backend.zeros(&[capacity, kv])?);
+            v.push(self.backend.zeros(&[capacity, kv])?);
+        }
+        Ok(KvCache {
+            k,
+            v,
+            len: 0,
+            capacity,
+        })
+    }
+
+    /// Appends `ids` to the cache and returns the logits of the last new token, `(1, V)`.
+    pub fn forward_cached(&self, cache: &mut KvCache<B::Tensor>, ids: &[u32]) -> Result<B::Tensor> {
+        self.check_tokens(ids, "decode")?;
+        if cache.len + ids.len() > cache.capacity {
+            return Err(Error::input(format!(
+                "{} cached + {} new tokens exceed the cache of {} tokens (the model's context is {})",
+                cache.len,
+                ids.len(),
+                cache.capacity,
+                self.config.max_ctx
+            )));
+        }
+        let be = &self.backend;
+        let n = ids.len();
+        let pos0 = cache.len;
+        let positions: Vec<u32> = (pos0..pos0 + n).map(|p| p as u32).collect();
+        let ranges: Vec<u32> = (0..n).flat_map(|i| [0, (pos0 + i + 1) as u32]).collect();
+        let ids_t = be.upload_u32("token ids", ids, &[n])?;
+        let positions = be.upload_u32("positions", &positions, &[n])?;
+        let ranges = be.upload_u32("attention ranges", &ranges, &[n, 2])?;
+        let mut ctx = Ctx {
+            positions: &positions,
+            ranges: &ranges,
+            kv: Kv::Cache { cache, pos0 },
+        };
+        let mut h = be.embedding(&self.weights.embed_tokens, &ids_t)?;
+        for l in 0..self.config.n_layers {
+            h = self.block(l, &h, &mut ctx, None)?.0;
+        }
+        if let Kv::Cache { cache, .. } = ctx.kv {
+            cache.len += n;
+        }
+        self.logits_at(&h, &[(n - 1) as u32])
+    }
+
+    /// Uploads a packed batch's ids, positions and ranges.
+    pub fn upload_batch(&self, batch: &Packed) -> Result<BatchTensors<B::Tensor>> {
+        let be = &self.backend;
+        let n = batch.n_rows();
+        Ok(BatchTensors {
+            ids: be.upload_u32("token ids", &batch.ids, &[n])?,
+            positions: be.upload_u32("positions", &batch.positions, &[n])?,
+            ranges: be.upload_u32("attention ranges", &batch.ranges, &[n, 2])?,
+        })
+    }
+
+    /// Block `l` on a packed batch (no cache), returning its output and its activations.
+    pub fn block_packed(
+        &self,
+        l: usize,
+        h: &B::Tensor,
+        bt: &BatchTensors<B::Tensor>,
+        down_proj: Option<&B::Tensor>,
+    ) -> Result<(B::Tensor, BlockActs<B::Tensor>)> {
+        let mut ctx = Ctx {
+            positions: &bt.positions,
+            ranges: &bt.ranges,
+            kv: Kv::Packed,
+        };
+        self.block(l, h, &mut ctx, down_proj)
+    }
+
+    /// One transformer block; returns the new residual stream and what it computed on the way.
+    fn block(
+        &self,
+        l: usize,
+        h: &B::Tensor,
+        ctx: &mut Ctx<'_, B::Tensor>,
+        down_proj: Option<&B::Tensor>,
+    ) -> Result<(B::Tensor, BlockActs<B::Tensor>)> {
+        let be = &self.backend;
+        let w = &self.weights.layers[l];
+        let (eps, hd) = (self.config.rms_eps, self.config.head_dim);
+        let x = be.rms_norm(h, &w.input_layernorm, eps)?; // (N, d)
+        let q = be.rope(
+            &be.matmul(&x, &w.q_proj, Transpose::NT)?,
+            ctx.positions,
+            &self.rope,
+            hd,
+        )?; // (N, Hq·hd)
+        let k = be.rope(
+            &be.matmul(&x, &w.k_proj, Transpose::NT)?,
+            ctx.positions,
+            &self.rope,
+            hd,
+        )?; // (N, Hkv·hd)
+        let v = be.matmul(&x, &w.v_proj, Transpose::NT)?; // (N, Hkv·hd)
+        let att = match &mut ctx.kv {
+            Kv::Packed => be.attention(&q, &k, &v, ctx.ranges, self.attn_shape())?,
+            Kv::Cache { cache, pos0 } => {
+                be.write_rows(&mut cache.k[l], *pos0, &k)?;
+                be.write_rows(&mut cache.v[l], *pos0, &v)?;
+                be.attention(&q, &cache.k[l], &cache.v[l], ctx.ranges, self.attn_shape())?
+            }
+        };
+        let h1 = be.add(h, &be.matmul(&att, &w.o_proj, Transpose::NT)?)?;
+        let x2 = be.rms_norm(&h1, &w.post_attention_layernorm, eps)?;
+        let gate = be.matmul(&x2, &w.gate_proj, Transpose::NT)?; // (N, d_ff)
+        let up = be.matmul(&x2, &w.up_proj, Transpose::NT)?;
+        let key = be.silu_mul(&gate, &up)?; // (N, d_ff): the NSE key
+        let mlp = be.matmul(&key, down_proj.unwrap_or(&w.down_proj), Transpose::NT)?;
+        let out = be.add(&h1, &mlp)?;
+        Ok((
+            out,
+            BlockActs {
+                q,
+                k,
+                v,
+                h1,
+                gate,
+                up,
+                key,
+            },
+        ))
+    }
+}

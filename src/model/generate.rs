@@ -1,0 +1,116 @@
+//! Text generation with the KV cache: greedy or seeded top-k, stopping at end-of-sequence.
+
+use super::forward::Model;
+use crate::backend::Backend;
+use crate::{Error, Result};
+
+/// How the next token is chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sampling {
+    /// Always the most likely token.
+    Greedy,
+    /// Seeded top-k sampling (see [`Backend::sample_top_k`]).
+    TopK { k: usize, seed: u64 },
+}
+
+/// The result of [`generate`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Generation {
+    /// Generated token ids (the eos token included when it ended the generation).
+    pub ids: Vec<u32>,
+    /// The top-5 `(id, probability)` of the first generated position.
+    pub top5_first: Vec<(u32, f32)>,
+    /// True when generation stopped at the end-of-sequence token.
+    pub stopped_at_eos: bool,
+}
+
+/// A small seeded generator (SplitMix64) for sampling: reproducible on every platform.
+#[derive(Clone, Debug)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// A generator from a seed.
+    pub fn new(seed: u64) -> Self {
+        SplitMix64(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A uniform number in `[0, 1)` with 24 random bits (exact in f32).
+    pub fn next_f32(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+/// Generates up to `max_tokens` tokens after `prompt`, calling `on_token` as each arrives.
+///
+/// # Errors
+/// An empty prompt, a prompt plus `max_tokens` longer than the context, or a backend failure.
+pub async fn generate<B: Backend>(
+    model: &Model<B>,
+    prompt: &[u32],
+    max_tokens: usize,
+    sampling: Sampling,
+    mut on_token: impl FnMut(u32),
+) -> Result<Generation> {
+    model.check_tokens(prompt, "prompt")?;
+    let ctx = model.config.max_ctx;
+    if prompt.len() + max_tokens > ctx {
+        return Err(Error::input(format!(
+            "prompt of {} tokens + {max_tokens} new tokens exceeds the context of {ctx} tokens; \
+             shorten the prompt or lower --max-tokens",
+            prompt.len()
+        )));
+    }
+    if let Sampling::TopK { k: 0, .. } = sampling {
+        return Err(Error::input("top-k sampling needs k >= 1"));
+    }
+    let be = model.backend();
+    let mut cache = model.new_cache(prompt.len() + max_tokens)?;
+    let mut rng = match sampling {
+        Sampling::TopK { seed, .. } => SplitMix64::new(seed),
+        Sampling::Greedy => SplitMix64::new(0),
+    };
+    let mut out = Generation {
+        ids: vec![],
+        top5_first: vec![],
+        stopped_at_eos: false,
+    };
+    let mut input = prompt.to_vec();
+    for step in 0..max_tokens {
+        let logits = model.forward_cached(&mut cache, &input)?; // (1, V)
+        if step == 0 {
+            out.top5_first = top5(&be.read(&be.log_softmax(&logits)?).await?);
+        }
+        let next = match sampling {
+            Sampling::Greedy => be.read_u32(&be.argmax(&logits)?).await?[0],
+            Sampling::TopK { k, .. } => {
+                let u = be.upload("uniform", &[rng.next_f32()], &[1])?;
+                be.read_u32(&be.sample_top_k(&logits, k, &u)?).await?[0]
+            }
+        };
+        out.ids.push(next);
+        on_token(next);
+        if Some(next) == model.config.eos_id {
+            out.stopped_at_eos = true;
+            break;
+        }
+        input = vec![next];
+    }
+    Ok(out)
+}
+
+/// The five most likely tokens of a log-probability row.
+fn top5(logp: &[f32]) -> Vec<(u32, f32)> {
+    crate::ops::softmax::top_k(logp, 5)
+        .into_iter()
+        .map(|j| (j as u32, logp[j].exp()))
+        .collect()
+}

@@ -1,0 +1,26 @@
+//! Model loading (GGUF, Hugging Face safetensors), the tokenizer, typed weights and the forward
+//! pass with the taps editing needs.
+
+pub mod backward;
+pub mod batch;
+pub mod config;
+pub mod export;
+pub mod forward;
+pub mod generate;
+pub mod gguf;
+pub mod host;
+pub mod load;
+pub mod safetensors;
+pub mod tokenizer;
+pub mod weights;
+
+pub use batch::Packed;
+pub use config::{Arch, ModelConfig};
+pub use forward::{
+    BatchTensors, BlockActs, ForwardOutput, ForwardSpec, Injection, KvCache, LogitRows, Model,
+};
+pub use generate::{Generation, Sampling, generate};
+pub use host::HostTensor;
+pub use load::{LoadedModel, ModelSource};
+pub use tokenizer::Tokenizer;
+pub use weights::{LayerWeights, Weights};
