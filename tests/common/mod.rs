@@ -70,6 +70,7 @@ pub fn shared(rel: &str) -> PathBuf {
 // ---- Seeded random inputs, `assert_close` with named tolerances, and the shared GPU ----
 
 pub mod gpu_vs_cpu;
+pub mod tiny;
 
 /// A tiny deterministic PRNG (SplitMix64): the same inputs on every machine and every run.
 pub struct Rng(u64);

@@ -1,0 +1,323 @@
+//! One batch of edits (spec §6), shared by the three methods.
+//!
+//! ```text
+//! z_i for every request (original or current weights, per method)
+//! for round m: residuals ‖z − h‖ on the bare prompts; A = {α < r < U}; stop if empty or last
+//!     for each edited layer l (ascending): keys of A, residual (z − h)/(E − i), select,
+//!         solve in f64, W_l[:, S] += Δ_S          (the next layer sees the update)
+//! P_l += K Kᵀ with the post-batch keys of every request
+//! ```
+//! A failed batch leaves the model exactly as it was: the edited `down_proj` matrices are
+//! snapshotted first and restored on any error, and `P` and the ledger change only at the end.
+
+use serde::Serialize;
+
+use super::covariance::CovarianceSet;
+use super::hparams::Hparams;
+use super::keys::{KeyPrompts, keys_and_h};
+use super::method::EditMethod;
+use super::request::{EditRequest, check_batch};
+use super::solve::LayerSystem;
+use super::state::{AppliedUpdate, EditState, LedgerEntry, apply_update};
+use super::target::{ZResult, compute_z, norm, target_ids};
+use super::templates::ContextTemplates;
+use crate::backend::Backend;
+use crate::model::{Model, Tokenizer};
+use crate::{Error, Result};
+
+/// Progress of a batch, for progress bars and the page.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Progress {
+    /// Optimising `z` for request `request` of `of`: evaluation `step`, loss `loss`.
+    Z {
+        request: usize,
+        of: usize,
+        step: usize,
+        loss: f32,
+    },
+    /// Round `round` starts; `edited` requests have `α < ‖z − h‖ < U`.
+    Round {
+        round: usize,
+        edited: usize,
+        residuals: Vec<f32>,
+    },
+    /// Layer `layer` of round `round` updated `n_selected` neurons.
+    Layer {
+        round: usize,
+        layer: usize,
+        n_selected: usize,
+    },
+    /// Updating the past-key statistics.
+    PastKeys,
+}
+
+/// One layer's update in one round, as the dump records it.
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerRecord {
+    pub layer: usize,
+    /// Template-averaged keys of the edited requests, `(|A|, d_ff)`.
+    #[serde(skip)]
+    pub keys: Vec<f32>,
+    /// `Σ |keys|` per neuron, `(d_ff)`.
+    pub neuron_scores: Vec<f32>,
+    /// Selected neurons in descending-score order.
+    pub selected: Vec<u32>,
+    pub n_selected: usize,
+    /// ‖(z − h)/(E − i)‖ per edited request.
+    pub resid_norms: Vec<f64>,
+    /// ‖ΔW‖_F of the f32 update.
+    pub dw_fro: f64,
+    /// `ΔW[0..5, first 5 selected columns]`.
+    pub dw_first5rows_first5selected: Vec<Vec<f32>>,
+}
+
+/// One round.
+#[derive(Clone, Debug, Serialize)]
+pub struct RoundRecord {
+    pub round: usize,
+    /// ‖z − h‖ of every request of the batch at the start of the round.
+    pub residual_norms: Vec<f32>,
+    /// Positions (in the batch) of the requests edited in this round.
+    pub edited_request_positions: Vec<usize>,
+    pub layers: Vec<LayerRecord>,
+}
+
+/// Everything a batch did, for reports and dumps. The compact part is the ledger entry.
+#[derive(Clone, Debug, Serialize)]
+pub struct BatchOutcome {
+    pub z: Vec<ZResult>,
+    /// Rounds, the last being the exit check (no layers).
+    pub rounds: Vec<RoundRecord>,
+    #[serde(skip)]
+    pub entry: LedgerEntry,
+}
+
+/// What the batch procedure needs besides the model.
+pub struct EditContext<'a> {
+    pub tok: &'a Tokenizer,
+    pub hp: &'a Hparams,
+    pub templates: &'a ContextTemplates,
+    pub cov: &'a CovarianceSet,
+    pub method: &'a dyn EditMethod,
+}
+
+/// Applies one batch of requests to `model` and records it in `state`.
+///
+/// # Errors
+/// Invalid requests, numerical failures, backend failures. On error the model's weights, `P` and
+/// the ledger are exactly as before the call.
+pub async fn apply_batch<B: Backend>(
+    model: &mut Model<B>,
+    state: &mut EditState<B::Tensor>,
+    ctx: &EditContext<'_>,
+    requests: &[EditRequest],
+    progress: impl FnMut(Progress),
+) -> Result<BatchOutcome> {
+    apply_batch_with_z(model, state, ctx, requests, None, progress).await
+}
+
+/// [`apply_batch`] with the targets `z` computed beforehand (one per request, in order), as the
+/// reference driver does for NSE: they depend only on the original weights, so they can be
+/// computed once and reused across runs and methods that share them.
+///
+/// # Errors
+/// As [`apply_batch`]; also when `precomputed` does not hold one `z` per request.
+pub async fn apply_batch_with_z<B: Backend>(
+    model: &mut Model<B>,
+    state: &mut EditState<B::Tensor>,
+    ctx: &EditContext<'_>,
+    requests: &[EditRequest],
+    precomputed: Option<&[ZResult]>,
+    mut progress: impl FnMut(Progress),
+) -> Result<BatchOutcome> {
+    if let Some(zs) = precomputed
+        && (zs.len() != requests.len() || zs.iter().any(|z| z.z.len() != model.config.d_model))
+    {
+        return Err(Error::input(format!(
+            "{} precomputed targets for {} requests",
+            zs.len(),
+            requests.len()
+        )));
+    }
+    check_batch(requests)?;
+    ctx.hp.check_model(model.config.n_layers)?;
+    for r in requests {
+        target_ids(ctx.tok, r, ctx.hp.target_space)?;
+    }
+    let be = model.backend();
+    let mut snapshot = vec![];
+    for &l in &state.layers {
+        snapshot.push((l, be.copy(&model.weights.layers[l].down_proj)?));
+    }
+    match run_batch(model, state, ctx, requests, precomputed, &mut progress).await {
+        Ok(outcome) => {
+            state.add_to_p(&outcome.entry.p_keys);
+            state.ledger.push(outcome.entry.clone());
+            Ok(outcome)
+        }
+        Err(e) => {
+            for (l, w) in snapshot {
+                model.weights.layers[l].down_proj = w;
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn run_batch<B: Backend>(
+    model: &mut Model<B>,
+    state: &EditState<B::Tensor>,
+    ctx: &EditContext<'_>,
+    requests: &[EditRequest],
+    precomputed: Option<&[ZResult]>,
+    progress: &mut impl FnMut(Progress),
+) -> Result<BatchOutcome> {
+    let hp = ctx.hp;
+    let (d, d_ff) = (model.config.d_model, model.config.d_ff);
+    let l0 = hp.z_layer();
+    let n_layers_edited = hp.layers.len();
+
+    // Targets z, with the original weights (NSE) or the current ones.
+    let mut zs = precomputed.map(<[ZResult]>::to_vec).unwrap_or_default();
+    for (i, r) in requests.iter().enumerate().skip(zs.len()) {
+        let overrides = if ctx.method.rewinds() {
+            state.original_overrides()
+        } else {
+            vec![]
+        };
+        let z = compute_z(
+            model,
+            ctx.tok,
+            r,
+            ctx.templates,
+            hp,
+            &overrides,
+            |step, loss| {
+                progress(Progress::Z {
+                    request: i,
+                    of: requests.len(),
+                    step,
+                    loss,
+                })
+            },
+        )
+        .await?;
+        zs.push(z);
+    }
+
+    let policy = ctx.method.rounds(hp);
+    let all: Vec<&EditRequest> = requests.iter().collect();
+    let kp_all = KeyPrompts::new(ctx.tok, ctx.templates, &all)?;
+    let mut rounds = vec![];
+    let mut updates = vec![];
+    for m in 0..policy.max_iterations {
+        let h = keys_and_h(model, &kp_all, l0, l0).await?.h;
+        let residuals: Vec<f32> = (0..requests.len())
+            .map(|j| distance(&zs[j].z, &h[j * d..(j + 1) * d]))
+            .collect();
+        let edited: Vec<usize> = (0..requests.len())
+            .filter(|&j| policy.alpha < residuals[j] && residuals[j] < policy.upper_bound)
+            .collect();
+        progress(Progress::Round {
+            round: m,
+            edited: edited.len(),
+            residuals: residuals.clone(),
+        });
+        let mut record = RoundRecord {
+            round: m,
+            residual_norms: residuals,
+            edited_request_positions: edited.clone(),
+            layers: vec![],
+        };
+        if edited.is_empty() || m + 1 == policy.max_iterations {
+            rounds.push(record);
+            break;
+        }
+        let subset: Vec<&EditRequest> = edited.iter().map(|&j| &requests[j]).collect();
+        let kp = KeyPrompts::new(ctx.tok, ctx.templates, &subset)?;
+        for (i, &l) in hp.layers.iter().enumerate() {
+            let kh = keys_and_h(model, &kp, l, l0).await?;
+            let spread = (n_layers_edited - i) as f64;
+            let mut resid = vec![0.0f64; edited.len() * d];
+            for (a, &j) in edited.iter().enumerate() {
+                for c in 0..d {
+                    resid[a * d + c] = (zs[j].z[c] as f64 - kh.h[a * d + c] as f64) / spread;
+                }
+            }
+            let selection = ctx.method.select(&kh.keys, d_ff, hp);
+            let sys = LayerSystem {
+                c: ctx.cov.layer(l)?,
+                p: &state.p[&l],
+                d_ff,
+                keys: &kh.keys,
+                resid: &resid,
+                d,
+                n: edited.len(),
+            };
+            let update = ctx.method.solve(l, &sys, &selection, hp)?;
+            let dw = update.expand();
+            let s = update.cols.len();
+            let (be, weights) = model.parts_mut();
+            apply_update(be, &mut weights.layers[l].down_proj, &update)?;
+            progress(Progress::Layer {
+                round: m,
+                layer: l,
+                n_selected: s,
+            });
+            record.layers.push(LayerRecord {
+                layer: l,
+                keys: kh.keys,
+                neuron_scores: selection.scores,
+                selected: update.cols.clone(),
+                n_selected: s,
+                resid_norms: resid
+                    .chunks(d)
+                    .map(|r| r.iter().map(|x| x * x).sum::<f64>().sqrt())
+                    .collect(),
+                dw_fro: dw
+                    .iter()
+                    .map(|&x| (x as f64) * (x as f64))
+                    .sum::<f64>()
+                    .sqrt(),
+                dw_first5rows_first5selected: (0..5.min(d))
+                    .map(|r| dw[r * s..r * s + 5.min(s)].to_vec())
+                    .collect(),
+            });
+            updates.push(AppliedUpdate {
+                round: m,
+                layer: l,
+                update,
+            });
+        }
+        rounds.push(record);
+    }
+
+    // P_l += K Kᵀ with the post-batch keys of every request (spec §5.2): one pass, all layers.
+    progress(Progress::PastKeys);
+    let mut p_keys = std::collections::BTreeMap::new();
+    for &l in &hp.layers {
+        p_keys.insert(l, keys_and_h(model, &kp_all, l, l).await?.keys);
+    }
+    if p_keys.values().flatten().any(|x| !x.is_finite()) {
+        return Err(Error::Numeric(
+            "the post-edit keys are not finite; the edit was rolled back".into(),
+        ));
+    }
+    let entry = LedgerEntry {
+        method: ctx.method.kind(),
+        requests: requests.to_vec(),
+        updates,
+        p_keys,
+    };
+    Ok(BatchOutcome {
+        z: zs,
+        rounds,
+        entry,
+    })
+}
+
+/// `‖z − h‖`.
+fn distance(z: &[f32], h: &[f32]) -> f32 {
+    let diff: Vec<f32> = z.iter().zip(h).map(|(a, b)| a - b).collect();
+    norm(&diff)
+}

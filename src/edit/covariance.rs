@@ -1,0 +1,328 @@
+//! The preservation statistic `C_l = E[k kᵀ]` (spec §5.1): the uncentred second moment of the
+//! `down_proj` input over a text corpus, computed on the *unedited* model for every edited layer
+//! up front (hazard H11).
+//!
+//! Windowing follows `../shared/golden/smollm2-config.json`: the corpus is split into articles
+//! at top-level ` = Title = ` lines (text before the first heading dropped), each article is
+//! tokenised as one string and cut into consecutive windows, and windows are used in file order
+//! until the token budget is reached (the last one truncated). Per window, `Kᵀ K` is accumulated
+//! on the backend in f32; window sums are added on the host in f64.
+
+use std::collections::BTreeMap;
+
+use crate::backend::{Backend, Transpose};
+use crate::model::{ForwardSpec, Model, Packed, Tokenizer};
+use crate::{Error, Result};
+
+/// Windows accumulated on the backend before their sum is read back and added in f64.
+const WINDOWS_PER_READBACK: usize = 8;
+
+/// Splits a wikitext-style corpus into articles at top-level heading lines (`" = Title = "`).
+/// A corpus without such headings is one article.
+pub fn articles(text: &str) -> Vec<&str> {
+    let is_heading = |line: &str| {
+        let l = line.trim_end_matches(['\n', '\r']);
+        l.starts_with(" = ") && l.ends_with(" = ") && l.len() > 6 && !l[3..].starts_with('=')
+    };
+    let mut starts = vec![];
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        if is_heading(line) {
+            starts.push(offset);
+        }
+        offset += line.len();
+    }
+    if starts.is_empty() {
+        return if text.trim().is_empty() {
+            vec![]
+        } else {
+            vec![text]
+        };
+    }
+    starts.push(text.len());
+    starts.windows(2).map(|w| &text[w[0]..w[1]]).collect()
+}
+
+/// The token windows of a corpus under a budget.
+///
+/// # Errors
+/// An empty corpus. One with fewer tokens than the budget is accepted (all of it is used).
+pub fn windows(text: &str, tok: &Tokenizer, window: usize, budget: usize) -> Result<Vec<Vec<u32>>> {
+    // Line endings as Python's text mode reads them (the reference's statistics did): the
+    // wikitext-2 raw files use CRLF, and "\r\n" tokenises differently from "\n".
+    let text = text.replace("\r\n", "\n").replace('\r', "\n");
+    let mut out = vec![];
+    let mut total = 0;
+    'articles: for article in articles(&text) {
+        let ids = tok.encode(article)?;
+        for chunk in ids.chunks(window) {
+            let take = chunk.len().min(budget - total);
+            out.push(chunk[..take].to_vec());
+            total += take;
+            if total == budget {
+                break 'articles;
+            }
+        }
+    }
+    if total == 0 {
+        return Err(Error::input("the covariance corpus holds no text"));
+    }
+    Ok(out)
+}
+
+/// `C_l` for each layer in `layers`, as row-major `(d_ff, d_ff)` f32 matrices, with the token
+/// count. `on_progress(tokens_done, tokens_total)` is called after each window.
+pub async fn second_moments<B: Backend>(
+    model: &Model<B>,
+    windows: &[Vec<u32>],
+    layers: &[usize],
+    mut on_progress: impl FnMut(usize, usize),
+) -> Result<(BTreeMap<usize, Vec<f32>>, usize)> {
+    let be = model.backend();
+    let d_ff = model.config.d_ff;
+    let last = *layers.iter().max().expect("at least one layer");
+    let total: usize = windows.iter().map(Vec::len).sum();
+    let mut sums: BTreeMap<usize, Vec<f64>> = layers
+        .iter()
+        .map(|&l| (l, vec![0.0; d_ff * d_ff]))
+        .collect();
+    let mut acc: BTreeMap<usize, B::Tensor> = BTreeMap::new();
+    let mut done = 0;
+    for (w, ids) in windows.iter().enumerate() {
+        let out = model.forward(
+            &Packed::new(&[ids.as_slice()]),
+            &ForwardSpec {
+                mlp_key: layers,
+                last_layer: Some(last),
+                ..Default::default()
+            },
+        )?;
+        for &l in layers {
+            let k = &out.mlp_key[&l]; // (n, d_ff)
+            match acc.get_mut(&l) {
+                Some(c) => be.matmul_acc(c, k, k, Transpose::TN)?,
+                None => {
+                    acc.insert(l, be.matmul(k, k, Transpose::TN)?);
+                }
+            }
+        }
+        done += ids.len();
+        if (w + 1) % WINDOWS_PER_READBACK == 0 || w + 1 == windows.len() {
+            for (l, c) in std::mem::take(&mut acc) {
+                let part = be.read(&c).await?;
+                for (s, x) in sums.get_mut(&l).expect("layer").iter_mut().zip(part) {
+                    *s += x as f64;
+                }
+            }
+        }
+        on_progress(done, total);
+    }
+    let cov = sums
+        .into_iter()
+        .map(|(l, s)| {
+            (
+                l,
+                s.into_iter().map(|x| (x / total as f64) as f32).collect(),
+            )
+        })
+        .collect();
+    Ok((cov, total))
+}
+
+/// Where the covariance cache lives natively: `$NSE_CACHE_DIR`, else `$XDG_CACHE_HOME/nse`, else
+/// `~/.cache/nse`.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn cache_dir() -> std::path::PathBuf {
+    use std::path::PathBuf;
+    if let Some(d) = std::env::var_os("NSE_CACHE_DIR") {
+        return PathBuf::from(d);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("nse")
+}
+
+/// Which corpus, how many tokens, in which windows.
+#[derive(Clone, Debug)]
+pub struct CorpusSpec {
+    /// A text file (wikitext-style headings split it into articles).
+    pub path: std::path::PathBuf,
+    /// Token budget.
+    pub budget: usize,
+    /// Window length in tokens.
+    pub window: usize,
+}
+
+/// The cache key of one layer's statistic: model, corpus, budget, window, layer.
+pub fn cache_key(
+    model_sha256: &str,
+    corpus_sha256: &str,
+    budget: usize,
+    window: usize,
+    layer: usize,
+) -> String {
+    format!(
+        "cov-{}-{}-n{budget}-w{window}-L{layer}",
+        &model_sha256[..16.min(model_sha256.len())],
+        &corpus_sha256[..16.min(corpus_sha256.len())]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_at_top_level_headings_only() {
+        let text = "preamble\n = A = \n a text\n = = Sub = = \n more\n = B = \n b\n";
+        let a = articles(text);
+        assert_eq!(
+            a,
+            [" = A = \n a text\n = = Sub = = \n more\n", " = B = \n b\n"]
+        );
+        assert_eq!(articles("plain text\n"), ["plain text\n"]);
+        assert!(articles("  \n").is_empty());
+    }
+}
+
+/// The statistics of every edited layer.
+#[derive(Clone, Debug, Default)]
+pub struct CovarianceSet {
+    layers: BTreeMap<usize, Vec<f32>>,
+    /// Tokens they were computed over.
+    pub tokens: usize,
+    /// Where they came from (corpus, cache file, golden file).
+    pub source: String,
+}
+
+impl CovarianceSet {
+    /// A set from explicit matrices.
+    pub fn new(
+        layers: BTreeMap<usize, Vec<f32>>,
+        tokens: usize,
+        source: impl Into<String>,
+    ) -> Self {
+        CovarianceSet {
+            layers,
+            tokens,
+            source: source.into(),
+        }
+    }
+
+    /// `C_l`, `(d_ff, d_ff)`.
+    ///
+    /// # Errors
+    /// The layer was not computed (the hyperparameters changed since).
+    pub fn layer(&self, l: usize) -> Result<&[f32]> {
+        self.layers.get(&l).map(Vec::as_slice).ok_or_else(|| {
+            Error::input(format!(
+                "no covariance statistic for layer {l}; recompute it for the current layers"
+            ))
+        })
+    }
+
+    /// All layers.
+    pub fn matrices(&self) -> &BTreeMap<usize, Vec<f32>> {
+        &self.layers
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+mod native {
+    use std::path::Path;
+
+    use super::*;
+    use crate::npy;
+
+    impl CovarianceSet {
+        /// Loads `layer{l}.npy` for each layer from `dir` (the golden files' layout).
+        pub fn from_npy_dir(
+            dir: &Path,
+            layers: &[usize],
+            d_ff: usize,
+            tokens: usize,
+        ) -> Result<Self> {
+            let mut m = BTreeMap::new();
+            for &l in layers {
+                let path = dir.join(format!("layer{l}.npy"));
+                m.insert(l, read_matrix(&path, d_ff)?);
+            }
+            Ok(CovarianceSet::new(m, tokens, dir.display().to_string()))
+        }
+
+        /// Loads the statistics from the cache, computing (and caching) the missing layers.
+        /// `on_progress(tokens_done, tokens_total)` reports the computation.
+        pub async fn load_or_compute<B: Backend>(
+            model: &Model<B>,
+            tok: &Tokenizer,
+            model_sha256: &str,
+            corpus: &CorpusSpec,
+            layers: &[usize],
+            on_progress: impl FnMut(usize, usize),
+        ) -> Result<Self> {
+            let CorpusSpec {
+                path: corpus_path,
+                budget,
+                window,
+            } = corpus;
+            let (budget, window) = (*budget, *window);
+            let text =
+                std::fs::read_to_string(corpus_path).map_err(|e| Error::io(corpus_path, e))?;
+            let corpus_sha = crate::model::load::sha256_hex(&[text.as_bytes()]);
+            let dir = cache_dir();
+            let path_of = |l| {
+                dir.join(format!(
+                    "{}.npy",
+                    cache_key(model_sha256, &corpus_sha, budget, window, l)
+                ))
+            };
+            let mut m = BTreeMap::new();
+            let mut missing = vec![];
+            for &l in layers {
+                match read_matrix(&path_of(l), model.config.d_ff) {
+                    Ok(c) => {
+                        m.insert(l, c);
+                    }
+                    Err(_) => missing.push(l),
+                }
+            }
+            let wins = windows(&text, tok, window, budget)?;
+            let tokens = wins.iter().map(Vec::len).sum();
+            if !missing.is_empty() {
+                let (computed, _) = second_moments(model, &wins, &missing, on_progress).await?;
+                std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+                for (l, c) in computed {
+                    let bytes = npy::write_f32(&[model.config.d_ff, model.config.d_ff], &c);
+                    // Write then rename, so an interrupted run never leaves a truncated cache file.
+                    let tmp = path_of(l).with_extension("tmp");
+                    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+                    std::fs::rename(&tmp, path_of(l)).map_err(|e| Error::io(path_of(l), e))?;
+                    m.insert(l, c);
+                }
+            }
+            Ok(CovarianceSet::new(
+                m,
+                tokens,
+                format!(
+                    "{} ({tokens} tokens, cache {})",
+                    corpus_path.display(),
+                    dir.display()
+                ),
+            ))
+        }
+    }
+
+    fn read_matrix(path: &Path, d_ff: usize) -> Result<Vec<f32>> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let (shape, v) = npy::read_f32(&bytes, &path.display().to_string())?;
+        if shape != [d_ff, d_ff] {
+            return Err(Error::format(
+                path.display().to_string(),
+                format!("shape {shape:?}, expected [{d_ff}, {d_ff}]"),
+            ));
+        }
+        Ok(v)
+    }
+}

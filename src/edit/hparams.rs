@@ -1,0 +1,219 @@
+//! Typed hyperparameters, one JSON file per model in `hparams/` (spec §8).
+//!
+//! Field names are the reference's, so a reference config can be read directly; fields the
+//! reference does not have (our policies) have documented defaults. One flat struct serves the
+//! three methods: MEMIT-seq ignores `alpha`, `upper_bound`, `max_iterations` and
+//! `neuron_threshold`; AlphaEdit also ignores `mom2_update_weight` and reads its own two.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Which string the target `z` is optimised for (spec hazard H1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetSpace {
+    /// `" " + target_new`: the string the editor and the evaluation use.
+    Space,
+    /// `target_new` as written (what the reference's z precomputation actually used).
+    None,
+}
+
+/// Editing hyperparameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Hparams {
+    /// Which model this file is for (informational).
+    pub model_name: String,
+    /// Edited layers, ascending; the last is the z layer `l0`.
+    pub layers: Vec<usize>,
+    /// `‖δ‖ ≤ clamp_norm_factor · ‖h_init‖`.
+    pub clamp_norm_factor: f32,
+    /// z optimisation: evaluations (at most `v_num_grad_steps − 1` Adam steps).
+    pub v_num_grad_steps: usize,
+    /// Adam learning rate for `δ`.
+    pub v_lr: f32,
+    /// Last block (the loss is on the final logits).
+    pub v_loss_layer: usize,
+    /// Weight of `‖δ‖ / ‖h_init‖²`.
+    pub v_weight_decay: f32,
+    /// Weight of the KL term on `"{subject} is a"`.
+    pub kl_factor: f32,
+    /// λ, the weight of the corpus second moment `C`.
+    pub mom2_update_weight: f64,
+    /// Covariance token budget.
+    pub mom2_n_samples: usize,
+    /// Covariance corpus: a text file, or `wikitext2_raw_test` for the bundled wikitext-2 test split.
+    #[serde(default = "default_mom2_dataset")]
+    pub mom2_dataset: String,
+    /// Covariance window length in tokens.
+    #[serde(default = "default_window")]
+    pub mom2_window: usize,
+    /// A request counts as done when `‖z − h‖ ≤ alpha` (`"-inf"` allowed).
+    #[serde(default, with = "float_or_inf")]
+    pub alpha: f32,
+    /// Requests with `‖z − h‖ ≥ upper_bound` are not edited in that round (`"inf"` allowed).
+    #[serde(default = "infinity", with = "float_or_inf")]
+    pub upper_bound: f32,
+    /// Passes of the round loop; the last only checks (≤ `max_iterations − 1` editing rounds).
+    #[serde(default = "default_iterations")]
+    pub max_iterations: usize,
+    /// Neuron selection threshold `p` (fraction of the summed |key| score).
+    #[serde(default = "one")]
+    pub neuron_threshold: f32,
+    /// Target string policy (hazard H1).
+    #[serde(default = "default_space")]
+    pub target_space: TargetSpace,
+    /// The z loop stops when the loss falls below this.
+    #[serde(default = "default_early_stop")]
+    pub early_stop_loss: f32,
+    /// AlphaEdit: eigenvalues of `C` below this span the null space.
+    #[serde(default = "default_nullspace")]
+    pub nullspace_threshold: f64,
+    /// AlphaEdit: ridge term.
+    #[serde(rename = "L2", default = "default_l2")]
+    pub l2: f64,
+    /// Fixed context templates (`[["{}"], [five prefixes ending in ". {}"]]`); sampled from the
+    /// model with `template_seed` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_templates: Option<Vec<Vec<String>>>,
+    /// Seed of the template sampler.
+    #[serde(default)]
+    pub template_seed: u64,
+}
+
+fn default_mom2_dataset() -> String {
+    "wikitext2_raw_test".into()
+}
+fn default_window() -> usize {
+    1024
+}
+fn infinity() -> f32 {
+    f32::INFINITY
+}
+fn default_iterations() -> usize {
+    3
+}
+fn one() -> f32 {
+    1.0
+}
+fn default_space() -> TargetSpace {
+    TargetSpace::Space
+}
+fn default_early_stop() -> f32 {
+    0.05
+}
+fn default_nullspace() -> f64 {
+    0.02
+}
+fn default_l2() -> f64 {
+    10.0
+}
+
+/// JSON has no infinities: they are written as the strings `"inf"` and `"-inf"`.
+mod float_or_inf {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(x: &f32, s: S) -> Result<S::Ok, S::Error> {
+        match *x {
+            f32::INFINITY => s.serialize_str("inf"),
+            f32::NEG_INFINITY => s.serialize_str("-inf"),
+            v => s.serialize_f32(v),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Num(f32),
+            Text(String),
+        }
+        match Repr::deserialize(d)? {
+            Repr::Num(v) => Ok(v),
+            Repr::Text(t) => match t.as_str() {
+                "inf" | "+inf" | "Infinity" => Ok(f32::INFINITY),
+                "-inf" | "-Infinity" => Ok(f32::NEG_INFINITY),
+                other => Err(serde::de::Error::custom(format!(
+                    "expected a number, \"inf\" or \"-inf\", got {other:?}"
+                ))),
+            },
+        }
+    }
+}
+
+/// The default model's file, built from `../shared/golden/smollm2-config.json`.
+pub const SMOLLM2_135M: &str = include_str!("../../hparams/SmolLM2-135M-Instruct.json");
+
+impl Hparams {
+    /// Parses a hyperparameter file and checks it against the model's depth.
+    pub fn parse(text: &str, path: &str) -> Result<Self> {
+        let h: Hparams = serde_json::from_str(text).map_err(|e| Error::Json {
+            path: path.into(),
+            msg: format!("hyperparameters: {e}"),
+        })?;
+        h.check(path)?;
+        Ok(h)
+    }
+
+    /// The shipped file for a model, chosen by name.
+    pub fn for_model(name: &str) -> Result<Self> {
+        if name.to_lowercase().contains("smollm2-135m") {
+            return Hparams::parse(SMOLLM2_135M, "hparams/SmolLM2-135M-Instruct.json");
+        }
+        Err(Error::input(format!(
+            "no hyperparameter file ships for the model {name:?}; pass --hparams FILE \
+             (start from hparams/SmolLM2-135M-Instruct.json and adapt `layers`)"
+        )))
+    }
+
+    /// The z layer `l0` (the last edited layer).
+    pub fn z_layer(&self) -> usize {
+        *self.layers.last().expect("checked non-empty")
+    }
+
+    fn check(&self, path: &str) -> Result<()> {
+        let bad = |msg: String| {
+            Err(Error::Json {
+                path: path.into(),
+                msg,
+            })
+        };
+        if self.layers.is_empty() || self.layers.windows(2).any(|w| w[0] >= w[1]) {
+            return bad(format!(
+                "`layers` must be a non-empty ascending list, got {:?}",
+                self.layers
+            ));
+        }
+        if self.neuron_threshold.is_nan() || self.neuron_threshold <= 0.0 {
+            return bad(format!(
+                "`neuron_threshold` must be > 0, got {}",
+                self.neuron_threshold
+            ));
+        }
+        if self.max_iterations < 2 {
+            return bad(
+                "`max_iterations` must be at least 2 (one editing round and the exit check)".into(),
+            );
+        }
+        if self.v_num_grad_steps == 0 || self.mom2_window == 0 {
+            return bad("`v_num_grad_steps` and `mom2_window` must be positive".into());
+        }
+        if let Some(t) = &self.context_templates
+            && (t.is_empty() || t.iter().flatten().any(|s| s.matches("{}").count() != 1))
+        {
+            return bad("every context template must contain exactly one `{}`".into());
+        }
+        Ok(())
+    }
+
+    /// Checks the layers against a model's depth.
+    pub fn check_model(&self, n_layers: usize) -> Result<()> {
+        if self.z_layer() >= n_layers || self.v_loss_layer >= n_layers {
+            return Err(Error::input(format!(
+                "the hyperparameters edit layers {:?} (loss layer {}) but the model has {n_layers} layers",
+                self.layers, self.v_loss_layer
+            )));
+        }
+        Ok(())
+    }
+}

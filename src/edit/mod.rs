@@ -1,0 +1,32 @@
+//! Knowledge editing: NSE (spec §4–§7), with MEMIT-seq and AlphaEdit beside it.
+//!
+//! - [`request`], [`dataset`]: what to edit; [`hparams`]: how, one file per model.
+//! - [`templates`], [`keys`]: context templates, subject-last indices, template-averaged keys.
+//! - [`target`]: the target hidden state `z` (Adam through the upper blocks, weights rewinding).
+//! - [`covariance`]: the corpus second moment `C_l`.
+//! - [`select`], [`solve`]: neuron selection and the f64 least-squares update.
+//! - [`method`]: NSE, MEMIT-seq, AlphaEdit behind one trait; [`batch`]: the shared procedure;
+//!   [`state`]: `P_l`, the original weights and the ledger.
+
+pub mod batch;
+pub mod covariance;
+pub mod dataset;
+pub mod hparams;
+pub mod keys;
+pub mod method;
+pub mod patch;
+pub mod request;
+pub mod select;
+pub mod solve;
+pub mod state;
+pub mod target;
+pub mod templates;
+
+pub use batch::{BatchOutcome, EditContext, Progress, apply_batch, apply_batch_with_z};
+pub use covariance::CovarianceSet;
+pub use dataset::{Case, Probes};
+pub use hparams::{Hparams, TargetSpace};
+pub use method::{AlphaEdit, EditMethod, MemitSeq, MethodKind, Nse};
+pub use request::EditRequest;
+pub use state::{EditState, LedgerEntry};
+pub use templates::ContextTemplates;

@@ -1,0 +1,429 @@
+//! The target hidden state `z` (spec §4): a vector `δ` added to block `l0`'s output at the
+//! subject's last token, optimised with Adam so that the model says the new target across the
+//! context templates, while a KL term on `"{subject} is a"` keeps the subject's other knowledge.
+//!
+//! Blocks `0..=l0` do not depend on `δ`, so they run once (with the *original* `down_proj` of the
+//! edited layers: weights rewinding, spec §4.1); each step runs blocks `l0+1..L` forward with
+//! recorded activations, then backward to `δ`.
+
+use serde::Serialize;
+
+use super::hparams::{Hparams, TargetSpace};
+use super::request::EditRequest;
+use super::templates::{ContextTemplates, apply, subject_last_index};
+use crate::backend::Backend;
+use crate::model::{BatchTensors, BlockActs, ForwardSpec, Model, Packed, Tokenizer};
+use crate::{Error, Result};
+
+/// The KL anchor prompt.
+pub const KL_PROMPT: &str = "{} is a";
+
+/// One forward evaluation of the z loop.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct ZStep {
+    pub loss: f32,
+    pub nll: f32,
+    pub kl: f32,
+    pub wd: f32,
+    /// Mean over the rewriting prompts of `exp(−NLL)`.
+    pub prob: f32,
+}
+
+/// The result of [`compute_z`], with everything the dump records.
+#[derive(Clone, Debug, Serialize)]
+pub struct ZResult {
+    /// `h_init + δ`, `(d)`.
+    pub z: Vec<f32>,
+    /// Block-`l0` output at the bare prompt's subject-last token, `(d)`.
+    pub h_init: Vec<f32>,
+    pub delta: Vec<f32>,
+    /// Tokens of the target string.
+    pub target_ids: Vec<u32>,
+    /// The 6 rewriting prompts and the KL prompt, subject filled in.
+    pub prompts: Vec<String>,
+    pub input_ids: Vec<Vec<u32>>,
+    /// Subject-last index of each prompt.
+    pub lookup_idxs: Vec<usize>,
+    /// One entry per forward evaluation (the last is the exit evaluation, with no step after).
+    pub steps: Vec<ZStep>,
+}
+
+/// Tokens of the target string under the hazard-H1 policy (leading BOS stripped).
+pub fn target_ids(tok: &Tokenizer, request: &EditRequest, space: TargetSpace) -> Result<Vec<u32>> {
+    let text = match space {
+        TargetSpace::Space if !request.target_new.starts_with(' ') => {
+            format!(" {}", request.target_new)
+        }
+        _ => request.target_new.clone(),
+    };
+    let mut ids = tok.encode(&text)?;
+    if tok.bos_id().is_some() && ids.first().copied() == tok.bos_id() {
+        ids.remove(0);
+    }
+    if ids.is_empty() {
+        return Err(Error::input(format!(
+            "the target {:?} encodes to no token; type a non-empty target",
+            request.target_new
+        )));
+    }
+    Ok(ids)
+}
+
+/// The z problem of one request: prompts tokenised, blocks `0..=l0` run once, and the loss of
+/// spec §4.2 with its gradient available at any `δ`.
+pub struct ZProblem<'m, B: Backend> {
+    model: &'m Model<B>,
+    hp: Hparams,
+    /// Block-`l0` output of every row, without `δ`: `(N, d)`.
+    prefix: B::Tensor,
+    bt: BatchTensors<B::Tensor>,
+    /// Rows of each prompt's subject-last token: `(7)` u32.
+    lookup_t: B::Tensor,
+    n_lookup: usize,
+    /// Label rows then the KL row: `(R)` u32.
+    loss_rows: Vec<u32>,
+    loss_rows_t: B::Tensor,
+    labels: Vec<u32>,
+    n_rewrite: usize,
+    t: usize,
+    h_init: Vec<f32>,
+    h_init_norm: f32,
+    /// `log p_init` at the KL position, set by the first [`ZProblem::forward`].
+    kl_init: Option<Vec<f32>>,
+    /// What the last forward left for the backward pass.
+    last: Option<Pending<B::Tensor>>,
+    /// The request's prompts, for the result.
+    pub prompts: Vec<String>,
+    pub input_ids: Vec<Vec<u32>>,
+    pub lookup_idxs: Vec<usize>,
+    pub target_ids: Vec<u32>,
+}
+
+/// The forward pass kept for [`ZProblem::backward`].
+struct Pending<T> {
+    delta: Vec<f32>,
+    tape: Vec<(usize, T, BlockActs<T>)>,
+    hidden: T,
+    logp: T,
+    dlogp: Vec<f32>,
+}
+
+impl<'m, B: Backend> ZProblem<'m, B> {
+    /// Builds the prompts and runs blocks `0..=l0` (with `originals` as the edited layers'
+    /// `down_proj`: weights rewinding; empty for the current weights).
+    pub async fn new(
+        model: &'m Model<B>,
+        tok: &Tokenizer,
+        request: &EditRequest,
+        templates: &ContextTemplates,
+        hp: &Hparams,
+        originals: &[(usize, &B::Tensor)],
+    ) -> Result<Self> {
+        let be = model.backend();
+        let d = model.config.d_model;
+        let l0 = hp.z_layer();
+        let target = target_ids(tok, request, hp.target_space)?;
+        let t = target.len();
+        // The rewriting prompts (every template, target minus its last token appended) and the
+        // KL prompt.
+        let suffix = tok.decode(&target[..t - 1])?;
+        let mut shaped: Vec<String> = templates
+            .flat()
+            .map(|tpl| apply(tpl, request) + &suffix)
+            .collect();
+        let n_rewrite = shaped.len();
+        shaped.push(KL_PROMPT.to_string());
+        let mut prompts = vec![];
+        let mut input_ids = vec![];
+        let mut lookup_idxs = vec![];
+        for s in &shaped {
+            let text = s.replacen("{}", &request.subject, 1);
+            let ids = tok.encode(&text)?;
+            lookup_idxs.push(subject_last_index(tok, s, &request.subject)?);
+            if ids.len() < t {
+                return Err(Error::input(format!(
+                    "rewriting prompt {text:?} is shorter than its target"
+                )));
+            }
+            prompts.push(text);
+            input_ids.push(ids);
+        }
+        let packed = Packed::new(&input_ids);
+        let lookup_rows: Vec<u32> = lookup_idxs
+            .iter()
+            .enumerate()
+            .map(|(s, &i)| packed.row(s, i) as u32)
+            .collect();
+        // Label rows: the last t positions of each rewriting prompt predict the target tokens.
+        let mut loss_rows = vec![];
+        let mut labels = vec![];
+        for s in 0..n_rewrite {
+            let n = packed.len_of(s);
+            for (j, &id) in target.iter().enumerate() {
+                loss_rows.push(packed.row(s, n - t + j) as u32);
+                labels.push(id);
+            }
+        }
+        loss_rows.push(lookup_rows[n_rewrite]);
+        let prefix = model
+            .forward(
+                &packed,
+                &ForwardSpec {
+                    down_proj_override: originals,
+                    last_layer: Some(l0),
+                    ..Default::default()
+                },
+            )?
+            .hidden;
+        let bt = model.upload_batch(&packed)?;
+        let lookup_t = be.upload_u32("lookup rows", &lookup_rows, &[lookup_rows.len()])?;
+        let loss_rows_t = be.upload_u32("loss rows", &loss_rows, &[loss_rows.len()])?;
+        let h_init = be.read(&be.gather_rows(&prefix, &lookup_t)?).await?[..d].to_vec();
+        let h_init_norm = norm(&h_init);
+        Ok(ZProblem {
+            model,
+            hp: hp.clone(),
+            prefix,
+            bt,
+            lookup_t,
+            n_lookup: lookup_rows.len(),
+            loss_rows,
+            loss_rows_t,
+            labels,
+            n_rewrite,
+            t,
+            h_init,
+            h_init_norm,
+            kl_init: None,
+            last: None,
+            prompts,
+            input_ids,
+            lookup_idxs,
+            target_ids: target,
+        })
+    }
+
+    /// `h_init`: block `l0`'s output at the bare prompt's subject-last token, `(d)`.
+    pub fn h_init(&self) -> &[f32] {
+        &self.h_init
+    }
+
+    /// The loss terms at `delta`. The first call fixes the KL reference distribution (the
+    /// optimisation makes it at `δ = 0`).
+    pub async fn forward(&mut self, delta: &[f32]) -> Result<ZStep> {
+        let (model, hp) = (self.model, &self.hp);
+        let be = model.backend();
+        let (d, vocab) = (model.config.d_model, model.config.vocab_size);
+        let mut h = be.copy(&self.prefix)?;
+        let shift = be.upload("delta", &delta.repeat(self.n_lookup), &[self.n_lookup, d])?;
+        be.add_rows(&mut h, &self.lookup_t, &shift)?;
+        let mut tape = Vec::with_capacity(model.config.n_layers - hp.z_layer() - 1);
+        for l in hp.z_layer() + 1..model.config.n_layers {
+            let (out, acts) = model.block_packed(l, &h, &self.bt, None)?;
+            tape.push((l, std::mem::replace(&mut h, out), acts));
+        }
+        let logp_t = be.log_softmax(&model.logits_at(&h, &self.loss_rows)?)?; // (R, V)
+        let logp = be.read(&logp_t).await?;
+
+        // Loss terms, and d loss / d logp on the host.
+        let (t, n_rewrite) = (self.t, self.n_rewrite);
+        let mut dlogp = vec![0.0f32; logp.len()];
+        let (mut nll, mut prob) = (0.0f32, 0.0f32);
+        for s in 0..n_rewrite {
+            let mut nll_s = 0.0f32;
+            for j in 0..t {
+                let r = s * t + j;
+                let at = r * vocab + self.labels[r] as usize;
+                nll_s -= logp[at];
+                dlogp[at] = -1.0 / (t * n_rewrite) as f32;
+            }
+            nll_s /= t as f32;
+            nll += nll_s / n_rewrite as f32;
+            prob += (-nll_s).exp() / n_rewrite as f32;
+        }
+        // KL(p_cur ‖ p_init) at the KL prompt's subject-last token; d/d log p_cur = p (Δ + 1).
+        let kl_off = n_rewrite * t * vocab;
+        let kl_cur = &logp[kl_off..kl_off + vocab];
+        let kl_ref = self.kl_init.get_or_insert_with(|| kl_cur.to_vec());
+        let mut kl = 0.0f64;
+        for v in 0..vocab {
+            let p = kl_cur[v].exp();
+            kl += p as f64 * (kl_cur[v] - kl_ref[v]) as f64;
+            dlogp[kl_off + v] = hp.kl_factor * p * (kl_cur[v] - kl_ref[v] + 1.0);
+        }
+        let kl = hp.kl_factor * kl as f32;
+        let wd = hp.v_weight_decay * norm(delta) / (self.h_init_norm * self.h_init_norm);
+        let step = ZStep {
+            loss: nll + kl + wd,
+            nll,
+            kl,
+            wd,
+            prob,
+        };
+        self.last = Some(Pending {
+            delta: delta.to_vec(),
+            tape,
+            hidden: h,
+            logp: logp_t,
+            dlogp,
+        });
+        Ok(step)
+    }
+
+    /// The gradient of the loss with respect to `δ` at the last [`ZProblem::forward`].
+    pub async fn backward(&mut self) -> Result<Vec<f32>> {
+        let model = self.model;
+        let be = model.backend();
+        let (d, vocab) = (model.config.d_model, model.config.vocab_size);
+        let p = self.last.take().expect("backward follows forward");
+        let dlogp = be.upload("d logp", &p.dlogp, &[self.loss_rows.len(), vocab])?;
+        let dlogits = be.log_softmax_backward(&p.logp, &dlogp)?;
+        let mut dh = model.head_backward(&p.hidden, &self.loss_rows_t, &dlogits)?;
+        for (l, h_in, acts) in p.tape.iter().rev() {
+            dh = model.block_backward(*l, h_in, acts, &self.bt, None, &dh)?;
+        }
+        // δ is added at every lookup row: its gradient is the sum over them.
+        let dh_rows = be.read(&be.gather_rows(&dh, &self.lookup_t)?).await?;
+        let mut grad = vec![0.0f32; d];
+        for row in dh_rows.chunks(d) {
+            for (g, x) in grad.iter_mut().zip(row) {
+                *g += x;
+            }
+        }
+        // d ‖δ‖ / dδ = δ / ‖δ‖, taken as 0 at δ = 0 (PyTorch's convention).
+        let delta_norm = norm(&p.delta);
+        if delta_norm > 0.0 {
+            let c = self.hp.v_weight_decay / (self.h_init_norm * self.h_init_norm) / delta_norm;
+            for (g, x) in grad.iter_mut().zip(&p.delta) {
+                *g += c * x;
+            }
+        }
+        Ok(grad)
+    }
+}
+
+/// Optimises `z` for one request. `originals` are the original `down_proj` of the edited layers
+/// (empty to use the current weights, as MEMIT-seq does). `on_step(i, loss)` reports progress.
+///
+/// The loop is the reference's: forward, stop if the loss is below `early_stop_loss` or this is
+/// the last evaluation, else backward, an Adam step, and the norm clamp
+/// `‖δ‖ ≤ clamp_norm_factor · ‖h_init‖` (spec §4.2, hazard H8).
+///
+/// # Errors
+/// Tokenisation problems, a NaN loss or gradient ([`Error::Numeric`]), backend failures.
+pub async fn compute_z<B: Backend>(
+    model: &Model<B>,
+    tok: &Tokenizer,
+    request: &EditRequest,
+    templates: &ContextTemplates,
+    hp: &Hparams,
+    originals: &[(usize, &B::Tensor)],
+    mut on_step: impl FnMut(usize, f32),
+) -> Result<ZResult> {
+    let mut problem = ZProblem::new(model, tok, request, templates, hp, originals).await?;
+    let d = model.config.d_model;
+    let max_norm = hp.clamp_norm_factor * problem.h_init_norm;
+    let mut delta = vec![0.0f32; d];
+    let mut adam = Adam::new(d, hp.v_lr);
+    let mut steps = vec![];
+    for it in 0..hp.v_num_grad_steps {
+        let step = problem.forward(&delta).await?;
+        if !step.loss.is_finite() {
+            return Err(Error::Numeric(format!(
+                "the z loss is {} at step {it} for {:?} (NaN or infinite activations: the model or the \
+                 request produces non-finite values); nothing was edited",
+                step.loss,
+                request.label()
+            )));
+        }
+        steps.push(step);
+        on_step(it, step.loss);
+        if step.loss < hp.early_stop_loss || it + 1 == hp.v_num_grad_steps {
+            break;
+        }
+        let grad = problem.backward().await?;
+        if grad.iter().any(|g| !g.is_finite()) {
+            return Err(Error::Numeric(format!(
+                "NaN in the z gradient at step {it} for {:?}",
+                request.label()
+            )));
+        }
+        adam.step(&mut delta, &grad);
+        let n = norm(&delta);
+        if n > max_norm {
+            for x in delta.iter_mut() {
+                *x *= max_norm / n;
+            }
+        }
+    }
+    let h_init = problem.h_init.clone();
+    let z: Vec<f32> = h_init.iter().zip(&delta).map(|(h, x)| h + x).collect();
+    if z.iter().any(|x| !x.is_finite()) {
+        return Err(Error::Numeric(format!(
+            "z is not finite for {:?}",
+            request.label()
+        )));
+    }
+    let ZProblem {
+        target_ids,
+        prompts,
+        input_ids,
+        lookup_idxs,
+        ..
+    } = problem;
+    Ok(ZResult {
+        z,
+        h_init,
+        delta,
+        target_ids,
+        prompts,
+        input_ids,
+        lookup_idxs,
+        steps,
+    })
+}
+
+/// Euclidean norm, accumulated in f64.
+pub fn norm(v: &[f32]) -> f32 {
+    v.iter()
+        .map(|&x| (x as f64) * (x as f64))
+        .sum::<f64>()
+        .sqrt() as f32
+}
+
+/// Adam with PyTorch's defaults (β = (0.9, 0.999), ε = 1e-8) and its update arithmetic.
+struct Adam {
+    lr: f32,
+    m: Vec<f32>,
+    v: Vec<f32>,
+    t: i32,
+}
+
+impl Adam {
+    fn new(n: usize, lr: f32) -> Self {
+        Adam {
+            lr,
+            m: vec![0.0; n],
+            v: vec![0.0; n],
+            t: 0,
+        }
+    }
+
+    fn step(&mut self, x: &mut [f32], g: &[f32]) {
+        const B1: f64 = 0.9;
+        const B2: f64 = 0.999;
+        const EPS: f32 = 1e-8;
+        self.t += 1;
+        // PyTorch computes the bias corrections and the step size in Python doubles.
+        let bc1 = 1.0 - B1.powi(self.t);
+        let bc2_sqrt = (1.0 - B2.powi(self.t)).sqrt() as f32;
+        let step = (self.lr as f64 / bc1) as f32;
+        let (b1, b2) = (B1 as f32, B2 as f32);
+        for i in 0..x.len() {
+            self.m[i] = self.m[i] * b1 + g[i] * (1.0 - b1);
+            self.v[i] = self.v[i] * b2 + (1.0 - b2) * g[i] * g[i];
+            let denom = self.v[i].sqrt() / bc2_sqrt + EPS;
+            x[i] -= step * (self.m[i] / denom);
+        }
+    }
+}

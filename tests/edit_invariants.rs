@@ -1,0 +1,361 @@
+//! Properties of the whole editing procedure on a tiny random Llama (spec §14, invariants 1, 6,
+//! 8, 10, 11, 13, 15, 16), plus bit-exact undo and patches.
+
+mod common;
+
+use common::Rng;
+use common::tiny::{TINY_LAYERS, Tiny, down_projs, requests, tiny};
+use nse::backend::Backend;
+use nse::edit::patch::Patch;
+use nse::edit::target::{ZProblem, compute_z, norm};
+use nse::edit::templates::subject_last_index;
+use nse::edit::{
+    BatchOutcome, EditContext, EditMethod, EditRequest, EditState, MemitSeq, Nse, apply_batch,
+};
+
+fn run(
+    t: &mut Tiny,
+    state: &mut EditState<nse::cpu::CpuTensor>,
+    reqs: &[EditRequest],
+    method: &dyn EditMethod,
+) -> BatchOutcome {
+    let ctx = EditContext {
+        tok: &t.tok,
+        hp: &t.hp,
+        templates: &t.templates,
+        cov: &t.cov,
+        method,
+    };
+    pollster::block_on(apply_batch(&mut t.model, state, &ctx, reqs, |_| {})).unwrap()
+}
+
+#[test]
+fn updates_touch_only_the_selected_columns() {
+    // Invariant 1, and W_new k = W_old k for any k that is zero on the selected neurons.
+    let mut t = tiny(1);
+    let before = down_projs(&t.model, &TINY_LAYERS);
+    let mut state = EditState::new(&t.model, &TINY_LAYERS).unwrap();
+    let out = run(&mut t, &mut state, &requests(), &Nse);
+    let after = down_projs(&t.model, &TINY_LAYERS);
+    let (d, f) = (t.model.config.d_model, t.model.config.d_ff);
+    for &l in &TINY_LAYERS {
+        let touched: Vec<usize> = out
+            .rounds
+            .iter()
+            .flat_map(|r| &r.layers)
+            .filter(|x| x.layer == l)
+            .flat_map(|x| x.selected.iter().map(|&c| c as usize))
+            .collect();
+        assert!(touched.len() < 2 * f, "p = 0.8 must leave some neurons out");
+        let mut k = Rng::new(l as u64).vec(f);
+        for j in 0..f {
+            let moved = (0..d).any(|i| after[&l][i * f + j] != before[&l][i * f + j]);
+            if !touched.contains(&j) {
+                assert!(!moved, "layer {l}: column {j} was not selected but changed");
+            }
+            if touched.contains(&j) {
+                k[j] = 0.0;
+            }
+        }
+        for i in 0..d {
+            let dot = |w: &[f32]| (0..f).map(|j| w[i * f + j] * k[j]).sum::<f32>();
+            assert_eq!(dot(&after[&l]), dot(&before[&l]), "layer {l}, row {i}");
+        }
+    }
+}
+
+#[test]
+fn past_keys_accumulate_as_a_psd_sum() {
+    // Invariant 6: P_l = Σ_b K_b K_bᵀ with post-edit keys; symmetric, PSD, trace non-decreasing.
+    let mut t = tiny(2);
+    let mut state = EditState::new(&t.model, &TINY_LAYERS).unwrap();
+    let reqs = requests();
+    let f = t.model.config.d_ff;
+    let mut traces = vec![0.0f64];
+    for batch in [&reqs[..2], &reqs[2..]] {
+        run(&mut t, &mut state, batch, &Nse);
+        let l = TINY_LAYERS[0];
+        traces.push((0..f).map(|i| state.p[&l][i * f + i] as f64).sum());
+    }
+    assert!(
+        traces.windows(2).all(|w| w[1] >= w[0]),
+        "trace decreased: {traces:?}"
+    );
+    for &l in &TINY_LAYERS {
+        let p = &state.p[&l];
+        let mut want = vec![0.0f64; f * f];
+        for entry in &state.ledger {
+            for k in entry.p_keys[&l].chunks(f) {
+                for a in 0..f {
+                    for b in 0..f {
+                        want[a * f + b] += k[a] as f64 * k[b] as f64;
+                    }
+                }
+            }
+        }
+        for a in 0..f {
+            for b in 0..f {
+                assert!(
+                    (p[a * f + b] as f64 - want[a * f + b]).abs()
+                        <= 1e-5 * (1.0 + want[a * f + b].abs())
+                );
+                assert!((p[a * f + b] - p[b * f + a]).abs() <= 1e-6 * (1.0 + p[a * f + b].abs()));
+            }
+        }
+        // PSD: xᵀ P x ≥ 0 for random x.
+        let mut rng = Rng::new(5);
+        for _ in 0..20 {
+            let x = rng.vec(f);
+            let q: f64 = (0..f)
+                .map(|a| {
+                    (0..f)
+                        .map(|b| x[a] as f64 * p[a * f + b] as f64 * x[b] as f64)
+                        .sum::<f64>()
+                })
+                .sum();
+            assert!(q >= -1e-6, "xᵀPx = {q}");
+        }
+    }
+}
+
+#[test]
+fn subject_last_token_ends_the_subject() {
+    // Invariant 8 on 300 real CounterFact prompts.
+    let tok = common::load_default_model().tokenizer;
+    let text = std::fs::read_to_string(common::shared(
+        "data/counterfact_easyedit/counterfact-edit.json",
+    ))
+    .unwrap();
+    let cases = nse::edit::dataset::parse_cases(&text, "counterfact-edit.json").unwrap();
+    for case in cases.iter().take(300) {
+        let r = &case.request;
+        let idx = subject_last_index(&tok, &r.prompt, &r.subject).unwrap();
+        let ids = tok.encode(&r.sentence()).unwrap();
+        let upto = tok.decode(&ids[..=idx]).unwrap();
+        let subject_end: String = r
+            .subject
+            .chars()
+            .rev()
+            .take(2)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        assert!(
+            upto.ends_with(&subject_end),
+            "{:?}: tokens up to {idx} decode to {upto:?}",
+            r.sentence()
+        );
+    }
+}
+
+#[test]
+fn z_gradient_matches_finite_differences() {
+    // Invariant 10: the analytic gradient of the z loss (through 2 blocks, the final norm, the
+    // head, the KL term and the weight decay) against central differences.
+    let t = tiny(3);
+    let r = &requests()[0];
+    let mut prob =
+        pollster::block_on(ZProblem::new(&t.model, &t.tok, r, &t.templates, &t.hp, &[])).unwrap();
+    let d = t.model.config.d_model;
+    pollster::block_on(prob.forward(&vec![0.0; d])).unwrap(); // fixes the KL reference at δ = 0
+    let mut rng = Rng::new(11);
+    let delta: Vec<f32> = rng.vec(d).iter().map(|x| 0.3 * x).collect();
+    pollster::block_on(prob.forward(&delta)).unwrap();
+    let grad = pollster::block_on(prob.backward()).unwrap();
+    let eps = 1e-2f32;
+    for trial in 0..5 {
+        let u = rng.vec(d);
+        let un = norm(&u);
+        let u: Vec<f32> = u.iter().map(|x| x / un).collect();
+        let mut at = |s: f32| {
+            let p: Vec<f32> = delta.iter().zip(&u).map(|(a, b)| a + s * b).collect();
+            pollster::block_on(prob.forward(&p)).unwrap().loss as f64
+        };
+        let fd = (at(eps) - at(-eps)) / (2.0 * eps as f64);
+        let an: f64 = grad
+            .iter()
+            .zip(&u)
+            .map(|(g, x)| (*g as f64) * (*x as f64))
+            .sum();
+        // f32 loss values of size ~10 carry ~1e-6 absolute noise, i.e. ~1e-4 on the quotient.
+        assert!(
+            (fd - an).abs() <= 2e-3 * an.abs().max(0.05),
+            "direction {trial}: fd {fd} vs analytic {an}"
+        );
+    }
+}
+
+#[test]
+fn z_is_clamped_and_improves_the_target() {
+    // Invariant 11: ‖z − h_init‖ ≤ 0.75 ‖h_init‖, and the target probability rises.
+    let t = tiny(4);
+    for r in requests() {
+        let z = pollster::block_on(compute_z(
+            &t.model,
+            &t.tok,
+            &r,
+            &t.templates,
+            &t.hp,
+            &[],
+            |_, _| {},
+        ))
+        .unwrap();
+        let limit = t.hp.clamp_norm_factor * norm(&z.h_init) * (1.0 + 1e-5);
+        assert!(norm(&z.delta) <= limit, "‖δ‖ {} > {limit}", norm(&z.delta));
+        assert!(
+            z.steps.last().unwrap().prob > z.steps[0].prob,
+            "{:?}",
+            z.steps
+        );
+        assert_eq!(z.steps[0].kl, 0.0);
+        assert_eq!(z.steps[0].wd, 0.0);
+    }
+}
+
+#[test]
+fn rewinding_reproduces_the_original_z_bit_for_bit() {
+    // Invariant 13: after an edit, z computed with the original down_proj swapped in equals the
+    // z computed on the unedited model, bit for bit; with the current weights it differs.
+    let mut t = tiny(5);
+    let reqs = requests();
+    let z_before = pollster::block_on(compute_z(
+        &t.model,
+        &t.tok,
+        &reqs[2],
+        &t.templates,
+        &t.hp,
+        &[],
+        |_, _| {},
+    ))
+    .unwrap();
+    let mut state = EditState::new(&t.model, &TINY_LAYERS).unwrap();
+    run(&mut t, &mut state, &reqs[..2], &Nse);
+    let rewound = pollster::block_on(compute_z(
+        &t.model,
+        &t.tok,
+        &reqs[2],
+        &t.templates,
+        &t.hp,
+        &state.original_overrides(),
+        |_, _| {},
+    ))
+    .unwrap();
+    assert_eq!(rewound.z, z_before.z);
+    let current = pollster::block_on(compute_z(
+        &t.model,
+        &t.tok,
+        &reqs[2],
+        &t.templates,
+        &t.hp,
+        &[],
+        |_, _| {},
+    ))
+    .unwrap();
+    assert_ne!(
+        current.z, z_before.z,
+        "the edit should have moved the current model's z"
+    );
+}
+
+#[test]
+fn requests_outside_alpha_and_u_are_left_out() {
+    // Invariant 15: with U just below the largest initial residual, that request is not edited
+    // in round 0 and does not enter the solve (the update's rank is |A|).
+    let mut t = tiny(6);
+    let reqs = requests();
+    let mut probe = EditState::new(&t.model, &TINY_LAYERS).unwrap();
+    let first = run(&mut t, &mut probe, &reqs, &Nse);
+    probe.rewind_to(&mut t.model, 0).unwrap();
+    let r0 = &first.rounds[0].residual_norms;
+    let big = (0..3).max_by(|&a, &b| r0[a].total_cmp(&r0[b])).unwrap();
+    let small = (0..3).min_by(|&a, &b| r0[a].total_cmp(&r0[b])).unwrap();
+    t.hp.upper_bound = r0[big] - 1e-3;
+    t.hp.alpha = r0[small] + 1e-3;
+    let mut state = EditState::new(&t.model, &TINY_LAYERS).unwrap();
+    let out = run(&mut t, &mut state, &reqs, &Nse);
+    let edited = &out.rounds[0].edited_request_positions;
+    assert!(
+        !edited.contains(&big) && !edited.contains(&small),
+        "{edited:?} from residuals {r0:?}"
+    );
+    assert_eq!(edited.len(), 1);
+    assert!(
+        state.ledger[0]
+            .updates
+            .iter()
+            .filter(|u| u.round == 0)
+            .all(|u| u.update.n == 1)
+    );
+}
+
+#[test]
+fn nse_reduces_to_memit_seq() {
+    // Invariant 16: p = 1, α = −∞, U = +∞, one round and z from the current weights (the first
+    // batch) make NSE identical to MEMIT-seq.
+    let mut t = tiny(7);
+    let reqs = requests();
+    t.hp.neuron_threshold = 1.0;
+    t.hp.alpha = f32::NEG_INFINITY;
+    t.hp.upper_bound = f32::INFINITY;
+    t.hp.max_iterations = 2;
+    let mut state = EditState::new(&t.model, &TINY_LAYERS).unwrap();
+    run(&mut t, &mut state, &reqs, &Nse);
+    let nse_w = down_projs(&t.model, &TINY_LAYERS);
+    let nse_p = state.p.clone();
+    state.rewind_to(&mut t.model, 0).unwrap();
+    run(&mut t, &mut state, &reqs, &MemitSeq);
+    assert_eq!(down_projs(&t.model, &TINY_LAYERS), nse_w);
+    assert_eq!(state.p, nse_p);
+}
+
+#[test]
+fn undo_and_patches_are_bit_exact() {
+    let mut t = tiny(8);
+    let reqs = requests();
+    let original = down_projs(&t.model, &TINY_LAYERS);
+    let mut state = EditState::new(&t.model, &TINY_LAYERS).unwrap();
+    run(&mut t, &mut state, &reqs[..1], &Nse);
+    let (w1, p1) = (down_projs(&t.model, &TINY_LAYERS), state.p.clone());
+    run(&mut t, &mut state, &reqs[1..], &Nse);
+    let (w2, p2) = (down_projs(&t.model, &TINY_LAYERS), state.p.clone());
+    assert_ne!(w1, w2);
+
+    // A patch replays both batches on a fresh copy of the base model, bit for bit.
+    let sha = "0123456789abcdef0123456789abcdef";
+    let patch = Patch {
+        model_name: "tiny".into(),
+        model_sha256: sha.into(),
+        hparams: t.hp.clone(),
+        entries: state.ledger.clone(),
+    };
+    let bytes = patch.to_bytes();
+    let decoded = Patch::from_bytes(&bytes, "tiny.nsepatch").unwrap();
+    let mut fresh = tiny(8);
+    let mut fresh_state = EditState::new(&fresh.model, &TINY_LAYERS).unwrap();
+    decoded
+        .apply(&mut fresh.model, &mut fresh_state, sha)
+        .unwrap();
+    assert_eq!(down_projs(&fresh.model, &TINY_LAYERS), w2);
+    assert_eq!(fresh_state.p, p2);
+    // …and refuses another model, or a corrupt file, leaving the model as it was.
+    let err = decoded
+        .apply(&mut fresh.model, &mut fresh_state, "ffff")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not for the loaded model"), "{err}");
+    let mut corrupt = bytes.clone();
+    *corrupt.last_mut().unwrap() ^= 1;
+    let err = Patch::from_bytes(&corrupt, "x").unwrap_err().to_string();
+    assert!(err.contains("checksum"), "{err}");
+    assert_eq!(down_projs(&fresh.model, &TINY_LAYERS), w2);
+
+    // Undo the last batch, then everything: bit-exact.
+    state.rewind_to(&mut t.model, 1).unwrap();
+    assert_eq!(down_projs(&t.model, &TINY_LAYERS), w1);
+    assert_eq!(state.p, p1);
+    state.rewind_to(&mut t.model, 0).unwrap();
+    assert_eq!(down_projs(&t.model, &TINY_LAYERS), original);
+    assert!(state.p.values().all(|p| p.iter().all(|&x| x == 0.0)));
+    let _ = t.model.backend().describe();
+}

@@ -1,0 +1,331 @@
+//! NSE on the real model against the reference implementation's dumps (`../shared/golden/`):
+//! one batch of 3 requests with the reference's templates and covariance, at p = 0.8
+//! (`micro-3.json`) and p = 1.0 (`micro-3-p1.json`), and the covariance statistic itself.
+//! On the cpu backend; `gpu_edit.rs` checks the gpu backend against the cpu one.
+
+mod common;
+
+use common::{Tol, assert_close, golden_json};
+use nse::cpu::CpuBackend;
+use nse::edit::covariance::{second_moments, windows};
+use nse::edit::{
+    ContextTemplates, CovarianceSet, EditContext, EditRequest, EditState, Hparams, Nse,
+    apply_batch, apply_batch_with_z,
+};
+use nse::eval::score_candidates;
+use nse::model::Model;
+use serde_json::Value;
+
+fn f32s(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+fn u32s(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn requests(g: &Value) -> Vec<EditRequest> {
+    g["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| EditRequest {
+            case_id: r["case_id"].as_u64(),
+            prompt: r["prompt"].as_str().unwrap().into(),
+            subject: r["subject"].as_str().unwrap().into(),
+            target_new: r["target_new"]["str"].as_str().unwrap().into(),
+            target_true: Some(r["target_true"]["str"].as_str().unwrap().into()),
+        })
+        .collect()
+}
+
+/// Checks the post-edit probabilities of target_new / target_true on the three probes.
+fn check_probabilities(
+    model: &Model<CpuBackend>,
+    tok: &nse::model::Tokenizer,
+    g: &Value,
+    key: &str,
+) {
+    for (i, rec) in g["records"].as_array().unwrap().iter().enumerate() {
+        let sentence = rec["prompt"]
+            .as_str()
+            .unwrap()
+            .replace("{}", rec["subject"].as_str().unwrap());
+        let new = rec["target_new"]["str"].as_str().unwrap().to_string();
+        let truth = rec["target_true"]["str"].as_str().unwrap().to_string();
+        let probes = [
+            ("rewrite", sentence),
+            (
+                "paraphrase",
+                rec["paraphrase_prompt"].as_str().unwrap().to_string(),
+            ),
+            (
+                "neighborhood",
+                rec["neighborhood_prompt"].as_str().unwrap().to_string(),
+            ),
+        ];
+        for (kind, prefix) in probes {
+            let s = pollster::block_on(score_candidates(
+                model,
+                tok,
+                &[(prefix.clone(), new.clone()), (prefix, truth.clone())],
+            ))
+            .unwrap();
+            let want = &g[key][i][kind];
+            let got = [s[0].prob(), s[1].prob()];
+            let want = [
+                want["p_new"].as_f64().unwrap() as f32,
+                want["p_true"].as_f64().unwrap() as f32,
+            ];
+            assert_close(
+                &got,
+                &want,
+                Tol::abs(1e-3),
+                &format!("{key} case {i} {kind} [p_new, p_true]"),
+            );
+        }
+    }
+}
+
+#[test]
+fn micro3_batch_matches_the_reference() {
+    let loaded = common::load_default_model();
+    let tok = loaded.tokenizer;
+    let mut model = Model::upload(CpuBackend, loaded.config, loaded.weights).unwrap();
+    let g = golden_json("micro-3.json");
+    let hp = Hparams::parse(&g["hparams"].to_string(), "micro-3.json hparams").unwrap();
+    let templates = ContextTemplates::parse(&g.to_string(), "micro-3.json").unwrap();
+    let cov = CovarianceSet::from_npy_dir(
+        &common::golden_dir().join("covariance"),
+        &hp.layers,
+        1536,
+        150_000,
+    )
+    .unwrap();
+    let reqs = requests(&g);
+    check_probabilities(&model, &tok, &g, "pre_eval");
+
+    let mut state = EditState::new(&model, &hp.layers).unwrap();
+    let ctx = EditContext {
+        tok: &tok,
+        hp: &hp,
+        templates: &templates,
+        cov: &cov,
+        method: &Nse,
+    };
+    let out = pollster::block_on(apply_batch(&mut model, &mut state, &ctx, &reqs, |_| {})).unwrap();
+
+    // z: token ids, lookup indices, per-step losses, h_init, z.
+    for (i, z) in out.z.iter().enumerate() {
+        let gz = &g["z"][i];
+        let ids: Vec<Vec<u32>> = gz["input_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(u32s)
+            .collect();
+        assert_eq!(z.input_ids, ids, "case {i}: z prompt ids");
+        assert_eq!(
+            z.lookup_idxs,
+            gz["lookup_idxs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as usize)
+                .collect::<Vec<_>>()
+        );
+        let steps = gz["steps_loss_nll_kl_wd_prob"].as_array().unwrap();
+        assert_eq!(
+            z.steps.len(),
+            steps.len(),
+            "case {i}: number of z evaluations"
+        );
+        // Invariant 9: at δ = 0 the loss is the NLL; it matches the reference to ~1e-5.
+        assert_eq!(
+            (z.steps[0].kl, z.steps[0].wd, z.steps[0].loss),
+            (0.0, 0.0, z.steps[0].nll)
+        );
+        assert_close(
+            &[z.steps[0].nll],
+            &[steps[0][1].as_f64().unwrap() as f32],
+            Tol::rel(1e-5),
+            "NLL at δ = 0",
+        );
+        for (s, (ours, theirs)) in z.steps.iter().zip(steps).enumerate() {
+            assert_close(
+                &[ours.loss, ours.nll, ours.kl, ours.wd, ours.prob],
+                &f32s(theirs)[..5],
+                Tol::abs(1e-3),
+                &format!("case {i} z step {s}"),
+            );
+        }
+        assert_close(
+            &z.h_init,
+            &f32s(&gz["h_init"]),
+            Tol::rel_of_max(1e-4),
+            &format!("case {i} h_init"),
+        );
+        assert_close(
+            &z.z,
+            &f32s(&gz["z"]),
+            Tol::rel_of_max(1e-3),
+            &format!("case {i} z"),
+        );
+    }
+    // Rounds: residuals, selected neuron sets (identical as sets; the order of near-equal scores
+    // may differ), update norms. Invariant 14: round 1 lowers every residual.
+    assert_eq!(out.rounds.len(), 3);
+    for (m, round) in out.rounds.iter().enumerate() {
+        let gr = &g["rounds"][m];
+        assert_close(
+            &round.residual_norms,
+            &f32s(&gr["residual_norms"]),
+            Tol::rel(1e-3),
+            &format!("round {m} residuals"),
+        );
+        for (i, layer) in round.layers.iter().enumerate() {
+            let gl = &gr["layers"][i];
+            let mut ours = layer.selected.clone();
+            let mut theirs = u32s(&gl["selected"]);
+            ours.sort_unstable();
+            theirs.sort_unstable();
+            assert_eq!(
+                ours, theirs,
+                "round {m} layer {}: selected neurons",
+                layer.layer
+            );
+            assert_close(
+                &[layer.dw_fro as f32],
+                &[gl["dW_fro"].as_f64().unwrap() as f32],
+                Tol::rel(1e-3),
+                &format!("round {m} layer {} ‖ΔW‖", layer.layer),
+            );
+        }
+    }
+    let (r0, r1) = (&out.rounds[0].residual_norms, &out.rounds[1].residual_norms);
+    assert!(r0.iter().zip(r1).all(|(a, b)| b < a), "{r0:?} → {r1:?}");
+    // W − W_orig and P after the batch.
+    for &l in &hp.layers {
+        let w = model.weights.layers[l].down_proj.f32();
+        let w0 = state.originals[&l].f32();
+        let fro = w
+            .iter()
+            .zip(w0)
+            .map(|(a, b)| ((a - b) as f64).powi(2))
+            .sum::<f64>()
+            .sqrt() as f32;
+        assert_close(
+            &[fro],
+            &[g["dW_total"][l.to_string()]["fro"].as_f64().unwrap() as f32],
+            Tol::rel(1e-3),
+            &format!("layer {l} total ΔW"),
+        );
+        let f = 1536;
+        let trace: f64 = (0..f).map(|i| state.p[&l][i * f + i] as f64).sum();
+        assert_close(
+            &[trace as f32],
+            &[g["cache_c_after"][l.to_string()]["trace"].as_f64().unwrap() as f32],
+            Tol::rel(1e-3),
+            &format!("layer {l} trace P"),
+        );
+    }
+    check_probabilities(&model, &tok, &g, "post_eval");
+
+    // The same batch at p = 1.0 (micro-3-p1.json): z and round-1 keys are identical, so reuse z.
+    let g1 = golden_json("micro-3-p1.json");
+    let hp1 = Hparams::parse(&g1["hparams"].to_string(), "micro-3-p1.json hparams").unwrap();
+    state.rewind_to(&mut model, 0).unwrap();
+    let ctx1 = EditContext { hp: &hp1, ..ctx };
+    let out1 = pollster::block_on(apply_batch_with_z(
+        &mut model,
+        &mut state,
+        &ctx1,
+        &reqs,
+        Some(&out.z),
+        |_| {},
+    ))
+    .unwrap();
+    for (m, round) in out1.rounds.iter().enumerate() {
+        let gr = &g1["rounds"][m];
+        assert_close(
+            &round.residual_norms,
+            &f32s(&gr["residual_norms"]),
+            Tol::rel(1e-3),
+            &format!("p=1 round {m} residuals"),
+        );
+        for (i, layer) in round.layers.iter().enumerate() {
+            let gl = &gr["layers"][i];
+            assert_eq!(layer.n_selected as u64, gl["n_selected"].as_u64().unwrap());
+            assert_close(
+                &[layer.dw_fro as f32],
+                &[gl["dW_fro"].as_f64().unwrap() as f32],
+                Tol::rel(1e-3),
+                &format!("p=1 round {m} layer {} ‖ΔW‖", layer.layer),
+            );
+        }
+    }
+    check_probabilities(&model, &tok, &g1, "post_eval");
+}
+
+#[test]
+fn covariance_of_2048_tokens_matches_the_reference() {
+    let loaded = common::load_default_model();
+    let tok = loaded.tokenizer;
+    let model = Model::upload(CpuBackend, loaded.config, loaded.weights).unwrap();
+    let g = golden_json("covariance/small2048.json");
+    let text =
+        std::fs::read_to_string(common::shared("data/wikitext/wikitext-2-raw_wiki.test.raw"))
+            .unwrap();
+    let wins = windows(&text, &tok, 1024, 2048).unwrap();
+    assert_eq!(wins.len() as u64, g["n_windows"].as_u64().unwrap());
+    assert_eq!(
+        wins[0].len() as u64,
+        g["first_window_len"].as_u64().unwrap()
+    );
+    assert_eq!(wins[0][..16], u32s(&g["first_window_first16_ids"]));
+    let (c, n) = pollster::block_on(second_moments(&model, &wins, &[3, 7], |_, _| {})).unwrap();
+    assert_eq!(n, 2048);
+    let f = 1536;
+    for l in [3usize, 7] {
+        let m = &c[&l];
+        let gl = &g["layers"][l.to_string()];
+        let trace = (0..f).map(|i| m[i * f + i] as f64).sum::<f64>() as f32;
+        let fro = m.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt() as f32;
+        let tol = Tol::rel(1e-4);
+        assert_close(
+            &[trace, fro],
+            &[
+                gl["trace"].as_f64().unwrap() as f32,
+                gl["frobenius"].as_f64().unwrap() as f32,
+            ],
+            tol,
+            &format!("layer {l} trace, ‖C‖"),
+        );
+        let block: Vec<f32> = (0..4)
+            .flat_map(|i| (0..4).map(move |j| (i, j)))
+            .map(|(i, j)| m[i * f + j])
+            .collect();
+        let gblock: Vec<f32> = gl["block4x4"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(f32s)
+            .collect();
+        assert_close(&block, &gblock, tol, &format!("layer {l} C[:4, :4]"));
+        let diag: Vec<f32> = (0..8).map(|i| m[i * f + i]).collect();
+        assert_close(
+            &diag,
+            &f32s(&gl["diag_first8"]),
+            tol,
+            &format!("layer {l} diagonal"),
+        );
+    }
+}
