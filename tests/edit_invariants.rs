@@ -359,3 +359,47 @@ fn undo_and_patches_are_bit_exact() {
     assert!(state.p.values().all(|p| p.iter().all(|&x| x == 0.0)));
     let _ = t.model.backend().describe();
 }
+
+#[test]
+fn alphaedit_updates_leave_the_preserved_keys_alone() {
+    // AlphaEdit's Δᵀ lies in the range of Π (the null space of C), so Δ k = 0 for every
+    // eigenvector k of C whose eigenvalue is above the threshold.
+    let mut t = tiny(9);
+    let f = t.model.config.d_ff;
+    let l = TINY_LAYERS[0];
+    let c = faer::Mat::<f64>::from_fn(f, f, |a, b| t.cov.layer(l).unwrap()[a * f + b] as f64);
+    let evd = c.self_adjoint_eigen(faer::Side::Lower).unwrap();
+    let mut eig: Vec<f64> = (0..f).map(|i| evd.S()[i]).collect();
+    eig.sort_by(f64::total_cmp);
+    t.hp.nullspace_threshold = eig[f / 2]; // half the space preserved
+    let method = nse::edit::AlphaEdit::new(t.cov.matrices(), f, &t.hp).unwrap();
+    let before = down_projs(&t.model, &TINY_LAYERS);
+    let mut state = EditState::new(&t.model, &TINY_LAYERS).unwrap();
+    run(&mut t, &mut state, &requests(), &method);
+    let after = down_projs(&t.model, &TINY_LAYERS);
+    let d = t.model.config.d_model;
+    let delta: Vec<f64> = after[&l]
+        .iter()
+        .zip(&before[&l])
+        .map(|(a, b)| (a - b) as f64)
+        .collect();
+    let dnorm = delta.iter().map(|x| x * x).sum::<f64>().sqrt();
+    assert!(dnorm > 1e-3, "AlphaEdit did not move layer {l}");
+    let u = evd.U();
+    for i in (0..f).filter(|&i| evd.S()[i] > t.hp.nullspace_threshold * 1.01) {
+        let moved = (0..d)
+            .map(|r| {
+                (0..f)
+                    .map(|j| delta[r * f + j] * u[(j, i)])
+                    .sum::<f64>()
+                    .powi(2)
+            })
+            .sum::<f64>()
+            .sqrt();
+        assert!(
+            moved <= 1e-4 * dnorm,
+            "eigenvector {i} (λ = {:.3e}) moved by {moved:e}",
+            evd.S()[i]
+        );
+    }
+}

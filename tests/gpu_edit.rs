@@ -1,0 +1,139 @@
+//! The editing path on the gpu backend (lavapipe here) against the cpu backend, on the real
+//! model: a short z optimisation, and one layer update from keys to `W[:, S] += Δ_S`.
+
+mod common;
+
+use common::{Tol, assert_close};
+use nse::cpu::CpuBackend;
+use nse::edit::target::compute_z;
+use nse::edit::{
+    ContextTemplates, CovarianceSet, EditContext, EditRequest, EditState, Hparams, Nse,
+    apply_batch_with_z,
+};
+use nse::model::Model;
+
+fn request() -> EditRequest {
+    EditRequest::from_sentence(
+        "The mother tongue of Danielle Darrieux is",
+        "Danielle Darrieux",
+        "English",
+        Some("French"),
+    )
+    .unwrap()
+}
+
+#[test]
+fn gpu_edit_matches_cpu() {
+    let Some(gpu) = common::gpu() else { return };
+    let loaded = common::load_default_model();
+    let tok = loaded.tokenizer.clone();
+    let cpu_model = Model::upload(CpuBackend, loaded.config.clone(), loaded.weights).unwrap();
+    let gpu_model =
+        Model::upload(gpu, loaded.config, common::load_default_model().weights).unwrap();
+    let mut hp = Hparams::for_model("SmolLM2-135M-Instruct").unwrap();
+    hp.v_num_grad_steps = 4; // three Adam steps
+    let templates = ContextTemplates::new(hp.context_templates.clone().unwrap()).unwrap();
+    let r = request();
+
+    // A short z optimisation: the same losses and z. Both sum in f32 in different orders, and
+    // Adam's first steps (≈ lr · sign(g)) amplify differences, so compare at 1e-3.
+    let z_cpu = pollster::block_on(compute_z(
+        &cpu_model,
+        &tok,
+        &r,
+        &templates,
+        &hp,
+        &[],
+        |_, _| {},
+    ))
+    .unwrap();
+    let z_gpu = pollster::block_on(compute_z(
+        &gpu_model,
+        &tok,
+        &r,
+        &templates,
+        &hp,
+        &[],
+        |_, _| {},
+    ))
+    .unwrap();
+    assert_eq!(z_cpu.steps.len(), 4);
+    for (s, (a, b)) in z_cpu.steps.iter().zip(&z_gpu.steps).enumerate() {
+        assert_close(
+            &[b.loss, b.nll, b.kl, b.wd, b.prob],
+            &[a.loss, a.nll, a.kl, a.wd, a.prob],
+            Tol::abs(1e-3),
+            &format!("z step {s}"),
+        );
+    }
+    assert_close(
+        &z_gpu.h_init,
+        &z_cpu.h_init,
+        Tol::rel_of_max(1e-4),
+        "h_init",
+    );
+    assert_close(&z_gpu.z, &z_cpu.z, Tol::rel_of_max(1e-3), "z");
+
+    // One layer update (edited layers = [7], one round) from the same z: keys and h on each
+    // backend, the f64 solve on the host, the column update on each backend.
+    hp.layers = vec![7];
+    hp.max_iterations = 2;
+    let cov = CovarianceSet::from_npy_dir(
+        &common::golden_dir().join("covariance"),
+        &hp.layers,
+        1536,
+        150_000,
+    )
+    .unwrap();
+    let zs = [z_cpu];
+    let mut updated = vec![];
+    macro_rules! edit_on {
+        ($model:expr) => {{
+            let mut model = $model;
+            let mut state = EditState::new(&model, &hp.layers).unwrap();
+            let ctx = EditContext {
+                tok: &tok,
+                hp: &hp,
+                templates: &templates,
+                cov: &cov,
+                method: &Nse,
+            };
+            let out = pollster::block_on(apply_batch_with_z(
+                &mut model,
+                &mut state,
+                &ctx,
+                &[r.clone()],
+                Some(&zs),
+                |_| {},
+            ))
+            .unwrap();
+            let w = pollster::block_on(nse::Backend::read(
+                model.backend(),
+                &model.weights.layers[7].down_proj,
+            ))
+            .unwrap();
+            updated.push((
+                out.rounds[0].layers[0].selected.clone(),
+                out.rounds[0].layers[0].dw_fro,
+                w,
+                state.p[&7].clone(),
+            ));
+        }};
+    }
+    edit_on!(cpu_model);
+    edit_on!(gpu_model);
+    let ((sel_c, fro_c, w_c, p_c), (sel_g, fro_g, w_g, p_g)) = (&updated[0], &updated[1]);
+    let mut a = sel_c.clone();
+    let mut b = sel_g.clone();
+    a.sort_unstable();
+    b.sort_unstable();
+    assert_eq!(a, b, "selected neurons");
+    assert_close(&[*fro_g as f32], &[*fro_c as f32], Tol::rel(1e-4), "‖ΔW‖");
+    assert_close(
+        w_g,
+        w_c,
+        Tol::rel_of_max(1e-5),
+        "down_proj after the update",
+    );
+    assert_close(p_g, p_c, Tol::rel_of_max(1e-5), "P after the batch");
+}
