@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs whatever is missing (scripts/setup.sh), then runs every test:
+#   1. native: cpu backend, gpu backend on Mesa lavapipe, golden parity, editing invariants;
+#   2. wasm: wasm-bindgen tests in headless Chromium with WebGPU (SwiftShader);
+#   3. the end-to-end test of the web page (Trunk build + Playwright + Chromium).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+
+export WGPU_BACKEND="${WGPU_BACKEND:-vulkan}"   # lavapipe: the gpu tests need an adapter and fail without one
+export WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-300}"
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+step "native tests (cpu + gpu on lavapipe)"
+cargo test --all-targets
+
+step "wasm tests in headless Chromium (WebGPU)"
+cargo test --target wasm32-unknown-unknown --test web
+
+step "end-to-end test of the web page"
+bash e2e/run.sh
+
+step "all tests passed"
