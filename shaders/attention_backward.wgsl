@@ -1,12 +1,11 @@
-// Gradients of `attention` for packed causal self-attention (q, k, v share rows, and the
-// queries that see key row j are a contiguous run starting at j). No float atomics exist, so
-// two passes each own their outputs:
+// Gradients of `attention`: Nq query rows, each attending to its own range of the Nk key rows
+// (any ranges). No float atomics exist, so two passes each own their outputs:
 //
 // `dq`  — one invocation per (row i, query head h). A first walk over the keys gets the
 //         log-sum-exp `lse` and `delta = Σ_j p_j dp_j` (online, running max); a second gets
 //         `dq = scale Σ_j p_j (dp_j − delta) k_j`. `(lse, delta)` go to `stats` for pass two.
-// `dkv` — one invocation per (key row j, kv head g). It walks the queries i = j, j+1, … while
-//         `ranges[i].0 <= j`, and the query heads of group g, recomputing
+// `dkv` — one invocation per (key row j, kv head g). It walks every query i whose range holds
+//         j, and the query heads of group g, recomputing
 //         `p = exp(q_i·k_j·scale − lse)`: `dk_j = scale Σ p (dp − delta) q_i`, `dv_j = Σ p dout_i`.
 //
 // with `dp_j = dout_i · v_j`. Run `dq` before `dkv`.
@@ -18,8 +17,9 @@ const WG: u32 = 64u;
 const MAX_HEAD_DIM: u32 = 128u;
 
 struct Params {
-    len: u32,      // invocations: N·Hq for `dq`, N·Hkv for `dkv`
-    n: u32,        // rows N
+    len: u32,      // invocations: Nq·Hq for `dq`, Nk·Hkv for `dkv`
+    nq: u32,       // query rows Nq
+    nk: u32,       // key rows Nk
     n_heads: u32,  // Hq
     head_dim: u32, // hd
     group: u32,    // Hq / Hkv
@@ -27,15 +27,15 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q: array<f32>;            // (N, Hq·hd)
-@group(0) @binding(2) var<storage, read> k: array<f32>;            // (N, Hkv·hd)
-@group(0) @binding(3) var<storage, read> v: array<f32>;            // (N, Hkv·hd)
-@group(0) @binding(4) var<storage, read> ranges: array<u32>;       // (N, 2)
-@group(0) @binding(5) var<storage, read> dout: array<f32>;         // (N, Hq·hd)
-@group(0) @binding(6) var<storage, read_write> stats: array<f32>;  // (N, Hq, 2): lse, delta
-@group(0) @binding(7) var<storage, read_write> dq: array<f32>;     // (N, Hq·hd), `dq` only
-@group(0) @binding(8) var<storage, read_write> dk: array<f32>;     // (N, Hkv·hd), `dkv` only
-@group(0) @binding(9) var<storage, read_write> dv: array<f32>;     // (N, Hkv·hd), `dkv` only
+@group(0) @binding(1) var<storage, read> q: array<f32>;            // (Nq, Hq·hd)
+@group(0) @binding(2) var<storage, read> k: array<f32>;            // (Nk, Hkv·hd)
+@group(0) @binding(3) var<storage, read> v: array<f32>;            // (Nk, Hkv·hd)
+@group(0) @binding(4) var<storage, read> ranges: array<u32>;       // (Nq, 2)
+@group(0) @binding(5) var<storage, read> dout: array<f32>;         // (Nq, Hq·hd)
+@group(0) @binding(6) var<storage, read_write> stats: array<f32>;  // (Nq, Hq, 2): lse, delta
+@group(0) @binding(7) var<storage, read_write> dq: array<f32>;     // (Nq, Hq·hd), `dq` only
+@group(0) @binding(8) var<storage, read_write> dk: array<f32>;     // (Nk, Hkv·hd), `dkv` only
+@group(0) @binding(9) var<storage, read_write> dv: array<f32>;     // (Nk, Hkv·hd), `dkv` only
 
 // Linear workgroup index of a dispatch folded into up to three dimensions.
 fn workgroup_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
@@ -76,7 +76,7 @@ fn dq_pass(
     let kv_off = h / p.group * hd;
     let qo = t * hd;
     let start = ranges[2u * i];
-    let end = min(ranges[2u * i + 1u], p.n);
+    let end = min(ranges[2u * i + 1u], p.nk);
     if start >= end {
         for (var c = 0u; c < hd; c += 1u) {
             dq[qo + c] = 0.0;
@@ -146,11 +146,8 @@ fn dkv_pass(
         acc_k[c] = 0.0;
         acc_v[c] = 0.0;
     }
-    for (var i = j; i < p.n; i += 1u) {
-        if ranges[2u * i] > j {
-            break;
-        }
-        if j >= ranges[2u * i + 1u] {
+    for (var i = 0u; i < p.nq; i += 1u) {
+        if j < ranges[2u * i] || j >= ranges[2u * i + 1u] {
             continue;
         }
         for (var h = g * p.group; h < (g + 1u) * p.group; h += 1u) {

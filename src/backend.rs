@@ -172,12 +172,11 @@ pub trait Backend {
         shape: AttnShape,
     ) -> Result<Self::Tensor>;
 
-    /// Gradients of [`Backend::attention`] for packed causal self-attention: `q`, `k` and `v`
-    /// share rows, and the queries that see key row `j` are a contiguous run starting at `j`
-    /// (true when every row's range is `seq_start .. i + 1`).
+    /// Gradients of [`Backend::attention`], for any ranges (the query rows and the key rows may
+    /// differ, as when only some rows of a batch are recomputed).
     ///
     /// # Shapes
-    /// As the forward, plus `dout (N, Hq·hd)` → `(dq, dk, dv)` shaped like `q, k, v`.
+    /// As the forward, plus `dout (Nq, Hq·hd)` → `(dq, dk, dv)` shaped like `q, k, v`.
     #[allow(clippy::type_complexity)]
     fn attention_backward(
         &self,

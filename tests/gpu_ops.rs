@@ -250,7 +250,7 @@ fn attention_forward_packed_causal_and_cross() {
 }
 
 #[test]
-fn attention_backward_packed_causal() {
+fn attention_backward_packed_causal_and_subsets() {
     let Some(g) = gpu() else { return };
     let mut rng = Rng::new(7);
     for (hq, hkv, hd) in ATTN_SHAPES {
@@ -275,6 +275,22 @@ fn attention_backward_packed_causal() {
             check(&g, &dk, &wk, TOL_F32_REDUCTION, &format!("{what} dk"));
             check(&g, &dv, &wv, TOL_F32_REDUCTION, &format!("{what} dv"));
         }
+        // A subset of query rows over all key rows, with arbitrary ranges (how the z
+        // optimisation recomputes only the rows that depend on δ).
+        let (nq, nk) = (4, 9);
+        let (q, qc) = rand(&g, &mut rng, &[nq, hq * hd]);
+        let (k, kc) = rand(&g, &mut rng, &[nk, hkv * hd]);
+        let (v, vc) = rand(&g, &mut rng, &[nk, hkv * hd]);
+        let (dout, doutc) = rand(&g, &mut rng, &[nq, hq * hd]);
+        let (r, rc) = up_u32(&g, &[0, 3, 0, 4, 5, 9, 2, 8], &[nq, 2]);
+        let (dq, dk, dv) = g.attention_backward(&q, &k, &v, &r, &dout, s).unwrap();
+        let (wq, wk, wv) = CpuBackend
+            .attention_backward(&qc, &kc, &vc, &rc, &doutc, s)
+            .unwrap();
+        let what = format!("attention_backward, {nq} queries over {nk} keys, {s:?}");
+        check(&g, &dq, &wq, TOL_F32_REDUCTION, &format!("{what} dq"));
+        check(&g, &dk, &wk, TOL_F32_REDUCTION, &format!("{what} dk"));
+        check(&g, &dv, &wv, TOL_F32_REDUCTION, &format!("{what} dv"));
     }
 }
 

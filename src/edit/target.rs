@@ -11,8 +11,8 @@ use serde::Serialize;
 use super::hparams::{Hparams, TargetSpace};
 use super::request::EditRequest;
 use super::templates::{ContextTemplates, apply, subject_last_index};
-use crate::backend::Backend;
-use crate::model::{BatchTensors, BlockActs, ForwardSpec, Model, Packed, Tokenizer};
+use crate::backend::{Backend, TensorInfo};
+use crate::model::{BlockActs, BlockRows, ForwardSpec, Model, Packed, PartialKv, Tokenizer};
 use crate::{Error, Result};
 
 /// The KL anchor prompt.
@@ -74,13 +74,16 @@ pub fn target_ids(tok: &Tokenizer, request: &EditRequest, space: TargetSpace) ->
 pub struct ZProblem<'m, B: Backend> {
     model: &'m Model<B>,
     hp: Hparams,
-    /// Block-`l0` output of every row, without `δ`: `(N, d)`.
+    /// Block-`l0` output of the rows that depend on `δ` (see [`PartialKv`]), `(D, d)`.
     prefix: B::Tensor,
-    bt: BatchTensors<B::Tensor>,
-    /// Rows of each prompt's subject-last token: `(7)` u32.
+    /// Positions and attention ranges of those rows, and their fixed-row keys/values.
+    positions: B::Tensor,
+    ranges: B::Tensor,
+    fixed: PartialKv<B::Tensor>,
+    /// Where `δ` goes: each prompt's subject-last row, as an index into the `D` rows.
     lookup_t: B::Tensor,
     n_lookup: usize,
-    /// Label rows then the KL row: `(R)` u32.
+    /// Label rows then the KL row, as indices into the `D` rows.
     loss_rows: Vec<u32>,
     loss_rows_t: B::Tensor,
     labels: Vec<u32>,
@@ -165,7 +168,26 @@ impl<'m, B: Backend> ZProblem<'m, B> {
             }
         }
         loss_rows.push(lookup_rows[n_rewrite]);
-        let prefix = model
+
+        // Only rows from the subject's last token on depend on δ (causality): a few per prompt.
+        // The others keep the keys and values of one full pass at δ = 0, and each step recomputes
+        // the dependent rows alone (spec §4.2's loss is unchanged; the work drops ~7×).
+        let mut dep = vec![];
+        for s in 0..packed.n_seqs() {
+            let first_label = if s < n_rewrite {
+                packed.len_of(s) - t
+            } else {
+                lookup_idxs[s]
+            };
+            dep.extend(packed.row(s, lookup_idxs[s].min(first_label))..=packed.last_row(s));
+        }
+        let dep: Vec<u32> = dep.into_iter().map(|r| r as u32).collect();
+        let index_in_dep =
+            |row: u32| dep.iter().position(|&r| r == row).expect("a dependent row") as u32;
+        let lookup_in_dep: Vec<u32> = lookup_rows.iter().map(|&r| index_in_dep(r)).collect();
+        let loss_in_dep: Vec<u32> = loss_rows.iter().map(|&r| index_in_dep(r)).collect();
+
+        let full = model
             .forward(
                 &packed,
                 &ForwardSpec {
@@ -176,18 +198,49 @@ impl<'m, B: Backend> ZProblem<'m, B> {
             )?
             .hidden;
         let bt = model.upload_batch(&packed)?;
-        let lookup_t = be.upload_u32("lookup rows", &lookup_rows, &[lookup_rows.len()])?;
-        let loss_rows_t = be.upload_u32("loss rows", &loss_rows, &[loss_rows.len()])?;
+        let dep_t = be.upload_u32("dependent rows", &dep, &[dep.len()])?;
+        let (mut k_fixed, mut v_fixed) = (vec![], vec![]);
+        let mut h = be.copy(&full)?;
+        for l in 0..model.config.n_layers {
+            if l <= l0 {
+                k_fixed.push(None);
+                v_fixed.push(None);
+                continue;
+            }
+            let (out, acts) = model.block_packed(l, &h, &bt, None)?;
+            k_fixed.push(Some(zero_rows(be, &acts.k, &dep).await?));
+            v_fixed.push(Some(zero_rows(be, &acts.v, &dep).await?));
+            h = out;
+        }
+        let pos: Vec<u32> = dep.iter().map(|&r| packed.positions[r as usize]).collect();
+        let rng: Vec<u32> = dep
+            .iter()
+            .flat_map(|&r| {
+                [
+                    packed.ranges[2 * r as usize],
+                    packed.ranges[2 * r as usize + 1],
+                ]
+            })
+            .collect();
+        let prefix = be.gather_rows(&full, &dep_t)?;
+        let lookup_t = be.upload_u32("lookup rows", &lookup_in_dep, &[lookup_in_dep.len()])?;
+        let loss_rows_t = be.upload_u32("loss rows", &loss_in_dep, &[loss_in_dep.len()])?;
         let h_init = be.read(&be.gather_rows(&prefix, &lookup_t)?).await?[..d].to_vec();
         let h_init_norm = norm(&h_init);
         Ok(ZProblem {
             model,
             hp: hp.clone(),
             prefix,
-            bt,
+            positions: be.upload_u32("positions", &pos, &[pos.len()])?,
+            ranges: be.upload_u32("ranges", &rng, &[pos.len(), 2])?,
+            fixed: PartialKv {
+                k: k_fixed,
+                v: v_fixed,
+                rows: dep_t,
+            },
             lookup_t,
             n_lookup: lookup_rows.len(),
-            loss_rows,
+            loss_rows: loss_in_dep,
             loss_rows_t,
             labels,
             n_rewrite,
@@ -219,7 +272,8 @@ impl<'m, B: Backend> ZProblem<'m, B> {
         be.add_rows(&mut h, &self.lookup_t, &shift)?;
         let mut tape = Vec::with_capacity(model.config.n_layers - hp.z_layer() - 1);
         for l in hp.z_layer() + 1..model.config.n_layers {
-            let (out, acts) = model.block_packed(l, &h, &self.bt, None)?;
+            let (out, acts) =
+                model.block_partial(l, &h, &self.positions, &self.ranges, &self.fixed)?;
             tape.push((l, std::mem::replace(&mut h, out), acts));
         }
         let logp_t = be.log_softmax(&model.logits_at(&h, &self.loss_rows)?)?; // (R, V)
@@ -280,7 +334,12 @@ impl<'m, B: Backend> ZProblem<'m, B> {
         let dlogits = be.log_softmax_backward(&p.logp, &dlogp)?;
         let mut dh = model.head_backward(&p.hidden, &self.loss_rows_t, &dlogits)?;
         for (l, h_in, acts) in p.tape.iter().rev() {
-            dh = model.block_backward(*l, h_in, acts, &self.bt, None, &dh)?;
+            let rows = BlockRows::Partial {
+                positions: &self.positions,
+                ranges: &self.ranges,
+                kv_rows: &self.fixed.rows,
+            };
+            dh = model.block_backward(*l, h_in, acts, rows, None, &dh)?;
         }
         // δ is added at every lookup row: its gradient is the sum over them.
         let dh_rows = be.read(&be.gather_rows(&dh, &self.lookup_t)?).await?;
@@ -381,6 +440,16 @@ pub async fn compute_z<B: Backend>(
         lookup_idxs,
         steps,
     })
+}
+
+/// `t` with the given rows set to zero (read back and re-uploaded: done once per request).
+async fn zero_rows<B: Backend>(be: &B, t: &B::Tensor, rows: &[u32]) -> Result<B::Tensor> {
+    let width = *t.shape().last().expect("a matrix");
+    let mut v = be.read(t).await?;
+    for &r in rows {
+        v[r as usize * width..(r as usize + 1) * width].fill(0.0);
+    }
+    be.upload_owned("fixed keys/values", v, t.shape())
 }
 
 /// Euclidean norm, accumulated in f64.

@@ -10,21 +10,43 @@ use super::forward::{BatchTensors, BlockActs, Model};
 use crate::Result;
 use crate::backend::{Backend, TensorInfo, Transpose};
 
+/// The rows a block ran on, for [`Model::block_backward`].
+pub enum BlockRows<'a, T> {
+    /// The whole packed batch ([`Model::block_packed`]).
+    Packed(&'a BatchTensors<T>),
+    /// Some of its rows ([`Model::block_partial`]): their positions and ranges, and their
+    /// indices in the packed layout.
+    Partial {
+        positions: &'a T,
+        ranges: &'a T,
+        kv_rows: &'a T,
+    },
+}
+
 impl<B: Backend> Model<B> {
     /// Gradient with respect to the input `h` of block `l`, given the gradient `dout` at its
-    /// output and the activations it recorded.
+    /// output and the activations it recorded. `rows` are the block's rows as it ran: the whole
+    /// packed batch ([`BlockRows::Packed`]) or some of its rows ([`BlockRows::Partial`]).
     ///
     /// # Shapes
-    /// `h, dout (N, d)` → `(N, d)`.
+    /// `h, dout (R, d)` → `(R, d)` for the `R` rows that ran.
     pub fn block_backward(
         &self,
         l: usize,
         h: &B::Tensor,
         acts: &BlockActs<B::Tensor>,
-        bt: &BatchTensors<B::Tensor>,
+        rows: BlockRows<'_, B::Tensor>,
         down_proj: Option<&B::Tensor>,
         dout: &B::Tensor,
     ) -> Result<B::Tensor> {
+        let (positions, ranges, kv_rows) = match rows {
+            BlockRows::Packed(bt) => (&bt.positions, &bt.ranges, None),
+            BlockRows::Partial {
+                positions,
+                ranges,
+                kv_rows,
+            } => (positions, ranges, Some(kv_rows)),
+        };
         let be = self.backend();
         let w = &self.weights.layers[l];
         let (eps, hd) = (self.config.rms_eps, self.config.head_dim);
@@ -41,16 +63,16 @@ impl<B: Backend> Model<B> {
         )?;
         // h1 = h + att · o_projᵀ
         let datt = be.matmul(&dh1, &w.o_proj, Transpose::NN)?; // (N, Hq·hd)
-        let (dq, dk, dv) = be.attention_backward(
-            &acts.q,
-            &acts.k,
-            &acts.v,
-            &bt.ranges,
-            &datt,
-            self.attn_shape(),
-        )?;
-        let dq = be.rope_backward(&dq, &bt.positions, self.rope_table(), hd)?;
-        let dk = be.rope_backward(&dk, &bt.positions, self.rope_table(), hd)?;
+        let (dq, dk, dv) =
+            be.attention_backward(&acts.q, &acts.k, &acts.v, ranges, &datt, self.attn_shape())?;
+        // In a partial block the other rows' keys and values are fixed: keep the gradient of the
+        // rows that ran.
+        let (dk, dv) = match kv_rows {
+            Some(r) => (be.gather_rows(&dk, r)?, be.gather_rows(&dv, r)?),
+            None => (dk, dv),
+        };
+        let dq = be.rope_backward(&dq, positions, self.rope_table(), hd)?;
+        let dk = be.rope_backward(&dk, positions, self.rope_table(), hd)?;
         let dx = be.add(
             &be.add(
                 &be.matmul(&dq, &w.q_proj, Transpose::NN)?,

@@ -126,6 +126,22 @@ enum Kv<'c, T> {
         cache: &'c mut KvCache<T>,
         pos0: usize,
     },
+    /// Only some rows of a packed batch run (see [`PartialKv`]).
+    Partial(&'c PartialKv<T>),
+}
+
+/// Fixed keys and values of a packed batch in which only some rows are recomputed: the rows
+/// that do not depend on what changes keep their keys and values from an earlier pass, the
+/// recomputed rows (`rows`) are scattered in (their entries in `k`/`v` must be zero), and the
+/// recomputed queries attend over the whole layout with their original ranges.
+///
+/// # Shapes
+/// `k[l], v[l] (N, Hkv·hd)` per block `l` (empty for blocks that never run partially);
+/// `rows (R)` u32, the recomputed rows' indices in the packed layout.
+pub struct PartialKv<T> {
+    pub k: Vec<Option<T>>,
+    pub v: Vec<Option<T>>,
+    pub rows: T,
 }
 
 /// Per-call tensors shared by all blocks.
@@ -394,6 +410,25 @@ impl<B: Backend> Model<B> {
         self.block(l, h, &mut ctx, down_proj)
     }
 
+    /// Block `l` on some rows of a packed batch: `h`, `positions` and `ranges` are those rows',
+    /// `part` holds everyone's fixed keys and values. The activations' `k`, `v` are the full
+    /// `(N, Hkv·hd)` matrices.
+    pub fn block_partial(
+        &self,
+        l: usize,
+        h: &B::Tensor,
+        positions: &B::Tensor,
+        ranges: &B::Tensor,
+        part: &PartialKv<B::Tensor>,
+    ) -> Result<(B::Tensor, BlockActs<B::Tensor>)> {
+        let mut ctx = Ctx {
+            positions,
+            ranges,
+            kv: Kv::Partial(part),
+        };
+        self.block(l, h, &mut ctx, None)
+    }
+
     /// One transformer block; returns the new residual stream and what it computed on the way.
     fn block(
         &self,
@@ -412,19 +447,31 @@ impl<B: Backend> Model<B> {
             &self.rope,
             hd,
         )?; // (N, Hq·hd)
-        let k = be.rope(
+        let mut k = be.rope(
             &be.matmul(&x, &w.k_proj, Transpose::NT)?,
             ctx.positions,
             &self.rope,
             hd,
         )?; // (N, Hkv·hd)
-        let v = be.matmul(&x, &w.v_proj, Transpose::NT)?; // (N, Hkv·hd)
+        let mut v = be.matmul(&x, &w.v_proj, Transpose::NT)?; // (N, Hkv·hd)
         let att = match &mut ctx.kv {
             Kv::Packed => be.attention(&q, &k, &v, ctx.ranges, self.attn_shape())?,
             Kv::Cache { cache, pos0 } => {
                 be.write_rows(&mut cache.k[l], *pos0, &k)?;
                 be.write_rows(&mut cache.v[l], *pos0, &v)?;
                 be.attention(&q, &cache.k[l], &cache.v[l], ctx.ranges, self.attn_shape())?
+            }
+            Kv::Partial(part) => {
+                let (Some(k0), Some(v0)) = (part.k[l].as_ref(), part.v[l].as_ref()) else {
+                    panic!("no fixed keys/values for block {l}")
+                };
+                let mut kf = be.copy(k0)?;
+                be.add_rows(&mut kf, &part.rows, &k)?;
+                let mut vf = be.copy(v0)?;
+                be.add_rows(&mut vf, &part.rows, &v)?;
+                let att = be.attention(&q, &kf, &vf, ctx.ranges, self.attn_shape())?;
+                (k, v) = (kf, vf);
+                att
             }
         };
         let h1 = be.add(h, &be.matmul(&att, &w.o_proj, Transpose::NT)?)?;

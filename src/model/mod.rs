@@ -14,10 +14,12 @@ pub mod safetensors;
 pub mod tokenizer;
 pub mod weights;
 
+pub use backward::BlockRows;
 pub use batch::Packed;
 pub use config::{Arch, ModelConfig};
 pub use forward::{
     BatchTensors, BlockActs, ForwardOutput, ForwardSpec, Injection, KvCache, LogitRows, Model,
+    PartialKv,
 };
 pub use generate::{Generation, Sampling, generate};
 pub use host::HostTensor;

@@ -54,13 +54,13 @@ pub fn attention_forward(
     out
 }
 
-/// CPU reference backward for packed causal self-attention (`q`, `k`, `v` share rows).
+/// CPU reference backward, for any ranges (queries and keys may be different rows).
 ///
 /// With `p` the forward probabilities, `dp_j = dout · v_j` and `ds_j = p_j (dp_j − Σ p dp)`:
 /// `dq = scale Σ_j ds_j k_j`, `dk_j += scale ds_j q`, `dv_j += p_j dout`.
 ///
 /// # Shapes
-/// As [`attention_forward`] plus `dout (N, Hq·hd)` → `(dq, dk, dv)`.
+/// As [`attention_forward`] plus `dout (Nq, Hq·hd)` → `(dq, dk, dv)` shaped like `q, k, v`.
 pub fn attention_backward(
     q: &[f32],
     k: &[f32],
@@ -215,11 +215,10 @@ pub(crate) fn launch_attention(
     Ok(out)
 }
 
-/// GPU [`attention_backward`] for packed causal self-attention: the queries that see key row
-/// `j` must be a contiguous run starting at `j` (see [`crate::Backend::attention_backward`]).
+/// GPU [`attention_backward`] for any ranges (queries and keys may be different rows).
 ///
 /// # Shapes
-/// As [`launch_attention`] with `Nq = Nk = N`, plus `dout (N, Hq·hd)` → `(dq, dk, dv)`.
+/// As [`launch_attention`], plus `dout (Nq, Hq·hd)` → `(dq, dk, dv)` shaped like `q, k, v`.
 pub(crate) fn launch_attention_backward(
     gpu: &GpuBackend,
     q: &GpuTensor,
@@ -232,11 +231,7 @@ pub(crate) fn launch_attention_backward(
     check_shapes(q, k, v, ranges, s)?;
     assert_eq!(dout.shape(), q.shape(), "attention_backward: dout shape");
     let n = q.len() / q.width().max(1);
-    assert_eq!(
-        k.len() / k.width().max(1),
-        n,
-        "attention_backward: q and k must share rows"
-    );
+    let nk = k.len() / k.width().max(1);
     let stats = gpu.empty("attention_backward stats", &[n, s.n_heads, 2], DType::F32)?;
     let dq = gpu.empty("attention_backward dq", q.shape(), DType::F32)?;
     let dk = gpu.empty("attention_backward dk", k.shape(), DType::F32)?;
@@ -251,24 +246,27 @@ pub(crate) fn launch_attention_backward(
     ];
     let shape_params = [
         u32_of(n),
+        u32_of(nk),
         u32_of(s.n_heads),
         u32_of(s.head_dim),
         u32_of(s.n_heads / s.n_kv_heads),
         scale.to_bits(),
     ];
-    for (entry, heads, outputs) in [
+    for (entry, rows, heads, outputs) in [
         (
             "dq_pass",
+            n,
             s.n_heads,
             vec![(6, stats.buffer()), (7, dq.buffer())],
         ),
         (
             "dkv_pass",
+            nk,
             s.n_kv_heads,
             vec![(6, stats.buffer()), (8, dk.buffer()), (9, dv.buffer())],
         ),
     ] {
-        let len = u32_of(n * heads);
+        let len = u32_of(rows * heads);
         let mut params = vec![len];
         params.extend(shape_params);
         let bindings: Vec<(u32, &wgpu::Buffer)> = common.iter().copied().chain(outputs).collect();

@@ -55,6 +55,10 @@ pub fn matmul_into(
         }
         return;
     }
+    if !t.a && !t.b && m <= SMALL_M {
+        small_m_nn(c, a, b, dims, accumulate);
+        return;
+    }
     let lhs = if t.a {
         MatRef::from_row_major_slice(a, k, m).transpose()
     } else {
@@ -72,6 +76,52 @@ pub fn matmul_into(
         Accum::Replace
     };
     faer::linalg::matmul::matmul(dst, accum, lhs, rhs, 1.0f32, parallelism(m * n * k));
+}
+
+/// Row count at or below which `A (m, k) · B (k, n)` takes [`small_m_nn`].
+const SMALL_M: usize = 8;
+
+/// `C = A · B` for a few rows of `A` as a sum of scaled rows of `B`, read once and in order.
+/// faer packs all of `B` per call, which costs ~10× more than the product when `m` is tiny and
+/// `k` huge (the LM head's backward: `(R, V) · (V, d)` with `V` = 49,152).
+fn small_m_nn(c: &mut [f32], a: &[f32], b: &[f32], dims: MatmulDims, accumulate: bool) {
+    let MatmulDims { m, k, n } = dims;
+    let columns = |j0: usize, j1: usize| {
+        let w = j1 - j0;
+        let mut part = vec![0.0f32; m * w];
+        for p in 0..k {
+            let brow = &b[p * n + j0..p * n + j1];
+            for i in 0..m {
+                let x = a[i * k + p];
+                if x != 0.0 {
+                    for (o, &y) in part[i * w..(i + 1) * w].iter_mut().zip(brow) {
+                        *o += x * y;
+                    }
+                }
+            }
+        }
+        (j0, part)
+    };
+    #[cfg(not(target_arch = "wasm32"))]
+    let parts: Vec<(usize, Vec<f32>)> = {
+        use rayon::prelude::*;
+        let chunk = n.div_ceil(rayon::current_num_threads()).max(64);
+        (0..n.div_ceil(chunk))
+            .into_par_iter()
+            .map(|q| columns(q * chunk, ((q + 1) * chunk).min(n)))
+            .collect()
+    };
+    #[cfg(target_arch = "wasm32")]
+    let parts = vec![columns(0, n)];
+    for (j0, part) in parts {
+        let w = part.len() / m.max(1);
+        for i in 0..m {
+            let dst = &mut c[i * n + j0..i * n + j0 + w];
+            for (o, &v) in dst.iter_mut().zip(&part[i * w..(i + 1) * w]) {
+                *o = if accumulate { *o + v } else { v };
+            }
+        }
+    }
 }
 
 /// Threads only pay off above a few hundred thousand multiply-adds.
@@ -166,4 +216,45 @@ pub(crate) fn launch_matmul(
         bindings: &[(1, a.buffer()), (2, b.buffer()), (3, c.buffer())],
         workgroups: tiles as u64,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both paths (faer, and the few-rows path) against the triple loop, with and without
+    /// accumulation, at awkward sizes.
+    #[test]
+    fn matmul_into_matches_the_naive_product() {
+        let value = |i: usize, salt: usize| ((i * 31 + salt * 7) % 17) as f32 / 17.0 - 0.5;
+        for (m, k, n) in [
+            (1, 1, 1),
+            (3, 7, 5),
+            (8, 300, 33),
+            (9, 40, 65),
+            (1, 2000, 3),
+        ] {
+            for t in [Transpose::NN, Transpose::NT, Transpose::TN] {
+                let dims = MatmulDims { m, k, n };
+                let a: Vec<f32> = (0..m * k).map(|i| value(i, 1)).collect();
+                let b: Vec<f32> = (0..k * n).map(|i| value(i, 2)).collect();
+                let want = matmul_naive(&a, &b, dims, t);
+                let mut c = vec![1.0f32; m * n];
+                matmul_into(&mut c, &a, &b, dims, t, true);
+                for (i, (&got, &w)) in c.iter().zip(&want).enumerate() {
+                    assert!(
+                        (got - (1.0 + w)).abs() <= 1e-5 * (1.0 + w.abs()) * k as f32,
+                        "{t:?} {m}x{k}x{n} [{i}]: {got} vs 1 + {w}"
+                    );
+                }
+                matmul_into(&mut c, &a, &b, dims, t, false);
+                for (&got, &w) in c.iter().zip(&want) {
+                    assert!(
+                        (got - w).abs() <= 1e-5 * (1.0 + w.abs()) * k as f32,
+                        "{t:?} {m}x{k}x{n}: {got} vs {w}"
+                    );
+                }
+            }
+        }
+    }
 }
