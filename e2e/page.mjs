@@ -1,0 +1,318 @@
+// End-to-end test of the nse page in headless Chromium (playwright-core driving Debian's
+// /usr/bin/chromium). Expects the built page to be served at APP_URL (e2e/run.sh does that).
+//
+// Checks:
+//   1. the default model loads on WebGPU (SwiftShader here) and the status names the adapter;
+//   2. "The capital of France is" + 4 tokens streams " Paris" into the page, with a top-5 list;
+//   3. a garbage .gguf from the file picker shows a clear error and the page stays usable;
+//   4. without --enable-unsafe-webgpu the page explains in plain words and runs on the cpu.
+// Any page error or console error fails the check it happens in.
+// Prints a pass/fail summary and exits non-zero on any failure. Screenshots: artifacts/e2e/.
+
+import { chromium } from 'playwright-core';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+const APP_URL = process.env.APP_URL ?? 'http://127.0.0.1:8091/';
+const SHOTS = process.env.E2E_ARTIFACTS ?? 'artifacts/e2e';
+// SwiftShader runs WebGPU at about 1 GFLOP/s: loading takes seconds, each token of the 30-layer
+// model a few seconds more. Bounded, but generous.
+const LOAD_TIMEOUT_MS = 180_000;
+const GENERATE_TIMEOUT_MS = 240_000;
+const BASE_ARGS = [
+  '--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync',
+];
+// Chromium's own console noise when WebGPU finds no adapter (the case check 4 provokes).
+const EXPECTED_WITHOUT_WEBGPU = [/No available adapters/i];
+
+fs.mkdirSync(SHOTS, { recursive: true });
+const results = [];
+
+/// Runs one named check, recording pass/fail and its duration.
+async function check(name, fn) {
+  const t0 = Date.now();
+  try {
+    await fn();
+    results.push({ name, ok: true, secs: (Date.now() - t0) / 1000 });
+    console.log(`PASS ${name} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+  } catch (e) {
+    results.push({ name, ok: false, secs: (Date.now() - t0) / 1000, error: e });
+    console.log(`FAIL ${name}: ${e?.stack ?? e}`);
+  }
+}
+
+/// A fresh browser profile and one page; page errors and console errors are collected, and any
+/// wait done through `until` fails as soon as one arrives.
+async function withPage({ webgpu, allowConsole = [], routes = {}, initScript = null }, fn) {
+  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'nse-e2e-'));
+  const args = webgpu ? [...BASE_ARGS, '--enable-unsafe-webgpu'] : BASE_ARGS;
+  const ctx = await chromium.launchPersistentContext(profile, {
+    executablePath: '/usr/bin/chromium', headless: true, args,
+    viewport: { width: 1100, height: 900 },
+  });
+  const problems = [];
+  let fail;
+  const failed = new Promise((_, reject) => { fail = reject; });
+  failed.catch(() => {});
+  const report = (msg) => { problems.push(msg); fail(new Error(msg)); };
+  try {
+    // Records every text the progress label shows (window.__nseProgress), to check byte progress.
+    await ctx.addInitScript(() => {
+      window.__nseProgress = [];
+      document.addEventListener('DOMContentLoaded', () => {
+        const label = document.querySelector('[data-testid="progress-label"]');
+        new MutationObserver(() => window.__nseProgress.push(label.textContent))
+          .observe(label, { childList: true, characterData: true, subtree: true });
+      });
+    });
+    if (initScript) await ctx.addInitScript(initScript);
+    for (const [pattern, handler] of Object.entries(routes)) await ctx.route(pattern, handler);
+    const page = ctx.pages()[0] ?? await ctx.newPage();
+    page.on('pageerror', (e) => report(`page error: ${e.message}`));
+    page.on('console', (m) => {
+      if (m.type() !== 'error') return;
+      if (allowConsole.some((re) => re.test(m.text()))) return;
+      report(`console error: ${m.text()}`);
+    });
+    const until = (what, pred, arg, timeout) => Promise.race([
+      failed,
+      page.waitForFunction(pred, arg, { timeout, polling: 250 }).catch((e) => {
+        throw new Error(`timed out after ${timeout / 1000} s waiting for ${what}: ${e.message.split('\n')[0]}`);
+      }),
+    ]);
+    await page.goto(APP_URL);
+    await fn(page, until);
+    if (problems.length) throw new Error(problems.join('; '));
+  } finally {
+    await ctx.close();
+    fs.rmSync(profile, { recursive: true, force: true });
+  }
+}
+
+const tid = (id) => `[data-testid="${id}"]`;
+
+async function waitForModel(page, until, backend) {
+  await until(`model-status ready on ${backend}`, ([sel, be]) => {
+    const el = document.querySelector(sel);
+    return el && el.dataset.state === 'ready' && el.dataset.backend === be;
+  }, [tid('model-status'), backend], LOAD_TIMEOUT_MS);
+}
+
+/// Types a prompt, asks for `n` tokens, waits for the end; returns the output and how many
+/// times the output text changed on the way (more than once = streamed).
+async function generate(page, until, prompt, n) {
+  await page.fill(tid('prompt-input'), prompt);
+  await page.fill(tid('max-tokens-input'), String(n));
+  await page.evaluate((sel) => {
+    window.__nseOutputChanges = 0;
+    new MutationObserver(() => { window.__nseOutputChanges += 1; })
+      .observe(document.querySelector(sel), { childList: true, characterData: true, subtree: true });
+  }, tid('generate-output'));
+  await page.click(tid('generate-button'));
+  await until('generation to finish', (sel) => {
+    const s = document.querySelector(sel).dataset.state;
+    return s === 'done' || s === 'error';
+  }, tid('generate-output'), GENERATE_TIMEOUT_MS);
+  const state = await page.getAttribute(tid('generate-output'), 'data-state');
+  if (state !== 'done') {
+    throw new Error(`generation ended in state ${state}: ${await page.textContent(tid('error-message'))}`);
+  }
+  return {
+    text: await page.textContent(tid('generate-output')),
+    changes: await page.evaluate(() => window.__nseOutputChanges),
+    stats: await page.textContent(tid('generate-stats')),
+  };
+}
+
+function expect(cond, msg) {
+  if (!cond) throw new Error(msg);
+}
+
+/// A tiny random Hugging Face Llama checkpoint (1 block, d 16, 2/1 heads of 8, d_ff 24, a
+/// 7-token byte-level BPE), as the files a user would multi-select, plus one the page ignores.
+function tinyHfCheckpoint() {
+  const [d, ff, q, kv, vocab] = [16, 24, 16, 8, 7];
+  const config = {
+    _name_or_path: 'tiny-llama-e2e', architectures: ['LlamaForCausalLM'], hidden_size: d,
+    intermediate_size: ff, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1,
+    rms_norm_eps: 1e-5, rope_theta: 10000.0, max_position_embeddings: 64, vocab_size: vocab,
+    tie_word_embeddings: false, bos_token_id: 0, hidden_act: 'silu', rope_scaling: null,
+  };
+  const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true };
+  const tokenizer = {
+    version: '1.0', truncation: null, padding: null,
+    added_tokens: [{ id: 0, content: '<s>', single_word: false, lstrip: false, rstrip: false,
+      normalized: false, special: true }],
+    normalizer: null, pre_tokenizer: byteLevel, post_processor: null, decoder: byteLevel,
+    model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null,
+      end_of_word_suffix: null, fuse_unk: false, byte_fallback: false, ignore_merges: false,
+      vocab: { '<s>': 0, a: 1, b: 2, ab: 3, 'Ġ': 4, 'Ġa': 5, 'Ġab': 6 },
+      merges: ['Ġ a', 'a b', 'Ġa b'] },
+  };
+  const L = (s) => `model.layers.0.${s}.weight`;
+  const tensors = [
+    ['model.embed_tokens.weight', [vocab, d]], [L('input_layernorm'), [d]],
+    [L('self_attn.q_proj'), [q, d]], [L('self_attn.k_proj'), [kv, d]],
+    [L('self_attn.v_proj'), [kv, d]], [L('self_attn.o_proj'), [d, q]],
+    [L('post_attention_layernorm'), [d]], [L('mlp.gate_proj'), [ff, d]],
+    [L('mlp.up_proj'), [ff, d]], [L('mlp.down_proj'), [d, ff]],
+    ['model.norm.weight', [d]], ['lm_head.weight', [vocab, d]],
+  ];
+  let seed = 12345;
+  const random = () => { seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0; return seed / 4294967296 - 0.5; };
+  const header = { __metadata__: { format: 'pt' } };
+  const chunks = [];
+  let offset = 0;
+  for (const [name, shape] of tensors) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const values = Float32Array.from({ length: n }, () => (shape.length === 1 ? 1 + 0.1 * random() : random()));
+    header[name] = { dtype: 'F32', shape, data_offsets: [offset, offset + 4 * n] };
+    chunks.push(Buffer.from(values.buffer));
+    offset += 4 * n;
+  }
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - (json.length % 8)) % 8);
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(json.length));
+  const file = (name, text) => ({ name, mimeType: 'application/json', buffer: Buffer.from(text) });
+  return [
+    file('config.json', JSON.stringify(config)),
+    file('tokenizer.json', JSON.stringify(tokenizer)),
+    file('tokenizer_config.json', '{}'),
+    { name: 'model.safetensors', mimeType: 'application/octet-stream',
+      buffer: Buffer.concat([len, Buffer.from(json), ...chunks]) },
+  ];
+}
+
+const t0 = Date.now();
+
+/// A browser session; a failure outside any check (launch, navigation, a late page error) is
+/// recorded as a failed check of its own.
+async function session(name, options, fn) {
+  try {
+    await withPage(options, fn);
+  } catch (e) {
+    results.push({ name, ok: false, error: e });
+    console.log(`FAIL ${name}: ${e?.stack ?? e}`);
+  }
+}
+
+await session('WebGPU browser session', { webgpu: true }, async (page, until) => {
+  await check('default model loads on WebGPU', async () => {
+    await waitForModel(page, until, 'webgpu');
+    const status = await page.textContent(tid('model-status'));
+    console.log(`  status: ${status.replace(/\n/g, ' | ')}`);
+    expect(/WebGPU on /.test(status), `status does not name the WebGPU adapter: ${status}`);
+    expect(/swiftshader|adapter/i.test(status), `no adapter in the status: ${status}`);
+    expect(/maxStorageBufferBindingSize/.test(status), `no limits in the status: ${status}`);
+    expect(/parameters/.test(status), `no model size in the status: ${status}`);
+    expect(await page.isHidden(tid('webgpu-notice')), 'the no-WebGPU notice is shown');
+    const [value, max] = await page.$eval(tid('progress'), (p) => [p.value, p.max]);
+    expect(value === max, `progress bar at ${value} of ${max}`);
+    const labels = await page.evaluate(() => window.__nseProgress);
+    const bytes = labels.filter((l) => /^Downloading the default model: [\d.]+ [kM]?B of [\d.]+ MB$/.test(l));
+    console.log(`  ${labels.length} progress labels, ${bytes.length} with byte counts; ` +
+      `e.g. ${JSON.stringify(bytes[Math.floor(bytes.length / 2)])}, then ${JSON.stringify(labels.slice(-3))}`);
+    expect(bytes.length >= 2, `no byte progress while downloading: ${JSON.stringify(labels.slice(0, 5))}`);
+    expect(labels.some((l) => l.startsWith('Uploading')), 'no upload step in the progress label');
+  });
+
+  await check('"The capital of France is" + 4 tokens shows " Paris"', async () => {
+    const out = await generate(page, until, 'The capital of France is', 4);
+    console.log(`  output: ${JSON.stringify(out.text)}; ${out.stats}; ${out.changes} DOM updates`);
+    expect(out.text.startsWith(' Paris'), `output ${JSON.stringify(out.text)} does not start with " Paris"`);
+    expect(out.changes >= 2, `the output changed ${out.changes} time(s): tokens were not streamed`);
+    const rows = await page.$$eval(`${tid('top5-row')} code`, (els) => els.map((e) => e.textContent));
+    console.log(`  top-5: ${rows.join(', ')}`);
+    expect(rows.length === 5, `${rows.length} top-5 rows`);
+    expect(rows[0] === '" Paris"', `top-1 is ${rows[0]}`);
+    await page.screenshot({ path: path.join(SHOTS, 'webgpu-generate.png'), fullPage: true });
+  });
+
+  await check('a garbage .gguf shows a clear error and the page stays usable', async () => {
+    await page.setInputFiles(tid('model-file-input'), {
+      name: 'garbage.gguf', mimeType: 'application/octet-stream',
+      buffer: Buffer.from('this is certainly not a GGUF model file '.repeat(64)),
+    });
+    await until('the error message', (sel) => {
+      const el = document.querySelector(sel);
+      return el && !el.hidden && el.textContent.includes('garbage.gguf');
+    }, tid('error-message'), LOAD_TIMEOUT_MS);
+    const error = await page.textContent(tid('error-message'));
+    console.log(`  error: ${error}`);
+    expect(/not a GGUF file/.test(error), `unclear error: ${error}`);
+    await waitForModel(page, until, 'webgpu');
+    expect(await page.isEnabled(tid('generate-button')), 'generate is disabled after the error');
+    await page.screenshot({ path: path.join(SHOTS, 'garbage-gguf.png'), fullPage: true });
+    const out = await generate(page, until, 'The capital of France is', 1);
+    expect(out.text === ' Paris', `after the error, output ${JSON.stringify(out.text)}`);
+    expect(await page.isHidden(tid('error-message')), 'the error stays after a successful action');
+  });
+
+  await check('a Hugging Face checkpoint (config.json + tokenizer.json + safetensors) loads', async () => {
+    await page.setInputFiles(tid('model-file-input'), tinyHfCheckpoint());
+    await until('the tiny checkpoint in model-status', (sel) => {
+      const el = document.querySelector(sel);
+      return el.dataset.state === 'ready' && el.textContent.includes('tiny-llama-e2e');
+    }, tid('model-status'), LOAD_TIMEOUT_MS);
+    const status = await page.textContent(tid('model-status'));
+    console.log(`  status: ${status.replace(/\n/g, ' | ')}`);
+    expect(/SAFETENSORS/.test(status) && /WebGPU on /.test(status), `status: ${status}`);
+    const out = await generate(page, until, 'ab ab', 3);
+    console.log(`  output: ${JSON.stringify(out.text)}; ${out.stats}`);
+    expect(/^3 tokens/.test(out.stats), `stats: ${out.stats}`);
+  });
+});
+
+await session('no-WebGPU browser session', { webgpu: false, allowConsole: EXPECTED_WITHOUT_WEBGPU }, async (page, until) => {
+  await check('without WebGPU: plain-words notice, then the cpu backend', async () => {
+    await until('the WebGPU notice', (sel) => !document.querySelector(sel).hidden,
+      tid('webgpu-notice'), LOAD_TIMEOUT_MS);
+    const notice = await page.textContent(tid('webgpu-notice'));
+    console.log(`  notice: ${notice}`);
+    for (const word of ['WebGPU', 'Chrome', 'Edge', 'CPU']) {
+      expect(notice.includes(word), `the notice does not mention ${word}: ${notice}`);
+    }
+    expect(await page.$eval(tid('backend-select'), (s) => s.value) === 'cpu', 'cpu not selected');
+    await waitForModel(page, until, 'cpu');
+    const out = await generate(page, until, 'The capital of France is', 2);
+    console.log(`  output on cpu: ${JSON.stringify(out.text)}; ${out.stats}`);
+    expect(out.text.startsWith(' Paris'), `cpu output ${JSON.stringify(out.text)}`);
+    await page.screenshot({ path: path.join(SHOTS, 'no-webgpu-cpu.png'), fullPage: true });
+  });
+});
+
+await session('missing-model browser session', {
+  webgpu: false,
+  allowConsole: [...EXPECTED_WITHOUT_WEBGPU, /404/],
+  routes: { '**/models/*.gguf': (route) => route.fulfill({ status: 404, body: 'not found' }) },
+  // A browser without the WebGPU API at all (navigator.gpu undefined).
+  initScript: () => Object.defineProperty(Navigator.prototype, 'gpu', { get: () => undefined }),
+}, async (page, until) => {
+  await check('a missing default model says what to do and leaves the page usable', async () => {
+    await until('the error message', (sel) => !document.querySelector(sel).hidden,
+      tid('error-message'), LOAD_TIMEOUT_MS);
+    const error = await page.textContent(tid('error-message'));
+    console.log(`  error: ${error}`);
+    expect(/HTTP 404/.test(error) && /scripts\/setup\.sh/.test(error), `unclear error: ${error}`);
+    await until('the page to be idle', () => document.body.dataset.busy === 'false', null, 10_000);
+    const state = await page.getAttribute(tid('model-status'), 'data-state');
+    expect(state === 'empty', `model-status data-state is ${state}`);
+    expect(await page.isEnabled(tid('model-file-input')), 'the file picker is disabled');
+    expect(await page.isEnabled(tid('load-default-button')), 'the load button is disabled');
+  });
+  await check('without navigator.gpu: the notice says the browser has no WebGPU', async () => {
+    const notice = await page.textContent(tid('webgpu-notice'));
+    console.log(`  notice: ${notice.slice(0, 90)}…`);
+    expect(/does not offer WebGPU/.test(notice) && /CPU backend/.test(notice), `notice: ${notice}`);
+    expect(await page.$eval(tid('backend-option-webgpu'), (o) => o.disabled), 'WebGPU still selectable');
+  });
+});
+
+const failed = results.filter((r) => !r.ok);
+console.log(`\ne2e: ${results.length - failed.length} passed, ${failed.length} failed ` +
+  `(${((Date.now() - t0) / 1000).toFixed(1)} s); screenshots in ${SHOTS}/`);
+for (const r of failed) console.log(`  failed: ${r.name}`);
+process.exit(failed.length ? 1 : 0);

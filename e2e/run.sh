@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# End-to-end test of the page: builds dist/ with trunk when it is missing or older than the
+# sources, serves it on 127.0.0.1, runs e2e/page.mjs in headless Chromium, stops the server.
+# Usage: bash e2e/run.sh   (E2E_PORT=8091 by default; E2E_REBUILD=1 forces a build)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PORT="${E2E_PORT:-8091}"
+MODEL=SmolLM2-135M-Instruct.Q4_1.gguf
+
+if [ ! -f "www/models/$MODEL" ]; then
+  echo "e2e: www/models/$MODEL is missing: run 'bash scripts/setup.sh' first" >&2
+  exit 1
+fi
+stale=""
+if [ ! -f dist/index.html ]; then
+  stale="no dist/index.html"
+elif [ ! -f "dist/models/$MODEL" ]; then
+  stale="dist/ lacks the default model"
+elif [ -n "$(find src www Cargo.toml Cargo.lock Trunk.toml -newer dist/index.html ! -name '*.md' -print -quit)" ]; then
+  stale="sources changed since the last build"
+fi
+if [ -n "$stale" ] || [ "${E2E_REBUILD:-0}" = 1 ]; then
+  echo "e2e: building the page (${stale:-forced}): trunk build --release"
+  trunk build --release
+fi
+
+python3 -m http.server "$PORT" --bind 127.0.0.1 --directory dist >/dev/null 2>&1 &
+SERVER=$!
+trap 'kill "$SERVER" 2>/dev/null || true' EXIT
+for _ in $(seq 50); do
+  if python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$PORT/')" 2>/dev/null; then
+    break
+  fi
+  sleep 0.2
+done
+
+APP_URL="http://127.0.0.1:$PORT/" node e2e/page.mjs

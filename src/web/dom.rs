@@ -1,0 +1,97 @@
+//! Small DOM helpers: find the page's elements by `data-testid`, attach listeners, turn
+//! JavaScript exceptions into [`Error`]s, and give the browser's event loop a turn.
+
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+use web_sys::{Document, Element, Event, EventTarget, Window};
+
+use crate::Error;
+
+pub(crate) fn window() -> Window {
+    web_sys::window().expect("the page runs in a window")
+}
+
+pub(crate) fn document() -> Document {
+    window().document().expect("the window has a document")
+}
+
+/// The element carrying `data-testid="{id}"`, as the type `T`.
+///
+/// Panics when `www/index.html` lacks it or it has another element type: the page and this
+/// module are out of step, which is a bug, not something a user can cause.
+pub(crate) fn by_testid<T: JsCast>(id: &str) -> T {
+    document()
+        .query_selector(&format!("[data-testid=\"{id}\"]"))
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("www/index.html has no element with data-testid=\"{id}\""))
+        .dyn_into::<T>()
+        .unwrap_or_else(|_| panic!("data-testid=\"{id}\" is not the element type nse expects"))
+}
+
+/// A new `<tag>` element.
+pub(crate) fn create(tag: &str) -> Element {
+    document()
+        .create_element(tag)
+        .unwrap_or_else(|_| panic!("cannot create a <{tag}> element"))
+}
+
+/// Sets an attribute; `data-*` attributes on our own elements cannot fail.
+pub(crate) fn set_attr(el: &Element, name: &str, value: &str) {
+    el.set_attribute(name, value)
+        .unwrap_or_else(|_| panic!("cannot set attribute {name}"));
+}
+
+/// Runs `f` on every `event` of `target`, for the life of the page.
+pub(crate) fn on(target: &EventTarget, event: &str, f: impl FnMut(Event) + 'static) {
+    let callback = Closure::<dyn FnMut(Event)>::new(f);
+    target
+        .add_event_listener_with_callback(event, callback.as_ref().unchecked_ref())
+        .unwrap_or_else(|_| panic!("cannot listen to `{event}`"));
+    // The page's controls live as long as the page: the closure is never dropped.
+    callback.forget();
+}
+
+/// A JavaScript exception (or rejected promise) as an [`Error`], with what we were doing.
+pub(crate) fn js_error(doing: &str, e: JsValue) -> Error {
+    let text = e
+        .dyn_ref::<js_sys::Error>()
+        .map(|e| String::from(e.message()))
+        .or_else(|| e.as_string())
+        .unwrap_or_else(|| format!("{e:?}"));
+    Error::input(format!("{doing}: {text}"))
+}
+
+/// Milliseconds since the epoch (for durations shown on the page).
+pub(crate) fn now_ms() -> f64 {
+    js_sys::Date::now()
+}
+
+/// Resolves after `ms` milliseconds through `setTimeout`, on a later macrotask.
+///
+/// Awaiting it hands the event loop back to the browser, which then handles input and repaints
+/// before the next slice of work. `sleep_ms(0)` is the cheapest yield; a frame's worth (16 ms)
+/// makes sure a label set just before a long synchronous step is painted first.
+pub(crate) async fn sleep_ms(ms: i32) {
+    let promise = js_sys::Promise::new(&mut |resolve, _reject| {
+        if window()
+            .set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms)
+            .is_err()
+        {
+            // No timer: resolve at once rather than never.
+            let _ = resolve.call0(&JsValue::NULL);
+        }
+    });
+    // This promise never rejects.
+    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+}
+
+/// One turn of the event loop (see [`sleep_ms`]).
+pub(crate) async fn yield_now() {
+    sleep_ms(0).await;
+}
+
+/// Long enough for the browser to paint what was just written to the DOM.
+pub(crate) async fn let_paint() {
+    sleep_ms(20).await;
+}

@@ -1,0 +1,210 @@
+//! Getting model bytes into wasm memory: `fetch` with byte progress, files from the picker,
+//! and what a picked set of files is (one GGUF, or a Hugging Face checkpoint).
+
+use js_sys::{Reflect, Uint8Array};
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{File, ReadableStream, ReadableStreamDefaultReader, Response};
+
+use super::dom::{self, js_error};
+use crate::model::LoadedModel;
+use crate::model::load::{load_gguf, load_safetensors};
+use crate::{Error, Result};
+
+/// Downloads `url` into memory, calling `on_progress(bytes_so_far, total)` after every chunk
+/// (`total` from `Content-Length`, when the server sends it).
+///
+/// # Errors
+/// A network failure, or an HTTP error status, with what to do about a missing default model.
+pub(crate) async fn fetch_bytes(
+    url: &str,
+    mut on_progress: impl FnMut(u64, Option<u64>),
+) -> Result<Vec<u8>> {
+    let response = JsFuture::from(dom::window().fetch_with_str(url))
+        .await
+        .map_err(|e| js_error(&format!("could not download {url}"), e))?;
+    let response: Response = response
+        .dyn_into()
+        .map_err(|e| js_error("fetch did not return a Response", e))?;
+    if !response.ok() {
+        let status = response.status();
+        let hint = if status == 404 {
+            " The page serves the default model from www/models/: run `bash scripts/setup.sh` \
+             (it copies the GGUF there), rebuild with `trunk build --release`, or pick a model \
+             file below."
+        } else {
+            ""
+        };
+        return Err(Error::input(format!(
+            "could not download {url}: HTTP {status} {}.{hint}",
+            response.status_text()
+        )));
+    }
+    let total = response
+        .headers()
+        .get("content-length")
+        .ok()
+        .flatten()
+        .and_then(|s| s.parse::<u64>().ok());
+    let Some(body) = response.body() else {
+        return Ok(Vec::new());
+    };
+    read_stream(&body, total, url, &mut on_progress).await
+}
+
+/// Reads a picked file into memory with progress (through `Blob.stream()`).
+pub(crate) async fn read_file(
+    file: &File,
+    mut on_progress: impl FnMut(u64, Option<u64>),
+) -> Result<Vec<u8>> {
+    let total = file.size() as u64;
+    read_stream(&file.stream(), Some(total), &file.name(), &mut on_progress).await
+}
+
+/// Drains a byte stream chunk by chunk; every chunk is a turn of the event loop, so the page
+/// repaints the progress bar as the bytes arrive.
+async fn read_stream(
+    stream: &ReadableStream,
+    total: Option<u64>,
+    what: &str,
+    on_progress: &mut impl FnMut(u64, Option<u64>),
+) -> Result<Vec<u8>> {
+    let reader: ReadableStreamDefaultReader = stream
+        .get_reader()
+        .dyn_into()
+        .map_err(|e| js_error(&format!("cannot read {what}"), e.into()))?;
+    // Reserve once: a 100 MB model grown by doubling would briefly need twice its size.
+    let capacity = total.and_then(|t| usize::try_from(t).ok()).unwrap_or(0);
+    let mut bytes: Vec<u8> = Vec::with_capacity(capacity);
+    loop {
+        let chunk = JsFuture::from(reader.read())
+            .await
+            .map_err(|e| js_error(&format!("reading {what} failed"), e))?;
+        let done = Reflect::get(&chunk, &JsValue::from_str("done"))
+            .ok()
+            .and_then(|d| d.as_bool())
+            .unwrap_or(true);
+        if done {
+            break;
+        }
+        let value: Uint8Array = Reflect::get(&chunk, &JsValue::from_str("value"))
+            .and_then(|v| v.dyn_into())
+            .map_err(|e| js_error(&format!("reading {what}: a chunk is not bytes"), e))?;
+        let start = bytes.len();
+        bytes.resize(start + value.length() as usize, 0);
+        value.copy_to(&mut bytes[start..]);
+        on_progress(bytes.len() as u64, total);
+    }
+    Ok(bytes)
+}
+
+/// What the user picked.
+pub(crate) enum Picked {
+    /// One `.gguf` file.
+    Gguf(File),
+    /// A Hugging Face checkpoint: `config.json`, `tokenizer.json`, and the shards sorted by name.
+    HuggingFace {
+        config: File,
+        tokenizer: File,
+        shards: Vec<File>,
+    },
+}
+
+impl Picked {
+    /// Sorts a picked set of files into one of the supported shapes.
+    ///
+    /// Other JSON files of a checkpoint directory (`tokenizer_config.json`,
+    /// `generation_config.json`, the shard index) are ignored, so selecting the whole folder
+    /// works.
+    ///
+    /// # Errors
+    /// An empty selection, several GGUF files, a GGUF mixed with other files, or a checkpoint
+    /// missing one of its three parts; each message says what to pick instead.
+    pub(crate) fn classify(files: Vec<File>) -> Result<Picked> {
+        const WHAT: &str = "pick one .gguf file, or config.json + tokenizer.json + the \
+                            *.safetensors files of a Hugging Face model (all at once)";
+        if files.is_empty() {
+            return Err(Error::input(format!("no file was picked: {WHAT}")));
+        }
+        let name = |f: &File| f.name().to_lowercase();
+        let (gguf, rest): (Vec<File>, Vec<File>) =
+            files.into_iter().partition(|f| name(f).ends_with(".gguf"));
+        match gguf.len() {
+            0 => {}
+            1 if rest.is_empty() => return Ok(Picked::Gguf(gguf.into_iter().next().expect("one"))),
+            _ => {
+                return Err(Error::input(format!(
+                    "{} .gguf files and {} other files were picked: {WHAT}",
+                    gguf.len(),
+                    rest.len()
+                )));
+            }
+        }
+        let find = |wanted: &str| rest.iter().find(|f| name(f) == wanted).cloned();
+        let mut shards: Vec<File> = rest
+            .iter()
+            .filter(|f| name(f).ends_with(".safetensors"))
+            .cloned()
+            .collect();
+        shards.sort_by_key(|f| f.name());
+        let missing: Vec<&str> = [
+            ("config.json", find("config.json").is_none()),
+            ("tokenizer.json", find("tokenizer.json").is_none()),
+            ("a *.safetensors file", shards.is_empty()),
+        ]
+        .into_iter()
+        .filter_map(|(what, gone)| gone.then_some(what))
+        .collect();
+        if !missing.is_empty() {
+            return Err(Error::input(format!(
+                "the picked files lack {}: {WHAT}",
+                missing.join(" and ")
+            )));
+        }
+        Ok(Picked::HuggingFace {
+            config: find("config.json").expect("checked above"),
+            tokenizer: find("tokenizer.json").expect("checked above"),
+            shards,
+        })
+    }
+
+    /// The files, in the order they are read.
+    pub(crate) fn files(&self) -> Vec<&File> {
+        match self {
+            Picked::Gguf(f) => vec![f],
+            Picked::HuggingFace {
+                config,
+                tokenizer,
+                shards,
+            } => [config, tokenizer].into_iter().chain(shards).collect(),
+        }
+    }
+
+    /// A short name for messages: the GGUF's file name, or the first shard's.
+    pub(crate) fn name(&self) -> String {
+        match self {
+            Picked::Gguf(f) => f.name(),
+            Picked::HuggingFace { shards, .. } => shards[0].name(),
+        }
+    }
+}
+
+/// Bytes read from a [`Picked`] set, in [`Picked::files`] order.
+pub(crate) fn decode_picked(picked: &Picked, bytes: &[Vec<u8>]) -> Result<LoadedModel> {
+    match picked {
+        Picked::Gguf(f) => load_gguf(&bytes[0], &f.name()),
+        Picked::HuggingFace { shards, .. } => {
+            let text = |i: usize, what: &str| {
+                std::str::from_utf8(&bytes[i])
+                    .map_err(|e| Error::format(what, format!("not UTF-8 text: {e}")))
+            };
+            let names: Vec<String> = shards.iter().map(File::name).collect();
+            let shards: Vec<(&str, &[u8])> = names
+                .iter()
+                .map(String::as_str)
+                .zip(bytes[2..].iter().map(Vec::as_slice))
+                .collect();
+            load_safetensors(text(0, "config.json")?, text(1, "tokenizer.json")?, &shards)
+        }
+    }
+}

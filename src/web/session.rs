@@ -1,0 +1,195 @@
+//! The loaded model on one backend, with its tokenizer and where it came from.
+
+use crate::backend::Backend;
+use crate::cpu::CpuBackend;
+use crate::gpu::GpuBackend;
+use crate::model::{LoadedModel, Model, ModelConfig, ModelSource, Tokenizer};
+use crate::{Error, Result};
+
+use super::webgpu::AdapterFacts;
+
+/// Which backend runs the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BackendKind {
+    /// Browser WebGPU through wgpu and the WGSL kernels.
+    WebGpu,
+    /// The plain-Rust backend, single-threaded in the page.
+    Cpu,
+}
+
+impl BackendKind {
+    /// The `<select>` value and `data-backend` attribute.
+    pub(crate) fn id(self) -> &'static str {
+        match self {
+            BackendKind::WebGpu => "webgpu",
+            BackendKind::Cpu => "cpu",
+        }
+    }
+
+    pub(crate) fn from_id(id: &str) -> Self {
+        if id == "cpu" {
+            BackendKind::Cpu
+        } else {
+            BackendKind::WebGpu
+        }
+    }
+}
+
+/// The model's weights on a backend.
+pub(crate) enum Engine {
+    Gpu(Model<GpuBackend>),
+    Cpu(Model<CpuBackend>),
+}
+
+/// Runs `$body` with `$m` bound to the engine's `&Model<B>`, whichever the backend.
+macro_rules! with_model {
+    ($engine:expr, $m:ident => $body:expr) => {
+        match $engine {
+            $crate::web::session::Engine::Gpu($m) => $body,
+            $crate::web::session::Engine::Cpu($m) => $body,
+        }
+    };
+}
+pub(crate) use with_model;
+
+/// A model ready to run.
+pub(crate) struct Session {
+    pub engine: Engine,
+    pub tokenizer: Tokenizer,
+    pub source: ModelSource,
+    /// One line about the device: backend, adapter, limits.
+    pub device: String,
+}
+
+impl Session {
+    /// Uploads a decoded model to the cpu backend (the weights move, nothing is copied).
+    pub(crate) fn on_cpu(loaded: LoadedModel) -> Result<Session> {
+        let model = Model::upload(CpuBackend, loaded.config, loaded.weights)?;
+        Ok(Session {
+            device: "CPU backend · single-threaded on the page's main thread (faer GEMM)".into(),
+            engine: Engine::Cpu(model),
+            tokenizer: loaded.tokenizer,
+            source: loaded.source,
+        })
+    }
+
+    /// Uploads a decoded model to a WebGPU device, then reads a weight back so that the upload
+    /// has really finished (and any device error surfaces here, not at the first prompt).
+    ///
+    /// # Errors
+    /// [`Error::BufferTooLarge`] for a tensor over the adapter's limits (with a hint for this
+    /// page), a lost device, or any other GPU failure.
+    pub(crate) async fn on_gpu(
+        loaded: LoadedModel,
+        gpu: GpuBackend,
+        facts: &AdapterFacts,
+    ) -> Result<Session> {
+        let device = gpu_line(&gpu, facts);
+        let model = Model::upload(gpu.clone(), loaded.config, loaded.weights).map_err(|e| {
+            gpu.destroy();
+            page_hint(e)
+        })?;
+        if let Err(e) = model.backend().read(&model.weights.norm).await {
+            gpu.destroy();
+            return Err(e);
+        }
+        Ok(Session {
+            engine: Engine::Gpu(model),
+            tokenizer: loaded.tokenizer,
+            source: loaded.source,
+            device,
+        })
+    }
+
+    pub(crate) fn config(&self) -> &ModelConfig {
+        with_model!(&self.engine, m => &m.config)
+    }
+
+    pub(crate) fn kind(&self) -> BackendKind {
+        match self.engine {
+            Engine::Gpu(_) => BackendKind::WebGpu,
+            Engine::Cpu(_) => BackendKind::Cpu,
+        }
+    }
+
+    /// One line about the model: name, format, size, parameters, shape.
+    pub(crate) fn model_line(&self) -> String {
+        let c = self.config();
+        format!(
+            "{} ({}, {}, {} parameters: {} layer{}, d {}, vocabulary {})",
+            self.source.name,
+            self.source.format.to_uppercase(),
+            fmt_bytes(self.source.bytes),
+            fmt_count(c.n_params() as u64),
+            c.n_layers,
+            if c.n_layers == 1 { "" } else { "s" },
+            c.d_model,
+            c.vocab_size
+        )
+    }
+
+    /// Frees the model now: a GPU device is destroyed at once rather than when the browser's
+    /// garbage collector gets to it.
+    pub(crate) fn release(self) {
+        if let Engine::Gpu(m) = &self.engine {
+            m.backend().destroy();
+        }
+    }
+}
+
+/// "WebGPU on google swiftshader · maxStorageBufferBindingSize 1 GiB · maxBufferSize 1 GiB".
+fn gpu_line(gpu: &GpuBackend, facts: &AdapterFacts) -> String {
+    let limits = gpu.limits();
+    let adapter = if facts == &AdapterFacts::default() {
+        gpu.describe_adapter()
+    } else {
+        facts.label()
+    };
+    format!(
+        "WebGPU on {adapter} · maxStorageBufferBindingSize {} · maxBufferSize {}",
+        fmt_bytes(limits.max_storage_buffer_binding_size),
+        fmt_bytes(limits.max_buffer_size)
+    )
+}
+
+/// Library errors phrased for the command line get the page's way out added.
+fn page_hint(e: Error) -> Error {
+    match e {
+        Error::BufferTooLarge { .. } => Error::input(format!(
+            "{e}. In this page: choose “CPU” under Backend and load the model again."
+        )),
+        e => e,
+    }
+}
+
+/// `93.4 MB`, `1 GiB` for exact powers of two (adapter limits), `512 B`.
+pub(crate) fn fmt_bytes(n: u64) -> String {
+    const GIB: u64 = 1 << 30;
+    const MIB: u64 = 1 << 20;
+    if n >= GIB && n.is_multiple_of(GIB) {
+        format!("{} GiB", n / GIB)
+    } else if n >= MIB && n.is_multiple_of(MIB) {
+        format!("{} MiB", n / MIB)
+    } else if n >= 1_000_000_000 {
+        format!("{:.2} GB", n as f64 / 1e9)
+    } else if n >= 1_000_000 {
+        format!("{:.1} MB", n as f64 / 1e6)
+    } else if n >= 1_000 {
+        format!("{:.1} kB", n as f64 / 1e3)
+    } else {
+        format!("{n} B")
+    }
+}
+
+/// `134.5 M`, `1.24 B`.
+fn fmt_count(n: u64) -> String {
+    if n >= 1_000_000_000 {
+        format!("{:.2} B", n as f64 / 1e9)
+    } else if n >= 1_000_000 {
+        format!("{:.1} M", n as f64 / 1e6)
+    } else if n >= 1_000 {
+        format!("{:.1} k", n as f64 / 1e3)
+    } else {
+        n.to_string()
+    }
+}

@@ -1,0 +1,273 @@
+//! Browser tests: the gpu backend on the browser's WebGPU against the cpu backend, op by op and
+//! through a tiny random Llama.
+//!
+//! Run with `cargo test --target wasm32-unknown-unknown --test web`: the runner
+//! (`wasm-bindgen-test-runner`) and the Chromium flags (`ci/webdriver.json`, which turns on
+//! `--enable-unsafe-webgpu`) come from `.cargo/config.toml`. Headless Chromium has no GPU
+//! here, so WebGPU is its SwiftShader fallback adapter: correct but slow, hence tiny sizes.
+//! (Native `tests/common` is not used: it reads files and blocks on the GPU with pollster.)
+#![cfg(target_arch = "wasm32")]
+
+use nse::backend::{Backend, TensorInfo, Transpose};
+use nse::cpu::{CpuBackend, CpuTensor};
+use nse::gpu::{GpuBackend, GpuTensor};
+use nse::model::{
+    Arch, ForwardSpec, HostTensor, LayerWeights, LogitRows, Model, ModelConfig, Packed, Weights,
+};
+use wasm_bindgen_test::{console_log, wasm_bindgen_test, wasm_bindgen_test_configure};
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+/// SplitMix64: the same inputs on every machine and every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[-1, 1)` with 24 random bits.
+    fn signed(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+
+    fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.signed()).collect()
+    }
+}
+
+/// `|got − want| ≤ abs + rel·|want| + rel_of_max·max|want|`.
+#[derive(Clone, Copy)]
+struct Tol {
+    abs: f32,
+    rel: f32,
+    rel_of_max: f32,
+}
+
+/// One f32 reduction (a dot product, a row's mean square) summed in another order than the
+/// cpu backend's, which also accumulates some sums in f64: a few ulp per term.
+const TOL_REDUCTION: Tol = Tol {
+    abs: 1e-6,
+    rel: 1e-4,
+    rel_of_max: 1e-5,
+};
+
+/// A whole (tiny) forward pass: the reduction-order differences above, compounded through two
+/// blocks of RMSNorm, attention softmax and SwiGLU, and the LM head.
+const TOL_FORWARD: Tol = Tol {
+    abs: 1e-5,
+    rel: 1e-4,
+    rel_of_max: 1e-4,
+};
+
+/// Panics unless `got` is within `tol` of `want`, naming the worst index and both values there.
+fn assert_close(got: &[f32], want: &[f32], tol: Tol, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let max_want = want.iter().fold(0.0f32, |m, w| m.max(w.abs()));
+    let (mut max_abs, mut max_rel) = (0.0f32, 0.0f32);
+    let mut worst: Option<(usize, f32)> = None;
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (g - w).abs();
+        let bound = tol.abs + tol.rel * w.abs() + tol.rel_of_max * max_want;
+        max_abs = max_abs.max(err);
+        max_rel = max_rel.max(if w != 0.0 { err / w.abs() } else { err });
+        let excess = if err.is_nan() {
+            f32::INFINITY
+        } else {
+            err - bound
+        };
+        if excess > 0.0 && worst.is_none_or(|(_, e)| excess > e) {
+            worst = Some((i, excess));
+        }
+    }
+    console_log!("{what}: max abs {max_abs:.2e}, max rel {max_rel:.2e}");
+    if let Some((i, _)) = worst {
+        panic!(
+            "{what}: index {i}: got {}, want {} (max abs error {max_abs:.3e}, max rel {max_rel:.3e}, \
+             {} values)",
+            got[i],
+            want[i],
+            got.len()
+        );
+    }
+}
+
+async fn gpu() -> GpuBackend {
+    GpuBackend::new().await.expect(
+        "no WebGPU adapter: the browser needs --enable-unsafe-webgpu (see ci/webdriver.json)",
+    )
+}
+
+async fn read(g: &GpuBackend, t: &GpuTensor) -> Vec<f32> {
+    g.read(t).await.expect("GPU readback")
+}
+
+/// The same random data on both backends.
+fn both(g: &GpuBackend, rng: &mut Rng, shape: &[usize]) -> (GpuTensor, CpuTensor) {
+    let data = rng.vec(shape.iter().product());
+    (
+        g.upload("test input", &data, shape).unwrap(),
+        CpuBackend.upload("test input", &data, shape).unwrap(),
+    )
+}
+
+#[wasm_bindgen_test]
+async fn webgpu_adapter_is_found() {
+    let g = gpu().await;
+    let info = g.adapter_info();
+    console_log!("adapter: {} ({:?})", g.describe_adapter(), info.backend);
+    assert_eq!(info.backend, wgpu::Backend::BrowserWebGpu);
+}
+
+#[wasm_bindgen_test]
+async fn matmul_matches_the_cpu_backend() {
+    let g = gpu().await;
+    let mut rng = Rng(1);
+    // K = 37 is not a multiple of 4 (the general kernel); 64×48×40 takes the vec4 kernel.
+    for (m, k, n) in [(64, 37, 40), (64, 48, 40), (1, 37, 3)] {
+        for t in [Transpose::NN, Transpose::NT, Transpose::TN] {
+            let sa = if t.a { [k, m] } else { [m, k] };
+            let sb = if t.b { [n, k] } else { [k, n] };
+            let (a, ac) = both(&g, &mut rng, &sa);
+            let (b, bc) = both(&g, &mut rng, &sb);
+            let got = g.matmul(&a, &b, t).unwrap();
+            let want = CpuBackend.matmul(&ac, &bc, t).unwrap();
+            assert_eq!(got.shape(), want.shape());
+            let what = format!("matmul {m}x{k}x{n} {t:?}");
+            assert_close(&read(&g, &got).await, want.f32(), TOL_REDUCTION, &what);
+        }
+    }
+}
+
+#[wasm_bindgen_test]
+async fn rms_norm_matches_the_cpu_backend() {
+    let g = gpu().await;
+    let mut rng = Rng(2);
+    for (rows, d) in [(1, 1), (7, 37), (5, 576)] {
+        let (x, xc) = both(&g, &mut rng, &[rows, d]);
+        let (w, wc) = both(&g, &mut rng, &[d]);
+        let got = g.rms_norm(&x, &w, 1e-5).unwrap();
+        let want = CpuBackend.rms_norm(&xc, &wc, 1e-5).unwrap();
+        let what = format!("rms_norm {rows}x{d}");
+        assert_close(&read(&g, &got).await, want.f32(), TOL_REDUCTION, &what);
+    }
+}
+
+/// 2 blocks, d 32, 4 query / 2 kv heads of 8, d_ff 48, vocabulary 64, untied LM head.
+fn tiny_config() -> ModelConfig {
+    ModelConfig {
+        arch: Arch::Llama,
+        n_layers: 2,
+        d_model: 32,
+        d_ff: 48,
+        n_heads: 4,
+        n_kv_heads: 2,
+        head_dim: 8,
+        vocab_size: 64,
+        max_ctx: 32,
+        rope_theta: 10000.0,
+        rms_eps: 1e-5,
+        tie_embeddings: false,
+        bos_id: None,
+        eos_id: None,
+        add_bos: false,
+    }
+}
+
+/// Random weights scaled by `1/sqrt(fan_in)`, norms around 1.
+fn tiny_weights(c: &ModelConfig, seed: u64) -> Weights<HostTensor> {
+    let mut rng = Rng(seed);
+    let mut t = |name: String, shape: Vec<usize>, scale: f32, offset: f32| {
+        let n = shape.iter().product();
+        let data = (0..n).map(|_| offset + scale * rng.signed()).collect();
+        HostTensor::new(name, shape, data)
+    };
+    let (d, f, q, kv) = (c.d_model, c.d_ff, c.q_dim(), c.kv_dim());
+    let s = |fan_in: usize| 1.7 / (fan_in as f32).sqrt();
+    let layers = (0..c.n_layers)
+        .map(|l| {
+            let n = |suffix: &str| nse::model::weights::layer_name(l, suffix);
+            LayerWeights {
+                input_layernorm: t(n("input_layernorm"), vec![d], 0.2, 1.0),
+                q_proj: t(n("self_attn.q_proj"), vec![q, d], s(d), 0.0),
+                k_proj: t(n("self_attn.k_proj"), vec![kv, d], s(d), 0.0),
+                v_proj: t(n("self_attn.v_proj"), vec![kv, d], s(d), 0.0),
+                o_proj: t(n("self_attn.o_proj"), vec![d, q], s(q), 0.0),
+                post_attention_layernorm: t(n("post_attention_layernorm"), vec![d], 0.2, 1.0),
+                gate_proj: t(n("mlp.gate_proj"), vec![f, d], s(d), 0.0),
+                up_proj: t(n("mlp.up_proj"), vec![f, d], s(d), 0.0),
+                down_proj: t(n("mlp.down_proj"), vec![d, f], s(f), 0.0),
+            }
+        })
+        .collect();
+    Weights {
+        embed_tokens: t(
+            "model.embed_tokens.weight".into(),
+            vec![c.vocab_size, d],
+            1.0,
+            0.0,
+        ),
+        layers,
+        norm: t("model.norm.weight".into(), vec![d], 0.2, 1.0),
+        lm_head: Some(t("lm_head.weight".into(), vec![c.vocab_size, d], s(d), 0.0)),
+    }
+}
+
+/// Block outputs of both layers, the last layer's MLP key, and logits for every row.
+fn taps<T>() -> ForwardSpec<'static, T> {
+    ForwardSpec {
+        block_out: &[0, 1],
+        mlp_key: &[1],
+        logits: LogitRows::All,
+        ..Default::default()
+    }
+}
+
+#[wasm_bindgen_test]
+async fn tiny_llama_forward_matches_the_cpu_backend() {
+    let g = gpu().await;
+    let config = tiny_config();
+    let gm = Model::upload(g.clone(), config.clone(), tiny_weights(&config, 7)).unwrap();
+    let cm = Model::upload(CpuBackend, config.clone(), tiny_weights(&config, 7)).unwrap();
+    // Two packed sequences: attention must keep them apart and restart positions at 0.
+    let batch = Packed::new(&[vec![3u32, 17, 42, 5, 63, 0, 9], vec![11, 2, 60]]);
+    let got = gm.forward(&batch, &taps()).unwrap();
+    let want = cm.forward(&batch, &taps()).unwrap();
+
+    let logits = got.logits.as_ref().expect("logits were requested");
+    let want_logits = want.logits.as_ref().expect("logits were requested");
+    assert_eq!(logits.shape(), [batch.n_rows(), config.vocab_size]);
+    assert_close(
+        &read(&g, logits).await,
+        want_logits.f32(),
+        TOL_FORWARD,
+        "logits",
+    );
+    for l in [0, 1] {
+        assert_close(
+            &read(&g, &got.block_out[&l]).await,
+            want.block_out[&l].f32(),
+            TOL_FORWARD,
+            &format!("block {l} output"),
+        );
+    }
+    assert_close(
+        &read(&g, &got.mlp_key[&1]).await,
+        want.mlp_key[&1].f32(),
+        TOL_FORWARD,
+        "block 1 MLP key (down_proj input)",
+    );
+
+    // Incremental decoding through the KV cache agrees too (the path the page generates with).
+    let (mut gc, mut cc) = (gm.new_cache(8).unwrap(), cm.new_cache(8).unwrap());
+    for ids in [&[3u32, 17, 42][..], &[5], &[63]] {
+        let got = gm.forward_cached(&mut gc, ids).unwrap();
+        let want = cm.forward_cached(&mut cc, ids).unwrap();
+        let what = format!("cached decode logits after {} tokens", gc.len());
+        assert_close(&read(&g, &got).await, want.f32(), TOL_FORWARD, &what);
+    }
+}
