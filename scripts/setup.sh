@@ -71,4 +71,14 @@ mkdir -p www/models
 if ! sha_ok "www/models/$(basename "$MODEL_FILE")" "$MODEL_SHA256"; then
   cp "$MODEL_FILE" www/models/
 fi
+# 6. The page's covariance statistic for the default model, computed once natively (a few
+#    minutes on two cores; also fills the CLI's cache), and a CounterFact file for the page's
+#    sequential benchmark.
+if ! grep -qs "$MODEL_SHA256" www/models/cov/covariance.json; then
+  say "computing the covariance statistic for the page (150,000 wikitext-2 tokens)"
+  cargo run --quiet --bin nse -- covariance --backend cpu --out www/models/cov
+fi
+if [ -f ../shared/data/counterfact_easyedit/counterfact-edit.json ] && [ ! -f www/models/counterfact-edit.json ]; then
+  cp ../shared/data/counterfact_easyedit/counterfact-edit.json www/models/
+fi
 say "ready: $(wasm-bindgen --version), $(trunk --version), model $MODEL_FILE (sha256 ok)"

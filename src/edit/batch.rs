@@ -19,7 +19,7 @@ use super::method::EditMethod;
 use super::request::{EditRequest, check_batch};
 use super::solve::LayerSystem;
 use super::state::{AppliedUpdate, EditState, LedgerEntry, apply_update};
-use super::target::{ZResult, compute_z, norm, target_ids};
+use super::target::{Pause, ZResult, compute_z_paused, norm, target_ids};
 use super::templates::ContextTemplates;
 use crate::backend::Backend;
 use crate::model::{Model, Tokenizer};
@@ -101,6 +101,15 @@ pub struct EditContext<'a> {
     pub method: &'a dyn EditMethod,
 }
 
+/// Optional inputs of [`apply_batch_opts`].
+#[derive(Default, Clone, Copy)]
+pub struct BatchOptions<'a> {
+    /// One target `z` per request, computed beforehand.
+    pub precomputed_z: Option<&'a [ZResult]>,
+    /// Awaited after every progress event.
+    pub pause: Option<Pause<'a>>,
+}
+
 /// Applies one batch of requests to `model` and records it in `state`.
 ///
 /// # Errors
@@ -113,7 +122,15 @@ pub async fn apply_batch<B: Backend>(
     requests: &[EditRequest],
     progress: impl FnMut(Progress),
 ) -> Result<BatchOutcome> {
-    apply_batch_with_z(model, state, ctx, requests, None, progress).await
+    apply_batch_opts(
+        model,
+        state,
+        ctx,
+        requests,
+        BatchOptions::default(),
+        progress,
+    )
+    .await
 }
 
 /// [`apply_batch`] with the targets `z` computed beforehand (one per request, in order), as the
@@ -128,8 +145,28 @@ pub async fn apply_batch_with_z<B: Backend>(
     ctx: &EditContext<'_>,
     requests: &[EditRequest],
     precomputed: Option<&[ZResult]>,
+    progress: impl FnMut(Progress),
+) -> Result<BatchOutcome> {
+    let opts = BatchOptions {
+        precomputed_z: precomputed,
+        pause: None,
+    };
+    apply_batch_opts(model, state, ctx, requests, opts, progress).await
+}
+
+/// [`apply_batch`] with [`BatchOptions`].
+///
+/// # Errors
+/// As [`apply_batch`]; also when the precomputed targets do not hold one `z` per request.
+pub async fn apply_batch_opts<B: Backend>(
+    model: &mut Model<B>,
+    state: &mut EditState<B::Tensor>,
+    ctx: &EditContext<'_>,
+    requests: &[EditRequest],
+    opts: BatchOptions<'_>,
     mut progress: impl FnMut(Progress),
 ) -> Result<BatchOutcome> {
+    let precomputed = opts.precomputed_z;
     if let Some(zs) = precomputed
         && (zs.len() != requests.len() || zs.iter().any(|z| z.z.len() != model.config.d_model))
     {
@@ -149,7 +186,7 @@ pub async fn apply_batch_with_z<B: Backend>(
     for &l in &state.layers {
         snapshot.push((l, be.copy(&model.weights.layers[l].down_proj)?));
     }
-    match run_batch(model, state, ctx, requests, precomputed, &mut progress).await {
+    match run_batch(model, state, ctx, requests, opts, &mut progress).await {
         Ok(outcome) => {
             state.add_to_p(&outcome.entry.p_keys);
             state.ledger.push(outcome.entry.clone());
@@ -169,37 +206,47 @@ async fn run_batch<B: Backend>(
     state: &EditState<B::Tensor>,
     ctx: &EditContext<'_>,
     requests: &[EditRequest],
-    precomputed: Option<&[ZResult]>,
+    opts: BatchOptions<'_>,
     progress: &mut impl FnMut(Progress),
 ) -> Result<BatchOutcome> {
     let hp = ctx.hp;
+    let pause = || async {
+        if let Some(p) = opts.pause {
+            p().await;
+        }
+    };
     let (d, d_ff) = (model.config.d_model, model.config.d_ff);
     let l0 = hp.z_layer();
     let n_layers_edited = hp.layers.len();
 
     // Targets z, with the original weights (NSE) or the current ones.
-    let mut zs = precomputed.map(<[ZResult]>::to_vec).unwrap_or_default();
+    let mut zs = opts
+        .precomputed_z
+        .map(<[ZResult]>::to_vec)
+        .unwrap_or_default();
     for (i, r) in requests.iter().enumerate().skip(zs.len()) {
         let overrides = if ctx.method.rewinds() {
             state.original_overrides()
         } else {
             vec![]
         };
-        let z = compute_z(
+        let on_step = |step, loss| {
+            progress(Progress::Z {
+                request: i,
+                of: requests.len(),
+                step,
+                loss,
+            })
+        };
+        let z = compute_z_paused(
             model,
             ctx.tok,
             r,
             ctx.templates,
             hp,
             &overrides,
-            |step, loss| {
-                progress(Progress::Z {
-                    request: i,
-                    of: requests.len(),
-                    step,
-                    loss,
-                })
-            },
+            on_step,
+            opts.pause,
         )
         .await?;
         zs.push(z);
@@ -223,6 +270,7 @@ async fn run_batch<B: Backend>(
             edited: edited.len(),
             residuals: residuals.clone(),
         });
+        pause().await;
         let mut record = RoundRecord {
             round: m,
             residual_norms: residuals,
@@ -264,6 +312,7 @@ async fn run_batch<B: Backend>(
                 layer: l,
                 n_selected: s,
             });
+            pause().await;
             record.layers.push(LayerRecord {
                 layer: l,
                 keys: kh.keys,
@@ -294,6 +343,7 @@ async fn run_batch<B: Backend>(
 
     // P_l += K Kᵀ with the post-batch keys of every request (spec §5.2): one pass, all layers.
     progress(Progress::PastKeys);
+    pause().await;
     let mut p_keys = std::collections::BTreeMap::new();
     for &l in &hp.layers {
         p_keys.insert(l, keys_and_h(model, &kp_all, l, l).await?.keys);

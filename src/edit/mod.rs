@@ -22,7 +22,10 @@ pub mod state;
 pub mod target;
 pub mod templates;
 
-pub use batch::{BatchOutcome, EditContext, Progress, apply_batch, apply_batch_with_z};
+pub use batch::{
+    BatchOptions, BatchOutcome, EditContext, Progress, apply_batch, apply_batch_opts,
+    apply_batch_with_z,
+};
 pub use covariance::CovarianceSet;
 pub use dataset::{Case, Probes};
 pub use hparams::{Hparams, TargetSpace};

@@ -90,6 +90,15 @@ impl<T> EditState<T> {
         }
     }
 
+    /// Swaps the original `down_proj` matrices into `model` (and the edited ones into this state);
+    /// a second call swaps them back. O(1): no copy, so "the original model" costs no memory.
+    /// Callers must swap back before editing again.
+    pub fn swap_originals<B: Backend<Tensor = T>>(&mut self, model: &mut Model<B>) {
+        for (&l, t) in self.originals.iter_mut() {
+            std::mem::swap(&mut model.weights.layers[l].down_proj, t);
+        }
+    }
+
     /// The original `down_proj` of the edited layers, as forward overrides.
     pub fn original_overrides(&self) -> Vec<(usize, &T)> {
         self.originals.iter().map(|(&l, t)| (l, t)).collect()

@@ -361,6 +361,10 @@ impl<'m, B: Backend> ZProblem<'m, B> {
     }
 }
 
+/// Awaited between steps: the page passes a zero-delay timer so that it repaints while an edit
+/// runs on a backend that never waits (the cpu backend in wasm).
+pub type Pause<'a> = &'a dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+
 /// Optimises `z` for one request. `originals` are the original `down_proj` of the edited layers
 /// (empty to use the current weights, as MEMIT-seq does). `on_step(i, loss)` reports progress.
 ///
@@ -377,7 +381,22 @@ pub async fn compute_z<B: Backend>(
     templates: &ContextTemplates,
     hp: &Hparams,
     originals: &[(usize, &B::Tensor)],
+    on_step: impl FnMut(usize, f32),
+) -> Result<ZResult> {
+    compute_z_paused(model, tok, request, templates, hp, originals, on_step, None).await
+}
+
+/// [`compute_z`], awaiting `pause` after every step.
+#[allow(clippy::too_many_arguments)]
+pub async fn compute_z_paused<B: Backend>(
+    model: &Model<B>,
+    tok: &Tokenizer,
+    request: &EditRequest,
+    templates: &ContextTemplates,
+    hp: &Hparams,
+    originals: &[(usize, &B::Tensor)],
     mut on_step: impl FnMut(usize, f32),
+    pause: Option<Pause<'_>>,
 ) -> Result<ZResult> {
     let mut problem = ZProblem::new(model, tok, request, templates, hp, originals).await?;
     let d = model.config.d_model;
@@ -397,6 +416,9 @@ pub async fn compute_z<B: Backend>(
         }
         steps.push(step);
         on_step(it, step.loss);
+        if let Some(p) = pause {
+            p().await;
+        }
         if step.loss < hp.early_stop_loss || it + 1 == hp.v_num_grad_steps {
             break;
         }

@@ -1,0 +1,64 @@
+//! Exporting a model (edited or not) as Hugging Face files and reading them back gives the same
+//! weights and the same logits.
+
+mod common;
+
+use common::tiny::{tiny_config, tiny_weights};
+use nse::backend::Backend;
+use nse::cpu::CpuBackend;
+use nse::model::export::{export_safetensors, hf_config_json};
+use nse::model::load::load_safetensors;
+use nse::model::{ForwardSpec, LogitRows, Model, Packed};
+
+#[test]
+fn safetensors_export_round_trips() {
+    let tok = common::load_default_model().tokenizer;
+    let c = tiny_config(tok.vocab_size());
+    let mut model = Model::upload(CpuBackend, c.clone(), tiny_weights(&c, 3)).unwrap();
+    // An "edited" weight, to be sure the export reads the live tensors.
+    model.weights.layers[2].down_proj.f32_mut()[5] = 0.125;
+    let bytes = pollster::block_on(export_safetensors(&model, &[("format", "pt")])).unwrap();
+    let loaded = load_safetensors(
+        &hf_config_json(&model.config),
+        &tok.to_json().unwrap(),
+        &[("model.safetensors", &bytes)],
+    )
+    .unwrap();
+    assert_eq!(loaded.config.n_layers, c.n_layers);
+    assert_eq!(
+        loaded.weights.layers[2].down_proj.data,
+        model.weights.layers[2].down_proj.f32()
+    );
+    assert_eq!(
+        loaded.weights.embed_tokens.data,
+        model.weights.embed_tokens.f32()
+    );
+    let back = Model::upload(CpuBackend, loaded.config, loaded.weights).unwrap();
+    let batch = Packed::new(&[tok.encode("The capital of France is").unwrap()]);
+    let spec = ForwardSpec {
+        logits: LogitRows::Last,
+        ..Default::default()
+    };
+    let a = pollster::block_on(
+        model.backend().read(
+            model
+                .forward(&batch, &spec)
+                .unwrap()
+                .logits
+                .as_ref()
+                .unwrap(),
+        ),
+    )
+    .unwrap();
+    let b = pollster::block_on(
+        back.backend().read(
+            back.forward(&batch, &spec)
+                .unwrap()
+                .logits
+                .as_ref()
+                .unwrap(),
+        ),
+    )
+    .unwrap();
+    assert_eq!(a, b);
+}
