@@ -40,7 +40,7 @@ fn prompts_longer_than_the_context_are_rejected() {
     let ctx = m.config.max_ctx;
     let long = vec![5u32; ctx + 1];
     let e = err_of(m.forward(
-        &Packed::new(&[long.clone()]),
+        &Packed::new(std::slice::from_ref(&long)),
         &ForwardSpec {
             logits: LogitRows::Last,
             ..Default::default()

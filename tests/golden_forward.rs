@@ -53,7 +53,7 @@ async fn check_model<B: Backend>(model: &Model<B>, tok: &nse::model::Tokenizer) 
 
         let out = model
             .forward(
-                &Packed::new(&[ids.clone()]),
+                &Packed::new(std::slice::from_ref(&ids)),
                 &ForwardSpec {
                     block_out: &NORM_LAYERS,
                     mlp_key: &KEY_LAYERS,

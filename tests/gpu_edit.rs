@@ -102,7 +102,7 @@ fn gpu_edit_matches_cpu() {
                 &mut model,
                 &mut state,
                 &ctx,
-                &[r.clone()],
+                std::slice::from_ref(&r),
                 Some(&zs),
                 |_| {},
             ))

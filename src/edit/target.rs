@@ -173,13 +173,13 @@ impl<'m, B: Backend> ZProblem<'m, B> {
         // The others keep the keys and values of one full pass at δ = 0, and each step recomputes
         // the dependent rows alone (spec §4.2's loss is unchanged; the work drops ~7×).
         let mut dep = vec![];
-        for s in 0..packed.n_seqs() {
+        for (s, &lookup) in lookup_idxs.iter().enumerate() {
             let first_label = if s < n_rewrite {
                 packed.len_of(s) - t
             } else {
-                lookup_idxs[s]
+                lookup
             };
-            dep.extend(packed.row(s, lookup_idxs[s].min(first_label))..=packed.last_row(s));
+            dep.extend(packed.row(s, lookup.min(first_label))..=packed.last_row(s));
         }
         let dep: Vec<u32> = dep.into_iter().map(|r| r as u32).collect();
         let index_in_dep =

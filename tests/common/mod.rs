@@ -264,3 +264,51 @@ fn skip_or_panic(e: &str) -> Option<nse::gpu::GpuBackend> {
          WGPU_BACKEND=vulkan (lavapipe), or set NSE_GPU_OPTIONAL=1 to skip these tests."
     )
 }
+
+// ---- Evaluation helpers (tests/golden_eval.rs, tests/eval_*.rs) ----
+
+/// The default model on the cpu backend, with its tokenizer.
+pub fn cpu_model() -> (
+    nse::model::Model<nse::cpu::CpuBackend>,
+    nse::model::Tokenizer,
+) {
+    let loaded = load_default_model();
+    let model = nse::model::Model::upload(nse::cpu::CpuBackend, loaded.config, loaded.weights)
+        .unwrap_or_else(|e| panic!("uploading the default model: {e}"));
+    (model, loaded.tokenizer)
+}
+
+/// The shipped hyperparameters of the default model (`hparams/SmolLM2-135M-Instruct.json`,
+/// the golden runs' values and templates).
+pub fn default_hparams() -> nse::edit::Hparams {
+    nse::edit::Hparams::parse(
+        nse::edit::hparams::SMOLLM2_135M,
+        "hparams/SmolLM2-135M-Instruct.json",
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The golden covariance statistics `golden/covariance/layer{l}.npy` for `hp.layers`.
+pub fn golden_covariance(hp: &nse::edit::Hparams, d_ff: usize) -> nse::edit::CovarianceSet {
+    nse::edit::CovarianceSet::from_npy_dir(
+        &golden_dir().join("covariance"),
+        &hp.layers,
+        d_ff,
+        hp.mom2_n_samples,
+    )
+    .unwrap_or_else(|e| panic!("golden covariance: {e}"))
+}
+
+/// The first `n` records of `shared/data/counterfact_easyedit/counterfact-edit.json` (the
+/// golden seq100 runs' cases).
+pub fn counterfact_edit_cases(n: usize) -> Vec<nse::edit::Case> {
+    let path = shared("data/counterfact_easyedit/counterfact-edit.json");
+    let mut cases = nse::edit::dataset::load_cases(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        cases.len() >= n,
+        "{} holds fewer than {n} records",
+        path.display()
+    );
+    cases.truncate(n);
+    cases
+}

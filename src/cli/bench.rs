@@ -1,0 +1,220 @@
+//! `nse bench …`: benchmarks that print a table and write JSON.
+//!
+//! Tests never time anything; these commands do. Each prints the reference's number for the same
+//! work on the same kind of machine and the ratio, where such a number exists.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use super::common::{Loaded, ModelArgs, load};
+use crate::backend::Backend;
+use crate::model::Model;
+use crate::{Error, Result, with_model};
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Prefill and decode speed, load time and peak memory.
+    Forward(ForwardBenchArgs),
+    /// Seconds per z optimisation, layer solve, batch of 10 and 10k covariance tokens.
+    Edit(super::bench_edit::EditBenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ForwardBenchArgs {
+    /// Prompt length for the prefill measurement.
+    #[arg(long, default_value_t = 128)]
+    prefill_tokens: usize,
+    /// Number of decoded tokens.
+    #[arg(long, default_value_t = 64)]
+    decode_tokens: usize,
+    /// Timed repetitions (the best is reported).
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Where to write the JSON (default: artifacts/bench/forward-<backend>.json).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+pub fn run(cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Forward(args) => forward(args),
+        BenchCommand::Edit(args) => super::bench_edit::run(args),
+    }
+}
+
+/// The PyTorch numbers for the same work on this kind of machine, measured by
+/// `scripts/torch_reference_bench.py` and committed.
+const TORCH_REFERENCE: &str = include_str!("../../docs/results/torch-reference.json");
+
+struct ForwardTimes {
+    prefill_s: f64,
+    decode_s: f64,
+}
+
+async fn time_forward<B: Backend>(
+    m: &Model<B>,
+    prompt: &[u32],
+    decode: usize,
+    repeats: usize,
+) -> Result<ForwardTimes> {
+    let be = m.backend();
+    let mut best = ForwardTimes {
+        prefill_s: f64::INFINITY,
+        decode_s: f64::INFINITY,
+    };
+    // One untimed round warms up pipelines, pools and caches.
+    for round in 0..=repeats {
+        let mut cache = m.new_cache(prompt.len() + decode)?;
+        let t0 = Instant::now();
+        let logits = m.forward_cached(&mut cache, prompt)?;
+        let mut next = be.read_u32(&be.argmax(&logits)?).await?[0];
+        let prefill = t0.elapsed().as_secs_f64();
+        let t1 = Instant::now();
+        for _ in 0..decode {
+            let logits = m.forward_cached(&mut cache, &[next])?;
+            next = be.read_u32(&be.argmax(&logits)?).await?[0];
+        }
+        let decode_s = t1.elapsed().as_secs_f64();
+        if round > 0 {
+            best.prefill_s = best.prefill_s.min(prefill);
+            best.decode_s = best.decode_s.min(decode_s);
+        }
+    }
+    Ok(best)
+}
+
+fn forward(args: ForwardBenchArgs) -> Result<()> {
+    let Loaded {
+        model,
+        tokenizer,
+        source,
+        load_seconds,
+    } = load(&args.model)?;
+    // A fixed English prompt from wikitext-2, cut to the requested length.
+    let text = include_str!("bench_prompt.txt");
+    let mut prompt = tokenizer.encode(text)?;
+    if prompt.len() < args.prefill_tokens {
+        return Err(Error::input(format!(
+            "the bench prompt has only {} tokens",
+            prompt.len()
+        )));
+    }
+    prompt.truncate(args.prefill_tokens);
+    // The exact ids, so that scripts/torch_reference_bench.py times the same work.
+    write_json(
+        std::path::Path::new("artifacts/bench/prompt-ids.json"),
+        &json!({ "prompt_ids": prompt }),
+    )?;
+    let (backend_name, backend_kind) =
+        with_model!(&model, m => (m.backend().describe(), kind_of(m.backend())));
+    let times = with_model!(&model, m => pollster::block_on(time_forward(m, &prompt, args.decode_tokens, args.repeats)))?;
+    let prefill_tps = args.prefill_tokens as f64 / times.prefill_s;
+    let decode_tps = args.decode_tokens as f64 / times.decode_s;
+    let peak_host = peak_rss_bytes();
+    let peak_gpu = match &model {
+        super::common::AnyModel::Gpu(m) => Some(m.backend().peak_buffer_bytes()),
+        super::common::AnyModel::Cpu(_) => None,
+    };
+    let reference: serde_json::Value =
+        serde_json::from_str(TORCH_REFERENCE).expect("committed JSON parses");
+    let r = |k: &str| reference["results"][k].as_f64();
+
+    println!("nse bench forward — {} on {backend_name}", source.name);
+    println!(
+        "{:<34} {:>12} {:>14} {:>8}",
+        "metric", "nse", "PyTorch (ref)", "ratio"
+    );
+    let row = |name: &str, ours: f64, theirs: Option<f64>, higher_is_better: bool| {
+        let ratio = theirs.map(|t| if higher_is_better { ours / t } else { t / ours });
+        println!(
+            "{name:<34} {ours:>12.2} {:>14} {:>8}",
+            theirs.map_or("—".into(), |t| format!("{t:.2}")),
+            ratio.map_or("—".into(), |x| format!("{x:.2}x"))
+        );
+    };
+    row(
+        &format!("prefill tokens/s ({} tokens)", args.prefill_tokens),
+        prefill_tps,
+        r("prefill_tokens_per_s"),
+        true,
+    );
+    row(
+        &format!("decode tokens/s ({} tokens)", args.decode_tokens),
+        decode_tps,
+        r("decode_tokens_per_s"),
+        true,
+    );
+    row("model load seconds", load_seconds, r("load_seconds"), false);
+    row(
+        "peak host memory MiB",
+        peak_host as f64 / 1048576.0,
+        r("peak_rss_mib"),
+        false,
+    );
+    if let Some(g) = peak_gpu {
+        println!(
+            "{:<34} {:>12.2}",
+            "peak GPU buffer MiB",
+            g as f64 / 1048576.0
+        );
+    }
+    println!(
+        "(ratio > 1 means nse is better; the reference is {})",
+        reference["what"].as_str().unwrap_or("?")
+    );
+
+    let out_path = args
+        .out
+        .unwrap_or_else(|| PathBuf::from(format!("artifacts/bench/forward-{backend_kind}.json")));
+    let report = json!({
+        "bench": "forward",
+        "model": source.name, "model_sha256": source.sha256,
+        "backend": backend_kind, "device": backend_name,
+        "prefill_tokens": args.prefill_tokens, "decode_tokens": args.decode_tokens, "repeats": args.repeats,
+        "results": {
+            "prefill_tokens_per_s": prefill_tps, "decode_tokens_per_s": decode_tps,
+            "prefill_seconds": times.prefill_s, "decode_seconds": times.decode_s,
+            "load_seconds": load_seconds, "peak_rss_mib": peak_host as f64 / 1048576.0,
+            "peak_gpu_buffer_mib": peak_gpu.map(|g| g as f64 / 1048576.0),
+        },
+        "reference": reference,
+    });
+    write_json(&out_path, &report)?;
+    println!("wrote {}", out_path.display());
+    Ok(())
+}
+
+fn kind_of<B: Backend>(b: &B) -> &'static str {
+    if b.describe().starts_with("cpu") {
+        "cpu"
+    } else {
+        "gpu"
+    }
+}
+
+/// Writes pretty JSON, creating the parent directory.
+pub fn write_json(path: &std::path::Path, value: &serde_json::Value) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    let text = serde_json::to_string_pretty(value).expect("JSON values serialise");
+    std::fs::write(path, text).map_err(|e| Error::io(path, e))
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`), 0 where unknown.
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}

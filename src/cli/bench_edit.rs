@@ -1,0 +1,241 @@
+//! `nse bench edit`: the cost of editing, next to the reference implementation's CPU timings on
+//! this kind of machine (`../shared/golden/README.md`, "CPU timing anchors").
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Args;
+use serde_json::json;
+
+use super::bench::{peak_rss_bytes, write_json};
+use super::common::{AnyModel, Loaded, ModelArgs, load};
+use super::editor::EditorArgs;
+use crate::backend::Backend;
+use crate::edit::covariance::{second_moments, windows};
+use crate::edit::dataset::load_cases;
+use crate::edit::solve::{LayerSystem, solve_nse};
+use crate::edit::target::compute_z;
+use crate::edit::{EditContext, EditRequest, EditState, Nse, apply_batch_with_z};
+use crate::model::{Model, ModelSource, Tokenizer};
+use crate::{Error, Result, with_model};
+
+/// The reference's timings for the same work (seconds), from the golden README.
+const REF_Z_SECONDS: f64 = 21.0; // 17.0, 24.9, 21.0 s for the three measured z (≈ 1.1 s per evaluation)
+const REF_Z_EVAL_SECONDS: f64 = 1.1;
+const REF_BATCH10_SECONDS: f64 = 12.0; // NSE batch of 10, z preloaded: 10.7–13.9 s, mean 12.0
+const REF_COV_SECONDS_PER_10K: f64 = 504.48 / 15.0; // 150,000 tokens in 504.5 s, layers 1..=10
+
+#[derive(Args, Debug)]
+pub struct EditBenchArgs {
+    /// CounterFact file the requests come from.
+    #[arg(
+        long,
+        default_value = "../shared/data/counterfact_easyedit/counterfact-edit.json"
+    )]
+    dataset: PathBuf,
+    /// Number of z optimisations timed (the batch needs 10; all are computed).
+    #[arg(long, default_value_t = 10)]
+    batch: usize,
+    /// Tokens for the covariance timing (in 1024-token windows, layers 1..=10 like the reference).
+    #[arg(long, default_value_t = 10_240)]
+    cov_tokens: usize,
+    /// Where to write the JSON (default: artifacts/bench/edit-<backend>.json).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    editor: EditorArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+struct Timings {
+    z_seconds: Vec<f64>,
+    z_evals: Vec<usize>,
+    batch_seconds: f64,
+    solve_seconds: f64,
+    solve_size: usize,
+    cov_seconds_per_10k: f64,
+}
+
+pub fn run(args: EditBenchArgs) -> Result<()> {
+    let requests: Vec<EditRequest> = load_cases(&args.dataset)?
+        .into_iter()
+        .take(args.batch)
+        .map(|c| c.request)
+        .collect();
+    if requests.len() < args.batch || args.batch == 0 {
+        return Err(Error::input(format!(
+            "need {} requests from {}",
+            args.batch,
+            args.dataset.display()
+        )));
+    }
+    let Loaded {
+        mut model,
+        tokenizer,
+        source,
+        ..
+    } = load(&args.model)?;
+    let device = with_model!(&model, m => m.backend().describe());
+    let t = with_model!(&mut model, m => pollster::block_on(measure(m, &tokenizer, &source, &requests, &args)))?;
+    let peak_gpu = match &model {
+        AnyModel::Gpu(m) => Some(m.backend().peak_buffer_bytes()),
+        AnyModel::Cpu(_) => None,
+    };
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let z_mean = mean(&t.z_seconds);
+    let per_eval = t.z_seconds.iter().sum::<f64>() / t.z_evals.iter().sum::<usize>() as f64;
+
+    println!("nse bench edit — {} on {device}", source.name);
+    println!(
+        "{:<44} {:>10} {:>16} {:>8}",
+        "work", "nse (s)", "reference (s)", "speed-up"
+    );
+    let row = |name: &str, ours: f64, theirs: Option<f64>| {
+        println!(
+            "{name:<44} {ours:>10.3} {:>16} {:>8}",
+            theirs.map_or("—".into(), |x| format!("{x:.3}")),
+            theirs.map_or("—".into(), |x| format!("{:.2}x", x / ours))
+        );
+    };
+    row("z optimisation (mean)", z_mean, Some(REF_Z_SECONDS));
+    row(
+        "z: one forward+backward evaluation",
+        per_eval,
+        Some(REF_Z_EVAL_SECONDS),
+    );
+    row(
+        &format!(
+            "layer solve (|S| = {}, n = {}, f64)",
+            t.solve_size, args.batch
+        ),
+        t.solve_seconds,
+        None,
+    );
+    row(
+        &format!("NSE batch of {}, z preloaded", args.batch),
+        t.batch_seconds,
+        (args.batch == 10).then_some(REF_BATCH10_SECONDS),
+    );
+    row(
+        "covariance per 10k tokens (layers 1..=10)",
+        t.cov_seconds_per_10k,
+        Some(REF_COV_SECONDS_PER_10K),
+    );
+    let host = peak_rss_bytes() as f64 / 1048576.0;
+    println!(
+        "peak host memory {host:.1} MiB{}",
+        peak_gpu.map_or(String::new(), |g| format!(
+            ", peak GPU buffers {:.1} MiB",
+            g as f64 / 1048576.0
+        ))
+    );
+    println!(
+        "(reference: the public NSE code on PyTorch 1.13 CPU, one thread, same model and data; golden README)"
+    );
+
+    let kind = if peak_gpu.is_some() { "gpu" } else { "cpu" };
+    let out = args
+        .out
+        .unwrap_or_else(|| PathBuf::from(format!("artifacts/bench/edit-{kind}.json")));
+    write_json(
+        &out,
+        &json!({
+            "bench": "edit", "model": source.name, "model_sha256": source.sha256, "backend": kind, "device": device,
+            "results": {
+                "z_seconds": t.z_seconds, "z_evaluations": t.z_evals, "z_seconds_mean": z_mean, "z_seconds_per_evaluation": per_eval,
+                "layer_solve_seconds": t.solve_seconds, "layer_solve_neurons": t.solve_size,
+                "batch_seconds": t.batch_seconds, "batch_size": args.batch,
+                "covariance_seconds_per_10k_tokens": t.cov_seconds_per_10k,
+                "peak_rss_mib": host, "peak_gpu_buffer_mib": peak_gpu.map(|g| g as f64 / 1048576.0),
+            },
+            "reference_seconds": {
+                "z": REF_Z_SECONDS, "z_evaluation": REF_Z_EVAL_SECONDS, "batch_of_10_z_preloaded": REF_BATCH10_SECONDS,
+                "covariance_per_10k_tokens": REF_COV_SECONDS_PER_10K,
+            },
+        }),
+    )?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+async fn measure<B: Backend>(
+    model: &mut Model<B>,
+    tok: &Tokenizer,
+    source: &ModelSource,
+    requests: &[EditRequest],
+    args: &EditBenchArgs,
+) -> Result<Timings> {
+    let editor = args.editor.prepare(model, tok, source).await?;
+    let hp = &editor.hp;
+
+    // Covariance: the reference's pass ran layers 1..=10 over 1024-token windows.
+    let corpus = std::fs::read_to_string(crate::cli::editor::resolve_corpus(&hp.mom2_dataset))
+        .map_err(|e| Error::input(format!("covariance corpus: {e}")))?;
+    let wins = windows(&corpus, tok, 1024, args.cov_tokens)?;
+    let layers: Vec<usize> = (1..=10).filter(|&l| l < model.config.n_layers).collect();
+    let t0 = Instant::now();
+    let (_, n) = second_moments(model, &wins, &layers, |_, _| {}).await?;
+    let cov_seconds_per_10k = t0.elapsed().as_secs_f64() * 10_000.0 / n as f64;
+
+    // z for every request of the batch, with the original weights.
+    let mut zs = vec![];
+    let (mut z_seconds, mut z_evals) = (vec![], vec![]);
+    for (i, r) in requests.iter().enumerate() {
+        let t0 = Instant::now();
+        let z = compute_z(model, tok, r, &editor.templates, hp, &[], |_, _| {}).await?;
+        z_seconds.push(t0.elapsed().as_secs_f64());
+        z_evals.push(z.steps.len());
+        eprintln!(
+            "z {}/{}: {:.1} s, {} evaluations",
+            i + 1,
+            requests.len(),
+            z_seconds[i],
+            z.steps.len()
+        );
+        zs.push(z);
+    }
+
+    // One layer solve of the size NSE meets (p = 0.8 of 1536 neurons ≈ 1030).
+    let d_ff = model.config.d_ff;
+    let l = hp.layers[0];
+    let sel: Vec<usize> = (0..d_ff).filter(|j| j % 3 != 2).collect();
+    let keys: Vec<f32> = (0..requests.len() * d_ff)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
+        .collect();
+    let resid = vec![0.5f64; requests.len() * model.config.d_model];
+    let zero = vec![0.0f32; d_ff * d_ff];
+    let sys = LayerSystem {
+        c: editor.cov.layer(l)?,
+        p: &zero,
+        d_ff,
+        keys: &keys,
+        resid: &resid,
+        d: model.config.d_model,
+        n: requests.len(),
+    };
+    let t0 = Instant::now();
+    solve_nse(&sys, &sel, hp.mom2_update_weight)?;
+    let solve_seconds = t0.elapsed().as_secs_f64();
+
+    // The NSE batch with z preloaded, as the reference's batch timing.
+    let mut state = EditState::new(model, &hp.layers)?;
+    let ctx = EditContext {
+        tok,
+        hp,
+        templates: &editor.templates,
+        cov: &editor.cov,
+        method: &Nse,
+    };
+    let t0 = Instant::now();
+    apply_batch_with_z(model, &mut state, &ctx, requests, Some(&zs), |_| {}).await?;
+    let batch_seconds = t0.elapsed().as_secs_f64();
+    Ok(Timings {
+        z_seconds,
+        z_evals,
+        batch_seconds,
+        solve_seconds,
+        solve_size: sel.len(),
+        cov_seconds_per_10k,
+    })
+}

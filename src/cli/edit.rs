@@ -1,0 +1,245 @@
+//! `nse edit`: apply requests sequentially in batches; write the patch, a report and a dump.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Args;
+use serde_json::{Value, json};
+
+use super::bench::write_json;
+use super::common::{Loaded, ModelArgs, load};
+use super::editor::{EditorArgs, batch_progress, method_for};
+use crate::backend::Backend;
+use crate::edit::dataset::load_cases;
+use crate::edit::patch::Patch;
+use crate::edit::{EditContext, EditRequest, EditState, MethodKind, apply_batch};
+use crate::eval::score_candidates;
+use crate::model::Model;
+use crate::{Error, Result, with_model};
+
+/// File name of the patch inside `--out`.
+pub const PATCH_FILE: &str = "patch.nsepatch";
+
+#[derive(Args, Debug)]
+pub struct EditArgs {
+    /// Requests: CounterFact (ROME or EasyEdit schema), zsRE, or [{prompt, subject, target_new}].
+    #[arg(long)]
+    requests: PathBuf,
+    /// Editing method: nse, memit-seq or alphaedit.
+    #[arg(long, default_value = "nse")]
+    method: String,
+    /// Requests per batch.
+    #[arg(long, default_value_t = 10)]
+    batch: usize,
+    /// Use only the first N requests of the file.
+    #[arg(long)]
+    n: Option<usize>,
+    /// Output directory for the patch and the report.
+    #[arg(long)]
+    out: PathBuf,
+    /// Also write a detailed JSON dump of every internal quantity.
+    #[arg(long)]
+    dump: Option<PathBuf>,
+    #[command(flatten)]
+    editor: EditorArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+pub fn run(args: EditArgs) -> Result<()> {
+    let method = MethodKind::parse(&args.method)?;
+    if args.batch == 0 {
+        return Err(Error::input("--batch must be at least 1"));
+    }
+    let mut cases = load_cases(&args.requests)?;
+    if let Some(n) = args.n {
+        if n > cases.len() {
+            return Err(Error::input(format!(
+                "--n {n} but {} holds only {} requests",
+                args.requests.display(),
+                cases.len()
+            )));
+        }
+        cases.truncate(n);
+    }
+    let requests: Vec<EditRequest> = cases.into_iter().map(|c| c.request).collect();
+    let Loaded {
+        mut model,
+        tokenizer,
+        source,
+        ..
+    } = load(&args.model)?;
+    with_model!(&mut model, m => pollster::block_on(edit(m, &tokenizer, &source, method, &requests, &args)))
+}
+
+/// Efficacy: P(new) > P(true) on the edit prompt, per request (requests without a true target
+/// count as failures and are reported).
+async fn efficacy<B: Backend>(
+    model: &Model<B>,
+    tok: &crate::model::Tokenizer,
+    requests: &[EditRequest],
+) -> Result<Vec<(f32, f32)>> {
+    let mut pairs = vec![];
+    for r in requests {
+        let truth = r.target_true.clone().unwrap_or_default();
+        pairs.push((r.sentence(), r.target_new.clone()));
+        pairs.push((
+            r.sentence(),
+            if truth.is_empty() {
+                r.target_new.clone()
+            } else {
+                truth
+            },
+        ));
+    }
+    let s = score_candidates(model, tok, &pairs).await?;
+    Ok(s.chunks(2).map(|c| (c[0].prob(), c[1].prob())).collect())
+}
+
+fn success_rate(probs: &[(f32, f32)], requests: &[EditRequest]) -> f64 {
+    let ok = probs
+        .iter()
+        .zip(requests)
+        .filter(|((n, t), r)| r.target_true.is_some() && n > t)
+        .count();
+    100.0 * ok as f64 / probs.len().max(1) as f64
+}
+
+async fn edit<B: Backend>(
+    model: &mut Model<B>,
+    tok: &crate::model::Tokenizer,
+    source: &crate::model::ModelSource,
+    kind: MethodKind,
+    requests: &[EditRequest],
+    args: &EditArgs,
+) -> Result<()> {
+    let editor = args.editor.prepare(model, tok, source).await?;
+    let method = method_for(kind, &editor, model.config.d_ff)?;
+    let pre = efficacy(model, tok, requests).await?;
+    eprintln!(
+        "pre-edit efficacy: {:.1}% of {} requests",
+        success_rate(&pre, requests),
+        requests.len()
+    );
+
+    let mut state = EditState::new(model, &editor.hp.layers)?;
+    let ctx = EditContext {
+        tok,
+        hp: &editor.hp,
+        templates: &editor.templates,
+        cov: &editor.cov,
+        method: method.as_ref(),
+    };
+    let mut batches = vec![];
+    let mut z_dump = vec![];
+    let t_all = Instant::now();
+    for (b, chunk) in requests.chunks(args.batch).enumerate() {
+        let t0 = Instant::now();
+        let label = format!("batch {}/{}", b + 1, requests.len().div_ceil(args.batch));
+        let out = apply_batch(model, &mut state, &ctx, chunk, batch_progress(label)).await?;
+        let secs = t0.elapsed().as_secs_f64();
+        eprintln!(
+            "batch {} done in {secs:.1} s: residuals {:?} → {:?}",
+            b + 1,
+            out.rounds.first().map(|r| round1(&r.residual_norms)),
+            out.rounds.last().map(|r| round1(&r.residual_norms))
+        );
+        batches.push(json!({
+            "case_ids": chunk.iter().map(|r| r.case_id).collect::<Vec<_>>(),
+            "seconds": secs,
+            "rounds": out.rounds,
+        }));
+        z_dump.extend(out.z);
+    }
+    let post = efficacy(model, tok, requests).await?;
+    let (pre_rate, post_rate) = (success_rate(&pre, requests), success_rate(&post, requests));
+    println!("{:<60} {:>10} {:>10}", "request", "P(new) pre", "post");
+    for (r, (a, b)) in requests.iter().zip(pre.iter().zip(&post)) {
+        let label: String = r.label().chars().take(58).collect();
+        println!("{label:<60} {:>10.4} {:>10.4}", a.0, b.0);
+    }
+    println!(
+        "efficacy (P(new) > P(true) on the edit prompt): pre {pre_rate:.1}%  post {post_rate:.1}%  ({} requests, {} batches, {:.1} s)",
+        requests.len(),
+        batches.len(),
+        t_all.elapsed().as_secs_f64()
+    );
+
+    std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
+    let patch = Patch {
+        model_name: source.name.clone(),
+        model_sha256: source.sha256.clone(),
+        hparams: editor.hp.clone(),
+        entries: state.ledger.clone(),
+    };
+    let patch_path = args.out.join(PATCH_FILE);
+    let bytes = patch.to_bytes();
+    std::fs::write(&patch_path, &bytes).map_err(|e| Error::io(&patch_path, e))?;
+    let report = json!({
+        "method": kind.name(), "model": source.name, "model_sha256": source.sha256,
+        "hparams": editor.hp, "n_requests": requests.len(), "batch_size": args.batch,
+        "covariance": editor.cov.source,
+        "efficacy_pre": pre_rate, "efficacy_post": post_rate,
+        "per_request": requests.iter().zip(pre.iter().zip(&post)).map(|(r, (a, b))| json!({
+            "request": r, "p_new_pre": a.0, "p_true_pre": a.1, "p_new_post": b.0, "p_true_post": b.1,
+        })).collect::<Vec<_>>(),
+        "seconds": t_all.elapsed().as_secs_f64(),
+        "patch": { "file": PATCH_FILE, "bytes": bytes.len() },
+    });
+    write_json(&args.out.join("report.json"), &report)?;
+    println!(
+        "wrote {} ({} bytes) and {}",
+        patch_path.display(),
+        bytes.len(),
+        args.out.join("report.json").display()
+    );
+
+    if let Some(path) = &args.dump {
+        let dump = dump_json(tok, &editor, requests, &z_dump, &batches, &post)?;
+        write_json(path, &dump)?;
+        println!("wrote dump {}", path.display());
+    }
+    Ok(())
+}
+
+fn round1(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|x| (x * 10.0).round() / 10.0).collect()
+}
+
+/// The `--dump` document, with the reference dump's field names where they exist.
+fn dump_json(
+    tok: &crate::model::Tokenizer,
+    editor: &super::editor::Editor,
+    requests: &[EditRequest],
+    zs: &[crate::edit::target::ZResult],
+    batches: &[Value],
+    post: &[(f32, f32)],
+) -> Result<Value> {
+    let mut per_request = vec![];
+    for ((r, z), p) in requests.iter().zip(zs).zip(post) {
+        let kp = crate::edit::keys::KeyPrompts::new(tok, &editor.templates, &[r])?;
+        let key_prompts: Vec<Value> = (0..kp.texts.len())
+            .map(|t| {
+                json!({
+                    "template_index": t, "text": kp.texts[t],
+                    "input_ids": kp.packed.ids[kp.packed.offsets[t]..kp.packed.offsets[t + 1]],
+                    "subject_last_index": kp.subject_last[t],
+                })
+            })
+            .collect();
+        per_request.push(json!({
+            "case_id": r.case_id, "request": r, "key_prompts": key_prompts,
+            "z": {
+                "target_ids": z.target_ids, "prompts": z.prompts, "input_ids": z.input_ids, "lookup_idxs": z.lookup_idxs,
+                "steps_loss_nll_kl_wd_prob": z.steps.iter().map(|s| [s.loss, s.nll, s.kl, s.wd, s.prob]).collect::<Vec<_>>(),
+                "h_init": z.h_init, "delta": z.delta, "z": z.z,
+                "h_init_norm": crate::edit::target::norm(&z.h_init), "delta_norm": crate::edit::target::norm(&z.delta),
+            },
+            "post": { "p_new": p.0, "p_true": p.1 },
+        }));
+    }
+    Ok(json!({
+        "hparams": editor.hp, "context_templates": editor.templates.groups,
+        "requests": per_request, "batches": batches,
+    }))
+}

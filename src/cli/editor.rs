@@ -1,0 +1,176 @@
+//! What `nse edit` and `nse eval` share: hyperparameters, templates, covariance (with a progress
+//! bar and the on-disk cache), the method, and progress reporting of a batch.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::backend::Backend;
+use crate::edit::covariance::CorpusSpec;
+use crate::edit::{
+    AlphaEdit, ContextTemplates, CovarianceSet, EditMethod, Hparams, MemitSeq, MethodKind, Nse,
+    Progress,
+};
+use crate::model::{Model, ModelSource, Tokenizer};
+use crate::{Error, Result};
+
+/// Editing options common to `nse edit` and `nse eval`.
+#[derive(Args, Debug, Clone)]
+pub struct EditorArgs {
+    /// Hyperparameter file (default: the shipped file for the model, see hparams/).
+    #[arg(long)]
+    pub hparams: Option<PathBuf>,
+    /// Context templates file ([["{}"], [...]] or an object with `context_templates`);
+    /// default: the hyperparameter file's templates, else sampled from the model.
+    #[arg(long)]
+    pub templates: Option<PathBuf>,
+    /// Covariance corpus (a text file; default: the hyperparameters' mom2_dataset).
+    #[arg(long)]
+    pub corpus: Option<PathBuf>,
+    /// Load precomputed statistics `layer{l}.npy` from this directory instead of computing them.
+    #[arg(long)]
+    pub cov_dir: Option<PathBuf>,
+}
+
+/// Everything an editing run needs besides the model and the state.
+pub struct Editor {
+    pub hp: Hparams,
+    pub templates: ContextTemplates,
+    pub cov: CovarianceSet,
+}
+
+/// The wikitext-2 test split bundled with the project's shared data.
+pub fn resolve_corpus(name: &str) -> PathBuf {
+    if name == "wikitext2_raw_test" {
+        let rel = Path::new("wikitext").join("wikitext-2-raw_wiki.test.raw");
+        if let Some(dir) = std::env::var_os("NSE_DATA") {
+            return PathBuf::from(dir).join(rel);
+        }
+        let local = Path::new("../shared/data").join(&rel);
+        if local.exists() {
+            return local;
+        }
+        return Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/data")
+            .join(rel);
+    }
+    PathBuf::from(name)
+}
+
+impl EditorArgs {
+    /// Loads hyperparameters, templates and the covariance statistics for `model`.
+    pub async fn prepare<B: Backend>(
+        &self,
+        model: &Model<B>,
+        tok: &Tokenizer,
+        source: &ModelSource,
+    ) -> Result<Editor> {
+        let hp = match &self.hparams {
+            Some(p) => Hparams::parse(&read(p)?, &p.display().to_string())?,
+            None => Hparams::for_model(&source.name)?,
+        };
+        hp.check_model(model.config.n_layers)?;
+        let templates = match (&self.templates, &hp.context_templates) {
+            (Some(p), _) => ContextTemplates::parse(&read(p)?, &p.display().to_string())?,
+            (None, Some(groups)) => ContextTemplates::new(groups.clone())?,
+            (None, None) => ContextTemplates::sample(model, tok, hp.template_seed).await?,
+        };
+        let cov = match &self.cov_dir {
+            Some(dir) => {
+                CovarianceSet::from_npy_dir(dir, &hp.layers, model.config.d_ff, hp.mom2_n_samples)?
+            }
+            None => {
+                let corpus = self
+                    .corpus
+                    .clone()
+                    .unwrap_or_else(|| resolve_corpus(&hp.mom2_dataset));
+                if !corpus.is_file() {
+                    return Err(Error::input(format!(
+                        "covariance corpus {} not found; pass --corpus FILE or --cov-dir DIR",
+                        corpus.display()
+                    )));
+                }
+                let bar = bar(hp.mom2_n_samples as u64, "covariance (tokens)");
+                let spec = CorpusSpec {
+                    path: corpus,
+                    budget: hp.mom2_n_samples,
+                    window: hp.mom2_window,
+                };
+                let cov = CovarianceSet::load_or_compute(
+                    model,
+                    tok,
+                    &source.sha256,
+                    &spec,
+                    &hp.layers,
+                    |done, total| {
+                        bar.set_length(total as u64);
+                        bar.set_position(done as u64);
+                    },
+                )
+                .await?;
+                bar.finish_and_clear();
+                cov
+            }
+        };
+        eprintln!("covariance: {}", cov.source);
+        Ok(Editor { hp, templates, cov })
+    }
+}
+
+/// The method object for a kind (AlphaEdit builds its null-space projectors here).
+pub fn method_for(kind: MethodKind, editor: &Editor, d_ff: usize) -> Result<Box<dyn EditMethod>> {
+    Ok(match kind {
+        MethodKind::Nse => Box::new(Nse),
+        MethodKind::MemitSeq => Box::new(MemitSeq),
+        MethodKind::Alphaedit => Box::new(AlphaEdit::new(editor.cov.matrices(), d_ff, &editor.hp)?),
+    })
+}
+
+fn read(p: &Path) -> Result<String> {
+    std::fs::read_to_string(p).map_err(|e| Error::io(p, e))
+}
+
+/// A progress bar on stderr.
+pub fn bar(len: u64, what: &str) -> ProgressBar {
+    let b = ProgressBar::new(len);
+    b.set_style(
+        ProgressStyle::with_template("{msg:>24} [{bar:40}] {pos}/{len} ({elapsed})")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    b.set_message(what.to_string());
+    b
+}
+
+/// Prints batch progress as one updating line.
+pub fn batch_progress(label: String) -> impl FnMut(Progress) {
+    let line = ProgressBar::new_spinner();
+    line.set_message(label.clone());
+    move |p| {
+        let msg = match p {
+            Progress::Z {
+                request,
+                of,
+                step,
+                loss,
+            } => format!("z {}/{of}: step {step}, loss {loss:.4}", request + 1),
+            Progress::Round {
+                round,
+                edited,
+                residuals,
+            } => {
+                let mean = residuals.iter().sum::<f32>() / residuals.len().max(1) as f32;
+                format!("round {round}: {edited} to edit, mean ‖z − h‖ {mean:.1}")
+            }
+            Progress::Layer {
+                round,
+                layer,
+                n_selected,
+            } => format!("round {round}: layer {layer} ({n_selected} neurons)"),
+            Progress::PastKeys => "updating P".to_string(),
+        };
+        line.set_message(format!("{label}: {msg}"));
+        line.tick();
+    }
+}

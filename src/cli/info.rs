@@ -1,0 +1,50 @@
+//! `nse info`: architecture, tensors, and the GPU adapter with its limits.
+
+use clap::Args;
+
+use super::common::ModelArgs;
+use crate::Result;
+use crate::gpu::GpuBackend;
+
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+pub fn run(args: InfoArgs) -> Result<()> {
+    let host = args.model.load_host()?;
+    let c = &host.config;
+    let s = &host.source;
+    println!("model        {} ({}, {} bytes)", s.name, s.format, s.bytes);
+    println!("sha256       {}", s.sha256);
+    println!(
+        "architecture {:?}: {} layers, d_model {}, d_ff {}, {} query / {} kv heads of {}",
+        c.arch, c.n_layers, c.d_model, c.d_ff, c.n_heads, c.n_kv_heads, c.head_dim
+    );
+    println!(
+        "             vocab {}, context {}, rope theta {}, rms eps {:e}, tied embeddings {}",
+        c.vocab_size, c.max_ctx, c.rope_theta, c.rms_eps, c.tie_embeddings
+    );
+    println!(
+        "             bos {:?}, eos {:?}, add bos {}",
+        c.bos_id, c.eos_id, c.add_bos
+    );
+    println!("parameters   {}", c.n_params());
+    let types: Vec<String> = s
+        .tensor_types
+        .iter()
+        .map(|(t, n)| format!("{n} × {t}"))
+        .collect();
+    println!("tensors      {} ({})", s.tensor_count, types.join(", "));
+    match pollster::block_on(GpuBackend::new()) {
+        Ok(gpu) => {
+            println!("adapter      {}", gpu.describe_adapter());
+            for (name, value) in gpu.limit_table() {
+                println!("  {name:<36} {value}");
+            }
+        }
+        Err(e) => println!("adapter      none: {e}"),
+    }
+    Ok(())
+}

@@ -1,0 +1,67 @@
+//! The native command line: `nse generate`, `nse info`, `nse edit`, `nse eval`, `nse export`,
+//! `nse bench`.
+//!
+//! Every command that takes a model takes `--model PATH` (a `.gguf` file, or a directory with
+//! `config.json`, `tokenizer.json` and `*.safetensors`) and `--backend auto|cpu|gpu`.
+
+mod bench;
+mod bench_edit;
+mod common;
+mod covariance;
+mod edit;
+mod editor;
+mod eval;
+mod export;
+mod generate;
+mod info;
+
+use clap::{Parser, Subcommand};
+
+pub use common::{BackendChoice, ModelArgs};
+
+/// Knowledge editing for language models on your own GPU.
+#[derive(Parser, Debug)]
+#[command(name = "nse", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Generate a continuation and print the top-5 next-token probabilities.
+    Generate(generate::GenerateArgs),
+    /// Print the architecture, the tensors and the GPU adapter with its limits.
+    Info(info::InfoArgs),
+    /// Edit facts into the model (NSE, MEMIT-seq or AlphaEdit) and write a patch.
+    Edit(edit::EditArgs),
+    /// The sequential editing benchmark: CounterFact/zsRE metrics before, during and after
+    /// N edits in batches, for one or several methods; writes JSON and SVG plots.
+    Eval(eval::EvalArgs),
+    /// Compute (or load from the cache) the covariance statistics and write them as .npy files.
+    Covariance(covariance::CovarianceArgs),
+    /// Write the (patched) model as Hugging Face safetensors + config.json + tokenizer.json.
+    Export(export::ExportArgs),
+    /// Benchmarks that print a table and write JSON.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+/// Entry point of the `nse` binary: parses arguments, runs, and exits non-zero with the error's
+/// message on failure.
+pub fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Generate(args) => generate::run(args),
+        Command::Info(args) => info::run(args),
+        Command::Edit(args) => edit::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Export(args) => export::run(args),
+        Command::Covariance(args) => covariance::run(args),
+        Command::Bench(cmd) => bench::run(cmd),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}

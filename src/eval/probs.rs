@@ -1,0 +1,95 @@
+//! Teacher-forced candidate scores (spec §10.1): the mean token NLL of `" " + candidate` after a
+//! prefix, and whether every candidate token is the argmax.
+//!
+//! As the reference does, the input is the tokens of `prefix + " " + candidate`, the targets are
+//! the tokens of `" " + candidate` tokenised on their own, and they are read at positions
+//! `len(tokens(prefix)) + j − 1`.
+
+use crate::backend::Backend;
+use crate::model::{ForwardSpec, LogitRows, Model, Packed, Tokenizer};
+use crate::{Error, Result};
+
+/// Sequences per forward pass (bounds the logits buffer: rows × vocabulary).
+const SEQS_PER_PASS: usize = 48;
+
+/// The score of one candidate after one prefix.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CandidateScore {
+    /// Mean over the candidate's tokens of `−log p(token | prefix, earlier tokens)`.
+    pub nll: f32,
+    /// Every candidate token is the argmax at its position.
+    pub argmax_all: bool,
+}
+
+impl CandidateScore {
+    /// `exp(−NLL)`, the geometric-mean token probability.
+    pub fn prob(&self) -> f32 {
+        (-self.nll).exp()
+    }
+}
+
+/// Scores every `(prefix, candidate)` pair.
+///
+/// # Errors
+/// An empty candidate, or a prefix whose tokenisation is not a prefix of the full input's in
+/// length (the reference would index out of bounds there).
+pub async fn score_candidates<B: Backend>(
+    model: &Model<B>,
+    tok: &Tokenizer,
+    pairs: &[(String, String)],
+) -> Result<Vec<CandidateScore>> {
+    let be = model.backend();
+    let vocab = model.config.vocab_size;
+    let mut out = Vec::with_capacity(pairs.len());
+    for chunk in pairs.chunks(SEQS_PER_PASS) {
+        let mut seqs = vec![];
+        let mut targets = vec![];
+        let mut starts = vec![];
+        for (prefix, cand) in chunk {
+            let full = tok.encode(&format!("{prefix} {cand}"))?;
+            let target = tok.encode(&format!(" {cand}"))?;
+            let prefix_len = tok.encode(prefix)?.len();
+            if target.is_empty() || prefix_len == 0 || prefix_len + target.len() > full.len() {
+                return Err(Error::input(format!(
+                    "cannot score {cand:?} after {prefix:?}: the candidate does not tokenise after the prefix"
+                )));
+            }
+            seqs.push(full);
+            targets.push(target);
+            starts.push(prefix_len);
+        }
+        let packed = Packed::new(&seqs);
+        let mut rows = vec![];
+        for (s, (target, &start)) in targets.iter().zip(&starts).enumerate() {
+            for j in 0..target.len() {
+                rows.push(packed.row(s, start + j - 1) as u32);
+            }
+        }
+        let fwd = model.forward(
+            &packed,
+            &ForwardSpec {
+                logits: LogitRows::Rows(rows),
+                ..Default::default()
+            },
+        )?;
+        let logits = fwd.logits.expect("logits were requested");
+        let logp = be.read(&be.log_softmax(&logits)?).await?;
+        let mut r = 0;
+        for target in &targets {
+            let mut nll = 0.0f32;
+            let mut argmax_all = true;
+            for &t in target {
+                let row = &logp[r * vocab..(r + 1) * vocab];
+                nll -= row[t as usize];
+                let best = crate::ops::softmax::argmax_forward(row, vocab)[0];
+                argmax_all &= best == t;
+                r += 1;
+            }
+            out.push(CandidateScore {
+                nll: nll / target.len() as f32,
+                argmax_all,
+            });
+        }
+    }
+    Ok(out)
+}
