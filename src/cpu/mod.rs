@@ -213,7 +213,8 @@ impl Backend for CpuBackend {
         ranges: &CpuTensor,
         shape: AttnShape,
     ) -> Result<CpuTensor> {
-        let out = attention::attention_forward(q.f32(), k.f32(), v.f32(), ranges.u32(), shape);
+        let out =
+            attention::attention_forward_blocked(q.f32(), k.f32(), v.f32(), ranges.u32(), shape);
         Ok(CpuTensor::from_f32(out, &q.shape))
     }
 
