@@ -21,6 +21,7 @@ pub mod solve;
 pub mod state;
 pub mod target;
 pub mod templates;
+pub mod zproblem;
 
 pub use batch::{
     BatchOptions, BatchOutcome, EditContext, Progress, apply_batch, apply_batch_opts,

@@ -6,7 +6,8 @@
 //! backward op has a CPU reference checked by finite differences and a WGSL kernel checked
 //! against it.
 
-use super::forward::{BatchTensors, BlockActs, Model};
+use super::block::{BatchTensors, BlockActs};
+use super::forward::Model;
 use crate::Result;
 use crate::backend::{Backend, TensorInfo, Transpose};
 

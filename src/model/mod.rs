@@ -3,6 +3,7 @@
 
 pub mod backward;
 pub mod batch;
+pub mod block;
 pub mod config;
 pub mod export;
 pub mod forward;
@@ -16,11 +17,9 @@ pub mod weights;
 
 pub use backward::BlockRows;
 pub use batch::Packed;
+pub use block::{BatchTensors, BlockActs, PartialKv};
 pub use config::{Arch, ModelConfig};
-pub use forward::{
-    BatchTensors, BlockActs, ForwardOutput, ForwardSpec, Injection, KvCache, LogitRows, Model,
-    PartialKv,
-};
+pub use forward::{ForwardOutput, ForwardSpec, Injection, KvCache, LogitRows, Model};
 pub use generate::{Generation, Sampling, generate};
 pub use host::HostTensor;
 pub use load::{LoadedModel, ModelSource};
