@@ -86,21 +86,32 @@ const SMALL_M: usize = 8;
 /// `k` huge (the LM head's backward: `(R, V) · (V, d)` with `V` = 49,152).
 fn small_m_nn(c: &mut [f32], a: &[f32], b: &[f32], dims: MatmulDims, accumulate: bool) {
     let MatmulDims { m, k, n } = dims;
+    // Rows of `B` are summed in f32 over blocks of `BLOCK`, then the block sums in f64: the
+    // plain running f32 sum over k = 49,152 terms loses ~1e-4 relative, enough to move the z
+    // optimisation's Adam trajectory away from the reference's (whose BLAS sums in blocks).
+    const BLOCK: usize = 128;
     let columns = |j0: usize, j1: usize| {
         let w = j1 - j0;
+        let mut total = vec![0.0f64; m * w];
         let mut part = vec![0.0f32; m * w];
-        for p in 0..k {
-            let brow = &b[p * n + j0..p * n + j1];
-            for i in 0..m {
-                let x = a[i * k + p];
-                if x != 0.0 {
-                    for (o, &y) in part[i * w..(i + 1) * w].iter_mut().zip(brow) {
-                        *o += x * y;
+        for p0 in (0..k).step_by(BLOCK) {
+            part.fill(0.0);
+            for p in p0..(p0 + BLOCK).min(k) {
+                let brow = &b[p * n + j0..p * n + j1];
+                for i in 0..m {
+                    let x = a[i * k + p];
+                    if x != 0.0 {
+                        for (o, &y) in part[i * w..(i + 1) * w].iter_mut().zip(brow) {
+                            *o += x * y;
+                        }
                     }
                 }
             }
+            for (t, &v) in total.iter_mut().zip(&part) {
+                *t += v as f64;
+            }
         }
-        (j0, part)
+        (j0, total.into_iter().map(|v| v as f32).collect::<Vec<f32>>())
     };
     #[cfg(not(target_arch = "wasm32"))]
     let parts: Vec<(usize, Vec<f32>)> = {
