@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use super::bench::write_json;
 use super::common::{Loaded, ModelArgs, load};
-use super::editor::{EditorArgs, batch_progress, method_for};
+use super::editor::{Editor, EditorArgs, batch_progress, method_for};
 use crate::backend::Backend;
 use crate::edit::dataset::parse_cases;
 use crate::edit::{Case, EditContext, EditState, MethodKind};
@@ -319,68 +319,100 @@ async fn eval<B: Backend>(
         // Back to the original weights for the next method (bit-exact).
         state.rewind_to(model, 0)?;
         runs.push(method_run);
+        // Written after every method, so that a long comparison keeps what it has finished.
+        let outputs = Outputs {
+            run,
+            source,
+            backend: model.backend().describe(),
+            editor: &editor,
+            plan: &plan,
+            perplexity: perplexity.as_ref(),
+            prepare_seconds,
+        };
+        outputs.write(&pre, &runs)?;
     }
-
-    let curves = curves(&pre, &runs);
-    let golden_rows: Vec<(String, Vec<Row>)> = match run.golden {
-        Some(g) => golden_rows(g, &pre, &runs, args.batch),
-        None => vec![],
-    };
-    std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
-    let plots = crate::eval::plot::write_svgs(&args.out.join("plots"), &curves)?;
-    let report = json!({
-        "tool": "nse eval",
-        "code": code_version(),
-        "model": {"name": source.name, "format": source.format, "sha256": source.sha256, "bytes": source.bytes},
-        "backend": model.backend().describe(),
-        "dataset": run.dataset,
-        "seed": args.seed,
-        "batch_size": args.batch,
-        "checkpoint_every": args.checkpoint_every,
-        "fluency": plan.eval.fluency,
-        "perplexity_slice": perplexity,
-        "hparams": editor.hp,
-        "context_templates": editor.templates.groups,
-        "covariance": editor.cov.source,
-        "pre": pre,
-        "methods": runs,
-        "curves": curves,
-        "golden": args.golden.as_ref().map(|p| json!({
-            "file": p.display().to_string(),
-            "compared": golden_rows.iter().map(|(m, rows)| json!({
-                "method": m,
-                "groups": summarise(rows).iter().map(|g| json!({
-                    "group": g.group, "count": g.count, "max_abs": g.max_abs, "max_rel": g.max_rel, "worst_at": g.worst_at,
-                })).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
-        })),
-        "timing_seconds": {
-            "load_model": run.load_seconds,
-            "prepare": prepare_seconds,
-            "pre_eval": pre.seconds,
-            "methods": runs.iter().map(|r| json!({"method": r.method, "timing": r.timing})).collect::<Vec<_>>(),
-            "process_wall": run.t_process.elapsed().as_secs_f64(),
-        },
-    });
-    let report_path = args.out.join("report.json");
-    write_json(&report_path, &report)?;
-
-    println!(
-        "\n{:?}, {} cases (aggregates: mean over cases × 100; diffs in probability points)",
-        run.kind, pre.n_cases
-    );
-    print!("{}", summary_table(&pre, &runs));
-    for (method, rows) in &golden_rows {
-        println!("\ncompared with the golden run ({method}):");
-        print!("{}", golden_table(rows));
-    }
-    println!(
-        "wrote {} and {} plots in {}",
-        report_path.display(),
-        plots.len(),
-        args.out.join("plots").display()
-    );
     Ok(())
+}
+
+/// Everything the report needs besides the results.
+struct Outputs<'a> {
+    run: &'a RunInputs<'a>,
+    source: &'a ModelSource,
+    backend: String,
+    editor: &'a Editor,
+    plan: &'a SequentialPlan,
+    perplexity: Option<&'a PerplexitySlice>,
+    prepare_seconds: f64,
+}
+
+impl Outputs<'_> {
+    /// Writes `report.json` and the plots for the methods run so far (`complete` says whether
+    /// that is all of them), and prints the summary table.
+    fn write(&self, pre: &EvalReport, runs: &[MethodRun]) -> Result<()> {
+        let (run, source, editor, plan) = (self.run, self.source, self.editor, self.plan);
+        let (args, perplexity, prepare_seconds) = (run.args, self.perplexity, self.prepare_seconds);
+        let curves = curves(pre, runs);
+        let golden_rows: Vec<(String, Vec<Row>)> = match run.golden {
+            Some(g) => golden_rows(g, pre, runs, args.batch),
+            None => vec![],
+        };
+        std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
+        let plots = crate::eval::plot::write_svgs(&args.out.join("plots"), &curves)?;
+        let report = json!({
+            "tool": "nse eval",
+            "code": code_version(),
+            "model": {"name": source.name, "format": source.format, "sha256": source.sha256, "bytes": source.bytes},
+            "backend": self.backend,
+                "complete": runs.len() == run.kinds.len(),
+            "dataset": run.dataset,
+            "seed": args.seed,
+            "batch_size": args.batch,
+            "checkpoint_every": args.checkpoint_every,
+            "fluency": plan.eval.fluency,
+            "perplexity_slice": perplexity,
+            "hparams": editor.hp,
+            "context_templates": editor.templates.groups,
+            "covariance": editor.cov.source,
+            "pre": pre,
+            "methods": runs,
+            "curves": curves,
+            "golden": args.golden.as_ref().map(|p| json!({
+                "file": p.display().to_string(),
+                "compared": golden_rows.iter().map(|(m, rows)| json!({
+                    "method": m,
+                    "groups": summarise(rows).iter().map(|g| json!({
+                        "group": g.group, "count": g.count, "max_abs": g.max_abs, "max_rel": g.max_rel, "worst_at": g.worst_at,
+                    })).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+            })),
+            "timing_seconds": {
+                "load_model": run.load_seconds,
+                "prepare": prepare_seconds,
+                "pre_eval": pre.seconds,
+                "methods": runs.iter().map(|r| json!({"method": r.method, "timing": r.timing})).collect::<Vec<_>>(),
+                "process_wall": run.t_process.elapsed().as_secs_f64(),
+            },
+        });
+        let report_path = args.out.join("report.json");
+        write_json(&report_path, &report)?;
+
+        println!(
+            "\n{:?}, {} cases (aggregates: mean over cases × 100; diffs in probability points)",
+            run.kind, pre.n_cases
+        );
+        print!("{}", summary_table(pre, runs));
+        for (method, rows) in &golden_rows {
+            println!("\ncompared with the golden run ({method}):");
+            print!("{}", golden_table(rows));
+        }
+        println!(
+            "wrote {} and {} plots in {}",
+            report_path.display(),
+            plots.len(),
+            args.out.join("plots").display()
+        );
+        Ok(())
+    }
 }
 
 /// Rows compared with the golden run: the pre-edit part once, plus the run of the golden file's
