@@ -9,101 +9,17 @@
 // Any page error or console error fails the check it happens in.
 // Prints a pass/fail summary and exits non-zero on any failure. Screenshots: artifacts/e2e/.
 
-import { chromium } from 'playwright-core';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-
-const APP_URL = process.env.APP_URL ?? 'http://127.0.0.1:8091/';
-const SHOTS = process.env.E2E_ARTIFACTS ?? 'artifacts/e2e';
-// SwiftShader runs WebGPU at about 1 GFLOP/s: loading takes seconds, each token of the 30-layer
-// model a few seconds more. Bounded, but generous.
-const LOAD_TIMEOUT_MS = 180_000;
-const GENERATE_TIMEOUT_MS = 240_000;
-const BASE_ARGS = [
-  '--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync',
-];
-// Chromium's own console noise when WebGPU finds no adapter (the case check 4 provokes).
-const EXPECTED_WITHOUT_WEBGPU = [/No available adapters/i];
-
-fs.mkdirSync(SHOTS, { recursive: true });
-const results = [];
-
-/// Runs one named check, recording pass/fail and its duration.
-async function check(name, fn) {
-  const t0 = Date.now();
-  try {
-    await fn();
-    results.push({ name, ok: true, secs: (Date.now() - t0) / 1000 });
-    console.log(`PASS ${name} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
-  } catch (e) {
-    results.push({ name, ok: false, secs: (Date.now() - t0) / 1000, error: e });
-    console.log(`FAIL ${name}: ${e?.stack ?? e}`);
-  }
-}
-
-/// A fresh browser profile and one page; page errors and console errors are collected, and any
-/// wait done through `until` fails as soon as one arrives.
-async function withPage({ webgpu, allowConsole = [], routes = {}, initScript = null }, fn) {
-  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'nse-e2e-'));
-  const args = webgpu ? [...BASE_ARGS, '--enable-unsafe-webgpu'] : BASE_ARGS;
-  const ctx = await chromium.launchPersistentContext(profile, {
-    executablePath: '/usr/bin/chromium', headless: true, args,
-    viewport: { width: 1100, height: 900 },
-  });
-  const problems = [];
-  let fail;
-  const failed = new Promise((_, reject) => { fail = reject; });
-  failed.catch(() => {});
-  const report = (msg) => { problems.push(msg); fail(new Error(msg)); };
-  try {
-    // Records every text the progress label shows (window.__nseProgress), to check byte progress.
-    await ctx.addInitScript(() => {
-      window.__nseProgress = [];
-      document.addEventListener('DOMContentLoaded', () => {
-        const label = document.querySelector('[data-testid="progress-label"]');
-        new MutationObserver(() => window.__nseProgress.push(label.textContent))
-          .observe(label, { childList: true, characterData: true, subtree: true });
-      });
-    });
-    if (initScript) await ctx.addInitScript(initScript);
-    for (const [pattern, handler] of Object.entries(routes)) await ctx.route(pattern, handler);
-    const page = ctx.pages()[0] ?? await ctx.newPage();
-    page.on('pageerror', (e) => report(`page error: ${e.message}`));
-    page.on('console', (m) => {
-      if (m.type() !== 'error') return;
-      if (allowConsole.some((re) => re.test(m.text()))) return;
-      report(`console error: ${m.text()}`);
-    });
-    const until = (what, pred, arg, timeout) => Promise.race([
-      failed,
-      page.waitForFunction(pred, arg, { timeout, polling: 250 }).catch((e) => {
-        throw new Error(`timed out after ${timeout / 1000} s waiting for ${what}: ${e.message.split('\n')[0]}`);
-      }),
-    ]);
-    await page.goto(APP_URL);
-    await fn(page, until);
-    if (problems.length) throw new Error(problems.join('; '));
-  } finally {
-    await ctx.close();
-    fs.rmSync(profile, { recursive: true, force: true });
-  }
-}
-
-const tid = (id) => `[data-testid="${id}"]`;
-
-async function waitForModel(page, until, backend) {
-  await until(`model-status ready on ${backend}`, ([sel, be]) => {
-    const el = document.querySelector(sel);
-    return el && el.dataset.state === 'ready' && el.dataset.backend === be;
-  }, [tid('model-status'), backend], LOAD_TIMEOUT_MS);
-}
+import {
+  EXPECTED_WITHOUT_WEBGPU, GENERATE_TIMEOUT_MS, LOAD_TIMEOUT_MS, SHOTS, check, expect, finish,
+  results, session, tid, waitForModel,
+} from './lib.mjs';
 
 /// Types a prompt, asks for `n` tokens, waits for the end; returns the output and how many
 /// times the output text changed on the way (more than once = streamed).
 async function generate(page, until, prompt, n) {
-  await page.fill(tid('prompt-input'), prompt);
+  await page.fill(tid('generate-prompt-input'), prompt);
   await page.fill(tid('max-tokens-input'), String(n));
   await page.evaluate((sel) => {
     window.__nseOutputChanges = 0;
@@ -126,9 +42,6 @@ async function generate(page, until, prompt, n) {
   };
 }
 
-function expect(cond, msg) {
-  if (!cond) throw new Error(msg);
-}
 
 /// A tiny random Hugging Face Llama checkpoint (1 block, d 16, 2/1 heads of 8, d_ff 24, a
 /// 7-token byte-level BPE), as the files a user would multi-select, plus one the page ignores.
@@ -184,19 +97,6 @@ function tinyHfCheckpoint() {
     { name: 'model.safetensors', mimeType: 'application/octet-stream',
       buffer: Buffer.concat([len, Buffer.from(json), ...chunks]) },
   ];
-}
-
-const t0 = Date.now();
-
-/// A browser session; a failure outside any check (launch, navigation, a late page error) is
-/// recorded as a failed check of its own.
-async function session(name, options, fn) {
-  try {
-    await withPage(options, fn);
-  } catch (e) {
-    results.push({ name, ok: false, error: e });
-    console.log(`FAIL ${name}: ${e?.stack ?? e}`);
-  }
 }
 
 await session('WebGPU browser session', { webgpu: true }, async (page, until) => {
@@ -311,8 +211,4 @@ await session('missing-model browser session', {
   });
 });
 
-const failed = results.filter((r) => !r.ok);
-console.log(`\ne2e: ${results.length - failed.length} passed, ${failed.length} failed ` +
-  `(${((Date.now() - t0) / 1000).toFixed(1)} s); screenshots in ${SHOTS}/`);
-for (const r of failed) console.log(`  failed: ${r.name}`);
-process.exit(failed.length ? 1 : 0);
+finish('e2e page');

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# End-to-end test of the page: builds dist/ with trunk when it is missing or older than the
-# sources, serves it on 127.0.0.1, runs e2e/page.mjs in headless Chromium, stops the server.
-# Usage: bash e2e/run.sh   (E2E_PORT=8091 by default; E2E_REBUILD=1 forces a build)
+# End-to-end tests of the page: builds dist/ with trunk when it is missing or older than the
+# sources, serves it on 127.0.0.1, runs e2e/page.mjs (loading, generation, bad model files) and
+# e2e/editor.mjs (one edit, compare, export/import, reload, undo, an over-limit model) in
+# headless Chromium, stops the server.
+# Usage: bash e2e/run.sh   (E2E_PORT=8091 by default; E2E_REBUILD=1 forces a build;
+#        E2E_ONLY=page|editor runs one of the two; E2E_BACKEND=webgpu edits on WebGPU)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,4 +38,11 @@ for _ in $(seq 50); do
   sleep 0.2
 done
 
-APP_URL="http://127.0.0.1:$PORT/" node e2e/page.mjs
+status=0
+if [ "${E2E_ONLY:-page}" = page ]; then
+  APP_URL="http://127.0.0.1:$PORT/" node e2e/page.mjs || status=1
+fi
+if [ "${E2E_ONLY:-editor}" = editor ]; then
+  APP_URL="http://127.0.0.1:$PORT/" node e2e/editor.mjs || status=1
+fi
+exit $status

@@ -1,5 +1,6 @@
 //! Browser tests: the gpu backend on the browser's WebGPU against the cpu backend, op by op and
-//! through a tiny random Llama.
+//! through a tiny random Llama; editing on WebGPU against the cpu backend, patches in wasm, and
+//! the page's IndexedDB ledger store (`web/edit.rs`, `web/storage.rs`).
 //!
 //! Run with `cargo test --target wasm32-unknown-unknown --test web`: the runner
 //! (`wasm-bindgen-test-runner`) and the Chromium flags (`ci/webdriver.json`, which turns on
@@ -17,6 +18,11 @@ use nse::model::{
 use wasm_bindgen_test::{console_log, wasm_bindgen_test, wasm_bindgen_test_configure};
 
 wasm_bindgen_test_configure!(run_in_browser);
+
+#[path = "web/edit.rs"]
+mod edit;
+#[path = "web/storage.rs"]
+mod storage;
 
 /// SplitMix64: the same inputs on every machine and every run.
 struct Rng(u64);

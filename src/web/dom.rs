@@ -95,3 +95,79 @@ pub(crate) async fn yield_now() {
 pub(crate) async fn let_paint() {
     sleep_ms(20).await;
 }
+
+/// A new SVG element `<tag>`.
+pub(crate) fn svg(tag: &str) -> Element {
+    document()
+        .create_element_ns(Some("http://www.w3.org/2000/svg"), tag)
+        .unwrap_or_else(|_| panic!("cannot create an SVG <{tag}> element"))
+}
+
+/// Offers `bytes` as a file download named `name`.
+///
+/// # Errors
+/// The browser refused to make the blob or its URL.
+pub(crate) fn download(name: &str, bytes: &[u8], mime: &str) -> crate::Result<()> {
+    let parts = js_sys::Array::of1(&js_sys::Uint8Array::from(bytes).into());
+    let options = web_sys::BlobPropertyBag::new();
+    options.set_type(mime);
+    let blob = web_sys::Blob::new_with_u8_array_sequence_and_options(&parts, &options)
+        .map_err(|e| js_error("cannot make the download", e))?;
+    let url = web_sys::Url::create_object_url_with_blob(&blob)
+        .map_err(|e| js_error("cannot make the download's URL", e))?;
+    let a: web_sys::HtmlAnchorElement = create("a").unchecked_into();
+    a.set_href(&url);
+    a.set_download(name);
+    a.click();
+    // The click has started the download; the URL can go once the browser has read it.
+    let revoke = Closure::once_into_js(move || {
+        let _ = web_sys::Url::revoke_object_url(&url);
+    });
+    let _ = window()
+        .set_timeout_with_callback_and_timeout_and_arguments_0(revoke.unchecked_ref(), 60_000);
+    Ok(())
+}
+
+/// The value of `?name=…` in the page's URL.
+pub(crate) fn query_param(name: &str) -> Option<String> {
+    let search = window().location().search().ok()?;
+    web_sys::UrlSearchParams::new_with_str(&search)
+        .ok()?
+        .get(name)
+}
+
+/// Removes every child of `el`.
+pub(crate) fn clear(el: &Element) {
+    el.set_text_content(None);
+}
+
+/// Appends a new `<tag>` child with `text` (and `data-testid` when given) and returns it.
+pub(crate) fn child(parent: &Element, tag: &str, testid: Option<&str>, text: &str) -> Element {
+    let el = create(tag);
+    if let Some(id) = testid {
+        set_attr(&el, "data-testid", id);
+    }
+    if !text.is_empty() {
+        el.set_text_content(Some(text));
+    }
+    parent
+        .append_child(&el)
+        .expect("appending to our own element");
+    el
+}
+
+/// A whole number from a number box, within `lo..=hi`.
+pub(crate) fn int_input(
+    input: &web_sys::HtmlInputElement,
+    what: &str,
+    lo: usize,
+    hi: usize,
+) -> crate::Result<usize> {
+    let text = input.value();
+    match text.trim().parse::<usize>() {
+        Ok(n) if (lo..=hi).contains(&n) => Ok(n),
+        _ => Err(Error::input(format!(
+            "{what}: “{text}” is not a whole number from {lo} to {hi}"
+        ))),
+    }
+}

@@ -42,7 +42,7 @@ struct Summary {
 impl GenerateView {
     pub(crate) fn find() -> Self {
         GenerateView {
-            prompt: by_testid("prompt-input"),
+            prompt: by_testid("generate-prompt-input"),
             max_tokens: by_testid("max-tokens-input"),
             button: by_testid("generate-button"),
             stop: by_testid("stop-button"),

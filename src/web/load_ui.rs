@@ -7,10 +7,10 @@ use web_sys::{File, HtmlButtonElement, HtmlInputElement, HtmlOptionElement, Html
 
 use super::dom::{self, by_testid};
 use super::loader::{self, Picked};
-use super::session::{BackendKind, Session, fmt_bytes};
+use super::session::{self, BackendKind, Session, fmt_bytes};
 use super::status::ModelState;
 use super::webgpu::WebGpuSupport;
-use super::{App, dom::now_ms};
+use super::{App, compare_ui, dom::now_ms, ledger_ui};
 use crate::Result;
 use crate::gpu::GpuBackend;
 use crate::model::LoadedModel;
@@ -58,6 +58,11 @@ impl LoadControls {
         BackendKind::from_id(&self.backend.value())
     }
 
+    /// Selects a backend for the next load.
+    pub(crate) fn select_backend(&self, kind: BackendKind) {
+        self.backend.set_value(kind.id());
+    }
+
     /// Selects the cpu backend and disables the WebGPU option.
     pub(crate) fn webgpu_unavailable(&self) {
         self.backend.set_value(BackendKind::Cpu.id());
@@ -101,11 +106,22 @@ pub(crate) async fn load(app: &Rc<App>, source: LoadSource) {
     let kind = app.loader.backend();
     let t0 = now_ms();
     match load_session(app, source, kind).await {
-        Ok(session) => {
+        Ok(mut session) => {
             let secs = (now_ms() - t0) / 1000.0;
             app.status
                 .progress(Some(1.0), &format!("Loaded in {secs:.1} s."));
+            // The ledger saved for this model (if any) is replayed before the page is handed over.
+            ledger_ui::restore(app, &mut session).await;
+            ledger_ui::render(app, &session);
+            app.edit.validate(Some(&session));
+            let edited = session.n_entries() > 0;
             app.put_session(session);
+            app.end();
+            // The model is ready; the restored edit is then compared as a job of its own.
+            if edited {
+                compare_ui::job(app).await;
+            }
+            return;
         }
         Err(e) => {
             app.status
@@ -125,13 +141,20 @@ pub(crate) async fn load(app: &Rc<App>, source: LoadSource) {
 async fn load_session(app: &App, source: LoadSource, kind: BackendKind) -> Result<Session> {
     let status = &app.status;
     let loading = |what: &str| status.set_model(ModelState::Loading, kind.id(), &[what]);
+    let mut from_cache = false;
     let loaded = match source {
         LoadSource::Default => {
             loading(&format!("Loading {DEFAULT_MODEL_URL}…"));
-            let bytes = loader::fetch_bytes(DEFAULT_MODEL_URL, |done, total| {
-                show_read(app, "Downloading the default model", done, total)
+            let (bytes, cached) = loader::fetch_cached(DEFAULT_MODEL_URL, |done, total, cached| {
+                let what = if cached {
+                    "Reading the default model from cache"
+                } else {
+                    "Downloading the default model"
+                };
+                show_read(app, what, done, total)
             })
             .await?;
+            from_cache = cached;
             decode(app, || {
                 crate::model::load::load_gguf(&bytes, default_model_name())
             })
@@ -155,13 +178,17 @@ async fn load_session(app: &App, source: LoadSource, kind: BackendKind) -> Resul
             decode(app, || loader::decode_picked(&picked, &bytes)).await?
         }
     };
+    let cap = max_binding();
+    if let (BackendKind::WebGpu, Some(cap)) = (kind, cap) {
+        session::check_binding_cap(&loaded.weights, cap)?;
+    }
     if let Some(old) = app.take_session() {
         old.release();
     }
     loading(&format!("Loading {}…", loaded.source.name));
     let weights_bytes = 4 * loaded.config.n_params() as u64;
     match kind {
-        BackendKind::Cpu => Session::on_cpu(loaded),
+        BackendKind::Cpu => Session::on_cpu(loaded, from_cache),
         BackendKind::WebGpu => {
             status.progress(Some(DECODE_DONE), "Opening the WebGPU device…");
             let gpu = GpuBackend::new().await?;
@@ -177,7 +204,13 @@ async fn load_session(app: &App, source: LoadSource, kind: BackendKind) -> Resul
                 WebGpuSupport::Adapter(facts) => facts,
                 _ => Default::default(),
             };
-            Session::on_gpu(loaded, gpu, &facts).await
+            let mut session = Session::on_gpu(loaded, gpu, &facts, from_cache).await?;
+            if let Some(cap) = cap {
+                session
+                    .device
+                    .push_str(&format!(" · page limit {} (?max_binding)", fmt_bytes(cap)));
+            }
+            Ok(session)
         }
     }
 }
@@ -205,6 +238,12 @@ async fn decode(app: &App, f: impl FnOnce() -> Result<LoadedModel>) -> Result<Lo
     app.status.progress(Some(DECODE_DONE), "Decoded.");
     dom::yield_now().await;
     Ok(loaded)
+}
+
+/// The `?max_binding=N` test hook: the page refuses tensors over `N` bytes on WebGPU, as if the
+/// adapter's `maxStorageBufferBindingSize` were `N`.
+pub(crate) fn max_binding() -> Option<u64> {
+    dom::query_param("max_binding").and_then(|v| v.trim().parse::<u64>().ok())
 }
 
 /// The default model's file name (the last part of its URL).

@@ -4,7 +4,10 @@
 use js_sys::{Reflect, Uint8Array};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{File, ReadableStream, ReadableStreamDefaultReader, Response};
+use web_sys::{
+    Cache, File, Headers, ReadableStream, ReadableStreamDefaultReader, RequestInit, Response,
+    ResponseInit,
+};
 
 use super::dom::{self, js_error};
 use crate::model::LoadedModel;
@@ -20,7 +23,15 @@ pub(crate) async fn fetch_bytes(
     url: &str,
     mut on_progress: impl FnMut(u64, Option<u64>),
 ) -> Result<Vec<u8>> {
-    let response = JsFuture::from(dom::window().fetch_with_str(url))
+    let response = fetch_ok(url, "GET").await?;
+    read_response(&response, url, &mut on_progress).await
+}
+
+/// `fetch(url, {method})`, failing on an HTTP error status.
+async fn fetch_ok(url: &str, method: &str) -> Result<Response> {
+    let init = RequestInit::new();
+    init.set_method(method);
+    let response = JsFuture::from(dom::window().fetch_with_str_and_init(url, &init))
         .await
         .map_err(|e| js_error(&format!("could not download {url}"), e))?;
     let response: Response = response
@@ -28,7 +39,7 @@ pub(crate) async fn fetch_bytes(
         .map_err(|e| js_error("fetch did not return a Response", e))?;
     if !response.ok() {
         let status = response.status();
-        let hint = if status == 404 {
+        let hint = if status == 404 && url.ends_with(".gguf") {
             " The page serves the default model from www/models/: run `bash scripts/setup.sh` \
              (it copies the GGUF there), rebuild with `trunk build --release`, or pick a model \
              file below."
@@ -40,16 +51,109 @@ pub(crate) async fn fetch_bytes(
             response.status_text()
         )));
     }
-    let total = response
-        .headers()
-        .get("content-length")
-        .ok()
-        .flatten()
-        .and_then(|s| s.parse::<u64>().ok());
+    Ok(response)
+}
+
+/// Reads a response's body with progress.
+async fn read_response(
+    response: &Response,
+    url: &str,
+    on_progress: &mut impl FnMut(u64, Option<u64>),
+) -> Result<Vec<u8>> {
+    let total = header_u64(response, "content-length");
     let Some(body) = response.body() else {
         return Ok(Vec::new());
     };
-    read_stream(&body, total, url, &mut on_progress).await
+    read_stream(&body, total, url, on_progress).await
+}
+
+fn header_u64(response: &Response, name: &str) -> Option<u64> {
+    header(response, name).and_then(|s| s.parse::<u64>().ok())
+}
+
+fn header(response: &Response, name: &str) -> Option<String> {
+    response.headers().get(name).ok().flatten()
+}
+
+/// The Cache API bucket holding downloaded models.
+const MODEL_CACHE: &str = "nse-models-v1";
+
+/// Downloads `url` like [`fetch_bytes`], but keeps the bytes in the browser's Cache API and
+/// reads them from there on the next visit. Returns the bytes and whether they came from the
+/// cache.
+///
+/// A cached copy is revalidated with a `HEAD` request: when the server answers with another
+/// `Content-Length` or `Last-Modified`, the file changed and is downloaded again; when the
+/// server cannot be reached, the cached copy is used. Where the Cache API is missing (an
+/// insecure origin) or full, the download works as without it.
+///
+/// # Errors
+/// As [`fetch_bytes`].
+pub(crate) async fn fetch_cached(
+    url: &str,
+    mut on_progress: impl FnMut(u64, Option<u64>, bool),
+) -> Result<(Vec<u8>, bool)> {
+    let cache = open_cache().await;
+    if let Some(cache) = &cache
+        && let Some(cached) = cached_response(cache, url).await
+    {
+        let fresh = match fetch_ok(url, "HEAD").await {
+            Ok(head) => ["content-length", "last-modified"]
+                .iter()
+                .all(|h| header(&head, h) == header(&cached, h)),
+            Err(_) => true,
+        };
+        if fresh {
+            let bytes = read_response(&cached, url, &mut |d, t| on_progress(d, t, true)).await?;
+            return Ok((bytes, true));
+        }
+    }
+    let response = fetch_ok(url, "GET").await?;
+    let headers = response.headers();
+    let bytes = read_response(&response, url, &mut |d, t| on_progress(d, t, false)).await?;
+    if let Some(cache) = &cache
+        && let Err(e) = put_cached(cache, url, &bytes, &headers).await
+    {
+        web_sys::console::warn_1(
+            &format!("the model was not kept in the browser cache: {e}").into(),
+        );
+    }
+    Ok((bytes, false))
+}
+
+async fn open_cache() -> Option<Cache> {
+    let caches = dom::window().caches().ok()?;
+    JsFuture::from(caches.open(MODEL_CACHE))
+        .await
+        .ok()?
+        .dyn_into::<Cache>()
+        .ok()
+}
+
+async fn cached_response(cache: &Cache, url: &str) -> Option<Response> {
+    JsFuture::from(cache.match_with_str(url))
+        .await
+        .ok()?
+        .dyn_into::<Response>()
+        .ok()
+}
+
+async fn put_cached(cache: &Cache, url: &str, bytes: &[u8], from: &Headers) -> Result<()> {
+    let headers = Headers::new().map_err(|e| js_error("cannot make headers", e))?;
+    for h in ["content-length", "last-modified", "content-type"] {
+        if let Ok(Some(v)) = from.get(h) {
+            let _ = headers.set(h, &v);
+        }
+    }
+    let init = ResponseInit::new();
+    init.set_headers(&headers);
+    let body = Uint8Array::from(bytes);
+    let response = Response::new_with_opt_buffer_source_and_init(Some(&body), &init)
+        .map_err(|e| js_error("cannot make a response to cache", e))?;
+    JsFuture::from(cache.put_with_str(url, &response))
+        .await
+        .map(|_| ())
+        .map_err(|e| js_error("Cache.put failed", e))
 }
 
 /// Reads a picked file into memory with progress (through `Blob.stream()`).

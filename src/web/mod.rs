@@ -1,42 +1,71 @@
 //! The browser page's glue (wasm32 only): the only module that touches wasm-bindgen, web-sys
 //! and js-sys. The engine below it never sees the browser.
 //!
-//! - `dom`: element lookup by `data-testid`, listeners, yielding to the event loop.
+//! - `dom`: element lookup by `data-testid`, listeners, downloads, yielding to the event loop.
 //! - `webgpu`: does the browser have WebGPU, and what is its adapter?
-//! - `loader`: model bytes from `fetch` (with byte progress) or the file picker.
-//! - `session`: the loaded model on the WebGPU or cpu backend.
+//! - `loader`: model bytes from `fetch` (kept in the Cache API) or the file picker.
+//! - [`storage`]: IndexedDB (the ledger, the covariance statistics).
+//! - `session`: the loaded model on the WebGPU or cpu backend, with its editing state.
 //! - `status`: status line, progress bar, WebGPU notice, error banner.
-//! - `load_ui`: the model panel (default model, file picker, backend choice) and the load flow.
+//! - `load_ui`: the model panel and the load flow (which also restores the saved ledger).
+//! - `editing`: the editing work, generic over the backend and free of the DOM.
+//! - [`cov`]: the covariance statistic: stored, shipped, or computed in the page.
+//! - `edit_ui`, `apply_flow`: the edit form and the jobs that apply edits and save the ledger.
+//! - `compare_ui`: the original and the edited model side by side.
+//! - `ledger_ui`, `neuron_view`, `patch_ui`: the ledger, undo/remove, the neurons that moved,
+//!   patch export/import and model export.
+//! - `bench_ui`: the sequential benchmark with its live plot.
 //! - `generate_ui`: the generate panel (prompt, streamed tokens, top-5 next-token probabilities).
 //!
 //! Everything runs on the page's main thread: there is no Web Worker. Long work is cut into
 //! steps with a yield to the event loop between them (every downloaded chunk, every generated
-//! token, before and after decoding and uploading), so the page repaints and stays responsive.
-//! The one step that cannot be cut is decoding the weights (`load_gguf` / `load_safetensors`,
-//! a few seconds for the default model), which the page announces before it starts. A worker
-//! would remove that pause, but the engine, its GPU device and the loaded weights would then
-//! live in the worker behind a message protocol, which this page does not need yet.
+//! token, every z step, round and layer of an edit through the batch procedure's `pause` hook,
+//! every covariance window), so the page repaints and stays responsive. On the WebGPU backend
+//! the arithmetic runs in the GPU process and the main thread mostly waits; on the cpu backend
+//! one step (a z step, a layer's f64 solve) runs for up to a few seconds without a repaint.
+//! A worker would remove those pauses, but the engine, its GPU device, the weights and the
+//! ledger would then live in the worker behind a message protocol mirroring every panel's
+//! needs, and the DOM code would lose its direct, typed access to the session: not worth it
+//! while the steps are this short. Decoding the weights (a few seconds) is the other pause,
+//! announced before it starts.
 //!
-//! The page is built from panels that share one [`App`]: the model panel and the generate
-//! panel now, the edit panel next. A panel that runs a job calls [`App::begin`], takes the
-//! session out with [`App::take_session`], works on it (mutably if it edits weights), puts it
-//! back and calls [`App::end`]; while a job runs, every control that starts another is disabled.
+//! The page is built from panels that share one [`App`]. A panel that runs a job calls
+//! [`App::begin`], takes the session out with [`App::take_session`], works on it (mutably if
+//! it edits weights), puts it back and calls [`App::end`]; while a job runs, every control that
+//! starts another is disabled.
 
+mod apply_flow;
+mod bench_ui;
+mod compare_ui;
+pub mod cov;
 mod dom;
+mod edit_ui;
+mod editing;
 mod generate_ui;
+mod ledger_ops;
+mod ledger_ui;
 mod load_ui;
 mod loader;
+mod neuron_view;
+mod patch_ui;
 pub(crate) mod session;
 mod status;
+pub mod storage;
 mod webgpu;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
+use bench_ui::BenchView;
+use compare_ui::CompareView;
+use edit_ui::EditView;
 use generate_ui::GenerateView;
+use ledger_ui::LedgerView;
 use load_ui::{LoadControls, LoadSource};
+use patch_ui::PatchView;
 use session::Session;
 use status::{ModelState, StatusView};
+use storage::Db;
 use webgpu::WebGpuSupport;
 
 /// Everything the page's panels share.
@@ -44,6 +73,13 @@ pub(crate) struct App {
     pub(crate) status: StatusView,
     pub(crate) loader: LoadControls,
     pub(crate) generate: GenerateView,
+    pub(crate) edit: EditView,
+    pub(crate) compare: CompareView,
+    pub(crate) ledger: LedgerView,
+    pub(crate) patch: PatchView,
+    pub(crate) bench: BenchView,
+    /// The page's IndexedDB, `None` where the browser offers none.
+    db: RefCell<Option<Rc<Db>>>,
     /// The loaded model; `None` while none is loaded or while a job has taken it out.
     session: RefCell<Option<Session>>,
     /// A job (load, generate) is running.
@@ -71,6 +107,14 @@ impl App {
     fn set_controls_enabled(&self, enabled: bool) {
         self.loader.set_enabled(enabled);
         self.generate.set_enabled(enabled);
+        let (loaded, editable, entries) = self
+            .with_session(|s| (true, s.editing.is_ok(), s.n_entries()))
+            .unwrap_or((false, false, 0));
+        self.edit.set_enabled(enabled && editable);
+        self.compare.set_enabled(enabled && loaded);
+        self.ledger.set_enabled(enabled && editable);
+        self.patch.set_enabled(enabled && loaded, editable, entries);
+        self.bench.set_enabled(enabled, editable);
         let body = dom::document().body().expect("the page has a body");
         dom::set_attr(&body, "data-busy", if enabled { "false" } else { "true" });
     }
@@ -91,14 +135,39 @@ impl App {
         self.session.borrow().is_some()
     }
 
+    /// Runs `f` on the session, unless none is loaded or a job has taken it out.
+    pub(crate) fn with_session<R>(&self, f: impl FnOnce(&Session) -> R) -> Option<R> {
+        self.session.borrow().as_ref().map(f)
+    }
+
+    /// The page's IndexedDB, if the browser has one.
+    pub(crate) fn db(&self) -> Option<Rc<Db>> {
+        self.db.borrow().clone()
+    }
+
+    /// Validates the edit form against the loaded model (tokens, targets) when one is idle.
+    pub(crate) fn validate_form(&self) {
+        let session = self.session.borrow();
+        self.edit.validate(session.as_ref());
+    }
+
     /// Shows the session in the status line, or that none is loaded.
     pub(crate) fn show_model(&self) {
         match &*self.session.borrow() {
-            Some(s) => self.status.set_model(
-                ModelState::Ready,
-                s.kind().id(),
-                &[&format!("Ready: {}", s.model_line()), &s.device],
-            ),
+            Some(s) => {
+                let bytes = if s.from_cache {
+                    "Model bytes: from cache (this browser's Cache Storage; nothing was downloaded)"
+                } else {
+                    "Model bytes: downloaded or read from a file"
+                };
+                self.status.set_model(
+                    ModelState::Ready,
+                    s.kind().id(),
+                    &[&format!("Ready: {}", s.model_line()), &s.device, bytes],
+                );
+                self.edit
+                    .show_availability(s.editing.as_ref().err().map(String::as_str));
+            }
             None => self.status.set_model(
                 ModelState::Empty,
                 "",
@@ -120,13 +189,33 @@ pub fn start() {
         status: StatusView::find(),
         loader: LoadControls::find(),
         generate: GenerateView::find(),
+        edit: EditView::find(),
+        compare: CompareView::find(),
+        ledger: LedgerView::find(),
+        patch: PatchView::find(),
+        bench: BenchView::find(),
+        db: RefCell::new(None),
         session: RefCell::new(None),
         busy: Cell::new(false),
         webgpu: RefCell::new(WebGpuSupport::NoApi),
     });
     load_ui::wire(&app);
     generate_ui::wire(&app);
+    edit_ui::wire(&app);
+    compare_ui::wire(&app);
+    ledger_ui::wire(&app);
+    patch_ui::wire(&app);
+    bench_ui::wire(&app);
+    app.validate_form();
     wasm_bindgen_futures::spawn_local(async move {
+        match Db::open(storage::DB_NAME).await {
+            Ok(db) => *app.db.borrow_mut() = Some(Rc::new(db)),
+            Err(e) => {
+                app.ledger
+                    .set_saved(&format!("Edits cannot be saved in this browser: {e}"));
+                web_sys::console::warn_1(&e.to_string().into());
+            }
+        }
         app.status
             .set_model(ModelState::Loading, "", &["Looking for WebGPU…"]);
         let support = webgpu::probe().await;
@@ -135,6 +224,9 @@ pub fn start() {
             app.loader.webgpu_unavailable();
         }
         *app.webgpu.borrow_mut() = support;
+        if dom::query_param("backend").as_deref() == Some("cpu") {
+            app.loader.select_backend(session::BackendKind::Cpu);
+        }
         load_ui::load(&app, LoadSource::Default).await;
     });
 }

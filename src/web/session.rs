@@ -1,11 +1,14 @@
-//! The loaded model on one backend, with its tokenizer and where it came from.
+//! The loaded model on one backend, with its tokenizer, where it came from, and its editing
+//! state (the original `down_proj` of the edited layers, `P`, the ledger).
 
 use crate::backend::Backend;
 use crate::cpu::CpuBackend;
+use crate::edit::{EditState, Hparams};
 use crate::gpu::GpuBackend;
-use crate::model::{LoadedModel, Model, ModelConfig, ModelSource, Tokenizer};
+use crate::model::{HostTensor, LoadedModel, Model, ModelConfig, ModelSource, Tokenizer, Weights};
 use crate::{Error, Result};
 
+use super::editing::EditSetup;
 use super::webgpu::AdapterFacts;
 
 /// Which backend runs the model.
@@ -35,22 +38,47 @@ impl BackendKind {
     }
 }
 
+/// A model on one backend with its editing state.
+pub(crate) struct Workbench<B: Backend> {
+    pub model: Model<B>,
+    /// `None` when editing is unavailable for this model (see [`Session::editing`]).
+    pub edits: Option<EditState<B::Tensor>>,
+}
+
 /// The model's weights on a backend.
 pub(crate) enum Engine {
-    Gpu(Model<GpuBackend>),
-    Cpu(Model<CpuBackend>),
+    Gpu(Workbench<GpuBackend>),
+    Cpu(Workbench<CpuBackend>),
 }
 
 /// Runs `$body` with `$m` bound to the engine's `&Model<B>`, whichever the backend.
 macro_rules! with_model {
     ($engine:expr, $m:ident => $body:expr) => {
         match $engine {
-            $crate::web::session::Engine::Gpu($m) => $body,
-            $crate::web::session::Engine::Cpu($m) => $body,
+            $crate::web::session::Engine::Gpu(w) => {
+                let $m = &w.model;
+                $body
+            }
+            $crate::web::session::Engine::Cpu(w) => {
+                let $m = &w.model;
+                $body
+            }
         }
     };
 }
 pub(crate) use with_model;
+
+/// Runs `$body` with `$w` bound to the engine's [`Workbench`] (as `&` or `&mut`, following
+/// `$engine`), whichever the backend.
+macro_rules! with_bench {
+    ($engine:expr, $w:ident => $body:expr) => {
+        match $engine {
+            $crate::web::session::Engine::Gpu($w) => $body,
+            $crate::web::session::Engine::Cpu($w) => $body,
+        }
+    };
+}
+pub(crate) use with_bench;
 
 /// A model ready to run.
 pub(crate) struct Session {
@@ -59,17 +87,25 @@ pub(crate) struct Session {
     pub source: ModelSource,
     /// One line about the device: backend, adapter, limits.
     pub device: String,
+    /// The model bytes came from the browser's cache (no download).
+    pub from_cache: bool,
+    /// Hyperparameters, templates, covariance and the ledger's page-side records; `Err` says
+    /// why this model cannot be edited here.
+    pub editing: std::result::Result<EditSetup, String>,
 }
 
 impl Session {
     /// Uploads a decoded model to the cpu backend (the weights move, nothing is copied).
-    pub(crate) fn on_cpu(loaded: LoadedModel) -> Result<Session> {
+    pub(crate) fn on_cpu(loaded: LoadedModel, from_cache: bool) -> Result<Session> {
         let model = Model::upload(CpuBackend, loaded.config, loaded.weights)?;
+        let (edits, editing) = editing_for(&model, &loaded.source)?;
         Ok(Session {
             device: "CPU backend · single-threaded on the page's main thread (faer GEMM)".into(),
-            engine: Engine::Cpu(model),
+            engine: Engine::Cpu(Workbench { model, edits }),
             tokenizer: loaded.tokenizer,
             source: loaded.source,
+            from_cache,
+            editing,
         })
     }
 
@@ -83,6 +119,7 @@ impl Session {
         loaded: LoadedModel,
         gpu: GpuBackend,
         facts: &AdapterFacts,
+        from_cache: bool,
     ) -> Result<Session> {
         let device = gpu_line(&gpu, facts);
         let model = Model::upload(gpu.clone(), loaded.config, loaded.weights).map_err(|e| {
@@ -93,16 +130,30 @@ impl Session {
             gpu.destroy();
             return Err(e);
         }
+        let (edits, editing) = match editing_for(&model, &loaded.source) {
+            Ok(x) => x,
+            Err(e) => {
+                gpu.destroy();
+                return Err(e);
+            }
+        };
         Ok(Session {
-            engine: Engine::Gpu(model),
+            engine: Engine::Gpu(Workbench { model, edits }),
             tokenizer: loaded.tokenizer,
             source: loaded.source,
             device,
+            from_cache,
+            editing,
         })
     }
 
     pub(crate) fn config(&self) -> &ModelConfig {
         with_model!(&self.engine, m => &m.config)
+    }
+
+    /// Edited requests in the ledger (0 when editing is unavailable).
+    pub(crate) fn n_entries(&self) -> usize {
+        with_bench!(&self.engine, w => w.edits.as_ref().map_or(0, |s| s.ledger.len()))
     }
 
     pub(crate) fn kind(&self) -> BackendKind {
@@ -131,9 +182,68 @@ impl Session {
     /// Frees the model now: a GPU device is destroyed at once rather than when the browser's
     /// garbage collector gets to it.
     pub(crate) fn release(self) {
-        if let Engine::Gpu(m) = &self.engine {
-            m.backend().destroy();
+        if let Engine::Gpu(w) = &self.engine {
+            w.model.backend().destroy();
         }
+    }
+}
+
+/// The editing state of a freshly uploaded model: the shipped hyperparameters for its name
+/// (`Err` with the reason when none ship or they do not fit), and an empty ledger.
+///
+/// # Errors
+/// Only a backend failure while copying the original `down_proj` matrices.
+#[allow(clippy::type_complexity)]
+fn editing_for<B: Backend>(
+    model: &Model<B>,
+    source: &ModelSource,
+) -> Result<(
+    Option<EditState<B::Tensor>>,
+    std::result::Result<EditSetup, String>,
+)> {
+    let hp = Hparams::for_model(&source.name).and_then(|hp| {
+        hp.check_model(model.config.n_layers)?;
+        Ok(hp)
+    });
+    let setup = match hp.and_then(EditSetup::new) {
+        Ok(setup) => setup,
+        Err(e) => {
+            let why = format!("editing is not available for this model: {e}");
+            return Ok((None, Err(why)));
+        }
+    };
+    let state = EditState::new(model, &setup.hp.layers)?;
+    Ok((Some(state), Ok(setup)))
+}
+
+/// Refuses a model with a tensor over `cap` bytes, as the GPU backend refuses one over the
+/// adapter's binding limit, before anything is uploaded (the `?max_binding=N` test hook).
+///
+/// # Errors
+/// [`Error::BufferTooLarge`] naming the first such tensor, with the page's way out.
+pub(crate) fn check_binding_cap(weights: &Weights<HostTensor>, cap: u64) -> Result<()> {
+    let mut all: Vec<&HostTensor> = vec![&weights.embed_tokens, &weights.norm];
+    for l in &weights.layers {
+        all.extend([
+            &l.input_layernorm,
+            &l.q_proj,
+            &l.k_proj,
+            &l.v_proj,
+            &l.o_proj,
+            &l.post_attention_layernorm,
+            &l.gate_proj,
+            &l.up_proj,
+            &l.down_proj,
+        ]);
+    }
+    all.extend(weights.lm_head.as_ref());
+    match all.into_iter().find(|t| 4 * t.data.len() as u64 > cap) {
+        Some(t) => Err(page_hint(Error::BufferTooLarge {
+            name: t.name.clone(),
+            bytes: 4 * t.data.len() as u64,
+            limit: cap,
+        })),
+        None => Ok(()),
     }
 }
 

@@ -1,0 +1,232 @@
+// End-to-end test of the editor in headless Chromium. Expects the built page at APP_URL
+// (e2e/run.sh serves it). One edit in all, on the backend E2E_BACKEND (default cpu: on this
+// GPU-less machine the wasm cpu backend edits in about 50 s, SwiftShader's WebGPU in about
+// 230 s; E2E_BACKEND=webgpu runs the same checks there).
+//
+// Checks, in one browser profile:
+//   1. the form validates as you type: a prompt without the subject is refused, apply is disabled;
+//   2. "The Eiffel Tower is located in the city of" → Rome: the edited model says " Rome" and the
+//      original still " Paris" (with P(new)/P(true) beside them); "The capital of Germany is" is
+//      unchanged; the ledger has one successful row; every stage ran; the neuron view is drawn;
+//   3. the ledger exports as a .nsepatch; the same patch for another model is refused;
+//   4. a reload restores the ledger from IndexedDB and the model from the browser cache;
+//   5. undo gives back the original model: output and probabilities as before the edit.
+// And, in a second profile, a model over the page's binding limit (?max_binding=) is refused
+// with a message naming the tensor, and the page stays usable.
+// Screenshots: artifacts/e2e/editor-*.png.
+
+import fs from 'node:fs';
+import path from 'node:path';
+import {
+  LOAD_TIMEOUT_MS, SHOTS, check, expect, finish, session, tid, waitForModel,
+} from './lib.mjs';
+
+const BACKEND = process.env.E2E_BACKEND ?? 'cpu';
+// One NSE edit of the 135M model is ~100 GFLOP: a few minutes at SwiftShader's ~1 GFLOP/s.
+const EDIT_TIMEOUT_MS = 15 * 60_000;
+// A comparison generates 8 tokens for 4 prompts on both models.
+const COMPARE_TIMEOUT_MS = 6 * 60_000;
+const VIEWPORT = { width: 1280, height: 720 };
+const QUERY = BACKEND === 'cpu' ? '?backend=cpu' : '';
+
+const EDIT = {
+  prompt: 'The Eiffel Tower is located in the city of',
+  subject: 'Eiffel Tower',
+  target: 'Rome',
+};
+const UNRELATED = 'The capital of Germany is';
+
+/// The page is idle (no job running) and the comparison is not running.
+async function idle(until, what, timeout) {
+  await until(what, () => document.body.dataset.busy === 'false'
+    && document.querySelector('[data-testid="compare-status"]').dataset.state !== 'running', null, timeout);
+}
+
+async function ledgerRows(page) {
+  return page.$$eval(tid('ledger-row'), (els) => els.map((e) => ({
+    text: e.textContent, success: e.dataset.success, entry: e.dataset.entry,
+  })));
+}
+
+/// The edit row of the comparison: outputs and probabilities on both models.
+async function editRow(page) {
+  const t = (id) => page.textContent(tid(id));
+  return {
+    original: await t('original-output'), edited: await t('edited-output'),
+    originalNew: await t('original-p-new'), originalTrue: await t('original-p-true'),
+    editedNew: await t('edited-p-new'), editedTrue: await t('edited-p-true'),
+  };
+}
+
+/// The probe rows: `{kind, prompt, original, edited}`.
+async function probeRows(page) {
+  return page.$$eval(`${tid('compare-probe-rows')} ${tid('compare-row')}`, (rows) => rows.map((r) => ({
+    kind: r.dataset.kind,
+    prompt: r.querySelector('[data-testid="compare-prompt"]').textContent.trim(),
+    original: r.querySelector('[data-testid="compare-original"]').textContent,
+    edited: r.querySelector('[data-testid="compare-edited"]').textContent,
+    originalP: r.querySelector('[data-testid="compare-original-p"]').textContent,
+    editedP: r.querySelector('[data-testid="compare-edited-p"]').textContent,
+  })));
+}
+
+async function noError(page) {
+  const hidden = await page.isHidden(tid('error-message'));
+  expect(hidden, `error shown: ${hidden ? '' : await page.textContent(tid('error-message'))}`);
+}
+
+/// A patch with another base model: the manifest's model_sha256 replaced, the rest unchanged
+/// (NSEPATCH, u32 version, u64 manifest length, manifest JSON, blob).
+function forOtherModel(bytes) {
+  expect(bytes.subarray(0, 8).toString() === 'NSEPATCH', 'the export is not an nse patch');
+  const len = Number(bytes.readBigUInt64LE(12));
+  const manifest = JSON.parse(bytes.subarray(20, 20 + len).toString());
+  manifest.model_sha256 = 'f'.repeat(64);
+  manifest.model_name = 'another-model.gguf';
+  const json = Buffer.from(JSON.stringify(manifest));
+  const head = Buffer.alloc(20);
+  bytes.copy(head, 0, 0, 12);
+  head.writeBigUInt64LE(BigInt(json.length), 12);
+  return Buffer.concat([head, json, bytes.subarray(20 + len)]);
+}
+
+let before = null; // the edit row before the edit (the original model)
+
+await session(`editor session (${BACKEND})`, { webgpu: true, query: QUERY, viewport: VIEWPORT }, async (page, until) => {
+  await check('the form validates as you type; a prompt without the subject cannot be applied', async () => {
+    await waitForModel(page, until, BACKEND);
+    await idle(until, 'the page to be idle after loading', LOAD_TIMEOUT_MS);
+    await page.fill(tid('prompt-input'), UNRELATED);
+    await page.fill(tid('subject-input'), EDIT.subject);
+    await page.fill(tid('target-input'), EDIT.target);
+    const state = await page.getAttribute(tid('validation-message'), 'data-state');
+    const message = await page.textContent(tid('validation-message'));
+    console.log(`  validation: ${message}`);
+    expect(state === 'error' && /does not occur/.test(message), `validation ${state}: ${message}`);
+    expect(await page.isDisabled(tid('apply-button')), 'apply is enabled for an invalid request');
+    await page.keyboard.press('Enter');
+    expect((await ledgerRows(page)).length === 0, 'the ledger changed');
+    await page.fill(tid('prompt-input'), EDIT.prompt);
+    expect(await page.getAttribute(tid('validation-message'), 'data-state') === 'ok', 'the valid request is refused');
+    expect(await page.isEnabled(tid('apply-button')), 'apply is disabled for a valid request');
+    const last = await page.$eval(`${tid('token-view')} [data-subject-last="true"]`, (e) => e.textContent);
+    console.log(`  subject-last token: ${JSON.stringify(last)}`);
+    expect(/Tower/.test(last), `the subject-last token is ${last}`);
+  });
+
+  await check(`apply "${EDIT.prompt}" → ${EDIT.target} on ${BACKEND}: the edited model says Rome, the original Paris`, async () => {
+    await page.fill(tid('subject-input'), EDIT.subject);
+    await page.fill(tid('target-input'), EDIT.target);
+    await page.fill(tid('probes-input'), UNRELATED);
+    const t0 = Date.now();
+    await page.click(tid('apply-button'));
+    await until('the edit row of the ledger', (sel) => document.querySelector(sel) !== null
+      || !document.querySelector('[data-testid="error-message"]').hidden, tid('ledger-row'), EDIT_TIMEOUT_MS);
+    const editSecs = (Date.now() - t0) / 1000;
+    await idle(until, 'the comparison after the edit', COMPARE_TIMEOUT_MS);
+    const allSecs = (Date.now() - t0) / 1000;
+    await noError(page);
+    const row = await editRow(page);
+    before = row;
+    console.log(`  edit ${editSecs.toFixed(1)} s, with the comparison ${allSecs.toFixed(1)} s`);
+    console.log(`  original: ${JSON.stringify(row.original)} P(new) ${row.originalNew} P(true) ${row.originalTrue}`);
+    console.log(`  edited:   ${JSON.stringify(row.edited)} P(new) ${row.editedNew} P(true) ${row.editedTrue}`);
+    expect(row.original.startsWith(' Paris'), `the original says ${JSON.stringify(row.original)}`);
+    expect(row.edited.startsWith(' Rome'), `the edited model says ${JSON.stringify(row.edited)}`);
+    expect(Number(row.editedNew) > Number(row.editedTrue), 'edited: P(new) ≤ P(true)');
+    expect(Number(row.originalNew) < Number(row.originalTrue), 'original: P(new) ≥ P(true)');
+    const probes = await probeRows(page);
+    const unrelated = probes.find((p) => p.kind === 'probe' && p.prompt === UNRELATED);
+    console.log(`  "${UNRELATED}": original ${JSON.stringify(unrelated?.original)}, edited ${JSON.stringify(unrelated?.edited)}`);
+    expect(unrelated && unrelated.original === unrelated.edited, 'the unrelated probe changed');
+    expect(unrelated.original.includes('Berlin'), `the unrelated probe says ${JSON.stringify(unrelated.original)}`);
+    const rows = await ledgerRows(page);
+    console.log(`  ledger: ${rows.map((r) => r.text).join(' | ')}`);
+    expect(rows.length === 1 && rows[0].success === 'true', `ledger rows: ${JSON.stringify(rows)}`);
+    const stages = await page.$$eval(tid('edit-stage'), (els) => els.map((e) => [e.dataset.stage, e.dataset.state]));
+    expect(['cov', 'z', 'rounds', 'keys'].every((s) => stages.some(([id, st]) => id === s && st === 'done')),
+      `stages: ${JSON.stringify(stages)}`);
+    const labels = await page.evaluate(() => window.__nseProgress);
+    expect(labels.some((l) => /z 1\/1: step \d+, loss/.test(l)), 'no z-step progress with the loss');
+    expect(labels.some((l) => /Round 1, layer \d+: \d+ neurons updated/.test(l)), 'no layer progress');
+    const layers = await page.$$eval(tid('neuron-layer'), (els) => els.map((e) => Number(e.dataset.moved)));
+    const top = await page.$$(tid('neuron-top-row'));
+    console.log(`  neurons moved per layer: ${layers.join(', ')}; top list ${top.length} rows`);
+    expect(layers.length === 5 && layers.every((n) => n > 0) && top.length === 10, 'the neuron view is empty');
+    await page.screenshot({ path: path.join(SHOTS, 'editor-after-edit.png') });
+    await page.screenshot({ path: path.join(SHOTS, 'editor-after-edit-full.png'), fullPage: true });
+  });
+
+  await check('the ledger exports as a .nsepatch; a patch for another model is refused', async () => {
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click(tid('export-button'))]);
+    const file = await download.path();
+    const bytes = fs.readFileSync(file);
+    console.log(`  exported ${download.suggestedFilename()} (${bytes.length} bytes)`);
+    expect(/\.nsepatch$/.test(download.suggestedFilename()), `name ${download.suggestedFilename()}`);
+    const other = forOtherModel(bytes);
+    await page.setInputFiles(tid('import-input'), {
+      name: 'other-model.nsepatch', mimeType: 'application/octet-stream', buffer: other,
+    });
+    await until('the refusal', (sel) => !document.querySelector(sel).hidden, tid('error-message'), 60_000);
+    await idle(until, 'the page to be idle', 60_000);
+    const error = await page.textContent(tid('error-message'));
+    console.log(`  refused: ${error}`);
+    expect(/not for the loaded model/.test(error) && /another-model/.test(error), `unclear refusal: ${error}`);
+    const rows = await ledgerRows(page);
+    expect(rows.length === 1, `the ledger changed: ${rows.length} rows`);
+    expect((await editRow(page)).edited === before.edited, 'the edited output changed');
+  });
+
+  await check('a reload restores the ledger (IndexedDB) and reads the model from the browser cache', async () => {
+    const t0 = Date.now();
+    await page.reload();
+    await waitForModel(page, until, BACKEND);
+    const readySecs = (Date.now() - t0) / 1000;
+    await idle(until, 'the comparison after the restore', COMPARE_TIMEOUT_MS);
+    await noError(page);
+    const status = await page.textContent(tid('model-status'));
+    const labels = await page.evaluate(() => window.__nseProgress);
+    console.log(`  ready after ${readySecs.toFixed(1)} s: ${status.replace(/\n/g, ' | ')}`);
+    expect(/from cache/.test(status), 'the status does not say "from cache"');
+    expect(labels.some((l) => /from cache/.test(l)) && !labels.some((l) => /^Downloading the default model/.test(l)),
+      'the model was downloaded again');
+    const rows = await ledgerRows(page);
+    expect(rows.length === 1 && /Rome/.test(rows[0].text), `restored ledger: ${JSON.stringify(rows)}`);
+    const row = await editRow(page);
+    console.log(`  after the reload: original ${JSON.stringify(row.original)}, edited ${JSON.stringify(row.edited)}`);
+    expect(row.edited.startsWith(' Rome') && row.original.startsWith(' Paris'), 'the restored edit does not hold');
+    expect(row.editedNew === before.editedNew, `P(new) ${row.editedNew} after the restore, ${before.editedNew} before`);
+  });
+
+  await check('undo gives back the original model, bit for bit', async () => {
+    await page.click(tid('undo-button'));
+    await idle(until, 'the undo and its comparison', COMPARE_TIMEOUT_MS);
+    await noError(page);
+    expect((await ledgerRows(page)).length === 0, 'a ledger row is left');
+    const row = await editRow(page);
+    console.log(`  after undo: ${JSON.stringify(row.edited)} P(new) ${row.editedNew} P(true) ${row.editedTrue}`);
+    expect(row.edited === before.original && row.editedNew === before.originalNew
+      && row.editedTrue === before.originalTrue, 'the undone model differs from the original');
+    await page.screenshot({ path: path.join(SHOTS, 'editor-after-undo.png'), fullPage: true });
+  });
+});
+
+await session('over-limit model session', { webgpu: true, query: '?max_binding=100000000', viewport: VIEWPORT }, async (page, until) => {
+  await check('a model over the binding limit is refused naming the tensor; the page stays usable', async () => {
+    await until('the error message', (sel) => !document.querySelector(sel).hidden, tid('error-message'), LOAD_TIMEOUT_MS);
+    await idle(until, 'the page to be idle', 30_000);
+    const error = await page.textContent(tid('error-message'));
+    console.log(`  error: ${error}`);
+    expect(/embed_tokens|token_embd/.test(error) && /100000000 bytes/.test(error) && /CPU/.test(error),
+      `unclear error: ${error}`);
+    expect(await page.getAttribute(tid('model-status'), 'data-state') === 'empty', 'a model is loaded');
+    expect(await page.isEnabled(tid('load-default-button')), 'the load button is disabled');
+    await page.selectOption(tid('backend-select'), 'cpu');
+    await page.click(tid('load-default-button'));
+    await waitForModel(page, until, 'cpu');
+    expect(await page.isHidden(tid('error-message')), 'the error stays after a successful load');
+    await page.screenshot({ path: path.join(SHOTS, 'editor-over-limit.png') });
+  });
+});
+
+finish('e2e editor');

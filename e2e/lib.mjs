@@ -1,0 +1,120 @@
+// Shared helpers of the end-to-end tests (e2e/page.mjs, e2e/editor.mjs, e2e/bench.mjs): a
+// headless Chromium (playwright-core driving Debian's /usr/bin/chromium) with a fresh profile,
+// named checks with pass/fail and durations, waits that fail fast on any page or console error.
+
+import { chromium } from 'playwright-core';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+export const APP_URL = process.env.APP_URL ?? 'http://127.0.0.1:8091/';
+export const SHOTS = process.env.E2E_ARTIFACTS ?? 'artifacts/e2e';
+// SwiftShader runs WebGPU at about 1 GFLOP/s: loading takes seconds, each token of the 30-layer
+// model a few seconds more. Bounded, but generous.
+export const LOAD_TIMEOUT_MS = 180_000;
+export const GENERATE_TIMEOUT_MS = 240_000;
+export const BASE_ARGS = [
+  '--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync',
+];
+// Chromium's own console noise when WebGPU finds no adapter (the case check 4 provokes).
+export const EXPECTED_WITHOUT_WEBGPU = [/No available adapters/i];
+
+fs.mkdirSync(SHOTS, { recursive: true });
+export const results = [];
+
+/// Runs one named check, recording pass/fail and its duration.
+export async function check(name, fn) {
+  const t0 = Date.now();
+  try {
+    await fn();
+    results.push({ name, ok: true, secs: (Date.now() - t0) / 1000 });
+    console.log(`PASS ${name} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+  } catch (e) {
+    results.push({ name, ok: false, secs: (Date.now() - t0) / 1000, error: e });
+    console.log(`FAIL ${name}: ${e?.stack ?? e}`);
+  }
+}
+
+/// A fresh browser profile and one page; page errors and console errors are collected, and any
+/// wait done through `until` fails as soon as one arrives.
+export async function withPage({ webgpu, allowConsole = [], routes = {}, initScript = null, query = '', viewport = { width: 1100, height: 900 } }, fn) {
+  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'nse-e2e-'));
+  const args = webgpu ? [...BASE_ARGS, '--enable-unsafe-webgpu'] : BASE_ARGS;
+  const ctx = await chromium.launchPersistentContext(profile, {
+    executablePath: '/usr/bin/chromium', headless: true, args,
+    viewport,
+  });
+  const problems = [];
+  let fail;
+  const failed = new Promise((_, reject) => { fail = reject; });
+  failed.catch(() => {});
+  const report = (msg) => { problems.push(msg); fail(new Error(msg)); };
+  try {
+    // Records every text the progress label shows (window.__nseProgress), to check byte progress.
+    await ctx.addInitScript(() => {
+      window.__nseProgress = [];
+      document.addEventListener('DOMContentLoaded', () => {
+        const label = document.querySelector('[data-testid="progress-label"]');
+        new MutationObserver(() => window.__nseProgress.push(label.textContent))
+          .observe(label, { childList: true, characterData: true, subtree: true });
+      });
+    });
+    if (initScript) await ctx.addInitScript(initScript);
+    for (const [pattern, handler] of Object.entries(routes)) await ctx.route(pattern, handler);
+    const page = ctx.pages()[0] ?? await ctx.newPage();
+    page.on('pageerror', (e) => report(`page error: ${e.message}`));
+    page.on('console', (m) => {
+      if (m.type() !== 'error') return;
+      if (allowConsole.some((re) => re.test(m.text()))) return;
+      report(`console error: ${m.text()}`);
+    });
+    const until = (what, pred, arg, timeout) => Promise.race([
+      failed,
+      page.waitForFunction(pred, arg, { timeout, polling: 250 }).catch((e) => {
+        throw new Error(`timed out after ${timeout / 1000} s waiting for ${what}: ${e.message.split('\n')[0]}`);
+      }),
+    ]);
+    await page.goto(APP_URL + query);
+    await fn(page, until);
+    if (problems.length) throw new Error(problems.join('; '));
+  } finally {
+    await ctx.close();
+    fs.rmSync(profile, { recursive: true, force: true });
+  }
+}
+
+export const tid = (id) => `[data-testid="${id}"]`;
+
+export async function waitForModel(page, until, backend) {
+  await until(`model-status ready on ${backend}`, ([sel, be]) => {
+    const el = document.querySelector(sel);
+    return el && el.dataset.state === 'ready' && el.dataset.backend === be;
+  }, [tid('model-status'), backend], LOAD_TIMEOUT_MS);
+}
+
+export function expect(cond, msg) {
+  if (!cond) throw new Error(msg);
+}
+
+export const t0 = Date.now();
+
+/// A browser session; a failure outside any check (launch, navigation, a late page error) is
+/// recorded as a failed check of its own.
+export async function session(name, options, fn) {
+  try {
+    await withPage(options, fn);
+  } catch (e) {
+    results.push({ name, ok: false, error: e });
+    console.log(`FAIL ${name}: ${e?.stack ?? e}`);
+  }
+}
+
+/// Prints the pass/fail summary and exits non-zero on any failure.
+export function finish(what) {
+  const failed = results.filter((r) => !r.ok);
+  console.log(`\n${what}: ${results.length - failed.length} passed, ${failed.length} failed ` +
+    `(${((Date.now() - t0) / 1000).toFixed(1)} s); screenshots in ${SHOTS}/`);
+  for (const r of failed) console.log(`  failed: ${r.name}`);
+  process.exit(failed.length ? 1 : 0);
+}

@@ -1,0 +1,280 @@
+//! The compare panel: the original and the edited model side by side on the edit prompt, a
+//! paraphrase, a neighbourhood prompt and the user's own probes: greedy continuations and
+//! P(new), P(true).
+
+use std::rc::Rc;
+
+use web_sys::{HtmlButtonElement, HtmlElement, HtmlInputElement, HtmlTextAreaElement};
+
+use super::App;
+use super::dom::{self, by_testid, child, set_attr};
+use super::editing::{self, Probe, ProbeOut, RequestProbes};
+use super::session::{Session, with_bench};
+use crate::Result;
+use crate::edit::EditRequest;
+
+/// Handles on the compare panel.
+pub(crate) struct CompareView {
+    paraphrase: HtmlInputElement,
+    neighborhood: HtmlInputElement,
+    own: HtmlTextAreaElement,
+    button: HtmlButtonElement,
+    status: HtmlElement,
+    edit_prompt: HtmlElement,
+    original: [HtmlElement; 3],
+    edited: [HtmlElement; 3],
+    rows: HtmlElement,
+    /// The edit prompt's row (the first `compare-row` of the page).
+    edit_row: HtmlElement,
+}
+
+impl CompareView {
+    pub(crate) fn find() -> Self {
+        CompareView {
+            paraphrase: by_testid("paraphrase-input"),
+            neighborhood: by_testid("neighborhood-input"),
+            own: by_testid("probes-input"),
+            button: by_testid("compare-button"),
+            status: by_testid("compare-status"),
+            edit_prompt: by_testid("compare-edit-prompt"),
+            original: [
+                by_testid("original-output"),
+                by_testid("original-p-new"),
+                by_testid("original-p-true"),
+            ],
+            edited: [
+                by_testid("edited-output"),
+                by_testid("edited-p-new"),
+                by_testid("edited-p-true"),
+            ],
+            rows: by_testid("compare-probe-rows"),
+            edit_row: by_testid("compare-row"),
+        }
+    }
+
+    pub(crate) fn set_enabled(&self, enabled: bool) {
+        self.button.set_disabled(!enabled);
+    }
+
+    /// The paraphrase and neighbourhood fields, as the probes of a request applied from the form.
+    pub(crate) fn form_probes(&self) -> RequestProbes {
+        let one = |s: String| {
+            Some(s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .into_iter()
+                .collect()
+        };
+        RequestProbes {
+            paraphrase: one(self.paraphrase.value()),
+            neighborhood: one(self.neighborhood.value()),
+        }
+    }
+
+    /// Puts a dataset case's first paraphrase and neighbourhood prompt into the fields.
+    pub(crate) fn fill_probes(&self, p: &RequestProbes) {
+        if let Some(x) = p.paraphrase.first() {
+            self.paraphrase.set_value(x);
+        }
+        if let Some(x) = p.neighborhood.first() {
+            self.neighborhood.set_value(x);
+        }
+    }
+
+    fn set_state(&self, state: &str, text: &str) {
+        set_attr(&self.status, "data-state", state);
+        self.status.set_inner_text(text);
+    }
+}
+
+/// Wires the compare button.
+pub(crate) fn wire(app: &Rc<App>) {
+    let a = Rc::clone(app);
+    dom::on(&app.compare.button, "click", move |_| {
+        let a = Rc::clone(&a);
+        wasm_bindgen_futures::spawn_local(async move {
+            a.status.clear_error();
+            job(&a).await;
+        });
+    });
+}
+
+/// The comparison as a job of its own. It starts (and the page turns busy) before the first
+/// await, so a caller that ends its own job just before leaves no idle moment in between.
+pub(crate) async fn job(app: &App) {
+    if !app.begin() {
+        return;
+    }
+    if let Some(mut s) = app.take_session() {
+        run(app, &mut s).await;
+        app.put_session(s);
+    }
+    app.end();
+}
+
+/// The request the edit row compares: the form's when valid, else the last ledger request.
+fn edit_request(app: &App, s: &Session) -> Option<EditRequest> {
+    app.edit.request(Some(s)).ok().or_else(|| last_request(s))
+}
+
+fn last_request(s: &Session) -> Option<EditRequest> {
+    with_bench!(&s.engine, w => w.edits.as_ref().and_then(|st| st.ledger.last()).and_then(|e| e.requests.last().cloned()))
+}
+
+/// A true target for `r`: its own, a ledger request's for the same prompt and new target, or
+/// the unedited model's answer.
+async fn with_truth(s: &mut Session, r: EditRequest) -> Result<EditRequest> {
+    if r.target_true.is_some() {
+        return Ok(r);
+    }
+    let from_ledger = with_bench!(&s.engine, w => w.edits.as_ref().and_then(|st| {
+        st.ledger
+            .iter()
+            .flat_map(|e| &e.requests)
+            .rev()
+            .find(|x| x.sentence() == r.sentence() && x.target_new == r.target_new)
+            .and_then(|x| x.target_true.clone())
+    }));
+    let mut reqs = [r];
+    if let Some(t) = from_ledger {
+        reqs[0].target_true = Some(t);
+    } else {
+        let tok = s.tokenizer.clone();
+        with_bench!(&mut s.engine, w => editing::fill_true_targets(w, &tok, &mut reqs).await)?;
+    }
+    let [r] = reqs;
+    Ok(r)
+}
+
+/// Runs the comparison (as part of the caller's job) and shows it.
+pub(crate) async fn run(app: &App, s: &mut Session) {
+    let view = &app.compare;
+    let Some(request) = edit_request(app, s) else {
+        view.set_state("idle", "Nothing to compare yet: type a valid edit above.");
+        return;
+    };
+    view.set_state("running", "Comparing the original and the edited model…");
+    app.status
+        .progress(None, "Comparing the original and the edited model…");
+    dom::let_paint().await;
+    let t0 = dom::now_ms();
+    match compare(app, s, request).await {
+        Ok(n) => {
+            let secs = (dom::now_ms() - t0) / 1000.0;
+            view.set_state(
+                "done",
+                &format!("Compared {n} prompts on both models in {secs:.1} s."),
+            );
+            app.status
+                .progress(Some(1.0), &format!("Compared in {secs:.1} s."));
+        }
+        Err(e) => {
+            view.set_state("error", &format!("The comparison failed: {e}"));
+            app.status
+                .show_error(&format!("The comparison failed: {e}"));
+            app.status.progress(Some(0.0), "The comparison failed.");
+        }
+    }
+}
+
+async fn compare(app: &App, s: &mut Session, request: EditRequest) -> Result<usize> {
+    let view = &app.compare;
+    let r = with_truth(s, request).await?;
+    let probe = |prompt: String| Probe {
+        prompt,
+        target_new: r.target_new.clone(),
+        target_true: r.target_true.clone(),
+    };
+    let mut kinds = vec![("edit", r.sentence())];
+    let p = view.form_probes();
+    kinds.extend(p.paraphrase.into_iter().map(|x| ("paraphrase", x)));
+    kinds.extend(p.neighborhood.into_iter().map(|x| ("neighborhood", x)));
+    kinds.extend(
+        view.own
+            .value()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(|l| ("probe", l.to_string())),
+    );
+    let probes: Vec<Probe> = kinds.iter().map(|(_, p)| probe(p.clone())).collect();
+    let tok = s.tokenizer.clone();
+    let (original, edited) =
+        with_bench!(&mut s.engine, w => editing::compare(w, &tok, &probes).await)?;
+    view.edit_prompt.set_inner_text(&format!(
+        "{} → new {:?}, true {:?}",
+        r.sentence(),
+        r.target_new,
+        r.target_true.as_deref().unwrap_or("?")
+    ));
+    show_cells(&view.original, &original[0]);
+    show_cells(&view.edited, &edited[0]);
+    let changed = original[0].text != edited[0].text;
+    set_attr(
+        &view.edit_row,
+        "data-changed",
+        if changed { "true" } else { "false" },
+    );
+    dom::clear(&view.rows);
+    for (i, (kind, prompt)) in kinds.iter().enumerate().skip(1) {
+        let tr = child(&view.rows, "tr", Some("compare-row"), "");
+        set_attr(&tr, "data-kind", kind);
+        let th = child(&tr, "th", None, "");
+        set_attr(&th, "scope", "row");
+        set_attr(&child(&th, "span", None, kind_label(kind)), "class", "kind");
+        child(&th, "span", Some("compare-prompt"), &format!(" {prompt}"));
+        for (side, out) in [("original", &original[i]), ("edited", &edited[i])] {
+            let td = child(&tr, "td", None, "");
+            set_attr(
+                &child(&td, "div", Some(&format!("compare-{side}")), &out.text),
+                "class",
+                "out",
+            );
+            let probs = child(
+                &td,
+                "div",
+                Some(&format!("compare-{side}-p")),
+                &probs_text(out),
+            );
+            set_attr(&probs, "class", "probs");
+        }
+        let changed = original[i].text != edited[i].text;
+        set_attr(&tr, "data-changed", if changed { "true" } else { "false" });
+    }
+    Ok(kinds.len())
+}
+
+fn kind_label(kind: &str) -> &'static str {
+    match kind {
+        "paraphrase" => "paraphrase",
+        "neighborhood" => "neighbourhood",
+        _ => "your probe",
+    }
+}
+
+fn fmt_p(p: f32) -> String {
+    if p >= 0.001 {
+        format!("{p:.3}")
+    } else {
+        format!("{p:.1e}")
+    }
+}
+
+fn probs_text(o: &ProbeOut) -> String {
+    format!(
+        "P(new) {} · P(true) {}",
+        fmt_p(o.p_new),
+        o.p_true.map_or("–".into(), fmt_p)
+    )
+}
+
+fn show_cells(cells: &[HtmlElement; 3], o: &ProbeOut) {
+    cells[0].set_text_content(Some(&o.text));
+    cells[1].set_inner_text(&fmt_p(o.p_new));
+    cells[2].set_inner_text(&o.p_true.map_or("–".into(), fmt_p));
+    let wins = o.p_true.is_some_and(|t| o.p_new > t);
+    set_attr(
+        &cells[0],
+        "data-new-wins",
+        if wins { "true" } else { "false" },
+    );
+}

@@ -1,0 +1,395 @@
+//! The ledger panel: one row per edited request with its success and residuals, "Undo last",
+//! "Remove edit k" (rewind, then re-apply the later edits), "Back to the original model",
+//! restoring the saved ledger after a load, and the neuron view.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use wasm_bindgen::JsCast;
+use web_sys::{HtmlButtonElement, HtmlElement};
+
+use super::dom::{self, by_testid, child, set_attr};
+use super::editing::{self, EntryMeta};
+use super::ledger_ops;
+use super::session::{Session, with_bench};
+use super::{App, apply_flow, compare_ui, neuron_view, storage};
+use crate::edit::patch::Patch;
+use crate::edit::{LedgerEntry, MethodKind};
+use crate::{Error, Result};
+
+/// Handles on the ledger panel.
+pub(crate) struct LedgerView {
+    status: HtmlElement,
+    saved: HtmlElement,
+    list: HtmlElement,
+    undo: HtmlButtonElement,
+    reset: HtmlButtonElement,
+    /// Ledger entries shown (buttons that need a non-empty ledger depend on it).
+    entries: Cell<usize>,
+}
+
+impl LedgerView {
+    pub(crate) fn find() -> Self {
+        let status: HtmlElement = by_testid("ledger-status");
+        let saved = dom::create("span").unchecked_into::<HtmlElement>();
+        LedgerView {
+            status,
+            saved,
+            list: by_testid("ledger-list"),
+            undo: by_testid("undo-button"),
+            reset: by_testid("reset-button"),
+            entries: Cell::new(0),
+        }
+    }
+
+    pub(crate) fn set_enabled(&self, enabled: bool) {
+        let some = enabled && self.entries.get() > 0;
+        self.undo.set_disabled(!some);
+        self.reset.set_disabled(!some);
+        if let Ok(list) = self
+            .list
+            .query_selector_all("[data-testid=\"ledger-remove-button\"]")
+        {
+            for i in 0..list.length() {
+                if let Some(b) = list
+                    .get(i)
+                    .and_then(|n| n.dyn_into::<HtmlButtonElement>().ok())
+                {
+                    b.set_disabled(!enabled);
+                }
+            }
+        }
+    }
+
+    /// Records where the ledger was saved (shown after the ledger summary).
+    pub(crate) fn set_saved(&self, text: &str) {
+        self.saved.set_text_content(Some(text));
+    }
+}
+
+/// Shows the session's ledger, its page records and the neurons it moved.
+pub(crate) fn render(app: &App, s: &Session) {
+    let view = &app.ledger;
+    dom::clear(&view.list);
+    let Ok(setup) = &s.editing else {
+        view.entries.set(0);
+        view.status
+            .set_inner_text("Editing is not available for this model.");
+        neuron_view::render(app, None, &[], 0, 0);
+        return;
+    };
+    let ledger: Vec<LedgerEntry> = with_bench!(&s.engine, w => w.edits.as_ref().map(|st| st.ledger.clone()).unwrap_or_default());
+    view.entries.set(ledger.len());
+    let n_requests: usize = ledger.iter().map(|e| e.requests.len()).sum();
+    let summary = match ledger.len() {
+        0 => "No edits yet: the model is the original. ".to_string(),
+        1 => format!("{n_requests} request{} in 1 edit. ", plural(n_requests)),
+        k => format!("{n_requests} requests in {k} edits (batches). "),
+    };
+    view.status.set_text_content(Some(&summary));
+    let _ = view.status.append_child(&view.saved);
+    for (k, entry) in ledger.iter().enumerate() {
+        let meta = setup.meta.get(k).cloned().unwrap_or_default();
+        for (i, r) in entry.requests.iter().enumerate() {
+            let li = child(&view.list, "li", Some("ledger-row"), "");
+            set_attr(&li, "data-entry", &k.to_string());
+            set_attr(&li, "data-request", &i.to_string());
+            let score = meta.scores.get(i).copied().flatten();
+            let success = score.map(|(n, t)| n > t);
+            set_attr(
+                &li,
+                "data-success",
+                match success {
+                    Some(true) => "true",
+                    Some(false) => "false",
+                    None => "unknown",
+                },
+            );
+            let head = child(&li, "div", None, "");
+            set_attr(
+                &child(&head, "span", None, &format!("#{}", k + 1)),
+                "class",
+                "entry-no",
+            );
+            child(
+                &head,
+                "span",
+                Some("ledger-request"),
+                &format!(
+                    " {} → {}{}",
+                    r.sentence(),
+                    r.target_new,
+                    r.target_true
+                        .as_ref()
+                        .map_or(String::new(), |t| format!(" (was {t})"))
+                ),
+            );
+            let mark = match success {
+                Some(true) => "✓ success",
+                Some(false) => "✗ not yet",
+                None => "? no true target",
+            };
+            set_attr(
+                &child(&head, "span", Some("ledger-success"), &format!(" {mark}")),
+                "class",
+                "mark",
+            );
+            child(
+                &li,
+                "div",
+                Some("ledger-details"),
+                &details(entry.method, &meta, i, score),
+            );
+            if i == 0 {
+                let b = child(
+                    &li,
+                    "button",
+                    Some("ledger-remove-button"),
+                    &format!("Remove edit #{}", k + 1),
+                );
+                set_attr(&b, "type", "button");
+                set_attr(&b, "class", "secondary small");
+                set_attr(&b, "data-entry", &k.to_string());
+                let later = ledger.len() - k - 1;
+                set_attr(
+                    &b,
+                    "title",
+                    &format!(
+                        "Rewinds to before edit #{} and re-applies the {later} later edit{} with apply_batch (minutes each)",
+                        k + 1,
+                        plural(later)
+                    ),
+                );
+            }
+        }
+    }
+    let (d, d_ff) = (s.config().d_model, s.config().d_ff);
+    neuron_view::render(app, Some(&setup.hp.layers), &ledger, d, d_ff);
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// "NSE · P(new) 0.62 vs P(true) 0.03 · rounds 1 · ‖z − h‖ 45.1 → 3.2 · 95 s".
+fn details(method: MethodKind, meta: &EntryMeta, i: usize, score: Option<(f32, f32)>) -> String {
+    let mut parts = vec![method.name().to_uppercase()];
+    if let Some((n, t)) = score {
+        parts.push(format!("P(new) {n:.3} vs P(true) {t:.3} after the edit"));
+    }
+    if !meta.residuals.is_empty() {
+        let trail: Vec<String> = meta
+            .residuals
+            .iter()
+            .filter_map(|r| r.get(i))
+            .map(|x| format!("{x:.1}"))
+            .collect();
+        parts.push(format!(
+            "rounds used {} · ‖z − h‖ per round {}",
+            meta.rounds_used,
+            trail.join(" → ")
+        ));
+    }
+    if meta.seconds > 0.0 {
+        parts.push(format!("{:.1} s", meta.seconds));
+    }
+    if !meta.note.is_empty() {
+        parts.push(meta.note.clone());
+    }
+    parts.join(" · ")
+}
+
+/// Wires undo, reset and the remove buttons (delegated from the list).
+pub(crate) fn wire(app: &Rc<App>) {
+    let a = Rc::clone(app);
+    dom::on(&app.ledger.undo, "click", move |_| {
+        let a = Rc::clone(&a);
+        wasm_bindgen_futures::spawn_local(async move { rewind_job(&a, Rewind::Last).await });
+    });
+    let a = Rc::clone(app);
+    dom::on(&app.ledger.reset, "click", move |_| {
+        let a = Rc::clone(&a);
+        wasm_bindgen_futures::spawn_local(async move { rewind_job(&a, Rewind::All).await });
+    });
+    let a = Rc::clone(app);
+    dom::on(&app.ledger.list, "click", move |e| {
+        let Some(k) = e
+            .target()
+            .and_then(|t| t.dyn_into::<web_sys::Element>().ok())
+            .filter(|t| t.get_attribute("data-testid").as_deref() == Some("ledger-remove-button"))
+            .and_then(|t| t.get_attribute("data-entry"))
+            .and_then(|k| k.parse::<usize>().ok())
+        else {
+            return;
+        };
+        let a = Rc::clone(&a);
+        wasm_bindgen_futures::spawn_local(async move { rewind_job(&a, Rewind::Remove(k)).await });
+    });
+}
+
+/// What to take back.
+#[derive(Clone, Copy)]
+enum Rewind {
+    /// The last entry (bit-exact).
+    Last,
+    /// Every entry: the original model.
+    All,
+    /// Entry `k`; the later ones are re-applied.
+    Remove(usize),
+}
+
+async fn rewind_job(app: &Rc<App>, what: Rewind) {
+    if !app.begin() {
+        return;
+    }
+    app.status.clear_error();
+    let Some(mut s) = app.take_session() else {
+        app.end();
+        return;
+    };
+    let t0 = dom::now_ms();
+    match rewind(app, &mut s, what).await {
+        Ok(text) => {
+            let secs = (dom::now_ms() - t0) / 1000.0;
+            app.status
+                .progress(Some(1.0), &format!("{text} ({secs:.1} s)."));
+            apply_flow::save(app, &s, app.edit.method()).await;
+        }
+        Err(e) => app.status.show_error(&e.to_string()),
+    }
+    render(app, &s);
+    compare_ui::run(app, &mut s).await;
+    app.put_session(s);
+    app.end();
+}
+
+async fn rewind(app: &App, s: &mut Session, what: Rewind) -> Result<String> {
+    let n = s.n_entries();
+    let setup = s
+        .editing
+        .as_mut()
+        .map_err(|why| Error::input(why.clone()))?;
+    let keep = match what {
+        Rewind::Last => n.saturating_sub(1),
+        Rewind::All => 0,
+        Rewind::Remove(k) => k.min(n),
+    };
+    let later: Vec<(LedgerEntry, EntryMeta)> = with_bench!(&mut s.engine, w => {
+        let state = w.edits.as_mut().expect("editing is available");
+        let later: Vec<LedgerEntry> = state.ledger[keep..].to_vec();
+        state.rewind_to(&mut w.model, keep)?;
+        later
+    })
+    .into_iter()
+    .zip(
+        setup
+            .meta
+            .drain(keep..)
+            .chain(std::iter::repeat_with(EntryMeta::default)),
+    )
+    .collect();
+    let Rewind::Remove(k) = what else {
+        return Ok(match what {
+            Rewind::All => {
+                "Back to the original model: every edit was taken back, bit-exact".into()
+            }
+            _ => format!(
+                "Undid edit #{}: weights and P are bit-exact as before it",
+                n
+            ),
+        });
+    };
+    // Re-apply the entries after k, each as the batch it was, with its own method.
+    let previous = later.clone();
+    let reapply = later.into_iter().skip(1).collect::<Vec<_>>();
+    let count = reapply.len();
+    let mut result = Ok(());
+    for (j, (entry, meta)) in reapply.into_iter().enumerate() {
+        app.status.progress(
+            None,
+            &format!(
+                "Re-applying edit {} of {count} after removing #{}…",
+                j + 1,
+                k + 1
+            ),
+        );
+        if let Err(e) = reapply_entry(app, s, entry, meta, k).await {
+            result = Err(e);
+            break;
+        }
+    }
+    if let Err(e) = result {
+        // Put everything back as it was before the removal (bit-exact replay of the old entries).
+        let setup = s
+            .editing
+            .as_mut()
+            .map_err(|why| Error::input(why.clone()))?;
+        with_bench!(&mut s.engine, w => {
+            let state = w.edits.as_mut().expect("editing is available");
+            state.rewind_to(&mut w.model, keep)?;
+            setup.meta.truncate(keep);
+            for (entry, meta) in previous {
+                let patch = Patch { entries: vec![entry], ..ledger_ops::current_patch(&s.source, setup, state) };
+                patch.apply(&mut w.model, state, &s.source.sha256)?;
+                setup.meta.push(meta);
+            }
+        });
+        return Err(Error::input(format!(
+            "Removing edit #{} failed while re-applying the later edits ({e}); the ledger was put back as it was",
+            k + 1
+        )));
+    }
+    Ok(format!(
+        "Removed edit #{} and re-applied the {count} later edit{}",
+        k + 1,
+        plural(count)
+    ))
+}
+
+async fn reapply_entry(
+    app: &App,
+    s: &mut Session,
+    entry: LedgerEntry,
+    meta: EntryMeta,
+    removed: usize,
+) -> Result<()> {
+    apply_flow::ensure_ready(app, s, entry.method, false).await?;
+    let setup = s
+        .editing
+        .as_mut()
+        .map_err(|why| Error::input(why.clone()))?;
+    let note = format!("re-applied after removing edit #{}", removed + 1);
+    with_bench!(&mut s.engine, w => editing::apply(
+        w, setup, &s.tokenizer, &entry.requests, meta.probes, entry.method, note, |_| {}
+    ).await)?;
+    Ok(())
+}
+
+/// Restores the ledger saved for this model (after a load), before the page is handed over.
+pub(crate) async fn restore(app: &App, s: &mut Session) {
+    let (Some(db), Ok(_)) = (app.db(), &s.editing) else {
+        return;
+    };
+    let record = match storage::load_ledger(&db, &s.source.sha256).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return,
+        Err(e) => return app.status.show_error(&e.to_string()),
+    };
+    let restored = Patch::from_bytes(&record.patch, "the ledger saved in this browser").and_then(|patch| {
+        let meta: Vec<EntryMeta> = serde_json::from_str(&record.meta).unwrap_or_default();
+        let setup = s.editing.as_mut().map_err(|why| Error::input(why.clone()))?;
+        with_bench!(&mut s.engine, w => ledger_ops::replace_ledger(w, setup, &s.source, &patch, meta))?;
+        Ok(patch.entries.len())
+    });
+    match restored {
+        Ok(n) => {
+            if let Ok(kind) = MethodKind::parse(&record.method) {
+                app.edit.method.set_value(kind.name());
+            }
+            app.ledger.set_saved(&format!("Restored {n} edit{} saved in this browser.", plural(n)));
+        }
+        Err(e) => app.status.show_error(&format!(
+            "The ledger saved in this browser could not be restored ({e}); it stays saved, untouched"
+        )),
+    }
+}
