@@ -111,7 +111,10 @@ fn small_m_nn(c: &mut [f32], a: &[f32], b: &[f32], dims: MatmulDims, accumulate:
                 *t += v as f64;
             }
         }
-        (j0, total.into_iter().map(|v| v as f32).collect::<Vec<f32>>())
+        (
+            j0,
+            total.into_iter().map(|v| v as f32).collect::<Vec<f32>>(),
+        )
     };
     #[cfg(not(target_arch = "wasm32"))]
     let parts: Vec<(usize, Vec<f32>)> = {
