@@ -1,5 +1,5 @@
 //! The native command line: `nse generate`, `nse info`, `nse edit`, `nse eval`, `nse export`,
-//! `nse bench`.
+//! `nse report`, `nse bench`.
 //!
 //! Every command that takes a model takes `--model PATH` (a `.gguf` file, or a directory with
 //! `config.json`, `tokenizer.json` and `*.safetensors`) and `--backend auto|cpu|gpu`.
@@ -14,6 +14,7 @@ mod eval;
 mod export;
 mod generate;
 mod info;
+mod report;
 
 use clap::{Parser, Subcommand};
 
@@ -38,6 +39,9 @@ enum Command {
     /// The sequential editing benchmark: CounterFact/zsRE metrics before, during and after
     /// N edits in batches, for one or several methods; writes JSON and SVG plots.
     Eval(eval::EvalArgs),
+    /// Merge `nse eval` reports of methods run separately on the same requests into one
+    /// comparison (report.json, summary.md, plots).
+    Report(report::ReportArgs),
     /// Compute (or load from the cache) the covariance statistics and write them as .npy files.
     Covariance(covariance::CovarianceArgs),
     /// Write the (patched) model as Hugging Face safetensors + config.json + tokenizer.json.
@@ -57,6 +61,7 @@ pub fn main() {
         Command::Edit(args) => edit::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Export(args) => export::run(args),
+        Command::Report(args) => report::run(args),
         Command::Covariance(args) => covariance::run(args),
         Command::Bench(cmd) => bench::run(cmd),
     };

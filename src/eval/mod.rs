@@ -10,6 +10,7 @@
 //! - [`sequential`]: edit N cases in batches, evaluating at checkpoints (spec §7), for several
 //!   methods on the same cases; [`golden`] compares a run with the reference's.
 //! - [`table`]: text tables of a run and of its comparison with a golden run.
+//! - [`merge`]: one comparison from `nse eval` reports of the same requests run separately.
 //! - `plot` (native): SVG plots of every metric against the number of edits.
 
 pub mod collapse;
@@ -17,6 +18,7 @@ pub mod counterfact;
 pub mod evaluate;
 pub mod fluency;
 pub mod golden;
+pub mod merge;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod plot;
 pub mod probs;

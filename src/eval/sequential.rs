@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::evaluate::{EvalOptions, EvalReport, EvalStep, clock_now, elapsed, evaluate};
 use crate::backend::Backend;
@@ -306,7 +306,7 @@ pub async fn run_method<B: Backend>(
 
 /// One metric of one method against the number of edits (x = 0 is the unedited model on all
 /// cases; later points are the cases edited so far).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Curve {
     pub metric: String,
     pub method: String,
