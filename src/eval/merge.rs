@@ -63,13 +63,13 @@ pub fn merge(reports: &[(String, Value)]) -> Result<Merged> {
             ))
         })?;
         for c in &these {
-            if let Some((_, other)) = seen.iter().find(|(m, _)| *m == c.method) {
-                if other != name {
-                    return Err(Error::Input(format!(
-                        "the method {} is in both {other} and {name}; merge each method once",
-                        c.method
-                    )));
-                }
+            if let Some((_, other)) = seen.iter().find(|(m, _)| *m == c.method)
+                && other != name
+            {
+                return Err(Error::Input(format!(
+                    "the method {} is in both {other} and {name}; merge each method once",
+                    c.method
+                )));
             }
         }
         for c in &these {
