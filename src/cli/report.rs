@@ -1,5 +1,6 @@
 //! `nse report`: merges `nse eval` reports of methods run separately on the same requests into
-//! one comparison: `report.json`, the plots (one line per method) and `summary.md`.
+//! one comparison: `report.json`, `summary.json` (aggregates only), the plots (one line per
+//! method) and `summary.md`.
 
 use std::path::PathBuf;
 
@@ -14,7 +15,7 @@ pub struct ReportArgs {
     /// An `nse eval` report.json (repeat for each run to merge)
     #[arg(long = "from", required = true)]
     from: Vec<PathBuf>,
-    /// Output directory: report.json, summary.md and plots/*.svg
+    /// Output directory: report.json, summary.json, summary.md and plots/*.svg
     #[arg(long)]
     out: PathBuf,
 }
@@ -33,12 +34,13 @@ pub fn run(args: ReportArgs) -> Result<()> {
     std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
     let plots = crate::eval::plot::write_svgs(&args.out.join("plots"), &merged.curves)?;
     write_json(&args.out.join("report.json"), &merged.report)?;
+    write_json(&args.out.join("summary.json"), &merged.summary)?;
     let table = markdown_table(&merged.curves);
     let summary = args.out.join("summary.md");
     std::fs::write(&summary, &table).map_err(|e| Error::io(&summary, e))?;
     print!("{table}");
     println!(
-        "wrote {}, {} and {} plots in {}",
+        "wrote {}, summary.json, {} and {} plots in {}",
         args.out.join("report.json").display(),
         summary.display(),
         plots.len(),

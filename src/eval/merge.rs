@@ -26,6 +26,9 @@ pub struct Merged {
     pub curves: Vec<Curve>,
     /// The merged report (the first report's header, every report's methods and curves).
     pub report: Value,
+    /// The same without the per-case, per-batch and per-checkpoint details: the header, the
+    /// curves (every aggregate at every checkpoint) and the timings. Small enough to commit.
+    pub summary: Value,
 }
 
 /// Merges `reports` (each with the name it is reported under, e.g. its path).
@@ -108,7 +111,16 @@ pub fn merge(reports: &[(String, Value)]) -> Result<Merged> {
         );
         obj.remove("golden");
     }
-    Ok(Merged { curves, report })
+    let mut summary = report.clone();
+    if let Some(obj) = summary.as_object_mut() {
+        obj.remove("methods");
+        obj.remove("pre");
+    }
+    Ok(Merged {
+        curves,
+        report,
+        summary,
+    })
 }
 
 /// A Markdown table: one row per metric; its value before editing, then each method's value at
@@ -193,6 +205,7 @@ mod tests {
         );
         assert_eq!(m.report["methods"].as_array().unwrap().len(), 2);
         assert_eq!(m.report["merged_from"], json!(["a", "b"]));
+        assert!(m.summary.get("methods").is_none() && m.summary["curves"] == m.report["curves"]);
         let table = markdown_table(&m.curves);
         assert!(
             table.starts_with("| metric | method | before | 10 edits | 20 edits |"),
