@@ -20,7 +20,7 @@ if [ ! -f dist/index.html ]; then
   stale="no dist/index.html"
 elif [ ! -f "dist/models/$MODEL" ]; then
   stale="dist/ lacks the default model"
-elif [ -n "$(find src www Cargo.toml Cargo.lock Trunk.toml -newer dist/index.html ! -name '*.md' -print -quit)" ]; then
+elif [ -n "$(find src www Cargo.toml Cargo.lock Trunk.toml .cargo/config.toml -newer dist/index.html ! -name '*.md' -print -quit)" ]; then
   stale="sources changed since the last build"
 fi
 if [ -n "$stale" ] || [ "${E2E_REBUILD:-0}" = 1 ]; then
