@@ -72,37 +72,50 @@ pub fn run(args: EditArgs) -> Result<()> {
     with_model!(&mut model, m => pollster::block_on(edit(m, &tokenizer, &source, method, &requests, &args)))
 }
 
-/// Efficacy: P(new) > P(true) on the edit prompt, per request (requests without a true target
-/// count as failures and are reported).
+/// P(new) and P(true) on the edit prompt, per request (P(true) is `None` without a true target).
 async fn efficacy<B: Backend>(
     model: &Model<B>,
     tok: &crate::model::Tokenizer,
     requests: &[EditRequest],
-) -> Result<Vec<(f32, f32)>> {
+) -> Result<Vec<(f32, Option<f32>)>> {
     let mut pairs = vec![];
     for r in requests {
-        let truth = r.target_true.clone().unwrap_or_default();
         pairs.push((r.sentence(), r.target_new.clone()));
-        pairs.push((
-            r.sentence(),
-            if truth.is_empty() {
-                r.target_new.clone()
-            } else {
-                truth
-            },
-        ));
+        if let Some(truth) = &r.target_true {
+            pairs.push((r.sentence(), truth.clone()));
+        }
     }
     let s = score_candidates(model, tok, &pairs).await?;
-    Ok(s.chunks(2).map(|c| (c[0].prob(), c[1].prob())).collect())
+    let mut probs = s.iter().map(|c| c.prob());
+    Ok(requests
+        .iter()
+        .map(|r| {
+            let new = probs.next().unwrap_or(f32::NAN);
+            let truth = r
+                .target_true
+                .as_ref()
+                .map(|_| probs.next().unwrap_or(f32::NAN));
+            (new, truth)
+        })
+        .collect())
 }
 
-fn success_rate(probs: &[(f32, f32)], requests: &[EditRequest]) -> f64 {
-    let ok = probs
+/// Efficacy in percent over the requests that have a true target (`None` when none has one:
+/// there is then nothing to compare P(new) with).
+fn success_rate(probs: &[(f32, Option<f32>)]) -> Option<f64> {
+    let with_truth: Vec<(f32, f32)> = probs
         .iter()
-        .zip(requests)
-        .filter(|((n, t), r)| r.target_true.is_some() && n > t)
-        .count();
-    100.0 * ok as f64 / probs.len().max(1) as f64
+        .filter_map(|&(n, t)| t.map(|t| (n, t)))
+        .collect();
+    (!with_truth.is_empty()).then(|| {
+        let ok = with_truth.iter().filter(|(n, t)| n > t).count();
+        100.0 * ok as f64 / with_truth.len() as f64
+    })
+}
+
+/// `p` with 4 decimals, or "-".
+fn prob_cell(p: Option<f32>) -> String {
+    p.map_or_else(|| "-".into(), |p| format!("{p:.4}"))
 }
 
 async fn edit<B: Backend>(
@@ -116,11 +129,16 @@ async fn edit<B: Backend>(
     let editor = args.editor.prepare(model, tok, source).await?;
     let method = method_for(kind, &editor, model.config.d_ff)?;
     let pre = efficacy(model, tok, requests).await?;
-    eprintln!(
-        "pre-edit efficacy: {:.1}% of {} requests",
-        success_rate(&pre, requests),
-        requests.len()
-    );
+    let with_truth = requests.iter().filter(|r| r.target_true.is_some()).count();
+    match success_rate(&pre) {
+        Some(rate) => eprintln!(
+            "pre-edit efficacy: {rate:.1}% of the {with_truth} requests with a true target"
+        ),
+        None => eprintln!(
+            "no request has a target_true: efficacy (P(new) > P(true)) is not defined; P(new) \
+             before and after is reported instead"
+        ),
+    }
 
     let mut state = EditState::new(model, &editor.hp.layers)?;
     let ctx = EditContext {
@@ -152,14 +170,30 @@ async fn edit<B: Backend>(
         z_dump.extend(out.z);
     }
     let post = efficacy(model, tok, requests).await?;
-    let (pre_rate, post_rate) = (success_rate(&pre, requests), success_rate(&post, requests));
-    println!("{:<60} {:>10} {:>10}", "request", "P(new) pre", "post");
-    for (r, (a, b)) in requests.iter().zip(pre.iter().zip(&post)) {
-        let label: String = r.label().chars().take(58).collect();
-        println!("{label:<60} {:>10.4} {:>10.4}", a.0, b.0);
-    }
+    let (pre_rate, post_rate) = (success_rate(&pre), success_rate(&post));
     println!(
-        "efficacy (P(new) > P(true) on the edit prompt): pre {pre_rate:.1}%  post {post_rate:.1}%  ({} requests, {} batches, {:.1} s)",
+        "{:<52} {:>10} {:>10} {:>11} {:>10}",
+        "request", "P(new) pre", "post", "P(true) pre", "post"
+    );
+    for (r, (a, b)) in requests.iter().zip(pre.iter().zip(&post)) {
+        let label: String = r.label().chars().take(50).collect();
+        println!(
+            "{label:<52} {:>10.4} {:>10.4} {:>11} {:>10}",
+            a.0,
+            b.0,
+            prob_cell(a.1),
+            prob_cell(b.1)
+        );
+    }
+    let summary = match (pre_rate, post_rate) {
+        (Some(pre_rate), Some(post_rate)) => format!(
+            "efficacy (P(new) > P(true) on the edit prompt, {with_truth} requests with a true \
+             target): pre {pre_rate:.1}%  post {post_rate:.1}%"
+        ),
+        _ => "efficacy: not defined (no request has a target_true)".into(),
+    };
+    println!(
+        "{summary}  ({} requests, {} batches, {:.1} s)",
         requests.len(),
         batches.len(),
         t_all.elapsed().as_secs_f64()
@@ -213,7 +247,7 @@ fn dump_json(
     requests: &[EditRequest],
     zs: &[crate::edit::target::ZResult],
     batches: &[Value],
-    post: &[(f32, f32)],
+    post: &[(f32, Option<f32>)],
 ) -> Result<Value> {
     let mut per_request = vec![];
     for ((r, z), p) in requests.iter().zip(zs).zip(post) {
@@ -242,4 +276,19 @@ fn dump_json(
         "hparams": editor.hp, "context_templates": editor.templates.groups,
         "requests": per_request, "batches": batches,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{prob_cell, success_rate};
+
+    #[test]
+    fn efficacy_counts_only_requests_with_a_true_target() {
+        // 0.6 > 0.3 succeeds, 0.2 < 0.5 fails, the request without a truth is left out: 1 of 2.
+        let probs = [(0.6, Some(0.3)), (0.2, Some(0.5)), (0.9, None)];
+        assert_eq!(success_rate(&probs), Some(50.0));
+        assert_eq!(success_rate(&[(0.9, None)]), None);
+        assert_eq!(prob_cell(None), "-");
+        assert_eq!(prob_cell(Some(0.25)), "0.2500");
+    }
 }
