@@ -1,6 +1,10 @@
 //! The editing maths on random data, against independent f64 computations (spec §14,
 //! invariants 2–5 and 7). No model needed.
 
+// Native only (files, threads, blocking on the GPU): in wasm32 this test crate is empty, and
+// the browser tests are tests/web.rs.
+#![cfg(not(target_arch = "wasm32"))]
+
 mod common;
 
 use common::Rng;

@@ -1,6 +1,10 @@
 //! Bad edit input gets a clear error, and the model, `P` and the ledger stay exactly as they were
 //! before the failed batch (weights compared bit for bit).
 
+// Native only (files, threads, blocking on the GPU): in wasm32 this test crate is empty, and
+// the browser tests are tests/web.rs.
+#![cfg(not(target_arch = "wasm32"))]
+
 mod common;
 
 use std::collections::BTreeMap;

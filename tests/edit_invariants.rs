@@ -1,6 +1,10 @@
 //! Properties of the whole editing procedure on a tiny random Llama (spec §14, invariants 1, 6,
 //! 8, 10, 11, 13, 15, 16), plus bit-exact undo and patches.
 
+// Native only (files, threads, blocking on the GPU): in wasm32 this test crate is empty, and
+// the browser tests are tests/web.rs.
+#![cfg(not(target_arch = "wasm32"))]
+
 mod common;
 
 use common::Rng;

@@ -1,5 +1,9 @@
 //! `nse eval` rejects bad input with a message that says what to do, before loading a model.
 
+// Native only (files, threads, blocking on the GPU): in wasm32 this test crate is empty, and
+// the browser tests are tests/web.rs.
+#![cfg(not(target_arch = "wasm32"))]
+
 use std::process::Command;
 
 fn shared(rel: &str) -> String {

@@ -2,6 +2,10 @@
 //! tested in `src/eval/*`): zsRE probes built by hand, a CounterFact case the model gets right,
 //! the perplexity slice, seeded fluency generations.
 
+// Native only (files, threads, blocking on the GPU): in wasm32 this test crate is empty, and
+// the browser tests are tests/web.rs.
+#![cfg(not(target_arch = "wasm32"))]
+
 mod common;
 
 use nse::edit::dataset::parse_cases;

@@ -2,6 +2,10 @@
 //! the same seed give identical reports (timings aside), rewinding to 0 restores the unedited
 //! model exactly, and two methods run one after the other on the same cases.
 
+// Native only (files, threads, blocking on the GPU): in wasm32 this test crate is empty, and
+// the browser tests are tests/web.rs.
+#![cfg(not(target_arch = "wasm32"))]
+
 mod common;
 
 use nse::Backend;

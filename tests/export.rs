@@ -1,6 +1,10 @@
 //! Exporting a model (edited or not) as Hugging Face files and reading them back gives the same
 //! weights and the same logits.
 
+// Native only (files, threads, blocking on the GPU): in wasm32 this test crate is empty, and
+// the browser tests are tests/web.rs.
+#![cfg(not(target_arch = "wasm32"))]
+
 mod common;
 
 use common::tiny::{tiny_config, tiny_weights};

@@ -1,6 +1,10 @@
 //! Model formats: the GGUF reader, the tokenizer, the Hugging Face safetensors loader and
 //! whole-model loading, on the real default model and on small files built here.
 
+// Native only (files, threads, blocking on the GPU): in wasm32 this test crate is empty, and
+// the browser tests are tests/web.rs.
+#![cfg(not(target_arch = "wasm32"))]
+
 mod common;
 
 #[path = "formats/gguf_synthetic.rs"]

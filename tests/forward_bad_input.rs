@@ -1,6 +1,10 @@
 //! Bad prompts get clear errors, never panics: an empty prompt, a prompt longer than the
 //! context, a prompt plus new tokens longer than the context, token ids outside the vocabulary.
 
+// Native only (files, threads, blocking on the GPU): in wasm32 this test crate is empty, and
+// the browser tests are tests/web.rs.
+#![cfg(not(target_arch = "wasm32"))]
+
 mod common;
 
 use common::tiny::{tiny_config, tiny_weights};

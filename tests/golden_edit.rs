@@ -3,6 +3,10 @@
 //! (`micro-3.json`) and p = 1.0 (`micro-3-p1.json`), and the covariance statistic itself.
 //! On the cpu backend; `gpu_edit.rs` checks the gpu backend against the cpu one.
 
+// Native only (files, threads, blocking on the GPU): in wasm32 this test crate is empty, and
+// the browser tests are tests/web.rs.
+#![cfg(not(target_arch = "wasm32"))]
+
 mod common;
 
 use common::{Tol, assert_close, golden_json};

@@ -10,6 +10,10 @@
 //! --batch 10 --method nse --cov-dir ../shared/golden/covariance --backend cpu --ppl-tokens 0
 //! --out artifacts/eval/seq100-nse --golden ../shared/golden/seq100-nse.json`.
 
+// Native only (files, threads, blocking on the GPU): in wasm32 this test crate is empty, and
+// the browser tests are tests/web.rs.
+#![cfg(not(target_arch = "wasm32"))]
+
 mod common;
 
 use nse::edit::{ContextTemplates, EditContext, EditState, Nse};

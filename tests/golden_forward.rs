@@ -3,6 +3,10 @@
 //! logsumexp, block-output norms and MLP keys within 1e-3 relative; argmax per position and the
 //! 12 greedy tokens identical. On the cpu backend and on the gpu backend (lavapipe here).
 
+// Native only (files, threads, blocking on the GPU): in wasm32 this test crate is empty, and
+// the browser tests are tests/web.rs.
+#![cfg(not(target_arch = "wasm32"))]
+
 mod common;
 
 use nse::backend::{Backend, TensorInfo};

@@ -2,6 +2,10 @@
 //! sequences (including length 1), queries over another key set, grouped heads, and subsets of
 //! query rows over all keys (the z optimisation's partial recomputation).
 
+// Native only (files, threads, blocking on the GPU): in wasm32 this test crate is empty, and
+// the browser tests are tests/web.rs.
+#![cfg(not(target_arch = "wasm32"))]
+
 mod common;
 
 use common::gpu_vs_cpu::{check, rand, up_u32};

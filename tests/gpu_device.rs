@@ -1,6 +1,10 @@
 //! The gpu backend's own behaviour: dispatches beyond the per-dimension limit, tensors over the
 //! binding limit, batching of many ops, buffer recycling, device loss, the adapter description.
 
+// Native only (files, threads, blocking on the GPU): in wasm32 this test crate is empty, and
+// the browser tests are tests/web.rs.
+#![cfg(not(target_arch = "wasm32"))]
+
 mod common;
 
 use common::gpu_vs_cpu::{assert_ids, check, rand, read, read_u32};

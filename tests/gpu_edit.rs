@@ -1,6 +1,10 @@
 //! The editing path on the gpu backend (lavapipe here) against the cpu backend, on the real
 //! model: a short z optimisation, and one layer update from keys to `W[:, S] += Δ_S`.
 
+// Native only (files, threads, blocking on the GPU): in wasm32 this test crate is empty, and
+// the browser tests are tests/web.rs.
+#![cfg(not(target_arch = "wasm32"))]
+
 mod common;
 
 use common::{Tol, assert_close};

@@ -5,6 +5,10 @@
 //! Natively without a GPU: `WGPU_BACKEND=vulkan` with Mesa lavapipe. `NSE_GPU_OPTIONAL=1` turns
 //! a missing adapter into a loud skip.
 
+// Native only (files, threads, blocking on the GPU): in wasm32 this test crate is empty, and
+// the browser tests are tests/web.rs.
+#![cfg(not(target_arch = "wasm32"))]
+
 mod common;
 
 use common::gpu_vs_cpu::{assert_ids, check, rand, read, read_u32, up, up_u32};

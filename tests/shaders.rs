@@ -2,6 +2,10 @@
 //! naga, every `shaders/*.wgsl` file is registered (with the same text), and the workgroup sizes
 //! and array bounds the Rust launchers assume match the shaders' constants.
 
+// Native only (files, threads, blocking on the GPU): in wasm32 this test crate is empty, and
+// the browser tests are tests/web.rs.
+#![cfg(not(target_arch = "wasm32"))]
+
 use std::collections::BTreeSet;
 
 use naga::valid::{Capabilities, ValidationFlags, Validator};
