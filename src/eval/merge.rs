@@ -111,11 +111,15 @@ pub fn merge(reports: &[(String, Value)]) -> Result<Merged> {
         );
         obj.remove("golden");
     }
-    let mut summary = report.clone();
-    if let Some(obj) = summary.as_object_mut() {
-        obj.remove("methods");
-        obj.remove("pre");
-    }
+    let summary = match report.as_object() {
+        Some(obj) => Value::Object(
+            obj.iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "methods" | "pre"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        None => report.clone(),
+    };
     Ok(Merged {
         curves,
         report,
