@@ -10,12 +10,17 @@
 //      unchanged; the ledger has one successful row; every stage ran; the neuron view is drawn;
 //   3. the ledger exports as a .nsepatch; the same patch for another model is refused;
 //   4. a reload restores the ledger from IndexedDB and the model from the browser cache;
-//   5. undo gives back the original model: output and probabilities as before the edit.
+//   5. undo gives back the original model: output and probabilities as before the edit;
+//   6. the exported ledger continues on the command line (`nse edit --patch`) and imports back:
+//      both edits in the ledger, and the page's weights digest equals the command line's.
 // And, in a second profile, a model over the page's binding limit (?max_binding=) is refused
 // with a message naming the tensor, and the page stays usable.
 // Screenshots: artifacts/e2e/editor-*.png.
 
+import { execFileSync } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import {
   LOAD_TIMEOUT_MS, SHOTS, check, expect, finish, session, tid, waitForModel,
@@ -35,6 +40,11 @@ const EDIT = {
   target: 'Rome',
 };
 const UNRELATED = 'The capital of Germany is';
+// The edit the command line adds on top of the page's exported ledger.
+const CLI_EDIT = {
+  prompt: 'The mother tongue of {} is', subject: 'Danielle Darrieux', target_new: 'English', target_true: 'French',
+};
+let exported = null; // the page's exported patch
 
 /// The page is idle (no job running) and the comparison is not running.
 async function idle(until, what, timeout) {
@@ -75,19 +85,40 @@ async function noError(page) {
   expect(hidden, `error shown: ${hidden ? '' : await page.textContent(tid('error-message'))}`);
 }
 
-/// A patch with another base model: the manifest's model_sha256 replaced, the rest unchanged
-/// (NSEPATCH, u32 version, u64 manifest length, manifest JSON, blob).
-function forOtherModel(bytes) {
+/// The manifest of a patch (format 2: NSEPATCH, u32 version, u64 manifest length, manifest
+/// JSON, blob, sha256 of everything before it).
+function manifestOf(bytes) {
   expect(bytes.subarray(0, 8).toString() === 'NSEPATCH', 'the export is not an nse patch');
+  expect(bytes.readUInt32LE(8) === 2, `patch format ${bytes.readUInt32LE(8)}`);
   const len = Number(bytes.readBigUInt64LE(12));
-  const manifest = JSON.parse(bytes.subarray(20, 20 + len).toString());
+  return { manifest: JSON.parse(bytes.subarray(20, 20 + len).toString()), len };
+}
+
+/// A patch with another base model: the manifest's model_sha256 replaced, the blob unchanged,
+/// the checksum made valid again (so that the refusal comes from the model check).
+function forOtherModel(bytes) {
+  const { manifest, len } = manifestOf(bytes);
   manifest.model_sha256 = 'f'.repeat(64);
   manifest.model_name = 'another-model.gguf';
   const json = Buffer.from(JSON.stringify(manifest));
   const head = Buffer.alloc(20);
   bytes.copy(head, 0, 0, 12);
   head.writeBigUInt64LE(BigInt(json.length), 12);
-  return Buffer.concat([head, json, bytes.subarray(20 + len)]);
+  const body = Buffer.concat([head, json, bytes.subarray(20 + len, bytes.length - 32)]);
+  return Buffer.concat([body, crypto.createHash('sha256').update(body).digest()]);
+}
+
+/// Continues a patch on the command line (`nse edit --patch`, native cpu backend) with one more
+/// edit; returns the new patch's bytes.
+function continueOnTheCommandLine(patchBytes) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nse-e2e-'));
+  fs.writeFileSync(path.join(dir, 'page.nsepatch'), patchBytes);
+  fs.writeFileSync(path.join(dir, 'next.json'), JSON.stringify([CLI_EDIT]));
+  const out = execFileSync('cargo', ['run', '--quiet', '--bin', 'nse', '--', 'edit', '--backend', 'cpu',
+    '--requests', path.join(dir, 'next.json'), '--patch', path.join(dir, 'page.nsepatch'),
+    '--out', path.join(dir, 'continued')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  console.log(`  nse edit --patch: ${out.trim().split('\n').pop()}`);
+  return fs.readFileSync(path.join(dir, 'continued', 'patch.nsepatch'));
 }
 
 let before = null; // the edit row before the edit (the original model)
@@ -161,7 +192,10 @@ await session(`editor session (${BACKEND})`, { webgpu: true, query: QUERY, viewp
     const [download] = await Promise.all([page.waitForEvent('download'), page.click(tid('export-button'))]);
     const file = await download.path();
     const bytes = fs.readFileSync(file);
+    exported = bytes;
     console.log(`  exported ${download.suggestedFilename()} (${bytes.length} bytes)`);
+    const { manifest } = manifestOf(bytes);
+    expect(/^[0-9a-f]{64}$/.test(manifest.weights_sha256 ?? ''), 'the export records no weights digest');
     expect(/\.nsepatch$/.test(download.suggestedFilename()), `name ${download.suggestedFilename()}`);
     const other = forOtherModel(bytes);
     await page.setInputFiles(tid('import-input'), {
@@ -208,6 +242,33 @@ await session(`editor session (${BACKEND})`, { webgpu: true, query: QUERY, viewp
     expect(row.edited === before.original && row.editedNew === before.originalNew
       && row.editedTrue === before.originalTrue, 'the undone model differs from the original');
     await page.screenshot({ path: path.join(SHOTS, 'editor-after-undo.png'), fullPage: true });
+  });
+
+  await check('the exported ledger continues with `nse edit --patch` and imports back bit-exact', async () => {
+    const continued = continueOnTheCommandLine(exported);
+    const { manifest } = manifestOf(continued);
+    expect(manifest.entries.length === 2, `the continued patch holds ${manifest.entries.length} entries`);
+    expect(manifest.entries[1].parent === manifest.entries[0].digest, 'the entries do not chain');
+    await page.setInputFiles(tid('import-input'), {
+      name: 'continued.nsepatch', mimeType: 'application/octet-stream', buffer: continued,
+    });
+    await idle(until, 'the import and its comparison', COMPARE_TIMEOUT_MS);
+    await noError(page);
+    const rows = await ledgerRows(page);
+    console.log(`  ledger after the import: ${rows.map((r) => r.text).join(' | ')}`);
+    expect(rows.length === 2 && /Rome/.test(rows[0].text) && /English/.test(rows[1].text),
+      `ledger rows: ${JSON.stringify(rows)}`);
+    const row = await editRow(page);
+    expect(row.edited.startsWith(' Rome') && row.editedNew === before.editedNew,
+      `the page's own edit changed: ${JSON.stringify(row)}`);
+    // Exported again, the page's weights digest is the command line's: the same weights, bit for bit.
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click(tid('export-button'))]);
+    const again = manifestOf(fs.readFileSync(await download.path())).manifest;
+    console.log(`  weights sha256: command line ${manifest.weights_sha256}, page ${again.weights_sha256}`);
+    expect(again.weights_sha256 === manifest.weights_sha256, 'the page and the command line disagree on the weights');
+    expect(again.entries.map((e) => e.digest).join() === manifest.entries.map((e) => e.digest).join(),
+      'the page and the command line disagree on the history');
+    await page.screenshot({ path: path.join(SHOTS, 'editor-continued.png'), fullPage: true });
   });
 });
 

@@ -326,25 +326,17 @@ fn undo_and_patches_are_bit_exact() {
     assert_ne!(w1, w2);
 
     // A patch replays both batches on a fresh copy of the base model, bit for bit.
-    let sha = "0123456789abcdef0123456789abcdef";
-    let patch = Patch {
-        model_name: "tiny".into(),
-        model_sha256: sha.into(),
-        hparams: t.hp.clone(),
-        entries: state.ledger.clone(),
-    };
+    let sha = &"0123456789abcdef".repeat(4);
+    let patch = Patch::new("tiny", sha, &t.hp, state.ledger.clone());
     let bytes = patch.to_bytes();
     let decoded = Patch::from_bytes(&bytes, "tiny.nsepatch").unwrap();
     let mut fresh = tiny(8);
     let mut fresh_state = EditState::new(&fresh.model, &TINY_LAYERS).unwrap();
-    decoded
-        .apply(&mut fresh.model, &mut fresh_state, sha)
-        .unwrap();
+    pollster::block_on(decoded.apply(&mut fresh.model, &mut fresh_state, sha)).unwrap();
     assert_eq!(down_projs(&fresh.model, &TINY_LAYERS), w2);
     assert_eq!(fresh_state.p, p2);
     // …and refuses another model, or a corrupt file, leaving the model as it was.
-    let err = decoded
-        .apply(&mut fresh.model, &mut fresh_state, "ffff")
+    let err = pollster::block_on(decoded.apply(&mut fresh.model, &mut fresh_state, "ffff"))
         .unwrap_err()
         .to_string();
     assert!(err.contains("not for the loaded model"), "{err}");

@@ -58,6 +58,7 @@ struct Timings {
 }
 
 pub fn run(args: EditBenchArgs) -> Result<()> {
+    super::common::refuse_patch(&args.model, "it measures editing from the base model")?;
     let requests: Vec<EditRequest> = load_cases(&args.dataset)?
         .into_iter()
         .take(args.batch)

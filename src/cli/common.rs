@@ -1,12 +1,14 @@
 //! What the commands share: the `--model` and `--backend` arguments and model loading.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
 
 use crate::Result;
 use crate::cpu::CpuBackend;
+use crate::edit::EditState;
+use crate::edit::patch::Patch;
 use crate::gpu::GpuBackend;
 use crate::model::Model;
 use crate::model::load::{LoadedModel, load_path};
@@ -100,9 +102,37 @@ pub struct Loaded {
     pub load_seconds: f64,
 }
 
-/// Loads the model named by `args` onto the chosen backend.
+/// Loads the model named by `args` onto the chosen backend, with `--patch` applied (for the
+/// commands that only run the model; editing commands continue a patch with
+/// [`load_unpatched`] and [`start_editing`] instead).
 pub fn load(args: &ModelArgs) -> Result<Loaded> {
     let t0 = Instant::now();
+    let (mut loaded, patch) = load_unpatched(args)?;
+    if let Some(patch) = patch {
+        crate::with_model!(&mut loaded.model, m => {
+            let mut state = EditState::new(m, &patch.hparams.layers)?;
+            pollster::block_on(patch.apply(m, &mut state, &loaded.source.sha256))
+        })?;
+        eprintln!(
+            "applied patch {} ({} edits, weights {})",
+            args.patch.as_ref().expect("a patch was read").display(),
+            patch.n_requests(),
+            if patch.weights_sha256.is_some() {
+                "verified"
+            } else {
+                "not recorded"
+            }
+        );
+    }
+    loaded.load_seconds = t0.elapsed().as_secs_f64();
+    Ok(loaded)
+}
+
+/// Loads the model named by `args` onto the chosen backend and reads `--patch` (checked, not
+/// applied).
+pub fn load_unpatched(args: &ModelArgs) -> Result<(Loaded, Option<Patch>)> {
+    let t0 = Instant::now();
+    let patch = args.patch.as_deref().map(read_patch).transpose()?;
     let host = args.load_host()?;
     let LoadedModel {
         config,
@@ -117,38 +147,77 @@ pub fn load(args: &ModelArgs) -> Result<Loaded> {
             .ok()
             .filter(|g| !g.is_software()),
     };
-    let mut model = match gpu {
+    let model = match gpu {
         Some(g) => AnyModel::Gpu(Model::upload(g, config, weights)?),
         None => AnyModel::Cpu(Model::upload(CpuBackend, config, weights)?),
     };
-    if let Some(path) = &args.patch {
-        let n = crate::with_model!(&mut model, m => apply_patch(m, path, &source.sha256))?;
-        eprintln!("applied patch {} ({n} edits)", path.display());
-    }
     let load_seconds = t0.elapsed().as_secs_f64();
-    Ok(Loaded {
-        model,
-        tokenizer,
-        source,
-        load_seconds,
-    })
+    Ok((
+        Loaded {
+            model,
+            tokenizer,
+            source,
+            load_seconds,
+        },
+        patch,
+    ))
 }
 
-/// Reads a patch (a directory holding `patch.nsepatch`, or the file) and replays it on `model`.
-/// Returns the number of edited requests.
-fn apply_patch<B: crate::Backend>(
-    model: &mut Model<B>,
-    path: &std::path::Path,
-    sha256: &str,
-) -> Result<usize> {
-    let file = if path.is_dir() {
+/// Refuses `--patch` for a command that must start from the base model (`why`).
+pub fn refuse_patch(args: &ModelArgs, why: &str) -> Result<()> {
+    match &args.patch {
+        Some(p) => Err(crate::Error::input(format!(
+            "--patch {} cannot be used here: {why}; continue a patch with `nse edit --patch`",
+            p.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Reads a patch: a directory holding `patch.nsepatch`, or the file itself.
+pub fn read_patch(path: &Path) -> Result<Patch> {
+    let file = patch_file(path);
+    let bytes = std::fs::read(&file).map_err(|e| crate::Error::io(&file, e))?;
+    Patch::from_bytes(&bytes, &file.display().to_string())
+}
+
+/// The patch file that `path` names: `path/patch.nsepatch` for a directory (or a path without
+/// the `.nsepatch` extension, which `nse edit --out` makes a directory), else `path`.
+pub fn patch_file(path: &Path) -> PathBuf {
+    if path.is_dir() || path.extension().is_none_or(|e| e != "nsepatch") {
         path.join(super::edit::PATCH_FILE)
     } else {
         path.to_path_buf()
-    };
-    let bytes = std::fs::read(&file).map_err(|e| crate::Error::io(&file, e))?;
-    let patch = crate::edit::patch::Patch::from_bytes(&bytes, &file.display().to_string())?;
-    let mut state = crate::edit::EditState::new(model, &patch.hparams.layers)?;
-    patch.apply(model, &mut state, sha256)?;
-    Ok(state.n_requests())
+    }
+}
+
+/// Writes `patch` where `out` says (see [`patch_file`]), creating the directory; returns the file.
+pub fn write_patch(out: &Path, patch: &Patch) -> Result<(PathBuf, usize)> {
+    let file = patch_file(out);
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| crate::Error::io(dir, e))?;
+    }
+    let bytes = patch.to_bytes();
+    std::fs::write(&file, &bytes).map_err(|e| crate::Error::io(&file, e))?;
+    Ok((file, bytes.len()))
+}
+
+/// A fresh edit state for `layers`, continuing `patch` when there is one (its entries replayed
+/// bit for bit and its weights digest checked).
+pub async fn start_editing<B: crate::Backend>(
+    model: &mut Model<B>,
+    layers: &[usize],
+    patch: Option<&Patch>,
+    sha256: &str,
+) -> Result<EditState<B::Tensor>> {
+    let mut state = EditState::new(model, layers)?;
+    if let Some(p) = patch {
+        p.apply(model, &mut state, sha256).await?;
+        eprintln!(
+            "continuing from a patch of {} edit(s) in {} batch(es)",
+            p.n_requests(),
+            p.entries.len()
+        );
+    }
+    Ok(state)
 }

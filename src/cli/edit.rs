@@ -7,12 +7,12 @@ use clap::Args;
 use serde_json::{Value, json};
 
 use super::bench::write_json;
-use super::common::{Loaded, ModelArgs, load};
+use super::common::{Loaded, ModelArgs, load_unpatched, start_editing, write_patch};
 use super::editor::{EditorArgs, batch_progress, method_for};
 use crate::backend::Backend;
 use crate::edit::dataset::load_cases;
 use crate::edit::patch::Patch;
-use crate::edit::{EditContext, EditRequest, EditState, MethodKind, apply_batch};
+use crate::edit::{EditContext, EditRequest, Measured, MethodKind, apply_batch};
 use crate::eval::score_candidates;
 use crate::model::Model;
 use crate::{Error, Result, with_model};
@@ -34,7 +34,8 @@ pub struct EditArgs {
     /// Use only the first N requests of the file.
     #[arg(long)]
     n: Option<usize>,
-    /// Output directory for the patch and the report.
+    /// Output directory for the patch and the report. With `--patch`, the patch written there
+    /// holds the earlier patch's edits followed by this run's: one history.
     #[arg(long)]
     out: PathBuf,
     /// Also write a detailed JSON dump of every internal quantity.
@@ -63,13 +64,35 @@ pub fn run(args: EditArgs) -> Result<()> {
         cases.truncate(n);
     }
     let requests: Vec<EditRequest> = cases.into_iter().map(|c| c.request).collect();
-    let Loaded {
-        mut model,
-        tokenizer,
-        source,
-        ..
-    } = load(&args.model)?;
-    with_model!(&mut model, m => pollster::block_on(edit(m, &tokenizer, &source, method, &requests, &args)))
+    let (
+        Loaded {
+            mut model,
+            tokenizer,
+            source,
+            ..
+        },
+        patch,
+    ) = load_unpatched(&args.model)?;
+    let run = Run {
+        tok: &tokenizer,
+        source: &source,
+        kind: method,
+        requests: &requests,
+        continued: patch.as_ref(),
+        args: &args,
+    };
+    with_model!(&mut model, m => pollster::block_on(edit(m, &run)))
+}
+
+/// What one `nse edit` run works from.
+struct Run<'a> {
+    tok: &'a crate::model::Tokenizer,
+    source: &'a crate::model::ModelSource,
+    kind: MethodKind,
+    requests: &'a [EditRequest],
+    /// The patch this run continues (`--patch`).
+    continued: Option<&'a Patch>,
+    args: &'a EditArgs,
 }
 
 /// P(new) and P(true) on the edit prompt, per request (P(true) is `None` without a true target).
@@ -118,16 +141,24 @@ fn prob_cell(p: Option<f32>) -> String {
     p.map_or_else(|| "-".into(), |p| format!("{p:.4}"))
 }
 
-async fn edit<B: Backend>(
-    model: &mut Model<B>,
-    tok: &crate::model::Tokenizer,
-    source: &crate::model::ModelSource,
-    kind: MethodKind,
-    requests: &[EditRequest],
-    args: &EditArgs,
-) -> Result<()> {
-    let editor = args.editor.prepare(model, tok, source).await?;
+async fn edit<B: Backend>(model: &mut Model<B>, run: &Run<'_>) -> Result<()> {
+    let Run {
+        tok,
+        source,
+        kind,
+        requests,
+        args,
+        ..
+    } = *run;
+    // Templates and covariance come from the base model, before the continued patch is applied,
+    // exactly as in the run that made it.
+    let continuing = run.continued.map(|p| &p.hparams);
+    let editor = args
+        .editor
+        .prepare_with(model, tok, source, continuing)
+        .await?;
     let method = method_for(kind, &editor, model.config.d_ff)?;
+    let mut state = start_editing(model, &editor.hp.layers, run.continued, &source.sha256).await?;
     let pre = efficacy(model, tok, requests).await?;
     let with_truth = requests.iter().filter(|r| r.target_true.is_some()).count();
     match success_rate(&pre) {
@@ -140,7 +171,6 @@ async fn edit<B: Backend>(
         ),
     }
 
-    let mut state = EditState::new(model, &editor.hp.layers)?;
     let ctx = EditContext {
         tok,
         hp: &editor.hp,
@@ -155,6 +185,13 @@ async fn edit<B: Backend>(
         let t0 = Instant::now();
         let label = format!("batch {}/{}", b + 1, requests.len().div_ceil(args.batch));
         let out = apply_batch(model, &mut state, &ctx, chunk, batch_progress(label)).await?;
+        let measured = efficacy(model, tok, chunk).await?;
+        if let Some(entry) = state.ledger.last_mut() {
+            entry.measured = measured
+                .into_iter()
+                .map(|(p_new, p_true)| Measured { p_new, p_true })
+                .collect();
+        }
         let secs = t0.elapsed().as_secs_f64();
         eprintln!(
             "batch {} done in {secs:.1} s: residuals {:?} → {:?}",
@@ -200,15 +237,9 @@ async fn edit<B: Backend>(
     );
 
     std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
-    let patch = Patch {
-        model_name: source.name.clone(),
-        model_sha256: source.sha256.clone(),
-        hparams: editor.hp.clone(),
-        entries: state.ledger.clone(),
-    };
-    let patch_path = args.out.join(PATCH_FILE);
-    let bytes = patch.to_bytes();
-    std::fs::write(&patch_path, &bytes).map_err(|e| Error::io(&patch_path, e))?;
+    let patch = Patch::of_state(&source.name, &source.sha256, &editor.hp, &state, model).await?;
+    let (patch_path, n_bytes) = write_patch(&args.out.join(PATCH_FILE), &patch)?;
+    let earlier = run.continued.map_or(0, Patch::n_requests);
     let report = json!({
         "method": kind.name(), "model": source.name, "model_sha256": source.sha256,
         "hparams": editor.hp, "n_requests": requests.len(), "batch_size": args.batch,
@@ -218,13 +249,25 @@ async fn edit<B: Backend>(
             "request": r, "p_new_pre": a.0, "p_true_pre": a.1, "p_new_post": b.0, "p_true_post": b.1,
         })).collect::<Vec<_>>(),
         "seconds": t_all.elapsed().as_secs_f64(),
-        "patch": { "file": PATCH_FILE, "bytes": bytes.len() },
+        "patch": {
+            "file": PATCH_FILE, "bytes": n_bytes, "entries": patch.entries.len(),
+            "requests": patch.n_requests(), "continued_requests": earlier,
+            "weights_sha256": patch.weights_sha256,
+        },
     });
     write_json(&args.out.join("report.json"), &report)?;
+    let history = if earlier > 0 {
+        format!(
+            "{} edits: {earlier} from the continued patch + {} new",
+            patch.n_requests(),
+            requests.len()
+        )
+    } else {
+        format!("{} edits", patch.n_requests())
+    };
     println!(
-        "wrote {} ({} bytes) and {}",
+        "wrote {} ({n_bytes} bytes, {history}) and {}",
         patch_path.display(),
-        bytes.len(),
         args.out.join("report.json").display()
     );
 

@@ -66,9 +66,34 @@ impl EditorArgs {
         tok: &Tokenizer,
         source: &ModelSource,
     ) -> Result<Editor> {
-        let hp = match &self.hparams {
-            Some(p) => Hparams::parse(&read(p)?, &p.display().to_string())?,
-            None => Hparams::for_model(&source.name)?,
+        self.prepare_with(model, tok, source, None).await
+    }
+
+    /// [`EditorArgs::prepare`] for a run that continues a patch made with `continuing`: those
+    /// hyperparameters are used (a `--hparams` file must equal them). `model` must be the base
+    /// model, so that sampled templates and the covariance are those of the first run.
+    pub async fn prepare_with<B: Backend>(
+        &self,
+        model: &Model<B>,
+        tok: &Tokenizer,
+        source: &ModelSource,
+        continuing: Option<&Hparams>,
+    ) -> Result<Editor> {
+        let chosen = match &self.hparams {
+            Some(p) => Some(Hparams::parse(&read(p)?, &p.display().to_string())?),
+            None => None,
+        };
+        let hp = match (chosen, continuing) {
+            (Some(h), Some(c)) if h != *c => {
+                return Err(Error::input(format!(
+                    "--hparams differs from the hyperparameters the patch was made with \
+                     (fields {}); a continued history must keep them: drop --hparams",
+                    differing_fields(&h, c).join(", ")
+                )));
+            }
+            (Some(h), _) => h,
+            (None, Some(c)) => c.clone(),
+            (None, None) => Hparams::for_model(&source.name)?,
         };
         hp.check_model(model.config.n_layers)?;
         let templates = match (&self.templates, &hp.context_templates) {
@@ -125,6 +150,23 @@ pub fn method_for(kind: MethodKind, editor: &Editor, d_ff: usize) -> Result<Box<
         MethodKind::MemitSeq => Box::new(MemitSeq),
         MethodKind::Alphaedit => Box::new(AlphaEdit::new(editor.cov.matrices(), d_ff, &editor.hp)?),
     })
+}
+
+/// The top-level fields whose values differ between two sets of hyperparameters.
+fn differing_fields(a: &Hparams, b: &Hparams) -> Vec<String> {
+    let (serde_json::Value::Object(a), serde_json::Value::Object(b)) = (
+        serde_json::to_value(a).expect("hparams serialise"),
+        serde_json::to_value(b).expect("hparams serialise"),
+    ) else {
+        unreachable!("hparams serialise to objects")
+    };
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| format!("`{k}`"))
+        .collect()
 }
 
 fn read(p: &Path) -> Result<String> {

@@ -155,6 +155,7 @@ fn code_version() -> Value {
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
+    super::common::refuse_patch(&args.model, "it measures editing from the base model")?;
     let t_process = Instant::now();
     let kinds = methods(&args)?;
     let plan_check = SequentialPlan {

@@ -1,5 +1,5 @@
 //! The native command line: `nse generate`, `nse info`, `nse edit`, `nse eval`, `nse export`,
-//! `nse report`, `nse bench`.
+//! `nse report`, `nse patch`, `nse bench`.
 //!
 //! Every command that takes a model takes `--model PATH` (a `.gguf` file, or a directory with
 //! `config.json`, `tokenizer.json` and `*.safetensors`) and `--backend auto|cpu|gpu`.
@@ -14,6 +14,7 @@ mod eval;
 mod export;
 mod generate;
 mod info;
+mod patch;
 mod report;
 
 use clap::{Parser, Subcommand};
@@ -44,6 +45,9 @@ enum Command {
     Report(report::ReportArgs),
     /// Compute (or load from the cache) the covariance statistics and write them as .npy files.
     Covariance(covariance::CovarianceArgs),
+    /// Inspect a patch's history, undo or remove entries, or verify it against the base model.
+    #[command(subcommand)]
+    Patch(patch::PatchCommand),
     /// Write the (patched) model as Hugging Face safetensors + config.json + tokenizer.json.
     Export(export::ExportArgs),
     /// Benchmarks that print a table and write JSON.
@@ -61,6 +65,7 @@ pub fn main() {
         Command::Edit(args) => edit::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Export(args) => export::run(args),
+        Command::Patch(cmd) => patch::run(cmd),
         Command::Report(args) => report::run(args),
         Command::Covariance(args) => covariance::run(args),
         Command::Bench(cmd) => bench::run(cmd),

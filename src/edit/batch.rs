@@ -358,6 +358,8 @@ async fn run_batch<B: Backend>(
         requests: requests.to_vec(),
         updates,
         p_keys,
+        parent: state.head(),
+        measured: vec![],
     };
     Ok(BatchOutcome {
         z: zs,

@@ -151,7 +151,7 @@ impl Hparams {
             path: path.into(),
             msg: format!("hyperparameters: {e}"),
         })?;
-        h.check(path)?;
+        h.validate(path)?;
         Ok(h)
     }
 
@@ -171,7 +171,12 @@ impl Hparams {
         *self.layers.last().expect("checked non-empty")
     }
 
-    fn check(&self, path: &str) -> Result<()> {
+    /// Checks the values that the editor relies on (also for hyperparameters read from a patch).
+    ///
+    /// # Errors
+    /// Empty or unsorted layers, a non-positive threshold, too few iterations or steps, a bad
+    /// template; the error names `path`.
+    pub fn validate(&self, path: &str) -> Result<()> {
         let bad = |msg: String| {
             Err(Error::Json {
                 path: path.into(),

@@ -6,11 +6,13 @@
 //! - [`covariance`]: the corpus second moment `C_l`.
 //! - [`select`], [`solve`]: neuron selection and the f64 least-squares update.
 //! - [`method`]: NSE, MEMIT-seq, AlphaEdit behind one trait; [`batch`]: the shared procedure;
-//!   [`state`]: `P_l`, the original weights and the ledger.
+//!   [`state`]: `P_l`, the original weights and the ledger; [`patch`]: the ledger as a file;
+//!   [`history`]: removing an entry from the middle of a ledger.
 
 pub mod batch;
 pub mod covariance;
 pub mod dataset;
+pub mod history;
 pub mod hparams;
 pub mod keys;
 pub mod method;
@@ -32,5 +34,5 @@ pub use dataset::{Case, Probes};
 pub use hparams::{Hparams, TargetSpace};
 pub use method::{AlphaEdit, EditMethod, MemitSeq, MethodKind, Nse};
 pub use request::EditRequest;
-pub use state::{EditState, LedgerEntry};
+pub use state::{EditState, LedgerEntry, Measured, ROOT_DIGEST};
 pub use templates::ContextTemplates;

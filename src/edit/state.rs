@@ -9,10 +9,12 @@ use serde::{Deserialize, Serialize};
 use super::method::MethodKind;
 use super::request::EditRequest;
 use super::solve::Factored;
-use crate::Result;
+use sha2::{Digest, Sha256};
+
 use crate::backend::{Backend, Transpose};
 use crate::model::Model;
 use crate::ops::matmul::{MatmulDims, matmul_into};
+use crate::{Error, Result};
 
 /// One layer update as applied: `W_l[:, cols] += expand(update)` in round `round`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -31,6 +33,55 @@ pub struct LedgerEntry {
     pub updates: Vec<AppliedUpdate>,
     /// Post-batch keys per layer, `(n, d_ff)`: the batch added `Kᵀ K` to `P_l`.
     pub p_keys: BTreeMap<usize, Vec<f32>>,
+    /// [`EditState::head`] when the batch was computed: the digest of the entry before it
+    /// ([`ROOT_DIGEST`] for the first). Its updates and keys are only valid on top of exactly
+    /// that history, so a ledger whose entries do not chain is refused.
+    pub parent: String,
+    /// P(new) and P(true) of each request on its edit prompt, measured right after the batch
+    /// (empty when the front end did not measure them). Not part of [`LedgerEntry::digest`].
+    pub measured: Vec<Measured>,
+}
+
+/// P(new) and P(true) of one request on its edit prompt, measured right after its batch.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Measured {
+    pub p_new: f32,
+    /// `None` for a request without a true target.
+    pub p_true: Option<f32>,
+}
+
+/// The parent of the first ledger entry: the base model with no edit.
+pub const ROOT_DIGEST: &str = "root";
+
+impl LedgerEntry {
+    /// sha256 (hex) of everything that determines what the entry does to the weights and to
+    /// `P`: its parent, method, requests, updates (rounds, layers, columns, factors) and keys.
+    pub fn digest(&self) -> String {
+        let mut h = Sha256::new();
+        let mut field = |bytes: &[u8]| {
+            h.update((bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        };
+        field(self.parent.as_bytes());
+        field(self.method.name().as_bytes());
+        field(&serde_json::to_vec(&self.requests).expect("requests serialise"));
+        for u in &self.updates {
+            let dims = [u.round, u.layer, u.update.n, u.update.d].map(|x| x as u64);
+            field(bytemuck::cast_slice(&dims));
+            field(bytemuck::cast_slice(&u.update.cols));
+            field(bytemuck::cast_slice(&u.update.r));
+            field(bytemuck::cast_slice(&u.update.y));
+        }
+        for (&l, k) in &self.p_keys {
+            field(&(l as u64).to_le_bytes());
+            field(bytemuck::cast_slice(k));
+        }
+        hex(&h.finalize())
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The sequential-editing state of one model.
@@ -51,12 +102,44 @@ impl<T> EditState<T> {
     pub fn n_requests(&self) -> usize {
         self.ledger.iter().map(|e| e.requests.len()).sum()
     }
+
+    /// The digest of the last ledger entry ([`ROOT_DIGEST`] when the ledger is empty): the
+    /// parent that the next batch records.
+    pub fn head(&self) -> String {
+        self.ledger
+            .last()
+            .map_or_else(|| ROOT_DIGEST.to_string(), LedgerEntry::digest)
+    }
+
+    /// `d_ff` of the model this state edits.
+    pub fn d_ff(&self) -> usize {
+        self.d_ff
+    }
 }
 
 impl<T> EditState<T> {
     /// A fresh state for `layers` of `model`: `P = 0`, the current `down_proj` kept as original.
+    ///
+    /// # Errors
+    /// A layer the model does not have, or one named twice.
     pub fn new<B: Backend<Tensor = T>>(model: &Model<B>, layers: &[usize]) -> Result<Self> {
-        let d_ff = model.config.d_ff;
+        let (d_ff, n_layers) = (model.config.d_ff, model.config.n_layers);
+        if let Some(&l) = layers.iter().find(|&&l| l >= n_layers) {
+            return Err(Error::input(format!(
+                "layer {l} cannot be edited: the model has {n_layers} layers (0..={}); fix the \
+                 hyperparameters' `layers`",
+                n_layers.saturating_sub(1)
+            )));
+        }
+        if let Some((i, &l)) = layers
+            .iter()
+            .enumerate()
+            .find(|(i, l)| layers[..*i].contains(l))
+        {
+            return Err(Error::input(format!(
+                "layer {l} is named twice in the edited layers {layers:?} (position {i})"
+            )));
+        }
         let mut originals = BTreeMap::new();
         for &l in layers {
             originals.insert(l, model.backend().copy(&model.weights.layers[l].down_proj)?);
@@ -73,7 +156,31 @@ impl<T> EditState<T> {
         })
     }
 
+    /// sha256 (hex) of the edited layers' `down_proj` (f32, little-endian, in layer order): the
+    /// fingerprint of the weights a ledger produced, recorded in patches and checked on replay.
+    ///
+    /// # Errors
+    /// A backend failure reading the weights back.
+    pub async fn weights_digest<B: Backend<Tensor = T>>(&self, model: &Model<B>) -> Result<String> {
+        let mut h = Sha256::new();
+        for &l in &self.layers {
+            let w = model
+                .backend()
+                .read(&model.weights.layers[l].down_proj)
+                .await?;
+            h.update((l as u64).to_le_bytes());
+            for x in w {
+                h.update(x.to_le_bytes());
+            }
+        }
+        Ok(hex(&h.finalize()))
+    }
+
     /// `P_l += Kᵀ K` for every layer of `p_keys`.
+    ///
+    /// # Panics
+    /// A layer that this state does not edit, or keys whose length is not a multiple of `d_ff`:
+    /// callers check entries from files first ([`crate::edit::patch::Patch::check_fits`]).
     pub fn add_to_p(&mut self, p_keys: &BTreeMap<usize, Vec<f32>>) {
         let f = self.d_ff;
         for (l, k) in p_keys {
@@ -88,6 +195,30 @@ impl<T> EditState<T> {
                 true,
             );
         }
+    }
+
+    /// Appends `entries` to the ledger, replaying their updates on `model` and adding their keys
+    /// to `P`: the same f32 additions in the same order as when they were first applied, so the
+    /// weights are bit for bit those of the run that made them.
+    ///
+    /// Entries from files must pass [`crate::edit::patch::Patch::check_fits`] first.
+    ///
+    /// # Errors
+    /// A backend failure; the entries replayed before it stay applied (callers rewind).
+    pub fn replay<B: Backend<Tensor = T>>(
+        &mut self,
+        model: &mut Model<B>,
+        entries: &[LedgerEntry],
+    ) -> Result<()> {
+        for e in entries {
+            for u in &e.updates {
+                let (be, w) = model.parts_mut();
+                apply_update(be, &mut w.layers[u.layer].down_proj, &u.update)?;
+            }
+            self.add_to_p(&e.p_keys);
+            self.ledger.push(e.clone());
+        }
+        Ok(())
     }
 
     /// Swaps the original `down_proj` matrices into `model` (and the edited ones into this state);

@@ -170,7 +170,7 @@ async fn run(app: &App, s: &mut Session) -> Result<usize> {
         .editing
         .as_mut()
         .map_err(|why| Error::input(why.clone()))?;
-    with_bench!(&mut s.engine, w => ledger_ops::replace_ledger(w, setup, &s.source, &saved, saved_meta))?;
+    with_bench!(&mut s.engine, w => ledger_ops::replace_ledger(w, setup, &s.source, &saved, saved_meta).await)?;
     result
 }
 

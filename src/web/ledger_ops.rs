@@ -10,7 +10,7 @@ use super::session::Workbench;
 use super::storage::LedgerRecord;
 use crate::backend::Backend;
 use crate::edit::patch::Patch;
-use crate::edit::{EditRequest, EditState, LedgerEntry, MethodKind};
+use crate::edit::{EditRequest, EditState, LedgerEntry, Measured, MethodKind};
 use crate::model::{Model, ModelSource, Tokenizer};
 use crate::{Error, Result};
 
@@ -58,12 +58,7 @@ pub(crate) fn ledger_record<T>(
     state: &EditState<T>,
     method: MethodKind,
 ) -> LedgerRecord {
-    let patch = Patch {
-        model_name: source.name.clone(),
-        model_sha256: source.sha256.clone(),
-        hparams: setup.hp.clone(),
-        entries: state.ledger.clone(),
-    };
+    let patch = current_patch(source, setup, state);
     LedgerRecord {
         patch: patch.to_bytes(),
         meta: serde_json::to_string(&setup.meta).expect("page records serialise"),
@@ -71,18 +66,56 @@ pub(crate) fn ledger_record<T>(
     }
 }
 
-/// The patch of the current ledger.
+/// The patch of the current ledger, each entry carrying the P values the page measured right
+/// after it (so `nse patch show` and another page can show them).
 pub(crate) fn current_patch<T>(
     source: &ModelSource,
     setup: &EditSetup,
     state: &EditState<T>,
 ) -> Patch {
-    Patch {
-        model_name: source.name.clone(),
-        model_sha256: source.sha256.clone(),
-        hparams: setup.hp.clone(),
-        entries: state.ledger.clone(),
+    let mut entries = state.ledger.clone();
+    for (e, meta) in entries.iter_mut().zip(&setup.meta) {
+        if e.measured.is_empty() && meta.scores.len() == e.requests.len() {
+            e.measured = e
+                .requests
+                .iter()
+                .zip(&meta.scores)
+                .map(|(r, s)| match s {
+                    Some((p_new, p_true)) => Measured {
+                        p_new: *p_new,
+                        p_true: r.target_true.as_ref().map(|_| *p_true),
+                    },
+                    None => Measured {
+                        p_new: f32::NAN,
+                        p_true: None,
+                    },
+                })
+                .collect();
+        }
     }
+    Patch::new(&source.name, &source.sha256, &setup.hp, entries)
+}
+
+/// The page records of a patch's entries: each noted with where it came from, and with the P
+/// values measured when it was made, when the patch has them.
+pub(crate) fn imported_meta(patch: &Patch, note: &str) -> Vec<EntryMeta> {
+    patch
+        .entries
+        .iter()
+        .map(|e| EntryMeta {
+            note: note.to_string(),
+            scores: e
+                .measured
+                .iter()
+                .map(|m| {
+                    m.p_new
+                        .is_finite()
+                        .then(|| (m.p_new, m.p_true.unwrap_or(f32::NAN)))
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .collect()
 }
 
 /// Replaces the ledger with `patch` (replayed bit for bit on the original weights) and its
@@ -91,7 +124,7 @@ pub(crate) fn current_patch<T>(
 /// # Errors
 /// A patch for another model (Patch::apply's message, nothing changed), one made with other
 /// edited layers, or a backend failure (the previous ledger is then replayed back).
-pub(crate) fn replace_ledger<B: Backend>(
+pub(crate) async fn replace_ledger<B: Backend>(
     wb: &mut Workbench<B>,
     setup: &mut EditSetup,
     source: &ModelSource,
@@ -101,7 +134,7 @@ pub(crate) fn replace_ledger<B: Backend>(
     let state = wb.edits.as_mut().expect("editing is available");
     if patch.model_sha256 != source.sha256 {
         // Patch::apply refuses another base model before touching anything; this is its message.
-        patch.apply(&mut wb.model, state, &source.sha256)?;
+        patch.check_fits(&wb.model, state, &source.sha256)?;
     }
     if patch.hparams.layers != setup.hp.layers {
         return Err(Error::input(format!(
@@ -109,11 +142,20 @@ pub(crate) fn replace_ledger<B: Backend>(
             patch.hparams.layers, setup.hp.layers
         )));
     }
-    let previous = current_patch(source, setup, state);
+    let previous = state.ledger.len();
+    let old_ledger = Patch::new(
+        &source.name,
+        &source.sha256,
+        &setup.hp,
+        state.ledger.clone(),
+    );
     state.rewind_to(&mut wb.model, 0)?;
-    if let Err(e) = patch.apply(&mut wb.model, state, &source.sha256) {
+    if let Err(e) = patch.apply(&mut wb.model, state, &source.sha256).await {
         state.rewind_to(&mut wb.model, 0)?;
-        previous.apply(&mut wb.model, state, &source.sha256)?;
+        old_ledger
+            .apply(&mut wb.model, state, &source.sha256)
+            .await?;
+        debug_assert_eq!(state.ledger.len(), previous);
         return Err(e);
     }
     meta.resize_with(patch.entries.len(), EntryMeta::default);

@@ -329,8 +329,8 @@ async fn rewind(app: &App, s: &mut Session, what: Rewind) -> Result<String> {
             state.rewind_to(&mut w.model, keep)?;
             setup.meta.truncate(keep);
             for (entry, meta) in previous {
-                let patch = Patch { entries: vec![entry], ..ledger_ops::current_patch(&s.source, setup, state) };
-                patch.apply(&mut w.model, state, &s.source.sha256)?;
+                let patch = Patch::new(&s.source.name, &s.source.sha256, &setup.hp, vec![entry]);
+                patch.apply(&mut w.model, state, &s.source.sha256).await?;
                 setup.meta.push(meta);
             }
         });
@@ -375,12 +375,14 @@ pub(crate) async fn restore(app: &App, s: &mut Session) {
         Ok(None) => return,
         Err(e) => return app.status.show_error(&e.to_string()),
     };
-    let restored = Patch::from_bytes(&record.patch, "the ledger saved in this browser").and_then(|patch| {
+    let restored = async {
+        let patch = Patch::from_bytes(&record.patch, "the ledger saved in this browser")?;
         let meta: Vec<EntryMeta> = serde_json::from_str(&record.meta).unwrap_or_default();
         let setup = s.editing.as_mut().map_err(|why| Error::input(why.clone()))?;
-        with_bench!(&mut s.engine, w => ledger_ops::replace_ledger(w, setup, &s.source, &patch, meta))?;
-        Ok(patch.entries.len())
-    });
+        with_bench!(&mut s.engine, w => ledger_ops::replace_ledger(w, setup, &s.source, &patch, meta).await)?;
+        Ok::<_, Error>(patch.entries.len())
+    }
+    .await;
     match restored {
         Ok(n) => {
             if let Ok(kind) = MethodKind::parse(&record.method) {

@@ -8,7 +8,6 @@ use wasm_bindgen::JsCast;
 use web_sys::{HtmlAnchorElement, HtmlButtonElement, HtmlElement, HtmlInputElement};
 
 use super::dom::{self, by_testid, child, set_attr};
-use super::editing::EntryMeta;
 use super::ledger_ops;
 use super::session::{Session, with_bench, with_model};
 use super::{App, apply_flow, compare_ui, ledger_ui, loader};
@@ -45,7 +44,10 @@ impl PatchView {
 /// Wires the three controls.
 pub(crate) fn wire(app: &Rc<App>) {
     let a = Rc::clone(app);
-    dom::on(&app.patch.export, "click", move |_| export_patch(&a));
+    dom::on(&app.patch.export, "click", move |_| {
+        let a = Rc::clone(&a);
+        wasm_bindgen_futures::spawn_local(async move { export_patch(&a).await });
+    });
     let a = Rc::clone(app);
     dom::on(&app.patch.import, "change", move |_| {
         let input = &a.patch.import;
@@ -71,18 +73,29 @@ fn stem(s: &Session) -> String {
         .to_string()
 }
 
-fn export_patch(app: &App) {
+/// Downloads the ledger as a patch, with the digest of the edited weights recorded so that the
+/// command line (or another page) can prove its replay reproduced them.
+async fn export_patch(app: &Rc<App>) {
+    if !app.begin() {
+        return;
+    }
     app.status.clear_error();
-    let result = app
-        .with_session(|s| -> Result<(String, usize)> {
-            let setup = s.editing.as_ref().map_err(|why| Error::input(why.clone()))?;
-            let patch = with_bench!(&s.engine, w => ledger_ops::current_patch(&s.source, setup, w.edits.as_ref().expect("editing is available")));
-            let bytes = patch.to_bytes();
-            let name = format!("{}-{}-edits.nsepatch", stem(s), patch.entries.len());
-            dom::download(&name, &bytes, "application/octet-stream")?;
-            Ok((name, bytes.len()))
-        })
-        .unwrap_or_else(|| Err(Error::input("no model is loaded")));
+    let Some(s) = app.take_session() else {
+        app.end();
+        return;
+    };
+    let result = async {
+        let setup = s.editing.as_ref().map_err(|why| Error::input(why.clone()))?;
+        let mut patch = with_bench!(&s.engine, w => ledger_ops::current_patch(&s.source, setup, w.edits.as_ref().expect("editing is available")));
+        patch.weights_sha256 = Some(with_bench!(&s.engine, w => w.edits.as_ref().expect("editing is available").weights_digest(&w.model).await)?);
+        let bytes = patch.to_bytes();
+        let name = format!("{}-{}-edits.nsepatch", stem(&s), patch.entries.len());
+        dom::download(&name, &bytes, "application/octet-stream")?;
+        Ok::<_, Error>((name, bytes.len()))
+    }
+    .await;
+    app.put_session(s);
+    app.end();
     match result {
         Ok((name, n)) => app
             .patch
@@ -108,10 +121,9 @@ async fn import_patch(app: &Rc<App>, file: web_sys::File) {
         let bytes = loader::read_file(&file, |_, _| {}).await?;
         let patch = Patch::from_bytes(&bytes, &name)?;
         let setup = s.editing.as_mut().map_err(|why| Error::input(why.clone()))?;
-        let note = format!("imported from {name}");
-        let meta = patch.entries.iter().map(|_| EntryMeta { note: note.clone(), ..Default::default() }).collect();
+        let meta = ledger_ops::imported_meta(&patch, &format!("imported from {name}"));
         let before = with_bench!(&s.engine, w => w.edits.as_ref().map_or(0, |st| st.ledger.len()));
-        with_bench!(&mut s.engine, w => ledger_ops::replace_ledger(w, setup, &s.source, &patch, meta))?;
+        with_bench!(&mut s.engine, w => ledger_ops::replace_ledger(w, setup, &s.source, &patch, meta).await)?;
         Ok::<_, Error>((patch.entries.len(), before))
     }
     .await;

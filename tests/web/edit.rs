@@ -246,12 +246,12 @@ async fn patch_round_trips_and_replays_bit_for_bit_in_wasm() {
     let cpu_model = Model::upload(CpuBackend, c.clone(), weights(&c, 5)).unwrap();
     let (_, cov) = covariance(&cpu_model, &hparams().layers).await;
     let edited = edit_on(CpuBackend, &cov).await;
-    let patch = Patch {
-        model_name: "tiny".into(),
-        model_sha256: "ab".repeat(32),
-        hparams: hparams(),
-        entries: vec![edited.entry.clone()],
-    };
+    let patch = Patch::new(
+        "tiny",
+        &"ab".repeat(32),
+        &hparams(),
+        vec![edited.entry.clone()],
+    );
     let bytes = patch.to_bytes();
     let back = Patch::from_bytes(&bytes, "tiny.nsepatch").expect("a valid patch");
     assert_eq!(back.entries, patch.entries);
@@ -261,6 +261,7 @@ async fn patch_round_trips_and_replays_bit_for_bit_in_wasm() {
     let mut model = Model::upload(CpuBackend, c.clone(), weights(&c, 5)).unwrap();
     let mut state = EditState::new(&model, &hparams().layers).unwrap();
     back.apply(&mut model, &mut state, &patch.model_sha256)
+        .await
         .unwrap();
     for (l, w) in &edited.down_proj {
         assert_eq!(
@@ -282,6 +283,7 @@ async fn patch_round_trips_and_replays_bit_for_bit_in_wasm() {
     // Another model's patch is refused before anything changes.
     let err = back
         .apply(&mut model, &mut state, &"cd".repeat(32))
+        .await
         .unwrap_err()
         .to_string();
     assert!(err.contains("not for the loaded model"), "{err}");
