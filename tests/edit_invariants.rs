@@ -126,10 +126,7 @@ fn past_keys_accumulate_as_a_psd_sum() {
 fn subject_last_token_ends_the_subject() {
     // Invariant 8 on 300 real CounterFact prompts.
     let tok = common::load_default_model().tokenizer;
-    let text = std::fs::read_to_string(common::shared(
-        "data/counterfact_easyedit/counterfact-edit.json",
-    ))
-    .unwrap();
+    let text = common::data_text("counterfact_easyedit/counterfact-edit.json");
     let cases = nse::edit::dataset::parse_cases(&text, "counterfact-edit.json").unwrap();
     for case in cases.iter().take(300) {
         let r = &case.request;

@@ -6,8 +6,8 @@
 
 use std::process::Command;
 
-fn shared(rel: &str) -> String {
-    format!("{}/../shared/{rel}", env!("CARGO_MANIFEST_DIR"))
+fn data(rel: &str) -> String {
+    format!("{}/data/{rel}", env!("CARGO_MANIFEST_DIR"))
 }
 
 /// Runs `nse eval` with `args` (plus `--out`) and returns its stderr; it must fail.
@@ -30,7 +30,7 @@ fn fails(args: &[&str]) -> String {
 
 #[test]
 fn bad_input_is_explained() {
-    let cf = shared("data/counterfact_easyedit/counterfact-edit.json");
+    let cf = data("counterfact_easyedit/counterfact-edit.json");
     let dir = std::env::temp_dir().join("nse-eval-cli-inputs");
     std::fs::create_dir_all(&dir).unwrap();
     let write = |name: &str, text: &str| {

@@ -43,8 +43,7 @@ fn zsre_probes_follow_the_reference_by_hand() {
     assert_eq!(pred[0], greedy.ids[0]);
 
     // A zsRE record end to end: accuracies are fractions of the answer's positions.
-    let text =
-        std::fs::read_to_string(common::shared("data/zsre/zsre_mend_train-1k.json")).unwrap();
+    let text = common::data_text("zsre/zsre_mend_train-1k.json");
     let cases = parse_cases(&text, "zsre").unwrap();
     let cases = &cases[..2];
     assert!(matches!(cases[0].probes, Probes::Zsre { .. }));
@@ -101,9 +100,7 @@ fn counterfact_prefers_the_true_capital() {
 #[test]
 fn perplexity_slice_is_the_last_article() {
     let (model, tok) = common::cpu_model();
-    let text =
-        std::fs::read_to_string(common::shared("data/wikitext/wikitext-2-raw_wiki.test.raw"))
-            .unwrap();
+    let text = common::wikitext();
     let slice = PerplexitySlice::wikitext_tail(&text, &tok, 4096, "wikitext").unwrap();
     assert_eq!(slice.tokens, 4096);
     assert_eq!(slice.windows.len(), 4);

@@ -41,11 +41,9 @@ fn same_seed_same_report_and_rewind_restores_the_model() {
     // Three z evaluations instead of twenty: the run's arithmetic is the same, only shorter.
     hp.v_num_grad_steps = 3;
     let templates = ContextTemplates::new(hp.context_templates.clone().unwrap()).unwrap();
-    let cov = common::golden_covariance(&hp, model.config.d_ff);
+    let cov = common::setup_covariance(&hp, model.config.d_ff);
     let cases = common::counterfact_edit_cases(3);
-    let text =
-        std::fs::read_to_string(common::shared("data/wikitext/wikitext-2-raw_wiki.test.raw"))
-            .unwrap();
+    let text = common::wikitext();
     let plan = SequentialPlan {
         batch_size: 2,
         checkpoint_every: 1,

@@ -1,7 +1,8 @@
-//! NSE on the real model against the reference implementation's dumps (`../shared/golden/`):
-//! one batch of 3 requests with the reference's templates and covariance, at p = 0.8
-//! (`micro-3.json`) and p = 1.0 (`micro-3-p1.json`), and the covariance statistic itself.
-//! On the cpu backend; `gpu_edit.rs` checks the gpu backend against the cpu one.
+//! NSE on the real model against the reference implementation's dumps (`tests/golden/`): one
+//! batch of 3 requests with the reference's templates, at p = 0.8 (`micro-3.json`) and p = 1.0
+//! (`micro-3-p1.json`). The covariance statistic is the one `scripts/setup.sh` computes from the
+//! same corpus (`golden_covariance.rs` ties it to the reference's). On the cpu backend;
+//! `gpu_edit.rs` checks the gpu backend against the cpu one.
 
 // Native only (files, threads, blocking on the GPU): in wasm32 this test crate is empty, and
 // the browser tests are tests/web.rs.
@@ -11,10 +12,9 @@ mod common;
 
 use common::{Tol, assert_close, golden_json};
 use nse::cpu::CpuBackend;
-use nse::edit::covariance::{second_moments, windows};
 use nse::edit::{
-    ContextTemplates, CovarianceSet, EditContext, EditRequest, EditState, Hparams, Nse,
-    apply_batch, apply_batch_with_z,
+    ContextTemplates, EditContext, EditRequest, EditState, Hparams, Nse, apply_batch,
+    apply_batch_with_z,
 };
 use nse::eval::score_candidates;
 use nse::model::Model;
@@ -107,13 +107,7 @@ fn micro3_batch_matches_the_reference() {
     let g = golden_json("micro-3.json");
     let hp = Hparams::parse(&g["hparams"].to_string(), "micro-3.json hparams").unwrap();
     let templates = ContextTemplates::parse(&g.to_string(), "micro-3.json").unwrap();
-    let cov = CovarianceSet::from_npy_dir(
-        &common::golden_dir().join("covariance"),
-        &hp.layers,
-        1536,
-        150_000,
-    )
-    .unwrap();
+    let cov = common::setup_covariance(&hp, 1536);
     let reqs = requests(&g);
     check_probabilities(&model, &tok, &g, "pre_eval");
 
@@ -277,59 +271,4 @@ fn micro3_batch_matches_the_reference() {
         }
     }
     check_probabilities(&model, &tok, &g1, "post_eval");
-}
-
-#[test]
-fn covariance_of_2048_tokens_matches_the_reference() {
-    let loaded = common::load_default_model();
-    let tok = loaded.tokenizer;
-    let model = Model::upload(CpuBackend, loaded.config, loaded.weights).unwrap();
-    let g = golden_json("covariance/small2048.json");
-    let text =
-        std::fs::read_to_string(common::shared("data/wikitext/wikitext-2-raw_wiki.test.raw"))
-            .unwrap();
-    let wins = windows(&text, &tok, 1024, 2048).unwrap();
-    assert_eq!(wins.len() as u64, g["n_windows"].as_u64().unwrap());
-    assert_eq!(
-        wins[0].len() as u64,
-        g["first_window_len"].as_u64().unwrap()
-    );
-    assert_eq!(wins[0][..16], u32s(&g["first_window_first16_ids"]));
-    let (c, n) = pollster::block_on(second_moments(&model, &wins, &[3, 7], |_, _| {})).unwrap();
-    assert_eq!(n, 2048);
-    let f = 1536;
-    for l in [3usize, 7] {
-        let m = &c[&l];
-        let gl = &g["layers"][l.to_string()];
-        let trace = (0..f).map(|i| m[i * f + i] as f64).sum::<f64>() as f32;
-        let fro = m.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt() as f32;
-        let tol = Tol::rel(1e-4);
-        assert_close(
-            &[trace, fro],
-            &[
-                gl["trace"].as_f64().unwrap() as f32,
-                gl["frobenius"].as_f64().unwrap() as f32,
-            ],
-            tol,
-            &format!("layer {l} trace, ‖C‖"),
-        );
-        let block: Vec<f32> = (0..4)
-            .flat_map(|i| (0..4).map(move |j| (i, j)))
-            .map(|(i, j)| m[i * f + j])
-            .collect();
-        let gblock: Vec<f32> = gl["block4x4"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(f32s)
-            .collect();
-        assert_close(&block, &gblock, tol, &format!("layer {l} C[:4, :4]"));
-        let diag: Vec<f32> = (0..8).map(|i| m[i * f + i]).collect();
-        assert_close(
-            &diag,
-            &f32s(&gl["diag_first8"]),
-            tol,
-            &format!("layer {l} diagonal"),
-        );
-    }
 }

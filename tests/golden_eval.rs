@@ -1,14 +1,14 @@
-//! The evaluation and the sequential runner against `../shared/golden/seq100-nse.json`, on the
-//! cpu backend with the golden covariance statistics (nothing is recomputed).
+//! The evaluation and the sequential runner against `tests/golden/seq100-nse.json`, on the cpu
+//! backend with the covariance statistic `scripts/setup.sh` computed (`www/models/cov/`, the
+//! reference's statistic up to float rounding: `golden_covariance.rs`).
 //!
 //! - Pre-edit: all 100 cases; per-case NLLs within 1e-3, aggregates within ±1 point.
 //! - Sequential NSE: the first 20 cases in two batches (≈ 3 min on 2 cores), their internals
 //!   against golden `batches[0..2]` (the second batch's solve includes the first's past keys).
 //!
 //! The full 100-case run is a command, not a test (≈ 15 min):
-//! `nse eval --dataset ../shared/data/counterfact_easyedit/counterfact-edit.json --n 100
-//! --batch 10 --method nse --cov-dir ../shared/golden/covariance --backend cpu --ppl-tokens 0
-//! --out artifacts/eval/seq100-nse --golden ../shared/golden/seq100-nse.json`.
+//! `nse eval --n 100 --batch 10 --method nse --cov-dir www/models/cov --backend cpu
+//! --ppl-tokens 0 --out artifacts/eval/seq100-nse --golden tests/golden/seq100-nse.json`.
 
 // Native only (files, threads, blocking on the GPU): in wasm32 this test crate is empty, and
 // the browser tests are tests/web.rs.
@@ -112,7 +112,7 @@ fn sequential_matches_the_reference(n: usize) {
     let (mut model, tok) = common::cpu_model();
     let hp = common::default_hparams();
     let templates = ContextTemplates::new(hp.context_templates.clone().unwrap()).unwrap();
-    let cov = common::golden_covariance(&hp, model.config.d_ff);
+    let cov = common::setup_covariance(&hp, model.config.d_ff);
     let cases = common::counterfact_edit_cases(n);
     let mut state = EditState::new(&model, &hp.layers).unwrap();
     let ctx = EditContext {

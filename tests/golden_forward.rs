@@ -1,4 +1,4 @@
-//! The whole forward pass against `../shared/golden/forward.json`, an independent PyTorch run on
+//! The whole forward pass against `tests/golden/forward.json`, an independent PyTorch run on
 //! the same dequantised weights: last-position top-10 logits within 1e-3 absolute; per-position
 //! logsumexp, block-output norms and MLP keys within 1e-3 relative; argmax per position and the
 //! 12 greedy tokens identical. On the cpu backend and on the gpu backend (lavapipe here).

@@ -11,8 +11,7 @@ use common::{Tol, assert_close};
 use nse::cpu::CpuBackend;
 use nse::edit::target::compute_z;
 use nse::edit::{
-    ContextTemplates, CovarianceSet, EditContext, EditRequest, EditState, Hparams, Nse,
-    apply_batch_with_z,
+    ContextTemplates, EditContext, EditRequest, EditState, Hparams, Nse, apply_batch_with_z,
 };
 use nse::model::Model;
 
@@ -82,13 +81,7 @@ fn gpu_edit_matches_cpu() {
     // backend, the f64 solve on the host, the column update on each backend.
     hp.layers = vec![7];
     hp.max_iterations = 2;
-    let cov = CovarianceSet::from_npy_dir(
-        &common::golden_dir().join("covariance"),
-        &hp.layers,
-        1536,
-        150_000,
-    )
-    .unwrap();
+    let cov = common::setup_covariance(&hp, 1536);
     let zs = [z_cpu];
     let mut updated = vec![];
     macro_rules! edit_on {

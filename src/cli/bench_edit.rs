@@ -1,5 +1,5 @@
 //! `nse bench edit`: the cost of editing, next to the reference implementation's CPU timings on
-//! this kind of machine (`../shared/golden/README.md`, "CPU timing anchors").
+//! this kind of machine (`tests/golden/README.md`, "CPU timing anchors").
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -27,12 +27,10 @@ const REF_COV_SECONDS_PER_10K: f64 = 504.48 / 15.0; // 150,000 tokens in 504.5 s
 
 #[derive(Args, Debug)]
 pub struct EditBenchArgs {
-    /// CounterFact file the requests come from.
-    #[arg(
-        long,
-        default_value = "../shared/data/counterfact_easyedit/counterfact-edit.json"
-    )]
-    dataset: PathBuf,
+    /// CounterFact file the requests come from (default:
+    /// counterfact_easyedit/counterfact-edit.json in the data directory).
+    #[arg(long)]
+    dataset: Option<PathBuf>,
     /// Number of z optimisations timed (the batch needs 10; all are computed).
     #[arg(long, default_value_t = 10)]
     batch: usize,
@@ -59,7 +57,11 @@ struct Timings {
 
 pub fn run(args: EditBenchArgs) -> Result<()> {
     super::common::refuse_patch(&args.model, "it measures editing from the base model")?;
-    let requests: Vec<EditRequest> = load_cases(&args.dataset)?
+    let dataset = match &args.dataset {
+        Some(p) => p.clone(),
+        None => super::data::file(super::data::COUNTERFACT_EDIT)?,
+    };
+    let requests: Vec<EditRequest> = load_cases(&dataset)?
         .into_iter()
         .take(args.batch)
         .map(|c| c.request)
@@ -68,7 +70,7 @@ pub fn run(args: EditBenchArgs) -> Result<()> {
         return Err(Error::input(format!(
             "need {} requests from {}",
             args.batch,
-            args.dataset.display()
+            dataset.display()
         )));
     }
     let Loaded {
@@ -171,8 +173,8 @@ async fn measure<B: Backend>(
     let hp = &editor.hp;
 
     // Covariance: the reference's pass ran layers 1..=10 over 1024-token windows.
-    let corpus = std::fs::read_to_string(crate::cli::editor::resolve_corpus(&hp.mom2_dataset))
-        .map_err(|e| Error::input(format!("covariance corpus: {e}")))?;
+    let corpus_path = crate::cli::editor::resolve_corpus(&hp.mom2_dataset)?;
+    let corpus = std::fs::read_to_string(&corpus_path).map_err(|e| Error::io(&corpus_path, e))?;
     let wins = windows(&corpus, tok, 1024, args.cov_tokens)?;
     let layers: Vec<usize> = (1..=10).filter(|&l| l < model.config.n_layers).collect();
     let t0 = Instant::now();

@@ -31,7 +31,8 @@ pub enum BackendChoice {
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
     /// A .gguf file, or a directory with config.json, tokenizer.json and *.safetensors.
-    /// Default: $NSE_MODEL, else models/SmolLM2-135M-Instruct.Q4_1.gguf.
+    /// Default: $NSE_MODEL, else models/SmolLM2-135M-Instruct.Q4_1.gguf in the current
+    /// directory or in the checkout (beside the data directory).
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Compute backend.
@@ -44,27 +45,21 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    /// The model path: `--model`, else `$NSE_MODEL`, else the default model in `models/` (next
-    /// to the working directory or to the source tree).
-    pub fn path(&self) -> PathBuf {
+    /// The model path: `--model`, else `$NSE_MODEL`, else the default model in `models/` (in
+    /// the working directory or the checkout, see [`super::data::default_model`]).
+    pub fn path(&self) -> Result<PathBuf> {
         if let Some(p) = &self.model {
-            return p.clone();
+            return Ok(p.clone());
         }
         if let Some(p) = std::env::var_os("NSE_MODEL") {
-            return PathBuf::from(p);
+            return Ok(PathBuf::from(p));
         }
-        let local = PathBuf::from("models").join(DEFAULT_MODEL_FILE);
-        if local.exists() {
-            return local;
-        }
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("models")
-            .join(DEFAULT_MODEL_FILE)
+        super::data::default_model(DEFAULT_MODEL_FILE)
     }
 
     /// Reads the model file(s) from disk.
     pub fn load_host(&self) -> Result<LoadedModel> {
-        let path = self.path();
+        let path = self.path()?;
         if !path.exists() {
             return Err(crate::Error::input(format!(
                 "model not found at {}; run scripts/setup.sh to fetch the default model, or pass --model PATH",

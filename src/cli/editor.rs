@@ -40,22 +40,13 @@ pub struct Editor {
     pub cov: CovarianceSet,
 }
 
-/// The wikitext-2 test split bundled with the project's shared data.
-pub fn resolve_corpus(name: &str) -> PathBuf {
+/// The covariance corpus named by the hyperparameters: `wikitext2_raw_test` is the wikitext-2
+/// test split in the data directory (see [`super::data`]); any other name is a file path.
+pub fn resolve_corpus(name: &str) -> Result<PathBuf> {
     if name == "wikitext2_raw_test" {
-        let rel = Path::new("wikitext").join("wikitext-2-raw_wiki.test.raw");
-        if let Some(dir) = std::env::var_os("NSE_DATA") {
-            return PathBuf::from(dir).join(rel);
-        }
-        let local = Path::new("../shared/data").join(&rel);
-        if local.exists() {
-            return local;
-        }
-        return Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/data")
-            .join(rel);
+        return super::data::file(super::data::WIKITEXT2_TEST);
     }
-    PathBuf::from(name)
+    Ok(PathBuf::from(name))
 }
 
 impl EditorArgs {
@@ -106,10 +97,10 @@ impl EditorArgs {
                 CovarianceSet::from_npy_dir(dir, &hp.layers, model.config.d_ff, hp.mom2_n_samples)?
             }
             None => {
-                let corpus = self
-                    .corpus
-                    .clone()
-                    .unwrap_or_else(|| resolve_corpus(&hp.mom2_dataset));
+                let corpus = match &self.corpus {
+                    Some(p) => p.clone(),
+                    None => resolve_corpus(&hp.mom2_dataset)?,
+                };
                 if !corpus.is_file() {
                     return Err(Error::input(format!(
                         "covariance corpus {} not found; pass --corpus FILE or --cov-dir DIR",

@@ -2,12 +2,12 @@
 //! them in batches with one or several methods (rewinding the weights between methods),
 //! evaluates at checkpoints, and writes `report.json`, one SVG per metric and a summary table.
 //!
-//! The golden CounterFact run (`../shared/golden/seq100-nse.json`), about 35 min on the CPU
-//! (one z ≈ 20 s):
+//! The golden CounterFact run (`tests/golden/seq100-nse.json`), about 35 min on the CPU
+//! (one z ≈ 20 s), on the first 100 records of the default dataset with the covariance
+//! statistic `scripts/setup.sh` writes:
 //! ```text
-//! nse eval --dataset ../shared/data/counterfact_easyedit/counterfact-edit.json --n 100 --batch 10 \
-//!     --method nse --cov-dir ../shared/golden/covariance --backend cpu --ppl-tokens 0 \
-//!     --out artifacts/eval/seq100-nse --golden ../shared/golden/seq100-nse.json
+//! nse eval --n 100 --batch 10 --method nse --cov-dir www/models/cov --backend cpu \
+//!     --ppl-tokens 0 --out artifacts/eval/seq100-nse --golden tests/golden/seq100-nse.json
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -35,9 +35,10 @@ use crate::{Error, Result, with_model};
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// CounterFact (ROME or EasyEdit schema) or zsRE records.
+    /// CounterFact (ROME or EasyEdit schema) or zsRE records (default:
+    /// counterfact_easyedit/counterfact-edit.json in the data directory).
     #[arg(long)]
-    dataset: PathBuf,
+    dataset: Option<PathBuf>,
     /// Use the first N records (default: all of them).
     #[arg(long)]
     n: Option<usize>,
@@ -64,11 +65,11 @@ pub struct EvalArgs {
     /// file's last article; ≈ 35 s per evaluation on 2 CPU cores for 4096); 0 turns it off.
     #[arg(long, default_value_t = PPL_TOKENS)]
     ppl_tokens: usize,
-    /// The wikitext-2-raw test file (default: ../shared/data/wikitext/wikitext-2-raw_wiki.test.raw,
-    /// or under $NSE_DATA).
+    /// The wikitext-2-raw test file (default: wikitext/wikitext-2-raw_wiki.test.raw in the data
+    /// directory).
     #[arg(long)]
     wikitext: Option<PathBuf>,
-    /// A reference run in the golden layout (e.g. ../shared/golden/seq100-nse.json): print
+    /// A reference run in the golden layout (e.g. tests/golden/seq100-nse.json): print
     /// our numbers beside its.
     #[arg(long)]
     golden: Option<PathBuf>,
@@ -107,13 +108,13 @@ fn methods(args: &EvalArgs) -> Result<Vec<MethodKind>> {
     Ok(kinds)
 }
 
-/// Reads the dataset, keeps the first N records and checks that they can be evaluated.
-fn read_cases(args: &EvalArgs) -> Result<(Vec<Case>, usize, String, DatasetKind)> {
-    let bytes = std::fs::read(&args.dataset).map_err(|e| Error::io(&args.dataset, e))?;
+/// Reads the dataset (`path`), keeps the first N records and checks that they can be evaluated.
+fn read_cases(args: &EvalArgs, path: &Path) -> Result<(Vec<Case>, usize, String, DatasetKind)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let sha256 = crate::model::load::sha256_hex(&[&bytes]);
     let text = String::from_utf8(bytes)
-        .map_err(|_| Error::input(format!("{} is not UTF-8 text", args.dataset.display())))?;
-    let mut cases = parse_cases(&text, &args.dataset.display().to_string())?;
+        .map_err(|_| Error::input(format!("{} is not UTF-8 text", path.display())))?;
+    let mut cases = parse_cases(&text, &path.display().to_string())?;
     let in_file = cases.len();
     if let Some(n) = args.n {
         if n == 0 {
@@ -122,7 +123,7 @@ fn read_cases(args: &EvalArgs) -> Result<(Vec<Case>, usize, String, DatasetKind)
         if n > in_file {
             return Err(Error::input(format!(
                 "--n {n} but {} holds only {in_file} records",
-                args.dataset.display()
+                path.display()
             )));
         }
         cases.truncate(n);
@@ -136,12 +137,14 @@ fn read_cases(args: &EvalArgs) -> Result<(Vec<Case>, usize, String, DatasetKind)
     Ok((cases, in_file, sha256, kind))
 }
 
-/// The crate version and the source tree's git commit ("unknown" outside a git checkout).
+/// The crate version and the git commit of the checkout nse runs in (the one holding the data
+/// directory; "unknown" outside a git checkout).
 fn code_version() -> Value {
+    let checkout = super::data::checkout();
     let git = |args: &[&str]| {
         std::process::Command::new("git")
             .args(args)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .current_dir(checkout.as_ref()?)
             .output()
             .ok()
             .filter(|o| o.status.success())
@@ -164,7 +167,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
         eval: EvalOptions::default(),
     };
     plan_check.validate(1)?;
-    let (cases, in_file, dataset_sha, kind) = read_cases(&args)?;
+    let dataset_path = match &args.dataset {
+        Some(p) => p.clone(),
+        None => super::data::file(super::data::COUNTERFACT_EDIT)?,
+    };
+    let (cases, in_file, dataset_sha, kind) = read_cases(&args, &dataset_path)?;
     let golden = match &args.golden {
         Some(p) => {
             let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
@@ -178,10 +185,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
         None => None,
     };
     let wikitext = if args.ppl_tokens > 0 {
-        let p = args
-            .wikitext
-            .clone()
-            .unwrap_or_else(|| super::editor::resolve_corpus("wikitext2_raw_test"));
+        let p = match &args.wikitext {
+            Some(p) => p.clone(),
+            None => super::data::file(super::data::WIKITEXT2_TEST)?,
+        };
         let text = std::fs::read_to_string(&p).map_err(|e| {
             Error::input(format!(
                 "cannot read the perplexity text {}: {e}; pass --wikitext FILE or --ppl-tokens 0",
@@ -204,7 +211,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         cases: &cases,
         kind,
         dataset: json!({
-            "path": args.dataset.display().to_string(), "sha256": dataset_sha,
+            "path": dataset_path.display().to_string(), "sha256": dataset_sha,
             "kind": kind, "n_cases": cases.len(), "records_in_file": in_file,
         }),
         wikitext: wikitext.as_ref().map(|(p, t)| (p.as_path(), t.as_str())),

@@ -2,12 +2,14 @@
 //! `nse report`, `nse patch`, `nse bench`.
 //!
 //! Every command that takes a model takes `--model PATH` (a `.gguf` file, or a directory with
-//! `config.json`, `tokenizer.json` and `*.safetensors`) and `--backend auto|cpu|gpu`.
+//! `config.json`, `tokenizer.json` and `*.safetensors`) and `--backend auto|cpu|gpu`; every
+//! command takes `--data-dir DIR` (see [`data`]).
 
 mod bench;
 mod bench_edit;
 mod common;
 mod covariance;
+mod data;
 mod edit;
 mod editor;
 mod eval;
@@ -25,6 +27,10 @@ pub use common::{BackendChoice, ModelArgs};
 #[derive(Parser, Debug)]
 #[command(name = "nse", version, about)]
 struct Cli {
+    /// Directory of the run-time data (wikitext-2, CounterFact, zsRE). Default: $NSE_DATA, else
+    /// the checkout's data/, found from the current directory or beside the executable.
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -59,6 +65,10 @@ enum Command {
 /// message on failure.
 pub fn main() {
     let cli = Cli::parse();
+    if let Err(e) = data::init(cli.data_dir) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
     let result = match cli.command {
         Command::Generate(args) => generate::run(args),
         Command::Info(args) => info::run(args),

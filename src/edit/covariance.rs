@@ -2,7 +2,7 @@
 //! `down_proj` input over a text corpus, computed on the *unedited* model for every edited layer
 //! up front (hazard H11).
 //!
-//! Windowing follows `../shared/golden/smollm2-config.json`: the corpus is split into articles
+//! Windowing follows `tests/golden/smollm2-config.json`: the corpus is split into articles
 //! at top-level ` = Title = ` lines (text before the first heading dropped), each article is
 //! tokenised as one string and cut into consecutive windows, and windows are used in file order
 //! until the token budget is reached (the last one truncated). Per window, `Kᵀ K` is accumulated

@@ -141,7 +141,7 @@ mod float_or_inf {
     }
 }
 
-/// The default model's file, built from `../shared/golden/smollm2-config.json`.
+/// The default model's file, built from `tests/golden/smollm2-config.json`.
 pub const SMOLLM2_135M: &str = include_str!("../../hparams/SmolLM2-135M-Instruct.json");
 
 impl Hparams {

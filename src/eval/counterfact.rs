@@ -11,7 +11,7 @@
 //!   paraphrase) or `target_true` (neighborhood).
 //!
 //! The aggregate is the mean over cases × 100, and `score_hmean` the harmonic mean of the three
-//! aggregate success rates: the field names of `../shared/golden/seq100-*.json`.
+//! aggregate success rates: the field names of `tests/golden/seq100-*.json`.
 
 use serde::{Serialize, Serializer};
 

@@ -1,5 +1,5 @@
 //! Side-by-side comparison of a run with a reference run in the layout of
-//! `../shared/golden/seq100-*.json`: aggregates, per-case NLLs and per-batch internals.
+//! `tests/golden/seq100-*.json`: aggregates, per-case NLLs and per-batch internals.
 //!
 //! The comparison only pairs what is comparable: per-case entries and batches with the same
 //! case ids, the post-edit aggregate only when the runs edited the same cases in the same

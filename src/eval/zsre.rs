@@ -10,7 +10,7 @@
 //! `summarize.py` names `rewrite_acc`, `paraphrase_acc`, `neighborhood_acc`; `score_hmean` (the
 //! harmonic mean of the three) is ours, for one headline number.
 //!
-//! This model adds no BOS (`../shared/golden/README.md`), so the reference's Llama-3 branch
+//! This model adds no BOS (`tests/golden/README.md`), so the reference's Llama-3 branch
 //! (drop BOS, `prompt + " " + …`) does not apply; a tokenizer that adds BOS has it stripped from
 //! the answer tokens.
 

@@ -1,6 +1,6 @@
 //! Text ↔ token ids, built from GGUF metadata or read from a Hugging Face `tokenizer.json`.
 //!
-//! Policy (`shared/golden/smollm2-config.json`, `tokenizer_policy`): `encode` inserts no special
+//! Policy (`tests/golden/smollm2-config.json`, `tokenizer_policy`): `encode` inserts no special
 //! tokens except a BOS when the model asks for one (SmolLM2 does not), and `decode` keeps special
 //! tokens and does not clean up spaces, so `decode(encode(s)) == s`.
 

@@ -1,10 +1,11 @@
-//! Helpers shared by the integration tests: where the default model and the golden data live.
+//! Helpers shared by the integration tests: where the default model, the data (`data/`), the
+//! golden files (`tests/golden/`) and setup's covariance statistic (`www/models/cov/`) live.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-/// File name of the default model (see `shared/design/model.md`).
+/// File name of the default model (fetched by `scripts/setup.sh`).
 pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
 /// The default model: `$NSE_MODEL` when set, else `models/SmolLM2-135M-Instruct.Q4_1.gguf` in
@@ -38,12 +39,9 @@ pub fn model_bytes() -> &'static [u8] {
     })
 }
 
-/// `shared/golden/` beside the crate root (`$NSE_GOLDEN` overrides).
+/// `tests/golden/`: the reference runs' outputs (see its README).
 pub fn golden_dir() -> PathBuf {
-    match std::env::var_os("NSE_GOLDEN") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/golden"),
-    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
 }
 
 /// A golden JSON file, parsed.
@@ -60,11 +58,27 @@ pub fn load_default_model() -> nse::model::LoadedModel {
         .unwrap_or_else(|e| panic!("loading the default model: {e}"))
 }
 
-/// A path under `../shared` (the project's shared data and golden files).
-pub fn shared(rel: &str) -> PathBuf {
+/// A file of the committed run-time data, `data/{rel}` (see `data/README.md`).
+pub fn data(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared")
+        .join("data")
         .join(rel)
+}
+
+/// The text of `data/{rel}`.
+pub fn data_text(rel: &str) -> String {
+    let path = data(rel);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "cannot read {}: {e} (it is committed: `git checkout -- data/{rel}` restores it)",
+            path.display()
+        )
+    })
+}
+
+/// The wikitext-2-raw test split, `data/wikitext/wikitext-2-raw_wiki.test.raw`.
+pub fn wikitext() -> String {
+    data_text("wikitext/wikitext-2-raw_wiki.test.raw")
 }
 
 // ---- Seeded random inputs, `assert_close` with named tolerances, and the shared GPU ----
@@ -288,21 +302,48 @@ pub fn default_hparams() -> nse::edit::Hparams {
     .unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// The golden covariance statistics `golden/covariance/layer{l}.npy` for `hp.layers`.
-pub fn golden_covariance(hp: &nse::edit::Hparams, d_ff: usize) -> nse::edit::CovarianceSet {
-    nse::edit::CovarianceSet::from_npy_dir(
-        &golden_dir().join("covariance"),
-        &hp.layers,
-        d_ff,
-        hp.mom2_n_samples,
-    )
-    .unwrap_or_else(|e| panic!("golden covariance: {e}"))
+/// Where `scripts/setup.sh` writes the default model's covariance statistic (`nse covariance
+/// --out www/models/cov`: `layer{l}.npy` and `covariance.json`).
+pub fn setup_covariance_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("www/models/cov")
 }
 
-/// The first `n` records of `shared/data/counterfact_easyedit/counterfact-edit.json` (the
-/// golden seq100 runs' cases).
+/// The covariance statistics of `hp.layers` that setup computed for the default model over the
+/// first `hp.mom2_n_samples` tokens of wikitext-2: the same statistic as the reference run's
+/// (which is too large to commit; `golden_edit.rs` ties the two together through
+/// `tests/golden/covariance/`).
+///
+/// # Panics
+/// When the statistic is missing, or was made for another model, corpus, budget or window.
+pub fn setup_covariance(hp: &nse::edit::Hparams, d_ff: usize) -> nse::edit::CovarianceSet {
+    let dir = setup_covariance_dir();
+    let manifest_path = dir.join("covariance.json");
+    let fix = "run `bash scripts/setup.sh` to compute it (a few minutes)";
+    let text = std::fs::read_to_string(&manifest_path)
+        .unwrap_or_else(|e| panic!("{}: {e}; {fix}", manifest_path.display()));
+    let m: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{}: {e}; {fix}", manifest_path.display()));
+    let model_sha = nse::model::load::sha256_hex(&[model_bytes()]);
+    let want = serde_json::json!({
+        "model_sha256": model_sha, "tokens": hp.mom2_n_samples,
+        "corpus": hp.mom2_dataset, "window": hp.mom2_window,
+    });
+    for (key, value) in want.as_object().unwrap() {
+        assert_eq!(
+            &m[key],
+            value,
+            "{}: `{key}` differs from what the tests need; {fix}",
+            manifest_path.display()
+        );
+    }
+    nse::edit::CovarianceSet::from_npy_dir(&dir, &hp.layers, d_ff, hp.mom2_n_samples)
+        .unwrap_or_else(|e| panic!("setup's covariance: {e}; {fix}"))
+}
+
+/// The first `n` records of `data/counterfact_easyedit/counterfact-edit.json` (the golden
+/// seq100 runs' cases).
 pub fn counterfact_edit_cases(n: usize) -> Vec<nse::edit::Case> {
-    let path = shared("data/counterfact_easyedit/counterfact-edit.json");
+    let path = data("counterfact_easyedit/counterfact-edit.json");
     let mut cases = nse::edit::dataset::load_cases(&path).unwrap_or_else(|e| panic!("{e}"));
     assert!(
         cases.len() >= n,

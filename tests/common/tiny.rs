@@ -109,8 +109,7 @@ pub fn tiny(seed: u64) -> Tiny {
     let hp = tiny_hparams();
     let templates =
         ContextTemplates::new(hp.context_templates.clone().expect("shipped templates")).unwrap();
-    let text = std::fs::read_to_string(super::shared("data/wikitext/wikitext-2-raw_wiki.test.raw"))
-        .unwrap();
+    let text = super::wikitext();
     let wins = windows(&text, &tok, 256, 1024).unwrap();
     let (c, n) = pollster::block_on(second_moments(&model, &wins, &hp.layers, |_, _| {})).unwrap();
     Tiny {

@@ -1,5 +1,5 @@
-//! A minimal GGUF v3 writer for building test files, written from the format description in
-//! `shared/design/model.md` (not from the reader), plus a tiny random Llama in GGUF form.
+//! A minimal GGUF v3 writer for building test files, written from the GGUF v3 format
+//! description (not from the reader), plus a tiny random Llama in GGUF form.
 
 use std::collections::HashMap;
 

@@ -1,5 +1,5 @@
-//! The tokenizer built from the default model's GGUF metadata, against the ids in
-//! `shared/design/model.md` and the golden reference runs.
+//! The tokenizer built from the default model's GGUF metadata, against the ids of the model's
+//! design notes and the golden reference runs (`tests/golden/`).
 
 use std::sync::OnceLock;
 
