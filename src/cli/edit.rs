@@ -7,6 +7,7 @@ use clap::Args;
 use serde_json::{Value, json};
 
 use super::bench::write_json;
+use super::check::refuse_bad_requests;
 use super::common::{Loaded, ModelArgs, load};
 use super::editor::{EditorArgs, batch_progress, method_for};
 use crate::backend::Backend;
@@ -62,13 +63,15 @@ pub fn run(args: EditArgs) -> Result<()> {
         }
         cases.truncate(n);
     }
-    let requests: Vec<EditRequest> = cases.into_iter().map(|c| c.request).collect();
     let Loaded {
         mut model,
         tokenizer,
         source,
         ..
     } = load(&args.model)?;
+    let (editor, batch) = (&args.editor, args.batch);
+    refuse_bad_requests(editor, &model, &tokenizer, &source, &cases, batch, false)?;
+    let requests: Vec<EditRequest> = cases.into_iter().map(|c| c.request).collect();
     with_model!(&mut model, m => pollster::block_on(edit(m, &tokenizer, &source, method, &requests, &args)))
 }
 

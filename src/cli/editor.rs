@@ -59,13 +59,14 @@ pub fn resolve_corpus(name: &str) -> PathBuf {
 }
 
 impl EditorArgs {
-    /// Loads hyperparameters, templates and the covariance statistics for `model`.
-    pub async fn prepare<B: Backend>(
+    /// Loads the hyperparameters and the templates for `model` (sampled from it, deterministically,
+    /// when neither `--templates` nor the hyperparameters fix them).
+    pub async fn hparams_and_templates<B: Backend>(
         &self,
         model: &Model<B>,
         tok: &Tokenizer,
         source: &ModelSource,
-    ) -> Result<Editor> {
+    ) -> Result<(Hparams, ContextTemplates)> {
         let hp = match &self.hparams {
             Some(p) => Hparams::parse(&read(p)?, &p.display().to_string())?,
             None => Hparams::for_model(&source.name)?,
@@ -76,6 +77,17 @@ impl EditorArgs {
             (None, Some(groups)) => ContextTemplates::new(groups.clone())?,
             (None, None) => ContextTemplates::sample(model, tok, hp.template_seed).await?,
         };
+        Ok((hp, templates))
+    }
+
+    /// Loads hyperparameters, templates and the covariance statistics for `model`.
+    pub async fn prepare<B: Backend>(
+        &self,
+        model: &Model<B>,
+        tok: &Tokenizer,
+        source: &ModelSource,
+    ) -> Result<Editor> {
+        let (hp, templates) = self.hparams_and_templates(model, tok, source).await?;
         let cov = match &self.cov_dir {
             Some(dir) => {
                 CovarianceSet::from_npy_dir(dir, &hp.layers, model.config.d_ff, hp.mom2_n_samples)?

@@ -18,6 +18,7 @@ use indicatif::ProgressBar;
 use serde_json::{Value, json};
 
 use super::bench::write_json;
+use super::check::refuse_bad_requests;
 use super::common::{Loaded, ModelArgs, load};
 use super::editor::{Editor, EditorArgs, batch_progress, method_for};
 use crate::backend::Backend;
@@ -197,6 +198,15 @@ pub fn run(args: EvalArgs) -> Result<()> {
         source,
         load_seconds,
     } = load(&args.model)?;
+    refuse_bad_requests(
+        &args.editor,
+        &model,
+        &tokenizer,
+        &source,
+        &cases,
+        args.batch,
+        true,
+    )?;
     let ctx = RunInputs {
         args: &args,
         kinds: &kinds,
