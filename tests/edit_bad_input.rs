@@ -180,7 +180,7 @@ fn a_subject_that_ends_inside_a_token_is_rejected_before_any_work() {
         &tok,
         &cov,
         &[requests()[1].clone(), typo],
-        "1 of 2 requests of the batch cannot be edited:\n  request 1: the subject \"Washingto\"",
+        "1 of 2 requests cannot be edited:\n  request 1: the subject \"Washingto\"",
     );
 }
 

@@ -149,7 +149,7 @@ fn the_check_finds_every_problem_of_every_record() {
     ]"#;
     let records = parse_records(text, "crafted.json").unwrap();
     let report = spec.check_records(&records, Some(4), false);
-    let lines = report.lines("record");
+    let lines = report.lines();
     assert_eq!(report.n_bad(), 4, "{lines:#?}");
     assert!(
         lines[0].starts_with("record 1: it edits the same prompt and subject"),
@@ -173,10 +173,7 @@ fn the_check_finds_every_problem_of_every_record() {
         "{lines:#?}"
     );
     assert_eq!(lines.len(), 4);
-    let err = report
-        .into_result("records", "record")
-        .unwrap_err()
-        .to_string();
+    let err = report.into_result().unwrap_err().to_string();
     assert!(
         err.starts_with("4 of 6 records cannot be edited:\n  record 1: "),
         "{err}"

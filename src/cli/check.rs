@@ -92,7 +92,7 @@ pub fn run(args: CheckArgs) -> Result<()> {
         model.config.max_ctx
     );
     if !report.is_ok() {
-        return report.into_result("records", "record");
+        return report.into_result();
     }
     let batches = match args.batch {
         Some(b) => format!("no duplicate within batches of {b}"),
@@ -155,7 +155,7 @@ pub fn refuse_bad_requests(
 }
 
 fn refuse(report: CheckReport) -> Result<()> {
-    report.into_result("records", "record").map_err(|e| {
+    report.into_result().map_err(|e| {
         Error::input(format!(
             "{e}\nNothing was edited; fix or remove these records (`nse check --requests FILE` \
              lists the same problems)"

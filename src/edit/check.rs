@@ -133,8 +133,8 @@ impl CheckSpec<'_> {
                 })
             })
             .collect();
-        let report = self.check_records(&cases, Some(requests.len()), false);
-        report.into_result("requests of the batch", "request")
+        let report = self.check_all(&cases, Some(requests.len()), false, "request");
+        report.into_result()
     }
 
     /// Whether the evaluation probes of `case` can be scored: each prompt with its answer fits
@@ -207,6 +207,17 @@ impl CheckSpec<'_> {
         batch: Option<usize>,
         with_probes: bool,
     ) -> CheckReport {
+        self.check_all(records, batch, with_probes, "record")
+    }
+
+    /// [`CheckSpec::check_records`], calling each item `noun` in messages.
+    fn check_all(
+        &self,
+        records: &[std::result::Result<Case, String>],
+        batch: Option<usize>,
+        with_probes: bool,
+        noun: &'static str,
+    ) -> CheckReport {
         let mut problems = vec![];
         let mut longest_prompt = 0;
         for (i, record) in records.iter().enumerate() {
@@ -233,7 +244,7 @@ impl CheckSpec<'_> {
                 });
                 if let Some((j, _)) = earlier {
                     reasons.push(format!(
-                        "it edits the same prompt and subject ({:?}) as record {} of the same \
+                        "it edits the same prompt and subject ({:?}) as {noun} {} of the same \
                          batch of {b}; remove the duplicate or put it in another batch",
                         case.request.sentence(),
                         start + j
@@ -243,6 +254,7 @@ impl CheckSpec<'_> {
             problems.extend(reasons.into_iter().map(|r| RecordProblem::new(i, id, r)));
         }
         CheckReport {
+            noun,
             n_records: records.len(),
             batch,
             problems,
@@ -285,6 +297,8 @@ impl RecordProblem {
 /// What a check of many records found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckReport {
+    /// What the items are called in messages: "record" (of a file) or "request" (of a batch).
+    pub noun: &'static str,
     pub n_records: usize,
     /// The batch size duplicates were checked with (`None`: not checked).
     pub batch: Option<usize>,
@@ -298,6 +312,7 @@ impl CheckReport {
     /// The schema problems of `records` alone, for when no tokenizer is at hand.
     pub fn schema(records: &[std::result::Result<Case, String>], batch: Option<usize>) -> Self {
         CheckReport {
+            noun: "record",
             n_records: records.len(),
             batch,
             problems: records
@@ -325,31 +340,33 @@ impl CheckReport {
         records.len()
     }
 
-    /// One line per problem: `record 17 (case_id 123): reason`, with `what` for "record".
-    pub fn lines(&self, what: &str) -> Vec<String> {
+    /// One line per problem: `record 17 (case_id 123): reason`.
+    pub fn lines(&self) -> Vec<String> {
+        let noun = self.noun;
         self.problems
             .iter()
             .map(|p| match p.case_id {
-                Some(c) => format!("{what} {} (case_id {c}): {}", p.record, p.reason),
-                None => format!("{what} {}: {}", p.record, p.reason),
+                Some(c) => format!("{noun} {} (case_id {c}): {}", p.record, p.reason),
+                None => format!("{noun} {}: {}", p.record, p.reason),
             })
             .collect()
     }
 
     /// `Ok` when every record can be edited, else one error listing every problem:
-    /// "3 of 1000 {items} cannot be edited:" then one line per problem.
+    /// "3 of 1000 records cannot be edited:" then one line per problem.
     ///
     /// # Errors
     /// Any problem.
-    pub fn into_result(self, items: &str, what: &str) -> Result<()> {
+    pub fn into_result(self) -> Result<()> {
         if self.is_ok() {
             return Ok(());
         }
         Err(Error::input(format!(
-            "{} of {} {items} cannot be edited:\n  {}",
+            "{} of {} {}s cannot be edited:\n  {}",
             self.n_bad(),
             self.n_records,
-            self.lines(what).join("\n  ")
+            self.noun,
+            self.lines().join("\n  ")
         )))
     }
 }

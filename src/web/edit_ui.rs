@@ -314,7 +314,7 @@ async fn read_dataset(app: &Rc<App>) {
         .and_then(|records| {
             app.with_session(|s| s.check_records(&records, None))
                 .unwrap_or_else(|| CheckReport::schema(&records, None))
-                .into_result("records", "record")?;
+                .into_result()?;
             Ok(records.into_iter().flatten().collect::<Vec<Case>>())
         });
     match parsed {
@@ -358,7 +358,7 @@ async fn apply_dataset(app: &Rc<App>) {
     let records: Vec<_> = cases[..n].iter().cloned().map(Ok).collect();
     let checked = app
         .with_session(|s| s.check_records(&records, Some(batch)))
-        .map(|report| report.into_result("cases", "case"));
+        .map(|report| report.into_result());
     if let Some(Err(e)) = checked {
         v.dataset_status
             .set_inner_text(&format!("Not applied: {e}"));
