@@ -41,7 +41,12 @@ impl CheckSpec<'_> {
 
     /// [`CheckSpec::request_problems`], and the length in tokens of the longest prompt built.
     fn inspect_request(&self, r: &EditRequest) -> (Vec<String>, usize) {
-        if let Err(e) = r.validate() {
+        // The report names the record and its case_id; the message need not repeat them.
+        let unnamed = EditRequest {
+            case_id: None,
+            ..r.clone()
+        };
+        if let Err(e) = unnamed.validate() {
             return (vec![e.to_string()], 0);
         }
         let mut problems = vec![];

@@ -33,9 +33,9 @@ pub struct SubjectTokens {
 /// subject's last token.
 ///
 /// # Errors
-/// A template without `{}`; a subject that encodes to no token; a subject whose end is not a
-/// token boundary of the full text (the message names the token that straddles it and says how
-/// to fix the request).
+/// A template without `{}`; a subject that encodes to no token; a subject whose end falls inside
+/// a token of the full text that also holds a letter or digit after it (the message names that
+/// token and the split, and says how to fix the request).
 pub fn locate_subject(tok: &Tokenizer, template: &str, subject: &str) -> Result<SubjectTokens> {
     let at = template
         .find("{}")
