@@ -26,7 +26,7 @@ fn assert_rejected(
 ) {
     let weights = down_projs(&t.model, &TINY_LAYERS);
     let p = state.p.clone();
-    let ledger = state.ledger.len();
+    let ledger = state.ledger.clone();
     let ctx = EditContext {
         tok,
         hp: &t.hp,
@@ -47,7 +47,7 @@ fn assert_rejected(
         "weights changed after: {err}"
     );
     assert_eq!(state.p, p);
-    assert_eq!(state.ledger.len(), ledger);
+    assert_eq!(state.ledger, ledger);
 }
 
 fn request(prompt: &str, subject: &str, target: &str) -> EditRequest {
@@ -129,6 +129,59 @@ fn invalid_requests_are_rejected_before_anything_changes() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("does not occur in the prompt"), "{err}");
+}
+
+#[test]
+fn a_subject_that_ends_inside_a_token_is_rejected_before_any_work() {
+    // Issue 10: BPE merges the subject's end with the text after it, so the subject-last index
+    // of the reference points past the sentence (a typo cut mid-word) or at a token holding the
+    // next character too (CJK). Each is refused with the split, and nothing changes.
+    let mut t = tiny(25);
+    let mut state = EditState::new(&t.model, &TINY_LAYERS).unwrap();
+    let (tok, cov) = (t.tok.clone(), t.cov.clone());
+    let ctx = EditContext {
+        tok: &tok,
+        hp: &t.hp,
+        templates: &t.templates,
+        cov: &cov,
+        method: &Nse,
+    };
+    pollster::block_on(apply_batch(
+        &mut t.model,
+        &mut state,
+        &ctx,
+        &requests()[..1],
+        |_| {},
+    ))
+    .unwrap();
+    let typo =
+        EditRequest::from_sentence("I live in Washington", "Washingto", "Paris", None).unwrap();
+    assert_rejected(
+        &mut t,
+        &mut state,
+        &tok,
+        &cov,
+        std::slice::from_ref(&typo),
+        r#"the subject "Washingto" ends inside the token " Washington""#,
+    );
+    let cjk = EditRequest::from_sentence("大数据中心位于", "大数", "北京", None).unwrap();
+    assert_rejected(
+        &mut t,
+        &mut state,
+        &tok,
+        &cov,
+        &[cjk],
+        r#"the subject "大数" ends inside the token "数据""#,
+    );
+    // Among good requests, the bad one is named by its place in the batch.
+    assert_rejected(
+        &mut t,
+        &mut state,
+        &tok,
+        &cov,
+        &[requests()[1].clone(), typo],
+        "1 of 2 requests cannot be edited:\n  request 1: the subject \"Washingto\"",
+    );
 }
 
 #[test]

@@ -11,8 +11,8 @@ use common::Rng;
 use common::tiny::{TINY_LAYERS, Tiny, down_projs, requests, tiny};
 use nse::backend::Backend;
 use nse::edit::patch::Patch;
+use nse::edit::subject::subject_last_index;
 use nse::edit::target::{ZProblem, compute_z, norm};
-use nse::edit::templates::subject_last_index;
 use nse::edit::{
     BatchOutcome, EditContext, EditMethod, EditRequest, EditState, MemitSeq, Nse, apply_batch,
 };

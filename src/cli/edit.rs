@@ -7,6 +7,7 @@ use clap::Args;
 use serde_json::{Value, json};
 
 use super::bench::write_json;
+use super::check::refuse_bad_requests;
 use super::common::{Loaded, ModelArgs, load_unpatched, start_editing, write_patch};
 use super::editor::{EditorArgs, batch_progress, method_for};
 use crate::backend::Backend;
@@ -63,16 +64,16 @@ pub fn run(args: EditArgs) -> Result<()> {
         }
         cases.truncate(n);
     }
+    let (loaded, patch) = load_unpatched(&args.model)?;
+    let continuing = patch.as_ref().map(|p| &p.hparams);
+    refuse_bad_requests(&args.editor, &loaded, &cases, args.batch, false, continuing)?;
+    let Loaded {
+        mut model,
+        tokenizer,
+        source,
+        ..
+    } = loaded;
     let requests: Vec<EditRequest> = cases.into_iter().map(|c| c.request).collect();
-    let (
-        Loaded {
-            mut model,
-            tokenizer,
-            source,
-            ..
-        },
-        patch,
-    ) = load_unpatched(&args.model)?;
     let run = Run {
         tok: &tokenizer,
         source: &source,

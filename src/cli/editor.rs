@@ -50,26 +50,18 @@ pub fn resolve_corpus(name: &str) -> Result<PathBuf> {
 }
 
 impl EditorArgs {
-    /// Loads hyperparameters, templates and the covariance statistics for `model`.
-    pub async fn prepare<B: Backend>(
-        &self,
-        model: &Model<B>,
-        tok: &Tokenizer,
-        source: &ModelSource,
-    ) -> Result<Editor> {
-        self.prepare_with(model, tok, source, None).await
-    }
-
-    /// [`EditorArgs::prepare`] for a run that continues a patch made with `continuing`: those
-    /// hyperparameters are used (a `--hparams` file must equal them). `model` must be the base
-    /// model, so that sampled templates and the covariance are those of the first run.
-    pub async fn prepare_with<B: Backend>(
+    /// Loads the hyperparameters and the templates for `model` (sampled from it, deterministically,
+    /// when neither `--templates` nor the hyperparameters fix them). For a run that continues a
+    /// patch made with `continuing`, those hyperparameters are used (a `--hparams` file must
+    /// equal them), and `model` must be the base model, so that sampled templates are those of
+    /// the first run.
+    pub async fn hparams_and_templates<B: Backend>(
         &self,
         model: &Model<B>,
         tok: &Tokenizer,
         source: &ModelSource,
         continuing: Option<&Hparams>,
-    ) -> Result<Editor> {
+    ) -> Result<(Hparams, ContextTemplates)> {
         let chosen = match &self.hparams {
             Some(p) => Some(Hparams::parse(&read(p)?, &p.display().to_string())?),
             None => None,
@@ -92,6 +84,31 @@ impl EditorArgs {
             (None, Some(groups)) => ContextTemplates::new(groups.clone())?,
             (None, None) => ContextTemplates::sample(model, tok, hp.template_seed).await?,
         };
+        Ok((hp, templates))
+    }
+
+    /// Loads hyperparameters, templates and the covariance statistics for `model`.
+    pub async fn prepare<B: Backend>(
+        &self,
+        model: &Model<B>,
+        tok: &Tokenizer,
+        source: &ModelSource,
+    ) -> Result<Editor> {
+        self.prepare_with(model, tok, source, None).await
+    }
+
+    /// [`EditorArgs::prepare`] for a run that continues a patch made with `continuing` (see
+    /// [`EditorArgs::hparams_and_templates`]); the covariance is the base model's.
+    pub async fn prepare_with<B: Backend>(
+        &self,
+        model: &Model<B>,
+        tok: &Tokenizer,
+        source: &ModelSource,
+        continuing: Option<&Hparams>,
+    ) -> Result<Editor> {
+        let (hp, templates) = self
+            .hparams_and_templates(model, tok, source, continuing)
+            .await?;
         let cov = match &self.cov_dir {
             Some(dir) => {
                 CovarianceSet::from_npy_dir(dir, &hp.layers, model.config.d_ff, hp.mom2_n_samples)?

@@ -18,6 +18,7 @@ use indicatif::ProgressBar;
 use serde_json::{Value, json};
 
 use super::bench::write_json;
+use super::check::refuse_bad_requests;
 use super::common::{Loaded, ModelArgs, load};
 use super::editor::{Editor, EditorArgs, batch_progress, method_for};
 use crate::backend::Backend;
@@ -199,12 +200,14 @@ pub fn run(args: EvalArgs) -> Result<()> {
     } else {
         None
     };
+    let loaded = load(&args.model)?;
+    refuse_bad_requests(&args.editor, &loaded, &cases, args.batch, true, None)?;
     let Loaded {
         mut model,
         tokenizer,
         source,
         load_seconds,
-    } = load(&args.model)?;
+    } = loaded;
     let ctx = RunInputs {
         args: &args,
         kinds: &kinds,

@@ -1,5 +1,5 @@
-//! The native command line: `nse generate`, `nse info`, `nse edit`, `nse eval`, `nse export`,
-//! `nse report`, `nse patch`, `nse bench`.
+//! The native command line: `nse generate`, `nse info`, `nse check`, `nse edit`, `nse eval`,
+//! `nse export`, `nse report`, `nse patch`, `nse bench`.
 //!
 //! Every command that takes a model takes `--model PATH` (a `.gguf` file, or a directory with
 //! `config.json`, `tokenizer.json` and `*.safetensors`) and `--backend auto|cpu|gpu`; every
@@ -7,6 +7,7 @@
 
 mod bench;
 mod bench_edit;
+mod check;
 mod common;
 mod covariance;
 mod data;
@@ -41,6 +42,9 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Print the architecture, the tensors and the GPU adapter with its limits.
     Info(info::InfoArgs),
+    /// Check every request of a file (schema, subject, target, context, duplicates per batch)
+    /// in seconds, before any editing; lists every problem with its record number.
+    Check(check::CheckArgs),
     /// Edit facts into the model (NSE, MEMIT-seq or AlphaEdit) and write a patch.
     Edit(edit::EditArgs),
     /// The sequential editing benchmark: CounterFact/zsRE metrics before, during and after
@@ -72,6 +76,7 @@ pub fn main() {
     let result = match cli.command {
         Command::Generate(args) => generate::run(args),
         Command::Info(args) => info::run(args),
+        Command::Check(args) => check::run(args),
         Command::Edit(args) => edit::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Export(args) => export::run(args),

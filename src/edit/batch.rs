@@ -12,14 +12,15 @@
 
 use serde::Serialize;
 
+use super::check::CheckSpec;
 use super::covariance::CovarianceSet;
 use super::hparams::Hparams;
 use super::keys::{KeyPrompts, keys_and_h};
 use super::method::EditMethod;
-use super::request::{EditRequest, check_batch};
+use super::request::EditRequest;
 use super::solve::LayerSystem;
 use super::state::{AppliedUpdate, EditState, LedgerEntry, apply_update};
-use super::target::{Pause, ZResult, compute_z_paused, norm, target_ids};
+use super::target::{Pause, ZResult, compute_z_paused, norm};
 use super::templates::ContextTemplates;
 use crate::backend::Backend;
 use crate::model::{Model, Tokenizer};
@@ -176,11 +177,16 @@ pub async fn apply_batch_opts<B: Backend>(
             requests.len()
         )));
     }
-    check_batch(requests)?;
     ctx.hp.check_model(model.config.n_layers)?;
-    for r in requests {
-        target_ids(ctx.tok, r, ctx.hp.target_space)?;
+    // Every request can be placed (shape, target tokens, the subject's last token in every
+    // prompt, the context) before any work: a bad request must not fail the batch half-way.
+    CheckSpec {
+        tok: ctx.tok,
+        templates: ctx.templates,
+        target_space: ctx.hp.target_space,
+        max_ctx: model.config.max_ctx,
     }
+    .check_batch(requests)?;
     let be = model.backend();
     let mut snapshot = vec![];
     for &l in &state.layers {

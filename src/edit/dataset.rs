@@ -48,9 +48,39 @@ pub struct Case {
 /// Parses a JSON array of records (any of the supported schemas, mixed freely).
 ///
 /// # Errors
-/// Malformed JSON, an empty array, or a record missing a field: the message names the file, the
-/// record index and the field.
+/// Malformed JSON, an empty array, or records missing a field: the message names the file and
+/// every bad record with its index and field (see [`parse_records`] for the records one by one).
 pub fn parse_cases(text: &str, path: &str) -> Result<Vec<Case>> {
+    let records = parse_records(text, path)?;
+    let n = records.len();
+    let bad: Vec<String> = records
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.as_ref().err().map(|e| format!("record {i}: {e}")))
+        .collect();
+    if !bad.is_empty() {
+        let msg = match bad.as_slice() {
+            [one] => one.clone(),
+            _ => format!(
+                "{} of {n} records are malformed: {}",
+                bad.len(),
+                bad.join("; ")
+            ),
+        };
+        return Err(Error::Json {
+            path: path.into(),
+            msg,
+        });
+    }
+    Ok(records.into_iter().flatten().collect())
+}
+
+/// Parses a JSON array of records, each on its own: one entry per record, in file order, with
+/// the record's case or what is wrong with it (without the record number).
+///
+/// # Errors
+/// Only problems of the whole document: malformed JSON, not an array, no record.
+pub fn parse_records(text: &str, path: &str) -> Result<Vec<std::result::Result<Case, String>>> {
     let doc: Value = serde_json::from_str(text).map_err(|e| Error::Json {
         path: path.into(),
         msg: format!("not valid JSON: {e}"),
@@ -74,11 +104,11 @@ pub fn parse_cases(text: &str, path: &str) -> Result<Vec<Case>> {
             msg: "the dataset holds no records".into(),
         });
     }
-    records
+    Ok(records
         .iter()
         .enumerate()
-        .map(|(i, r)| parse_record(r, i, path))
-        .collect()
+        .map(|(i, r)| parse_record(r, i))
+        .collect())
 }
 
 /// Reads and parses a dataset file (native only).
@@ -91,54 +121,44 @@ pub fn load_cases(path: &std::path::Path) -> Result<Vec<Case>> {
 struct Rec<'a> {
     v: &'a Value,
     index: usize,
-    path: &'a str,
 }
 
 impl Rec<'_> {
-    fn err(&self, msg: String) -> Error {
-        Error::Json {
-            path: self.path.into(),
-            msg: format!("record {}: {msg}", self.index),
-        }
-    }
-
-    fn str_at(&self, v: &Value, field: &str) -> Result<String> {
+    fn str_at(&self, v: &Value, field: &str) -> Field<String> {
         match v.get(field) {
             Some(Value::String(s)) => Ok(s.clone()),
-            Some(other) => {
-                Err(self.err(format!("field `{field}` should be a string, found {other}")))
-            }
-            None => Err(self.err(format!("missing field `{field}`"))),
+            Some(other) => Err(format!("field `{field}` should be a string, found {other}")),
+            None => Err(format!("missing field `{field}`")),
         }
     }
 
-    fn str(&self, field: &str) -> Result<String> {
+    fn str(&self, field: &str) -> Field<String> {
         self.str_at(self.v, field)
     }
 
     /// A string field, or the `str` of an object field (`target_new: {str, id}`).
-    fn str_or_obj(&self, v: &Value, field: &str) -> Result<String> {
+    fn str_or_obj(&self, v: &Value, field: &str) -> Field<String> {
         match v.get(field) {
             Some(Value::Object(o)) => self.str_at(&Value::Object(o.clone()), "str"),
             _ => self.str_at(v, field),
         }
     }
 
-    fn strings(&self, field: &str) -> Result<Vec<String>> {
+    fn strings(&self, field: &str) -> Field<Vec<String>> {
         match self.v.get(field) {
             Some(Value::Array(a)) => a
                 .iter()
                 .map(|x| {
                     x.as_str()
                         .map(str::to_string)
-                        .ok_or_else(|| self.err(format!("`{field}` must hold strings")))
+                        .ok_or_else(|| format!("`{field}` must hold strings"))
                 })
                 .collect(),
             Some(Value::String(s)) => Ok(vec![s.clone()]),
-            Some(other) => Err(self.err(format!(
+            Some(other) => Err(format!(
                 "field `{field}` should be a list of strings, found {other}"
-            ))),
-            None => Err(self.err(format!("missing field `{field}`"))),
+            )),
+            None => Err(format!("missing field `{field}`")),
         }
     }
 
@@ -152,18 +172,21 @@ impl Rec<'_> {
         subject: &str,
         new: &str,
         true_: Option<&str>,
-    ) -> Result<EditRequest> {
-        let mut r = EditRequest::from_sentence(prompt, subject, new, true_)
-            .map_err(|e| self.err(e.to_string()))?;
+    ) -> Field<EditRequest> {
+        let mut r =
+            EditRequest::from_sentence(prompt, subject, new, true_).map_err(|e| e.to_string())?;
         r.case_id = self.case_id().or(Some(self.index as u64));
         Ok(r)
     }
 }
 
-fn parse_record(v: &Value, index: usize, path: &str) -> Result<Case> {
-    let rec = Rec { v, index, path };
+/// A record's field, or what is wrong with it.
+type Field<T> = std::result::Result<T, String>;
+
+fn parse_record(v: &Value, index: usize) -> Field<Case> {
+    let rec = Rec { v, index };
     if !v.is_object() {
-        return Err(rec.err("expected a JSON object".into()));
+        return Err("expected a JSON object".into());
     }
     if let Some(rw) = v.get("requested_rewrite") {
         // ROME / MEMIT CounterFact.
@@ -184,7 +207,7 @@ fn parse_record(v: &Value, index: usize, path: &str) -> Result<Case> {
         let answers = rec.strings("answers")?;
         let new = answers
             .first()
-            .ok_or_else(|| rec.err("`answers` is empty".into()))?;
+            .ok_or_else(|| "`answers` is empty".to_string())?;
         let request = rec.request(&src, &subject, new, None)?;
         let probes = Probes::Zsre {
             paraphrase: rec.strings("rephrase")?,
@@ -277,5 +300,22 @@ mod tests {
         assert!(err.contains("does not occur"), "{err}");
         let err = parse_cases("{", "e.json").unwrap_err().to_string();
         assert!(err.contains("not valid JSON"), "{err}");
+    }
+
+    #[test]
+    fn every_malformed_record_is_listed() {
+        let text = r#"[{"prompt": "x {}", "subject": "s", "target_new": "t"}, {"prompt": "x {}"},
+                       3, {"prompt": "{} y", "subject": "s", "target_new": "u"}]"#;
+        let err = parse_cases(text, "e.json").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "e.json: 2 of 4 records are malformed: record 1: missing field `subject`; \
+             record 2: expected a JSON object"
+        );
+        let records = parse_records(text, "e.json").unwrap();
+        assert_eq!(records.len(), 4);
+        assert_eq!(records[3].as_ref().unwrap().request.prompt, "{} y");
+        assert_eq!(records[3].as_ref().unwrap().request.case_id, Some(3));
+        assert_eq!(records[2], Err("expected a JSON object".to_string()));
     }
 }

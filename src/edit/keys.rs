@@ -2,7 +2,8 @@
 //! block-`l0` output at the bare prompt's subject-last token, both with the current weights.
 
 use super::request::EditRequest;
-use super::templates::{ContextTemplates, apply, subject_last_index};
+use super::subject::locate_subject;
+use super::templates::{ContextTemplates, rewriting_prompts};
 use crate::Result;
 use crate::backend::Backend;
 use crate::model::{ForwardSpec, Model, Packed, Tokenizer};
@@ -34,15 +35,11 @@ impl KeyPrompts {
         let mut texts = vec![];
         let mut subject_last = vec![];
         for r in requests {
-            for t in templates.flat() {
-                let template = apply(t, r);
-                let text = template.replacen("{}", &r.subject, 1);
-                let ids = tok.encode(&text)?;
-                let idx = subject_last_index(tok, &template, &r.subject)?;
-                assert!(idx < ids.len(), "subject-last index {idx} outside {text:?}");
-                seqs.push(ids);
-                texts.push(text);
-                subject_last.push(idx);
+            for template in rewriting_prompts(templates, r, "") {
+                let located = locate_subject(tok, &template, &r.subject)?;
+                seqs.push(located.ids);
+                texts.push(located.text);
+                subject_last.push(located.last);
             }
         }
         let packed = Packed::new(&seqs);

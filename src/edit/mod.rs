@@ -1,7 +1,9 @@
 //! Knowledge editing: NSE (spec §4–§7), with MEMIT-seq and AlphaEdit beside it.
 //!
 //! - [`request`], [`dataset`]: what to edit; [`hparams`]: how, one file per model.
-//! - [`templates`], [`keys`]: context templates, subject-last indices, template-averaged keys.
+//! - [`check`]: every reason a request or a request file cannot be edited, before any work.
+//! - [`templates`], [`subject`], [`keys`]: context templates, the checked subject-last index,
+//!   template-averaged keys.
 //! - [`target`]: the target hidden state `z` (Adam through the upper blocks, weights rewinding).
 //! - [`covariance`]: the corpus second moment `C_l`.
 //! - [`select`], [`solve`]: neuron selection and the f64 least-squares update.
@@ -10,6 +12,7 @@
 //!   [`history`]: removing an entry from the middle of a ledger.
 
 pub mod batch;
+pub mod check;
 pub mod covariance;
 pub mod dataset;
 pub mod history;
@@ -21,6 +24,7 @@ pub mod request;
 pub mod select;
 pub mod solve;
 pub mod state;
+pub mod subject;
 pub mod target;
 pub mod templates;
 pub mod zproblem;

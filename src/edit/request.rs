@@ -102,6 +102,12 @@ impl EditRequest {
         Ok(())
     }
 
+    /// Whether `other` edits the same prompt and subject: two such requests in one batch would
+    /// count twice in the least-squares system, so a batch may hold only one of them.
+    pub fn edits_same(&self, other: &EditRequest) -> bool {
+        self.prompt == other.prompt && self.subject == other.subject
+    }
+
     /// The prompt with the subject filled in.
     pub fn sentence(&self) -> String {
         self.prompt.replacen("{}", &self.subject, 1)
@@ -111,28 +117,4 @@ impl EditRequest {
     pub fn label(&self) -> String {
         format!("{} → {}", self.sentence(), self.target_new)
     }
-}
-
-/// Rejects a batch that holds the same request twice (spec: duplicate requests in one batch
-/// would count twice in the least-squares system).
-pub fn check_batch(batch: &[EditRequest]) -> Result<()> {
-    if batch.is_empty() {
-        return Err(Error::input(
-            "the batch is empty; give at least one request",
-        ));
-    }
-    for (i, r) in batch.iter().enumerate() {
-        r.validate()?;
-        if let Some(j) = batch[..i]
-            .iter()
-            .position(|o| o.prompt == r.prompt && o.subject == r.subject)
-        {
-            return Err(Error::input(format!(
-                "requests {j} and {i} of the batch edit the same prompt and subject ({:?}); \
-                 remove the duplicate or put it in another batch",
-                r.sentence()
-            )));
-        }
-    }
-    Ok(())
 }

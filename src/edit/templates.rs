@@ -1,4 +1,4 @@
-//! Context templates (spec §2.4) and the subject-last token index (spec §3.1).
+//! Context templates (spec §2.4) and the prompts built from them.
 //!
 //! Templates come in groups: `[["{}"], [t_1 … t_5]]`. Keys are averaged within each group, then
 //! across groups, so the bare prompt weighs ½ and each generated prefix 1/10.
@@ -146,16 +146,17 @@ pub fn apply(template: &str, request: &EditRequest) -> String {
     template.replacen("{}", &request.prompt, 1)
 }
 
-/// The subject-last index (spec §3.1): `len(encode(prefix + subject)) − 1` where `prefix` is the
-/// text before `{}` in `template`. Computed on the template, so text after `{}` never changes it.
-pub fn subject_last_index(tok: &Tokenizer, template: &str, subject: &str) -> Result<usize> {
-    let at = template
-        .find("{}")
-        .ok_or_else(|| Error::input(format!("{template:?} has no `{{}}`")))?;
-    let ids = tok.encode(&format!("{}{subject}", &template[..at]))?;
-    ids.len()
-        .checked_sub(1)
-        .ok_or_else(|| Error::input(format!("the subject {subject:?} encodes to no token")))
+/// The rewriting prompts of the z problem (spec §4.2): the request's prompt in every template,
+/// followed by `suffix` (the text of the target's tokens but the last; empty for key prompts).
+pub fn rewriting_prompts(
+    templates: &ContextTemplates,
+    request: &EditRequest,
+    suffix: &str,
+) -> Vec<String> {
+    templates
+        .flat()
+        .map(|tpl| apply(tpl, request) + suffix)
+        .collect()
 }
 
 #[cfg(test)]

@@ -3,8 +3,9 @@
 
 use super::hparams::Hparams;
 use super::request::EditRequest;
+use super::subject::locate_subject;
 use super::target::{KL_PROMPT, ZStep, norm, target_ids};
-use super::templates::{ContextTemplates, apply, subject_last_index};
+use super::templates::{ContextTemplates, rewriting_prompts};
 use crate::backend::{Backend, TensorInfo};
 use crate::model::{BlockActs, BlockRows, ForwardSpec, Model, Packed, PartialKv, Tokenizer};
 use crate::{Error, Result};
@@ -70,26 +71,26 @@ impl<'m, B: Backend> ZProblem<'m, B> {
         // The rewriting prompts (every template, target minus its last token appended) and the
         // KL prompt.
         let suffix = tok.decode(&target[..t - 1])?;
-        let mut shaped: Vec<String> = templates
-            .flat()
-            .map(|tpl| apply(tpl, request) + &suffix)
-            .collect();
+        let mut shaped = rewriting_prompts(templates, request, &suffix);
         let n_rewrite = shaped.len();
         shaped.push(KL_PROMPT.to_string());
         let mut prompts = vec![];
         let mut input_ids = vec![];
         let mut lookup_idxs = vec![];
-        for s in &shaped {
-            let text = s.replacen("{}", &request.subject, 1);
-            let ids = tok.encode(&text)?;
-            lookup_idxs.push(subject_last_index(tok, s, &request.subject)?);
-            if ids.len() < t {
+        for (s, template) in shaped.iter().enumerate() {
+            let located = locate_subject(tok, template, &request.subject)?;
+            // Only the rewriting prompts carry the target (their last t positions are label
+            // rows); the KL prompt is read at its subject-last token alone, so it may be shorter.
+            if s < n_rewrite && located.ids.len() < t {
                 return Err(Error::input(format!(
-                    "rewriting prompt {text:?} is shorter than its target"
+                    "rewriting prompt {:?} has {} tokens, fewer than its target's {t}",
+                    located.text,
+                    located.ids.len()
                 )));
             }
-            prompts.push(text);
-            input_ids.push(ids);
+            lookup_idxs.push(located.last);
+            prompts.push(located.text);
+            input_ids.push(located.ids);
         }
         let packed = Packed::new(&input_ids);
         let lookup_rows: Vec<u32> = lookup_idxs

@@ -12,8 +12,9 @@ use super::dom::{self, by_testid, child, set_attr};
 use super::editing::RequestProbes;
 use super::session::Session;
 use super::{App, apply_flow};
-use crate::edit::target::target_ids;
-use crate::edit::templates::subject_last_index;
+use crate::edit::check::CheckReport;
+use crate::edit::dataset::parse_records;
+use crate::edit::subject::{SubjectTokens, locate_subject};
 use crate::edit::{Case, EditRequest, MethodKind, Probes};
 use crate::{Error, Result};
 
@@ -109,20 +110,9 @@ impl EditView {
                 .editing
                 .as_ref()
                 .map_err(|why| Error::input(why.clone()))?;
-            if target_ids(&s.tokenizer, &r, setup.hp.target_space)?.is_empty() {
-                return Err(Error::input(format!(
-                    "the new target {:?} encodes to no token",
-                    r.target_new
-                )));
-            }
-            let ctx = s.config().max_ctx;
-            let n = s.tokenizer.encode(&r.sentence())?.len();
-            if n + 16 > ctx {
-                return Err(Error::input(format!(
-                    "the prompt has {n} tokens; keep it under {} (the model's context is {ctx})",
-                    ctx - 16
-                )));
-            }
+            setup.with_check(&s.tokenizer, s.config().max_ctx, |spec| {
+                spec.check_request(&r)
+            })?;
         }
         Ok(r)
     }
@@ -163,10 +153,7 @@ impl EditView {
     fn show_tokens(&self, r: &EditRequest, s: &Session) {
         dom::clear(&self.tokens);
         let tok = &s.tokenizer;
-        let (Ok(ids), Ok(last)) = (
-            tok.encode(&r.sentence()),
-            subject_last_index(tok, &r.prompt, &r.subject),
-        ) else {
+        let Ok(SubjectTokens { ids, last, .. }) = locate_subject(tok, &r.prompt, &r.subject) else {
             return;
         };
         let first = r
@@ -312,7 +299,8 @@ async fn apply_form(app: &Rc<App>) {
     apply_flow::apply_requests(app, vec![(request, probes)], 1, kind).await;
 }
 
-/// Reads the picked dataset file.
+/// Reads the picked dataset file and checks every record with the library's check (against
+/// the loaded model when one is idle, else the schema alone; "Apply" checks again).
 async fn read_dataset(app: &Rc<App>) {
     let v = &app.edit;
     let Some(file) = v.dataset_input.files().and_then(|l| l.get(0)) else {
@@ -322,8 +310,12 @@ async fn read_dataset(app: &Rc<App>) {
     let name = file.name();
     let parsed = super::loader::read_file(&file, |_, _| {})
         .await
-        .and_then(|bytes| {
-            crate::edit::dataset::parse_cases(&String::from_utf8_lossy(&bytes), &name)
+        .and_then(|bytes| parse_records(&String::from_utf8_lossy(&bytes), &name))
+        .and_then(|records| {
+            app.with_session(|s| s.check_records(&records, None))
+                .unwrap_or_else(|| CheckReport::schema(&records, None))
+                .into_result()?;
+            Ok(records.into_iter().flatten().collect::<Vec<Case>>())
         });
     match parsed {
         Ok(cases) => {
@@ -350,7 +342,8 @@ async fn read_dataset(app: &Rc<App>) {
     }
 }
 
-/// Applies the first N imported cases in batches.
+/// Applies the first N imported cases in batches, after the library's check of those N in
+/// those batches (duplicates within a batch included).
 async fn apply_dataset(app: &Rc<App>) {
     let v = &app.edit;
     let cases = v.cases.borrow().clone();
@@ -362,6 +355,15 @@ async fn apply_dataset(app: &Rc<App>) {
         Ok(b) => b,
         Err(e) => return app.status.show_error(&e.to_string()),
     };
+    let records: Vec<_> = cases[..n].iter().cloned().map(Ok).collect();
+    let checked = app
+        .with_session(|s| s.check_records(&records, Some(batch)))
+        .map(|report| report.into_result());
+    if let Some(Err(e)) = checked {
+        v.dataset_status
+            .set_inner_text(&format!("Not applied: {e}"));
+        return app.status.show_error(&format!("Cannot apply: {e}"));
+    }
     let items = cases[..n]
         .iter()
         .map(|c| (c.request.clone(), case_probes(c)))

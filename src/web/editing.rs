@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::dom;
 use super::session::Workbench;
 use crate::backend::Backend;
+use crate::edit::check::CheckSpec;
 use crate::edit::{
     AlphaEdit, BatchOptions, BatchOutcome, ContextTemplates, CovarianceSet, EditContext,
     EditMethod, EditRequest, Hparams, MemitSeq, MethodKind, Nse, Progress, apply_batch_opts,
@@ -21,6 +22,10 @@ use crate::{Error, Result};
 
 /// Tokens generated for each probe.
 pub(crate) const PROBE_TOKENS: usize = 8;
+
+/// Context tokens a request leaves free in the page: room for what the page generates after the
+/// prompt (the unedited model's answer, the comparison's continuations).
+pub(crate) const FORM_CONTEXT_MARGIN: usize = 16;
 
 /// Everything editing needs besides the model and its [`crate::edit::EditState`].
 pub(crate) struct EditSetup {
@@ -77,6 +82,32 @@ impl EditSetup {
             cov: None,
             alphaedit: None,
             meta: vec![],
+        })
+    }
+
+    /// Runs `f` with the library's request checks ([`CheckSpec`]) for this model, keeping
+    /// [`FORM_CONTEXT_MARGIN`] tokens of the context free. Until the templates are sampled the
+    /// bare prompt alone is checked: a template only adds text before the subject, so the subject's
+    /// last token is placed the same way in it.
+    pub(crate) fn with_check<T>(
+        &self,
+        tok: &Tokenizer,
+        max_ctx: usize,
+        f: impl FnOnce(&CheckSpec<'_>) -> T,
+    ) -> T {
+        let bare;
+        let templates = match &self.templates {
+            Some(t) => t,
+            None => {
+                bare = ContextTemplates::new(vec![vec!["{}".into()]]).expect("one template");
+                &bare
+            }
+        };
+        f(&CheckSpec {
+            tok,
+            templates,
+            target_space: self.hp.target_space,
+            max_ctx: max_ctx.saturating_sub(FORM_CONTEXT_MARGIN),
         })
     }
 

@@ -3,7 +3,8 @@
 
 use crate::backend::Backend;
 use crate::cpu::CpuBackend;
-use crate::edit::{EditState, Hparams};
+use crate::edit::check::CheckReport;
+use crate::edit::{Case, EditState, Hparams};
 use crate::gpu::GpuBackend;
 use crate::model::{HostTensor, LoadedModel, Model, ModelConfig, ModelSource, Tokenizer, Weights};
 use crate::{Error, Result};
@@ -145,6 +146,21 @@ impl Session {
             from_cache,
             editing,
         })
+    }
+
+    /// The library's check of dataset records (`CheckSpec::check_records`, probes included)
+    /// against this model; the schema alone when the model cannot be edited here.
+    pub(crate) fn check_records(
+        &self,
+        records: &[std::result::Result<Case, String>],
+        batch: Option<usize>,
+    ) -> CheckReport {
+        match &self.editing {
+            Ok(setup) => setup.with_check(&self.tokenizer, self.config().max_ctx, |spec| {
+                spec.check_records(records, batch, true)
+            }),
+            Err(_) => CheckReport::schema(records, batch),
+        }
     }
 
     pub(crate) fn config(&self) -> &ModelConfig {
