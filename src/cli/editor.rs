@@ -70,7 +70,7 @@ impl EditorArgs {
             Some(p) => Hparams::parse(&read(p)?, &p.display().to_string())?,
             None => Hparams::for_model(&source.name)?,
         };
-        hp.check_model(model.config.n_layers)?;
+        hp.check_model(&model.config)?;
         let templates = match (&self.templates, &hp.context_templates) {
             (Some(p), _) => ContextTemplates::parse(&read(p)?, &p.display().to_string())?,
             (None, Some(groups)) => ContextTemplates::new(groups.clone())?,

@@ -177,7 +177,7 @@ pub async fn apply_batch_opts<B: Backend>(
         )));
     }
     check_batch(requests)?;
-    ctx.hp.check_model(model.config.n_layers)?;
+    ctx.hp.check_model(&model.config)?;
     for r in requests {
         target_ids(ctx.tok, r, ctx.hp.target_space)?;
     }

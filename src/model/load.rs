@@ -69,6 +69,11 @@ pub fn load_gguf(bytes: &[u8], name: &str) -> Result<LoadedModel> {
     let gguf = GgufFile::parse(bytes, name)?;
     let tokenizer = Tokenizer::from_gguf(&gguf)?;
     let config = config_from_gguf(&gguf, &tokenizer)?;
+    let stored = gguf
+        .tensor_infos()
+        .iter()
+        .fold(0u64, |n, t| n.saturating_add(t.n_elements()));
+    config.check_memory(stored)?;
     let weights = build_weights(&config, name, |hf| gguf_llama::tensor(&gguf, &config, hf))?;
     let mut types: HashMap<String, usize> = HashMap::new();
     for t in gguf.tensor_infos() {
@@ -127,16 +132,33 @@ fn load_hf(
     let mut config = parse_config(config_json, config_path)?;
     let tokenizer = Tokenizer::from_json(tokenizer_json, tokenizer_path)?
         .with_special_ids(config.bos_id, config.eos_id);
-    if tokenizer.vocab_size() > config.vocab_size {
+    // The largest id, not the count: a vocabulary can skip ids, and every id the tokenizer can
+    // produce indexes the embedding and the logits.
+    if let Some(max) = tokenizer.max_id()
+        && max as usize >= config.vocab_size
+    {
         return Err(Error::format(
             tokenizer_path,
             format!(
-                "the tokenizer has {} tokens but config.json's vocab_size is {}: the two files are \
-                 from different models",
-                tokenizer.vocab_size(),
+                "the tokenizer has token id {max} but config.json's vocab_size is {}: the two \
+                 files are from different models",
                 config.vocab_size
             ),
         ));
+    }
+    for (key, id) in [
+        ("bos_token_id", tokenizer.bos_id()),
+        ("eos_token_id", tokenizer.eos_id()),
+    ] {
+        if let Some(id) = id.filter(|&id| id as usize >= config.vocab_size) {
+            return Err(Error::format(
+                config_path,
+                format!(
+                    "{key} is {id} but vocab_size is {}: the file is corrupt",
+                    config.vocab_size
+                ),
+            ));
+        }
     }
     config.bos_id = tokenizer.bos_id();
     config.eos_id = tokenizer.eos_id();
@@ -148,6 +170,7 @@ fn load_hf(
         ));
     }
     let tensors = SafetensorsShards::parse(shards)?;
+    config.check_memory(tensors.n_weights())?;
     let weights = build_weights(&config, shards[0].0, |hf| tensors.tensor(hf))?;
     let name = serde_json::from_str::<serde_json::Value>(config_json)
         .ok()
@@ -321,7 +344,10 @@ fn shard_files(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
         let mut names: Vec<&str> = map.values().filter_map(|v| v.as_str()).collect();
         names.sort_unstable();
         names.dedup();
-        names.into_iter().map(|n| dir.join(n)).collect()
+        names
+            .into_iter()
+            .map(|n| shard_in_dir(dir, n, &index_path))
+            .collect::<Result<_>>()?
     } else {
         let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
         let mut files = Vec::new();
@@ -342,4 +368,29 @@ fn shard_files(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
         ));
     }
     Ok(files)
+}
+
+/// `dir/name` for a shard named in the index, refusing any name that is not a plain file name
+/// (`..`, an absolute path, a subdirectory): a hostile index must not make us read files
+/// outside the model directory.
+#[cfg(not(target_arch = "wasm32"))]
+fn shard_in_dir(
+    dir: &std::path::Path,
+    name: &str,
+    index_path: &std::path::Path,
+) -> Result<std::path::PathBuf> {
+    use std::path::Component;
+    let mut parts = std::path::Path::new(name).components();
+    match (parts.next(), parts.next()) {
+        (Some(Component::Normal(file)), None) if !name.contains(['/', '\\']) => Ok(dir.join(file)),
+        _ => Err(Error::format(
+            index_path.display().to_string(),
+            format!(
+                "the weight_map names the shard `{}`, which is not a file name inside the model \
+                 directory; shards must sit beside the index (no `..`, no absolute or nested \
+                 paths)",
+                crate::error::escape(name)
+            ),
+        )),
+    }
 }

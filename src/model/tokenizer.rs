@@ -12,6 +12,7 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::{AddedToken, PreTokenizerWrapper};
 
 use super::gguf::GgufFile;
+use crate::error::escape;
 use crate::{Error, Result};
 
 /// GGUF `tokenizer.ggml.token_type` of a control (special) token.
@@ -54,9 +55,10 @@ impl Tokenizer {
             .ok_or_else(|| missing("tokenizer.ggml.model"))?;
         if model != "gpt2" {
             return Err(unsupported(format!(
-                "tokenizer model `{model}` (tokenizer.ggml.model); only `gpt2` (byte-level BPE) is \
+                "tokenizer model `{}` (tokenizer.ggml.model); only `gpt2` (byte-level BPE) is \
                  built from GGUF metadata. Load the model's Hugging Face directory (config.json, \
-                 tokenizer.json, *.safetensors) instead"
+                 tokenizer.json, *.safetensors) instead",
+                escape(model)
             )));
         }
         let digits_first = match gguf.get_str("tokenizer.ggml.pre")? {
@@ -64,8 +66,9 @@ impl Tokenizer {
             None | Some("gpt-2") | Some("gpt2") => false,
             Some(pre) => {
                 return Err(unsupported(format!(
-                    "pre-tokenizer `{pre}` (tokenizer.ggml.pre); supported: `smollm`, `gpt-2`. \
-                     Load the model's Hugging Face directory (with its tokenizer.json) instead"
+                    "pre-tokenizer `{}` (tokenizer.ggml.pre); supported: `smollm`, `gpt-2`. \
+                     Load the model's Hugging Face directory (with its tokenizer.json) instead",
+                    escape(pre)
                 )));
             }
         };
@@ -220,15 +223,19 @@ impl Tokenizer {
     /// Special-token text such as `<|im_end|>` in `text` maps to its special id (as in Hugging
     /// Face `transformers`), so chat templates encode as the model expects.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let ids = self.encode_continuation(text)?;
+        let bos = self.bos_id.filter(|_| self.add_bos);
+        Ok(bos.into_iter().chain(ids).collect())
+    }
+
+    /// Token ids of `text` as a continuation of earlier text: never with a BOS, whatever
+    /// [`Tokenizer::add_bos`] says.
+    pub fn encode_continuation(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self
             .inner
             .encode(text, false)
             .map_err(|e| Error::input(format!("could not tokenize {text:?}: {e}")))?;
-        let bos = self.bos_id.filter(|_| self.add_bos);
-        Ok(bos
-            .into_iter()
-            .chain(enc.get_ids().iter().copied())
-            .collect())
+        Ok(enc.get_ids().to_vec())
     }
 
     /// Text of `ids`, special tokens included, spaces as they are.
@@ -261,6 +268,12 @@ impl Tokenizer {
     /// Number of ids, added tokens included.
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
+    }
+
+    /// The largest id the tokenizer can produce or decode (vocabulary and added tokens), `None`
+    /// for an empty vocabulary.
+    pub fn max_id(&self) -> Option<u32> {
+        self.inner.get_vocab(true).into_values().max()
     }
 
     pub fn bos_id(&self) -> Option<u32> {
