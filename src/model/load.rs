@@ -140,8 +140,9 @@ fn load_hf(
         return Err(Error::format(
             tokenizer_path,
             format!(
-                "the tokenizer has token id {max} but config.json's vocab_size is {}: the two \
-                 files are from different models",
+                "the tokenizer has {} tokens with ids up to {max} but config.json's vocab_size \
+                 is {}: the two files are from different models",
+                tokenizer.vocab_size(),
                 config.vocab_size
             ),
         ));

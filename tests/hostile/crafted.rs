@@ -223,7 +223,7 @@ fn hf_tokenizer_ids_are_checked_by_the_largest_id() {
     expect_err(
         r,
         "Format",
-        "token id 1000 but config.json's vocab_size is 7",
+        "7 tokens with ids up to 1000 but config.json's vocab_size is 7",
     );
     let config = tiny_hf_config(7).replace("\"eos_token_id\":0", "\"eos_token_id\":99");
     let r = load_safetensors(
