@@ -185,6 +185,24 @@ impl Hparams {
                 self.layers
             ));
         }
+        // JSON numbers beyond f32's range parse as infinity, which JSON cannot write back (it
+        // would become `null`, and a patch holding these hyperparameters could not be read).
+        let floats = [
+            ("clamp_norm_factor", self.clamp_norm_factor as f64),
+            ("v_lr", self.v_lr as f64),
+            ("v_weight_decay", self.v_weight_decay as f64),
+            ("kl_factor", self.kl_factor as f64),
+            ("mom2_update_weight", self.mom2_update_weight),
+            ("neuron_threshold", self.neuron_threshold as f64),
+            ("early_stop_loss", self.early_stop_loss as f64),
+            ("nullspace_threshold", self.nullspace_threshold),
+            ("L2", self.l2),
+        ];
+        if let Some((name, x)) = floats.iter().find(|(_, x)| !x.is_finite()) {
+            return bad(format!(
+                "`{name}` is {x}: write a finite number (within ±3.4e38)"
+            ));
+        }
         if self.neuron_threshold.is_nan() || self.neuron_threshold <= 0.0 {
             return bad(format!(
                 "`neuron_threshold` must be > 0, got {}",

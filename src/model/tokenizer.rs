@@ -181,7 +181,12 @@ impl Tokenizer {
     /// `config.json` with [`Tokenizer::with_special_ids`]. Whether a BOS is prepended is read off
     /// the post-processor: if it puts exactly one token in front of a plain encoding, that token
     /// is the BOS and `encode` prepends it; anything else the post-processor adds is ignored.
+    ///
+    /// Errors: [`Error::Format`] for a file that is not JSON or not a tokenizer;
+    /// [`Error::Unsupported`] for a tokenizer model other than BPE (Llama-family tokenizers are
+    /// BPE) or a `Precompiled` normalizer (SentencePiece's; no Llama-family tokenizer uses it).
     pub fn from_json(json: &str, path: &str) -> Result<Self> {
+        check_json(json, path)?;
         let inner: tokenizers::Tokenizer = json.parse().map_err(|e| {
             Error::format(
                 path,
@@ -295,6 +300,46 @@ impl Tokenizer {
             .to_string(false)
             .map_err(|e| Error::input(format!("could not serialise the tokenizer: {e}")))
     }
+}
+
+/// What the `tokenizers` library must never be given, because it panics on it instead of
+/// returning an error (found by fuzzing, `tests/hostile/hf/`): malformed JSON inside the
+/// `decoder` (`expect("Helper")`), and a `Precompiled` normalizer whose character map does not
+/// parse (`expect("Precompiled")`). The model must be BPE, so that no other model's loader is
+/// reached with hostile input.
+fn check_json(json: &str, path: &str) -> Result<()> {
+    let v: serde_json::Value = serde_json::from_str(json)
+        .map_err(|e| Error::format(path, format!("not valid JSON: {e}")))?;
+    let unsupported = |msg: String| Error::Unsupported {
+        path: path.to_string(),
+        msg,
+    };
+    match v.pointer("/model/type").and_then(serde_json::Value::as_str) {
+        Some("BPE") => {}
+        other => {
+            return Err(unsupported(format!(
+                "tokenizer model type {}: Llama-family tokenizers are BPE, the only type nse reads",
+                other.map_or_else(|| "missing".into(), |t| format!("`{}`", escape(t)))
+            )));
+        }
+    }
+    fn has_precompiled(v: &serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::Object(o) => {
+                o.get("type").and_then(serde_json::Value::as_str) == Some("Precompiled")
+                    || o.values().any(has_precompiled)
+            }
+            serde_json::Value::Array(a) => a.iter().any(has_precompiled),
+            _ => false,
+        }
+    }
+    if v.get("normalizer").is_some_and(has_precompiled) {
+        return Err(unsupported(
+            "a `Precompiled` normalizer (SentencePiece's); Llama-family tokenizers do not use it"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// GGUF merges are `"left right"`; the split is at the first space after the first character,

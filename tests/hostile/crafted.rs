@@ -14,7 +14,7 @@ use crate::common::tiny::{tiny_config, tiny_weights};
 use crate::common::{TOL_F32_REDUCTION, assert_close};
 use crate::expect_err;
 use crate::gguf_writer::{GgufWriter, TINY, Val, tiny_hf_weights, tiny_llama_gguf};
-use crate::harness::{self, BUDGET, frame_hf};
+use crate::harness::{BUDGET, frame_hf};
 
 /// The harness's budget: the same in every test of this binary, so tests may run in parallel.
 fn setup() {
