@@ -6,6 +6,8 @@
 //! place, so the peak is the file bytes plus the f32 weights and one tensor's worth of
 //! scratch.
 
+#[cfg(not(target_arch = "wasm32"))]
+mod files;
 mod gguf_llama;
 
 use std::collections::HashMap;
@@ -18,6 +20,8 @@ use super::weights::{LAYER_SUFFIXES, LayerWeights, Weights, layer_name};
 use super::{HostTensor, ModelConfig, Tokenizer};
 use crate::{Error, Result};
 
+#[cfg(not(target_arch = "wasm32"))]
+pub use files::load_path;
 pub use gguf_llama::{config_from_gguf, gguf_name, unpermute_qk_rows};
 
 /// A model ready to upload to a backend.
@@ -272,126 +276,4 @@ pub fn sha256_hex(parts: &[&[u8]]) -> String {
         h.update(p);
     }
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Loads a `.gguf` file, or a directory with `config.json`, `tokenizer.json` and the safetensors
-/// shards (those named in `model.safetensors.index.json` when present, else every
-/// `*.safetensors`).
-///
-/// Errors: [`Error::Io`] for a file that cannot be read, plus those of [`load_gguf`] and
-/// [`load_safetensors`].
-#[cfg(not(target_arch = "wasm32"))]
-pub fn load_path(path: &std::path::Path) -> Result<LoadedModel> {
-    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| Error::io(p, e));
-    let read_text = |p: &std::path::Path| std::fs::read_to_string(p).map_err(|e| Error::io(p, e));
-    if !path.is_dir() {
-        let bytes = read(path)?;
-        let mut model = load_gguf(&bytes, &path.display().to_string())?;
-        model.source.name = file_name(path);
-        return Ok(model);
-    }
-    let config_path = path.join("config.json");
-    let tokenizer_path = path.join("tokenizer.json");
-    let (config, tokenizer) = (read_text(&config_path)?, read_text(&tokenizer_path)?);
-    let files = shard_files(path)?;
-    let mut bytes = Vec::with_capacity(files.len());
-    for f in &files {
-        bytes.push(read(f)?);
-    }
-    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-    let shards: Vec<(&str, &[u8])> = names
-        .iter()
-        .map(String::as_str)
-        .zip(bytes.iter().map(Vec::as_slice))
-        .collect();
-    let (cp, tp) = (
-        config_path.display().to_string(),
-        tokenizer_path.display().to_string(),
-    );
-    let mut model = load_hf(&cp, &config, &tp, &tokenizer, &shards)?;
-    model.source.name = file_name(path);
-    Ok(model)
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-fn file_name(path: &std::path::Path) -> String {
-    path.file_name().map_or_else(
-        || path.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    )
-}
-
-/// The shard files of a checkpoint directory, sorted.
-#[cfg(not(target_arch = "wasm32"))]
-fn shard_files(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
-    let index_path = dir.join("model.safetensors.index.json");
-    let mut files: Vec<std::path::PathBuf> = if index_path.exists() {
-        let text = std::fs::read_to_string(&index_path).map_err(|e| Error::io(&index_path, e))?;
-        let index: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-            Error::format(
-                index_path.display().to_string(),
-                format!("not valid JSON: {e}"),
-            )
-        })?;
-        let map = index
-            .get("weight_map")
-            .and_then(|m| m.as_object())
-            .ok_or_else(|| {
-                Error::format(
-                    index_path.display().to_string(),
-                    "no `weight_map` object: the index is corrupt",
-                )
-            })?;
-        let mut names: Vec<&str> = map.values().filter_map(|v| v.as_str()).collect();
-        names.sort_unstable();
-        names.dedup();
-        names
-            .into_iter()
-            .map(|n| shard_in_dir(dir, n, &index_path))
-            .collect::<Result<_>>()?
-    } else {
-        let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
-        let mut files = Vec::new();
-        for entry in entries {
-            let p = entry.map_err(|e| Error::io(dir, e))?.path();
-            if p.extension().is_some_and(|x| x == "safetensors") {
-                files.push(p);
-            }
-        }
-        files
-    };
-    files.sort();
-    if files.is_empty() {
-        return Err(Error::format(
-            dir.display().to_string(),
-            "no *.safetensors file in this directory: pass a .gguf file or a Hugging Face model \
-             directory (config.json, tokenizer.json, *.safetensors)",
-        ));
-    }
-    Ok(files)
-}
-
-/// `dir/name` for a shard named in the index, refusing any name that is not a plain file name
-/// (`..`, an absolute path, a subdirectory): a hostile index must not make us read files
-/// outside the model directory.
-#[cfg(not(target_arch = "wasm32"))]
-fn shard_in_dir(
-    dir: &std::path::Path,
-    name: &str,
-    index_path: &std::path::Path,
-) -> Result<std::path::PathBuf> {
-    use std::path::Component;
-    let mut parts = std::path::Path::new(name).components();
-    match (parts.next(), parts.next()) {
-        (Some(Component::Normal(file)), None) if !name.contains(['/', '\\']) => Ok(dir.join(file)),
-        _ => Err(Error::format(
-            index_path.display().to_string(),
-            format!(
-                "the weight_map names the shard `{}`, which is not a file name inside the model \
-                 directory; shards must sit beside the index (no `..`, no absolute or nested \
-                 paths)",
-                crate::error::escape(name)
-            ),
-        )),
-    }
 }

@@ -529,3 +529,17 @@ fn weights_over_the_budget_are_refused_before_decoding() {
     // the first missing tensor instead.
     config.check_memory(0).unwrap();
 }
+
+#[test]
+fn a_file_over_the_budget_is_not_read() {
+    setup();
+    let dir = temp_dir("big");
+    // Sparse: 4 GiB on paper, nothing on disk. Reading it whole would need 4 GiB of memory.
+    let path = dir.join("big.gguf");
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(4 << 30)
+        .unwrap();
+    expect_err(load_path(&path), "TooLarge", "reading");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
