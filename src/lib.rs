@@ -9,6 +9,7 @@
 //! See `ARCHITECTURE.md` for the data flow, who owns which buffer, and where f64 lives.
 
 pub mod backend;
+pub mod budget;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod cli;
 pub mod cpu;

@@ -4,12 +4,15 @@
 use crate::{Error, Result};
 
 /// Parses a `.npy` holding a C-order `<f4` array; returns `(shape, values)`.
+///
+/// The values take as much memory as the file's data bytes, which the shape must match
+/// exactly, so the file's own length bounds every allocation.
 pub fn read_f32(bytes: &[u8], path: &str) -> Result<(Vec<usize>, Vec<f32>)> {
     let bad = |msg: &str| Error::format(path, format!("not a float32 .npy file: {msg}"));
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return Err(bad("missing the \\x93NUMPY magic"));
     }
-    let (header_len, start) = match bytes[6] {
+    let (header_len, start): (usize, usize) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
         2 | 3 if bytes.len() >= 12 => (
             u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
@@ -17,9 +20,11 @@ pub fn read_f32(bytes: &[u8], path: &str) -> Result<(Vec<usize>, Vec<f32>)> {
         ),
         v => return Err(bad(&format!("unsupported version {v}"))),
     };
-    let header = bytes
-        .get(start..start + header_len)
+    let data_start = start
+        .checked_add(header_len)
+        .filter(|&end| end <= bytes.len())
         .ok_or_else(|| bad("truncated header"))?;
+    let header = &bytes[start..data_start];
     let header = std::str::from_utf8(header).map_err(|_| bad("header is not text"))?;
     if !header.contains("'descr': '<f4'") || header.contains("'fortran_order': True") {
         return Err(bad(&format!("need C-order '<f4', header is {header:?}")));
@@ -35,13 +40,14 @@ pub fn read_f32(bytes: &[u8], path: &str) -> Result<(Vec<usize>, Vec<f32>)> {
         .filter(|s| !s.is_empty())
         .map(|s| s.parse().map_err(|_| bad("bad shape")))
         .collect::<Result<_>>()?;
-    let n: usize = shape.iter().product();
-    let data = &bytes[start + header_len..];
-    if data.len() != n * 4 {
+    // u64 and checked: a lying shape must neither wrap (wasm32's usize is 32 bits) nor pass.
+    let want = crate::budget::bytes_of(&shape, 4);
+    let data = &bytes[data_start..];
+    if want != Some(data.len() as u64) {
         return Err(bad(&format!(
             "{} data bytes for shape {shape:?} (expected {})",
             data.len(),
-            n * 4
+            want.map_or_else(|| "more than 2^64".into(), |w| w.to_string())
         )));
     }
     let values = data

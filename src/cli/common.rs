@@ -42,6 +42,11 @@ pub struct ModelArgs {
     /// before running.
     #[arg(long)]
     pub patch: Option<PathBuf>,
+    /// Most memory one allocation sized by the input may take (8G, 512M, bytes): a model,
+    /// table or statistic over it is refused before anything is allocated. Default:
+    /// $NSE_MEMORY_BUDGET, else 80% of the available memory.
+    #[arg(long, value_name = "SIZE", value_parser = crate::budget::parse_size)]
+    pub memory_budget: Option<u64>,
 }
 
 impl ModelArgs {
@@ -57,8 +62,15 @@ impl ModelArgs {
         super::data::default_model(DEFAULT_MODEL_FILE)
     }
 
-    /// Reads the model file(s) from disk.
+    /// Reads the model file(s) from disk, under the memory budget of `--memory-budget`.
     pub fn load_host(&self) -> Result<LoadedModel> {
+        let budget = match (self.memory_budget, std::env::var("NSE_MEMORY_BUDGET")) {
+            (Some(b), _) => Some(b),
+            // Parsed here too so that a mistyped variable is an error, not silently ignored.
+            (None, Ok(text)) => Some(crate::budget::parse_size(&text)?),
+            (None, Err(_)) => None,
+        };
+        crate::budget::set_limit(budget);
         let path = self.path()?;
         if !path.exists() {
             return Err(crate::Error::input(format!(

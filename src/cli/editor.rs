@@ -78,7 +78,7 @@ impl EditorArgs {
             (None, Some(c)) => c.clone(),
             (None, None) => Hparams::for_model(&source.name)?,
         };
-        hp.check_model(model.config.n_layers)?;
+        hp.check_model(&model.config)?;
         let templates = match (&self.templates, &hp.context_templates) {
             (Some(p), _) => ContextTemplates::parse(&read(p)?, &p.display().to_string())?,
             (None, Some(groups)) => ContextTemplates::new(groups.clone())?,

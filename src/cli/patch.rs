@@ -176,6 +176,7 @@ fn load_base(on: &OnModel) -> Result<Loaded> {
         model: on.model.clone(),
         backend: on.backend,
         patch: None,
+        memory_budget: None,
     };
     Ok(load_unpatched(&args)?.0)
 }

@@ -177,7 +177,7 @@ pub async fn apply_batch_opts<B: Backend>(
             requests.len()
         )));
     }
-    ctx.hp.check_model(model.config.n_layers)?;
+    ctx.hp.check_model(&model.config)?;
     // Every request can be placed (shape, target tokens, the subject's last token in every
     // prompt, the context) before any work: a bad request must not fail the batch half-way.
     CheckSpec {

@@ -80,6 +80,15 @@ pub async fn second_moments<B: Backend>(
 ) -> Result<(BTreeMap<usize, Vec<f32>>, usize)> {
     let be = model.backend();
     let d_ff = model.config.d_ff;
+    crate::budget::check(
+        crate::budget::bytes_of(&[layers.len(), d_ff, d_ff], 8),
+        || {
+            format!(
+                "the f64 covariance sums of {} layers (d_ff {d_ff}: d_ff² each)",
+                layers.len()
+            )
+        },
+    )?;
     let last = *layers.iter().max().expect("at least one layer");
     let total: usize = windows.iter().map(Vec::len).sum();
     let mut sums: BTreeMap<usize, Vec<f64>> = layers
@@ -187,6 +196,35 @@ mod tests {
     }
 }
 
+/// One layer's `C_l` from the bytes of a `.npy` file (a cache file, a golden or shipped file);
+/// `path` names it in errors.
+///
+/// # Errors
+/// [`Error::Format`] for a file that is not a float32 `.npy`, a shape other than
+/// `(d_ff, d_ff)`, or a value that is not finite (a second moment of finite keys never is NaN
+/// or infinite, so such a file is corrupt, and using it would turn the edit into NaN).
+pub fn matrix_from_npy(bytes: &[u8], path: &str, d_ff: usize) -> Result<Vec<f32>> {
+    let (shape, v) = crate::npy::read_f32(bytes, path)?;
+    if shape != [d_ff, d_ff] {
+        return Err(Error::format(
+            path,
+            format!("shape {shape:?}, expected [{d_ff}, {d_ff}]"),
+        ));
+    }
+    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+        return Err(Error::format(
+            path,
+            format!(
+                "entry ({}, {}) of the covariance statistic is {}: the file is corrupt",
+                i / d_ff,
+                i % d_ff,
+                v[i]
+            ),
+        ));
+    }
+    Ok(v)
+}
+
 /// The statistics of every edited layer.
 #[derive(Clone, Debug, Default)]
 pub struct CovarianceSet {
@@ -252,9 +290,27 @@ mod native {
             Ok(CovarianceSet::new(m, tokens, dir.display().to_string()))
         }
 
-        /// Loads the statistics from the cache, computing (and caching) the missing layers.
-        /// `on_progress(tokens_done, tokens_total)` reports the computation.
+        /// Loads the statistics from the cache ([`cache_dir`]), computing (and caching) the
+        /// missing layers. `on_progress(tokens_done, tokens_total)` reports the computation.
         pub async fn load_or_compute<B: Backend>(
+            model: &Model<B>,
+            tok: &Tokenizer,
+            model_sha256: &str,
+            corpus: &CorpusSpec,
+            layers: &[usize],
+            on_progress: impl FnMut(usize, usize),
+        ) -> Result<Self> {
+            let dir = cache_dir();
+            Self::load_or_compute_in(&dir, model, tok, model_sha256, corpus, layers, on_progress)
+                .await
+        }
+
+        /// [`CovarianceSet::load_or_compute`] with the cache in `dir`.
+        ///
+        /// A cache file that cannot be used (truncated, another shape, a NaN or infinite
+        /// entry) is removed and its layer recomputed; [`CovarianceSet::source`] says so.
+        pub async fn load_or_compute_in<B: Backend>(
+            dir: &Path,
             model: &Model<B>,
             tok: &Tokenizer,
             model_sha256: &str,
@@ -271,7 +327,6 @@ mod native {
             let text =
                 std::fs::read_to_string(corpus_path).map_err(|e| Error::io(corpus_path, e))?;
             let corpus_sha = crate::model::load::sha256_hex(&[text.as_bytes()]);
-            let dir = cache_dir();
             let path_of = |l| {
                 dir.join(format!(
                     "{}.npy",
@@ -280,19 +335,36 @@ mod native {
             };
             let mut m = BTreeMap::new();
             let mut missing = vec![];
+            let mut discarded = vec![];
             for &l in layers {
-                match read_matrix(&path_of(l), model.config.d_ff) {
+                let path = path_of(l);
+                match read_matrix(&path, model.config.d_ff) {
                     Ok(c) => {
                         m.insert(l, c);
                     }
-                    Err(_) => missing.push(l),
+                    Err(e) => {
+                        // A cache file that exists but is bad (truncated, NaN, another shape) is
+                        // removed, so that the recomputed statistic replaces it for good.
+                        if path.exists() {
+                            let removed = std::fs::remove_file(&path).is_ok();
+                            discarded.push(format!(
+                                "{}cache for layer {l} ({e})",
+                                if removed {
+                                    "removed the bad "
+                                } else {
+                                    "ignored the bad "
+                                }
+                            ));
+                        }
+                        missing.push(l);
+                    }
                 }
             }
             let wins = windows(&text, tok, window, budget)?;
             let tokens = wins.iter().map(Vec::len).sum();
             if !missing.is_empty() {
                 let (computed, _) = second_moments(model, &wins, &missing, on_progress).await?;
-                std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+                std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
                 for (l, c) in computed {
                     let bytes = npy::write_f32(&[model.config.d_ff, model.config.d_ff], &c);
                     // Write then rename, so an interrupted run never leaves a truncated cache file.
@@ -302,27 +374,20 @@ mod native {
                     m.insert(l, c);
                 }
             }
-            Ok(CovarianceSet::new(
-                m,
-                tokens,
-                format!(
-                    "{} ({tokens} tokens, cache {})",
-                    corpus_path.display(),
-                    dir.display()
-                ),
-            ))
+            let mut source = format!(
+                "{} ({tokens} tokens, cache {})",
+                corpus_path.display(),
+                dir.display()
+            );
+            for d in discarded {
+                source.push_str(&format!("; {d}, recomputed"));
+            }
+            Ok(CovarianceSet::new(m, tokens, source))
         }
     }
 
     fn read_matrix(path: &Path, d_ff: usize) -> Result<Vec<f32>> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let (shape, v) = npy::read_f32(&bytes, &path.display().to_string())?;
-        if shape != [d_ff, d_ff] {
-            return Err(Error::format(
-                path.display().to_string(),
-                format!("shape {shape:?}, expected [{d_ff}, {d_ff}]"),
-            ));
-        }
-        Ok(v)
+        matrix_from_npy(&bytes, &path.display().to_string(), d_ff)
     }
 }

@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::ModelConfig;
 use crate::{Error, Result};
 
 /// Which string the target `z` is optimised for (spec hazard H1).
@@ -189,6 +190,24 @@ impl Hparams {
                 self.layers
             ));
         }
+        // JSON numbers beyond f32's range parse as infinity, which JSON cannot write back (it
+        // would become `null`, and a patch holding these hyperparameters could not be read).
+        let floats = [
+            ("clamp_norm_factor", self.clamp_norm_factor as f64),
+            ("v_lr", self.v_lr as f64),
+            ("v_weight_decay", self.v_weight_decay as f64),
+            ("kl_factor", self.kl_factor as f64),
+            ("mom2_update_weight", self.mom2_update_weight),
+            ("neuron_threshold", self.neuron_threshold as f64),
+            ("early_stop_loss", self.early_stop_loss as f64),
+            ("nullspace_threshold", self.nullspace_threshold),
+            ("L2", self.l2),
+        ];
+        if let Some((name, x)) = floats.iter().find(|(_, x)| !x.is_finite()) {
+            return bad(format!(
+                "`{name}` is {x}: write a finite number (within ±3.4e38)"
+            ));
+        }
         if self.neuron_threshold.is_nan() || self.neuron_threshold <= 0.0 {
             return bad(format!(
                 "`neuron_threshold` must be > 0, got {}",
@@ -211,14 +230,42 @@ impl Hparams {
         Ok(())
     }
 
-    /// Checks the layers against a model's depth.
-    pub fn check_model(&self, n_layers: usize) -> Result<()> {
+    /// Checks the layers against a model's depth, and the memory the edit statistics of the
+    /// edited layers take against the memory budget ([`edit_memory_bytes`]).
+    ///
+    /// # Errors
+    /// [`Error::Input`] for a layer the model does not have, [`Error::TooLarge`] when `P`, `C`
+    /// and the solve's workspace would not fit.
+    pub fn check_model(&self, config: &ModelConfig) -> Result<()> {
+        let n_layers = config.n_layers;
         if self.z_layer() >= n_layers || self.v_loss_layer >= n_layers {
             return Err(Error::input(format!(
                 "the hyperparameters edit layers {:?} (loss layer {}) but the model has {n_layers} layers",
                 self.layers, self.v_loss_layer
             )));
         }
-        Ok(())
+        let d_ff = config.d_ff;
+        crate::budget::check(edit_memory_bytes(self.layers.len(), d_ff), || {
+            format!(
+                "editing {} layers of a model with d_ff {d_ff} (the statistics P and C, d_ff² f32 \
+                 each per layer, and the f64 solve workspace)",
+                self.layers.len()
+            )
+        })
     }
 }
+
+/// Bytes the editor holds for `n_layers` edited layers of MLP width `d_ff`, whatever the
+/// method: per layer, for the whole session, `P_l` and `C_l` (`d_ff²` f32 each) and AlphaEdit's
+/// null-space projector (`d_ff²` f64); plus [`SOLVE_WORKSPACE`] f64 `d_ff²` matrices that one
+/// layer's solve builds at a time. `None` when it overflows `u64`.
+pub fn edit_memory_bytes(n_layers: usize, d_ff: usize) -> Option<u64> {
+    let square = crate::budget::bytes_of(&[d_ff, d_ff], 1)?;
+    let per_layer = square.checked_mul(4 + 4 + 8)?;
+    let held = per_layer.checked_mul(u64::try_from(n_layers).ok()?)?;
+    held.checked_add(square.checked_mul(SOLVE_WORKSPACE * 8)?)
+}
+
+/// `d_ff²` f64 matrices alive at once in the largest solve (`edit/solve.rs`): AlphaEdit's
+/// projector, `P + K Kᵀ`, their product `A` and its LU factors, with a temporary beside them.
+pub const SOLVE_WORKSPACE: u64 = 6;

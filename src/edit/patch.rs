@@ -253,7 +253,7 @@ impl Patch {
             )));
         }
         let (d, d_ff) = (model.config.d_model, model.config.d_ff);
-        self.hparams.check_model(model.config.n_layers)?;
+        self.hparams.check_model(&model.config)?;
         for (k, e) in self.entries.iter().enumerate() {
             let what = |msg: String| {
                 Error::input(format!(

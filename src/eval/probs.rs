@@ -3,7 +3,8 @@
 //!
 //! As the reference does, the input is the tokens of `prefix + " " + candidate`, the targets are
 //! the tokens of `" " + candidate` tokenised on their own, and they are read at positions
-//! `len(tokens(prefix)) + j − 1`.
+//! `len(tokens(prefix)) + j − 1`. For a model that prepends a BOS, the input and the prefix
+//! carry it (it is part of the context) and the targets do not (it is not a candidate token).
 
 use crate::backend::Backend;
 use crate::model::{ForwardSpec, LogitRows, Model, Packed, Tokenizer};
@@ -47,7 +48,7 @@ pub async fn score_candidates<B: Backend>(
         let mut starts = vec![];
         for (prefix, cand) in chunk {
             let full = tok.encode(&format!("{prefix} {cand}"))?;
-            let target = tok.encode(&format!(" {cand}"))?;
+            let target = tok.encode_continuation(&format!(" {cand}"))?;
             let prefix_len = tok.encode(prefix)?.len();
             if target.is_empty() || prefix_len == 0 || prefix_len + target.len() > full.len() {
                 return Err(Error::input(format!(

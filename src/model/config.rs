@@ -91,6 +91,53 @@ impl ModelConfig {
             .checked_add(head)
     }
 
+    /// Bytes of all the weights as f32 (what the loaders build), `None` when it overflows.
+    pub fn weight_bytes(&self) -> Option<u64> {
+        u64::try_from(self.checked_n_params()?).ok()?.checked_mul(4)
+    }
+
+    /// Bytes of the RoPE cos/sin table, `(max_ctx, head_dim)` f32, `None` when it overflows.
+    pub fn rope_table_bytes(&self) -> Option<u64> {
+        crate::budget::bytes_of(&[self.max_ctx.max(1), self.head_dim], 4)
+    }
+
+    /// Checks what loading this model allocates from its dimensions against the memory budget
+    /// (the f32 weights and the RoPE table). Loaders call it before decoding any tensor.
+    ///
+    /// `file_weights` is the number of weights the file's tensors store. The weights are only
+    /// budgeted as a whole when the file holds them all: when it holds fewer, loading stops at
+    /// the first missing or misshapen tensor (a named error), and what is decoded before that is
+    /// justified by the file and checked tensor by tensor.
+    ///
+    /// # Errors
+    /// [`crate::Error::TooLarge`] naming the weights or the table.
+    pub fn check_memory(&self, file_weights: u64) -> crate::Result<()> {
+        let n_params = self.checked_n_params().and_then(|n| u64::try_from(n).ok());
+        if n_params.is_some_and(|n| n <= file_weights) {
+            crate::budget::check(self.weight_bytes(), || {
+                format!(
+                    "the model's weights as f32 ({} layers, d_model {}, d_ff {}, vocabulary {})",
+                    self.n_layers, self.d_model, self.d_ff, self.vocab_size
+                )
+            })?;
+        }
+        self.check_rope_table()
+    }
+
+    /// Checks the RoPE table against the memory budget.
+    ///
+    /// # Errors
+    /// [`crate::Error::TooLarge`] naming the table.
+    pub fn check_rope_table(&self) -> crate::Result<()> {
+        crate::budget::check(self.rope_table_bytes(), || {
+            format!(
+                "the RoPE table for a context of {} positions (context_length / \
+                 max_position_embeddings) × head_dim {}",
+                self.max_ctx, self.head_dim
+            )
+        })
+    }
+
     /// Checks internal consistency; loaders call this so that a lying file errors out early.
     pub fn validate(&self, path: &str) -> crate::Result<()> {
         let bad = |msg: String| Err(crate::Error::format(path, msg));
@@ -124,6 +171,9 @@ impl ModelConfig {
                 "rope_theta {} and rms_norm_eps {} must be positive",
                 self.rope_theta, self.rms_eps
             ));
+        }
+        if self.max_ctx == 0 {
+            return bad("the context length is 0".into());
         }
         Ok(())
     }

@@ -123,10 +123,13 @@ impl<B: Backend> Model<B> {
     /// the upload proceeds.
     ///
     /// # Errors
-    /// A tensor over the adapter's limits ([`Error::BufferTooLarge`]).
+    /// An inconsistent config ([`ModelConfig::validate`]), a RoPE table over the memory budget
+    /// ([`Error::TooLarge`]), a tensor over the adapter's limits ([`Error::BufferTooLarge`]).
     pub fn upload(backend: B, config: ModelConfig, host: Weights<HostTensor>) -> Result<Self> {
+        config.validate("model config")?;
+        config.check_rope_table()?;
         let weights = host.try_map(|t| backend.upload_owned(&t.name, t.data, &t.shape))?;
-        let rope_positions = config.max_ctx.max(1);
+        let rope_positions = config.max_ctx;
         let table = rope_table(config.rope_theta, config.head_dim, rope_positions);
         let rope = backend.upload_owned("rope table", table, &[rope_positions, config.head_dim])?;
         Ok(Model {
@@ -271,10 +274,22 @@ impl<B: Backend> Model<B> {
         be.matmul(&x, self.weights.head(), Transpose::NT)
     }
 
-    /// An empty KV cache for up to `capacity` tokens.
+    /// An empty KV cache for up to `capacity` tokens (at most the context length).
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] when the cache would not fit in the memory budget.
     pub fn new_cache(&self, capacity: usize) -> Result<KvCache<B::Tensor>> {
-        let capacity = capacity.clamp(1, self.config.max_ctx);
+        let capacity = capacity.clamp(1, self.config.max_ctx.max(1));
         let kv = self.config.kv_dim();
+        let n_layers = self.config.n_layers;
+        crate::budget::check(
+            crate::budget::bytes_of(&[n_layers, 2, capacity, kv], 4),
+            || {
+                format!(
+                    "a KV cache of {capacity} tokens ({n_layers} layers × keys and values × {kv})"
+                )
+            },
+        )?;
         let mut k = Vec::with_capacity(self.config.n_layers);
         let mut v = Vec::with_capacity(self.config.n_layers);
         for _ in 0..self.config.n_layers {

@@ -23,6 +23,7 @@ pub use quant::GgmlType;
 pub use value::MetaValue;
 
 use super::HostTensor;
+use crate::error::escape;
 use crate::{Error, Result};
 use value::Cursor;
 
@@ -91,6 +92,7 @@ impl<'a> GgufFile<'a> {
             bytes,
             pos: 0,
             path,
+            in_memory: 0,
         };
         let magic = c.array::<4>(&|| "the GGUF magic".into())?;
         if &magic != b"GGUF" {
@@ -127,20 +129,29 @@ impl<'a> GgufFile<'a> {
         // 8 + 4 + 1.
         let n_tensors = c.u64(&|| "the tensor count".into())?;
         let n_kv = c.count(13, &|| "the metadata entry count".into())?;
+        // The entry itself and its index slot (key copy and position).
+        let entry =
+            std::mem::size_of::<(String, MetaValue)>() + std::mem::size_of::<(String, usize)>();
+        c.charge(n_kv, entry, &|| format!("{n_kv} metadata entries"))?;
         let mut metadata = Vec::with_capacity(n_kv);
         let mut metadata_index = HashMap::with_capacity(n_kv);
         for i in 0..n_kv {
             let key = c.string(&|| format!("key of metadata entry #{i}"))?;
-            let ty = c.u32(&|| format!("value type of metadata key `{key}`"))?;
-            let value = c.value(ty, &key, 0)?;
-            if metadata_index.insert(key.clone(), metadata.len()).is_some() {
+            // The key as messages show it: a hostile file's key may hold terminal escapes.
+            let shown = escape(&key);
+            let ty = c.u32(&|| format!("value type of metadata key `{shown}`"))?;
+            let value = c.value(ty, &shown, 0)?;
+            if metadata_index.contains_key(&key) {
                 return Err(c.error(format!(
-                    "metadata key `{key}` appears twice: the file is corrupt"
+                    "metadata key `{shown}` appears twice: the file is corrupt"
                 )));
             }
+            metadata_index.insert(key.clone(), metadata.len());
             metadata.push((key, value));
         }
         let n_tensors = check_count(&c, n_tensors, 24, "the tensor count")?;
+        let entry = std::mem::size_of::<GgufTensorInfo>() + std::mem::size_of::<(String, usize)>();
+        c.charge(n_tensors, entry, &|| format!("{n_tensors} tensor infos"))?;
         let mut tensors = Vec::with_capacity(n_tensors);
         let mut tensor_index = HashMap::with_capacity(n_tensors);
         for i in 0..n_tensors {
@@ -151,7 +162,7 @@ impl<'a> GgufFile<'a> {
             {
                 return Err(c.error(format!(
                     "tensor `{}` appears twice: the file is corrupt",
-                    info.name
+                    escape(&info.name)
                 )));
             }
             tensors.push(info);
@@ -189,7 +200,9 @@ impl<'a> GgufFile<'a> {
                 return Err(self.format(format!(
                     "tensor `{}` starts at data offset {}, not a multiple of the alignment {}: the \
                      file is corrupt",
-                    t.name, t.offset, self.alignment
+                    escape(&t.name),
+                    t.offset,
+                    self.alignment
                 )));
             }
             let Some((block, _)) = t.ggml_type.block_layout() else {
@@ -200,7 +213,8 @@ impl<'a> GgufFile<'a> {
                 return Err(self.format(format!(
                     "tensor `{}` has rows of {row} weights, not a multiple of the {} block size \
                      {block}: the file is corrupt",
-                    t.name, t.ggml_type
+                    escape(&t.name),
+                    t.ggml_type
                 )));
             }
             let end = t
@@ -212,7 +226,7 @@ impl<'a> GgufFile<'a> {
                     return Err(self.format(format!(
                         "tensor `{}` data ends at byte {} but the file has {len} bytes: the \
                          file is truncated; download it again",
-                        t.name,
+                        escape(&t.name),
                         end.map_or_else(|| "beyond 2^64".to_string(), |e| e.to_string())
                     )));
                 }
@@ -332,11 +346,19 @@ impl<'a> GgufFile<'a> {
     /// GGUF dims `[ne0, ne1, …]` become the row-major shape `[…, ne1, ne0]`.
     ///
     /// Errors: [`Error::MissingTensor`] when absent, [`Error::Unsupported`] for a storage type
-    /// other than F32, F16, BF16, Q8_0, Q4_0 and Q4_1.
+    /// other than F32, F16, BF16, Q8_0, Q4_0 and Q4_1,
+    /// [`Error::TooLarge`] when its f32 copy is over the memory budget.
     pub fn tensor(&self, name: &str) -> Result<HostTensor> {
         let bytes = self.tensor_bytes(name)?;
         let info = self.require(name)?;
-        let data = quant::dequantize(info.ggml_type, bytes, info.n_elements() as usize);
+        let n = info.n_elements();
+        crate::budget::check(n.checked_mul(4), || {
+            format!(
+                "tensor `{}` dequantised to f32 ({n} weights)",
+                escape(&info.name)
+            )
+        })?;
+        let data = quant::dequantize(info.ggml_type, bytes, n as usize);
         Ok(HostTensor::new(name, info.shape(), data))
     }
 
@@ -361,7 +383,8 @@ impl<'a> GgufFile<'a> {
                  the model to F16, BF16, Q8_0, Q4_0 or Q4_1 (for example `llama-quantize \
                  --allow-requantize in.gguf out.gguf Q8_0`, or `convert_hf_to_gguf.py \
                  --outtype f16`)",
-                info.name, info.ggml_type
+                escape(&info.name),
+                info.ggml_type
             ),
         )
     }
@@ -396,6 +419,12 @@ fn check_count(c: &Cursor, n: u64, min_bytes_each: usize, what: &str) -> Result<
 
 fn read_tensor_info(c: &mut Cursor, i: usize) -> Result<GgufTensorInfo> {
     let name = c.string(&|| format!("name of tensor info #{i}"))?;
+    let info = read_tensor_layout(c, &escape(&name))?;
+    Ok(GgufTensorInfo { name, ..info })
+}
+
+/// The dimensions, type and offset of a tensor info; `name` is the escaped name for messages.
+fn read_tensor_layout(c: &mut Cursor, name: &str) -> Result<GgufTensorInfo> {
     let n_dims = c.u32(&|| format!("dimension count of tensor `{name}`"))?;
     if n_dims > MAX_DIMS {
         return Err(c.error(format!(
@@ -418,7 +447,7 @@ fn read_tensor_info(c: &mut Cursor, i: usize) -> Result<GgufTensorInfo> {
     let ggml_type = GgmlType(c.u32(&|| format!("type of tensor `{name}`"))?);
     let offset = c.u64(&|| format!("data offset of tensor `{name}`"))?;
     Ok(GgufTensorInfo {
-        name,
+        name: String::new(),
         dims,
         ggml_type,
         offset,

@@ -6,6 +6,8 @@
 //! place, so the peak is the file bytes plus the f32 weights and one tensor's worth of
 //! scratch.
 
+#[cfg(not(target_arch = "wasm32"))]
+mod files;
 mod gguf_llama;
 
 use std::collections::HashMap;
@@ -18,6 +20,8 @@ use super::weights::{LAYER_SUFFIXES, LayerWeights, Weights, layer_name};
 use super::{HostTensor, ModelConfig, Tokenizer};
 use crate::{Error, Result};
 
+#[cfg(not(target_arch = "wasm32"))]
+pub use files::load_path;
 pub use gguf_llama::{config_from_gguf, gguf_name, unpermute_qk_rows};
 
 /// A model ready to upload to a backend.
@@ -69,6 +73,11 @@ pub fn load_gguf(bytes: &[u8], name: &str) -> Result<LoadedModel> {
     let gguf = GgufFile::parse(bytes, name)?;
     let tokenizer = Tokenizer::from_gguf(&gguf)?;
     let config = config_from_gguf(&gguf, &tokenizer)?;
+    let stored = gguf
+        .tensor_infos()
+        .iter()
+        .fold(0u64, |n, t| n.saturating_add(t.n_elements()));
+    config.check_memory(stored)?;
     let weights = build_weights(&config, name, |hf| gguf_llama::tensor(&gguf, &config, hf))?;
     let mut types: HashMap<String, usize> = HashMap::new();
     for t in gguf.tensor_infos() {
@@ -127,16 +136,34 @@ fn load_hf(
     let mut config = parse_config(config_json, config_path)?;
     let tokenizer = Tokenizer::from_json(tokenizer_json, tokenizer_path)?
         .with_special_ids(config.bos_id, config.eos_id);
-    if tokenizer.vocab_size() > config.vocab_size {
+    // The largest id, not the count: a vocabulary can skip ids, and every id the tokenizer can
+    // produce indexes the embedding and the logits.
+    if let Some(max) = tokenizer.max_id()
+        && max as usize >= config.vocab_size
+    {
         return Err(Error::format(
             tokenizer_path,
             format!(
-                "the tokenizer has {} tokens but config.json's vocab_size is {}: the two files are \
-                 from different models",
+                "the tokenizer has {} tokens with ids up to {max} but config.json's vocab_size \
+                 is {}: the two files are from different models",
                 tokenizer.vocab_size(),
                 config.vocab_size
             ),
         ));
+    }
+    for (key, id) in [
+        ("bos_token_id", tokenizer.bos_id()),
+        ("eos_token_id", tokenizer.eos_id()),
+    ] {
+        if let Some(id) = id.filter(|&id| id as usize >= config.vocab_size) {
+            return Err(Error::format(
+                config_path,
+                format!(
+                    "{key} is {id} but vocab_size is {}: the file is corrupt",
+                    config.vocab_size
+                ),
+            ));
+        }
     }
     config.bos_id = tokenizer.bos_id();
     config.eos_id = tokenizer.eos_id();
@@ -148,6 +175,7 @@ fn load_hf(
         ));
     }
     let tensors = SafetensorsShards::parse(shards)?;
+    config.check_memory(tensors.n_weights())?;
     let weights = build_weights(&config, shards[0].0, |hf| tensors.tensor(hf))?;
     let name = serde_json::from_str::<serde_json::Value>(config_json)
         .ok()
@@ -248,98 +276,4 @@ pub fn sha256_hex(parts: &[&[u8]]) -> String {
         h.update(p);
     }
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Loads a `.gguf` file, or a directory with `config.json`, `tokenizer.json` and the safetensors
-/// shards (those named in `model.safetensors.index.json` when present, else every
-/// `*.safetensors`).
-///
-/// Errors: [`Error::Io`] for a file that cannot be read, plus those of [`load_gguf`] and
-/// [`load_safetensors`].
-#[cfg(not(target_arch = "wasm32"))]
-pub fn load_path(path: &std::path::Path) -> Result<LoadedModel> {
-    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| Error::io(p, e));
-    let read_text = |p: &std::path::Path| std::fs::read_to_string(p).map_err(|e| Error::io(p, e));
-    if !path.is_dir() {
-        let bytes = read(path)?;
-        let mut model = load_gguf(&bytes, &path.display().to_string())?;
-        model.source.name = file_name(path);
-        return Ok(model);
-    }
-    let config_path = path.join("config.json");
-    let tokenizer_path = path.join("tokenizer.json");
-    let (config, tokenizer) = (read_text(&config_path)?, read_text(&tokenizer_path)?);
-    let files = shard_files(path)?;
-    let mut bytes = Vec::with_capacity(files.len());
-    for f in &files {
-        bytes.push(read(f)?);
-    }
-    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-    let shards: Vec<(&str, &[u8])> = names
-        .iter()
-        .map(String::as_str)
-        .zip(bytes.iter().map(Vec::as_slice))
-        .collect();
-    let (cp, tp) = (
-        config_path.display().to_string(),
-        tokenizer_path.display().to_string(),
-    );
-    let mut model = load_hf(&cp, &config, &tp, &tokenizer, &shards)?;
-    model.source.name = file_name(path);
-    Ok(model)
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-fn file_name(path: &std::path::Path) -> String {
-    path.file_name().map_or_else(
-        || path.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    )
-}
-
-/// The shard files of a checkpoint directory, sorted.
-#[cfg(not(target_arch = "wasm32"))]
-fn shard_files(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
-    let index_path = dir.join("model.safetensors.index.json");
-    let mut files: Vec<std::path::PathBuf> = if index_path.exists() {
-        let text = std::fs::read_to_string(&index_path).map_err(|e| Error::io(&index_path, e))?;
-        let index: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-            Error::format(
-                index_path.display().to_string(),
-                format!("not valid JSON: {e}"),
-            )
-        })?;
-        let map = index
-            .get("weight_map")
-            .and_then(|m| m.as_object())
-            .ok_or_else(|| {
-                Error::format(
-                    index_path.display().to_string(),
-                    "no `weight_map` object: the index is corrupt",
-                )
-            })?;
-        let mut names: Vec<&str> = map.values().filter_map(|v| v.as_str()).collect();
-        names.sort_unstable();
-        names.dedup();
-        names.into_iter().map(|n| dir.join(n)).collect()
-    } else {
-        let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
-        let mut files = Vec::new();
-        for entry in entries {
-            let p = entry.map_err(|e| Error::io(dir, e))?.path();
-            if p.extension().is_some_and(|x| x == "safetensors") {
-                files.push(p);
-            }
-        }
-        files
-    };
-    files.sort();
-    if files.is_empty() {
-        return Err(Error::format(
-            dir.display().to_string(),
-            "no *.safetensors file in this directory: pass a .gguf file or a Hugging Face model \
-             directory (config.json, tokenizer.json, *.safetensors)",
-        ));
-    }
-    Ok(files)
 }

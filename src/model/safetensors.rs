@@ -12,6 +12,7 @@ use half::{bf16, f16};
 use serde_json::Value;
 
 use super::{Arch, HostTensor, ModelConfig};
+use crate::error::escape;
 use crate::{Error, Result};
 
 /// `architectures` entries other than `*Llama*ForCausalLM` that have the Llama block
@@ -80,7 +81,8 @@ pub fn parse_config(json: &str, path: &str) -> Result<ModelConfig> {
         && act != "silu"
     {
         return Err(unsupported(format!(
-            "hidden_act `{act}`: the Llama MLP here is SwiGLU (silu)"
+            "hidden_act `{}`: the Llama MLP here is SwiGLU (silu)",
+            escape(act)
         )));
     }
     if let Some(scaling) = v.get("rope_scaling").filter(|s| !s.is_null()) {
@@ -173,7 +175,8 @@ impl<'a> SafetensorsShards<'a> {
                     return Err(Error::format(
                         path,
                         format!(
-                            "tensor `{name}` is also in {}: remove the duplicate shard",
+                            "tensor `{}` is also in {}: remove the duplicate shard",
+                            escape(name),
                             shards[other].0
                         ),
                     ));
@@ -190,6 +193,19 @@ impl<'a> SafetensorsShards<'a> {
     /// Number of tensors over all shards.
     pub fn len(&self) -> usize {
         self.index.len()
+    }
+
+    /// Number of weights stored over all shards (saturating: only compared with a config's).
+    pub fn n_weights(&self) -> u64 {
+        self.shards
+            .iter()
+            .flat_map(|(_, st)| st.iter())
+            .map(|(_, v)| {
+                v.shape()
+                    .iter()
+                    .fold(1u64, |n, &d| n.saturating_mul(d as u64))
+            })
+            .fold(0, u64::saturating_add)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -232,6 +248,13 @@ impl<'a> SafetensorsShards<'a> {
             .tensor(name)
             .map_err(|e| Error::format(path, e.to_string()))?;
         let b = view.data();
+        crate::budget::check(crate::budget::bytes_of(view.shape(), 4), || {
+            format!(
+                "tensor `{}` of shape {:?} converted to f32",
+                escape(name),
+                view.shape()
+            )
+        })?;
         let data: Vec<f32> = match view.dtype() {
             Dtype::F32 => b
                 .chunks_exact(4)
@@ -249,8 +272,9 @@ impl<'a> SafetensorsShards<'a> {
                 return Err(Error::Unsupported {
                     path: path.clone(),
                     msg: format!(
-                        "tensor `{name}` has dtype {other}; nse reads F32, F16 and BF16 \
-                         safetensors (save the model with torch_dtype=float16 or bfloat16)"
+                        "tensor `{}` has dtype {other}; nse reads F32, F16 and BF16 \
+                         safetensors (save the model with torch_dtype=float16 or bfloat16)",
+                        escape(name)
                     ),
                 });
             }
@@ -285,8 +309,9 @@ fn explain(e: &SafeTensorError, bytes: &[u8]) -> String {
             )
         }
         SafeTensorError::InvalidOffset(name) => format!(
-            "tensor `{name}` has data_offsets that do not start where the previous tensor ends \
-             (overlapping tensors or a gap): the file is corrupt"
+            "tensor `{}` has data_offsets that do not start where the previous tensor ends \
+             (overlapping tensors or a gap): the file is corrupt",
+            escape(name)
         ),
         SafeTensorError::TensorInvalidInfo => match span_mismatch(bytes) {
             Some(detail) => format!("{detail}: the file is corrupt"),
@@ -323,8 +348,9 @@ fn span_mismatch(bytes: &[u8]) -> Option<String> {
         let (s, e) = info.data_offsets;
         (e.checked_sub(s) != Some(want)).then(|| {
             format!(
-                "tensor `{name}` has shape {:?} of {} ({want} bytes) but data_offsets [{s}, {e}] \
+                "tensor `{}` has shape {:?} of {} ({want} bytes) but data_offsets [{s}, {e}] \
                  span {} bytes",
+                escape(name),
                 info.shape,
                 info.dtype,
                 e as i128 - s as i128

@@ -12,6 +12,7 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::{AddedToken, PreTokenizerWrapper};
 
 use super::gguf::GgufFile;
+use crate::error::escape;
 use crate::{Error, Result};
 
 /// GGUF `tokenizer.ggml.token_type` of a control (special) token.
@@ -54,9 +55,10 @@ impl Tokenizer {
             .ok_or_else(|| missing("tokenizer.ggml.model"))?;
         if model != "gpt2" {
             return Err(unsupported(format!(
-                "tokenizer model `{model}` (tokenizer.ggml.model); only `gpt2` (byte-level BPE) is \
+                "tokenizer model `{}` (tokenizer.ggml.model); only `gpt2` (byte-level BPE) is \
                  built from GGUF metadata. Load the model's Hugging Face directory (config.json, \
-                 tokenizer.json, *.safetensors) instead"
+                 tokenizer.json, *.safetensors) instead",
+                escape(model)
             )));
         }
         let digits_first = match gguf.get_str("tokenizer.ggml.pre")? {
@@ -64,8 +66,9 @@ impl Tokenizer {
             None | Some("gpt-2") | Some("gpt2") => false,
             Some(pre) => {
                 return Err(unsupported(format!(
-                    "pre-tokenizer `{pre}` (tokenizer.ggml.pre); supported: `smollm`, `gpt-2`. \
-                     Load the model's Hugging Face directory (with its tokenizer.json) instead"
+                    "pre-tokenizer `{}` (tokenizer.ggml.pre); supported: `smollm`, `gpt-2`. \
+                     Load the model's Hugging Face directory (with its tokenizer.json) instead",
+                    escape(pre)
                 )));
             }
         };
@@ -178,7 +181,12 @@ impl Tokenizer {
     /// `config.json` with [`Tokenizer::with_special_ids`]. Whether a BOS is prepended is read off
     /// the post-processor: if it puts exactly one token in front of a plain encoding, that token
     /// is the BOS and `encode` prepends it; anything else the post-processor adds is ignored.
+    ///
+    /// Errors: [`Error::Format`] for a file that is not JSON or not a tokenizer;
+    /// [`Error::Unsupported`] for a tokenizer model other than BPE (Llama-family tokenizers are
+    /// BPE) or a `Precompiled` normalizer (SentencePiece's; no Llama-family tokenizer uses it).
     pub fn from_json(json: &str, path: &str) -> Result<Self> {
+        check_json(json, path)?;
         let inner: tokenizers::Tokenizer = json.parse().map_err(|e| {
             Error::format(
                 path,
@@ -220,15 +228,19 @@ impl Tokenizer {
     /// Special-token text such as `<|im_end|>` in `text` maps to its special id (as in Hugging
     /// Face `transformers`), so chat templates encode as the model expects.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let ids = self.encode_continuation(text)?;
+        let bos = self.bos_id.filter(|_| self.add_bos);
+        Ok(bos.into_iter().chain(ids).collect())
+    }
+
+    /// Token ids of `text` as a continuation of earlier text: never with a BOS, whatever
+    /// [`Tokenizer::add_bos`] says.
+    pub fn encode_continuation(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self
             .inner
             .encode(text, false)
             .map_err(|e| Error::input(format!("could not tokenize {text:?}: {e}")))?;
-        let bos = self.bos_id.filter(|_| self.add_bos);
-        Ok(bos
-            .into_iter()
-            .chain(enc.get_ids().iter().copied())
-            .collect())
+        Ok(enc.get_ids().to_vec())
     }
 
     /// Text of `ids`, special tokens included, spaces as they are.
@@ -263,6 +275,12 @@ impl Tokenizer {
         self.inner.get_vocab_size(true)
     }
 
+    /// The largest id the tokenizer can produce or decode (vocabulary and added tokens), `None`
+    /// for an empty vocabulary.
+    pub fn max_id(&self) -> Option<u32> {
+        self.inner.get_vocab(true).into_values().max()
+    }
+
     pub fn bos_id(&self) -> Option<u32> {
         self.bos_id
     }
@@ -282,6 +300,46 @@ impl Tokenizer {
             .to_string(false)
             .map_err(|e| Error::input(format!("could not serialise the tokenizer: {e}")))
     }
+}
+
+/// What the `tokenizers` library must never be given, because it panics on it instead of
+/// returning an error (found by fuzzing, `tests/hostile/hf/`): malformed JSON inside the
+/// `decoder` (`expect("Helper")`), and a `Precompiled` normalizer whose character map does not
+/// parse (`expect("Precompiled")`). The model must be BPE, so that no other model's loader is
+/// reached with hostile input.
+fn check_json(json: &str, path: &str) -> Result<()> {
+    let v: serde_json::Value = serde_json::from_str(json)
+        .map_err(|e| Error::format(path, format!("not valid JSON: {e}")))?;
+    let unsupported = |msg: String| Error::Unsupported {
+        path: path.to_string(),
+        msg,
+    };
+    match v.pointer("/model/type").and_then(serde_json::Value::as_str) {
+        Some("BPE") => {}
+        other => {
+            return Err(unsupported(format!(
+                "tokenizer model type {}: Llama-family tokenizers are BPE, the only type nse reads",
+                other.map_or_else(|| "missing".into(), |t| format!("`{}`", escape(t)))
+            )));
+        }
+    }
+    fn has_precompiled(v: &serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::Object(o) => {
+                o.get("type").and_then(serde_json::Value::as_str) == Some("Precompiled")
+                    || o.values().any(has_precompiled)
+            }
+            serde_json::Value::Array(a) => a.iter().any(has_precompiled),
+            _ => false,
+        }
+    }
+    if v.get("normalizer").is_some_and(has_precompiled) {
+        return Err(unsupported(
+            "a `Precompiled` normalizer (SentencePiece's); Llama-family tokenizers do not use it"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// GGUF merges are `"left right"`; the split is at the first space after the first character,

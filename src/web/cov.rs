@@ -137,7 +137,11 @@ async fn load_stored(
             .dyn_into::<Float32Array>()
             .map_err(|_| bad())?
             .to_vec();
-        if c.len() != d_ff * d_ff {
+        if Some(c.len()) != d_ff.checked_mul(d_ff) || !c.iter().all(|x| x.is_finite()) {
+            // Deleted, or the same bad entry would be found again on every load.
+            if let Err(e) = db.delete(COVARIANCE, key).await {
+                web_sys::console::warn_1(&e.to_string().into());
+            }
             return Err(bad());
         }
         m.insert(l, c);
@@ -194,13 +198,7 @@ async fn fetch_shipped(
             &format!("Covariance: downloading {url}…"),
         );
         let bytes = fetch_bytes(&url, |_, _| {}).await?;
-        let (shape, c) = crate::npy::read_f32(&bytes, &url)?;
-        if shape != [d_ff, d_ff] {
-            return Err(Error::format(
-                url,
-                format!("shape {shape:?}, expected [{d_ff}, {d_ff}]"),
-            ));
-        }
+        let c = crate::edit::covariance::matrix_from_npy(&bytes, &url, d_ff)?;
         m.insert(l, c);
         dom::yield_now().await;
     }

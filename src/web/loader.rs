@@ -177,6 +177,12 @@ async fn read_stream(
         .get_reader()
         .dyn_into()
         .map_err(|e| js_error(&format!("cannot read {what}"), e.into()))?;
+    // Checked before reserving: a file over the budget (over 2 GiB, say, where wasm32's
+    // `Vec::with_capacity` would panic) is refused with a message, not a dead tab.
+    let too_big = |n: Option<u64>| {
+        crate::budget::check(n, || format!("reading {}", crate::error::escape(what)))
+    };
+    too_big(total)?;
     // Reserve once: a 100 MB model grown by doubling would briefly need twice its size.
     let capacity = total.and_then(|t| usize::try_from(t).ok()).unwrap_or(0);
     let mut bytes: Vec<u8> = Vec::with_capacity(capacity);
@@ -195,7 +201,10 @@ async fn read_stream(
             .and_then(|v| v.dyn_into())
             .map_err(|e| js_error(&format!("reading {what}: a chunk is not bytes"), e))?;
         let start = bytes.len();
-        bytes.resize(start + value.length() as usize, 0);
+        // A stream may be longer than announced, or announce nothing.
+        let end = (start as u64).checked_add(value.length().into());
+        too_big(end)?;
+        bytes.resize(end.expect("checked") as usize, 0);
         value.copy_to(&mut bytes[start..]);
         on_progress(bytes.len() as u64, total);
     }

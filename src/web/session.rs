@@ -218,7 +218,7 @@ fn editing_for<B: Backend>(
     std::result::Result<EditSetup, String>,
 )> {
     let hp = Hparams::for_model(&source.name).and_then(|hp| {
-        hp.check_model(model.config.n_layers)?;
+        hp.check_model(&model.config)?;
         Ok(hp)
     });
     let setup = match hp.and_then(EditSetup::new) {

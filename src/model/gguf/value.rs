@@ -139,9 +139,24 @@ pub(super) struct Cursor<'a> {
     pub bytes: &'a [u8],
     pub pos: usize,
     pub path: &'a str,
+    /// Bytes of memory the values read so far take once parsed: a 1-byte `u8` in the file
+    /// becomes a 32-byte [`MetaValue`], so the file's length alone does not bound it.
+    pub in_memory: u64,
 }
 
 impl<'a> Cursor<'a> {
+    /// Adds `n` items of `each` bytes to [`Cursor::in_memory`] and checks the total against
+    /// the memory budget before they are allocated.
+    pub fn charge(&mut self, n: usize, each: usize, what: &dyn Fn() -> String) -> Result<()> {
+        let total =
+            crate::budget::bytes_of(&[n], each as u64).and_then(|b| b.checked_add(self.in_memory));
+        crate::budget::check(total, || {
+            format!("{}: {} as parsed in memory", self.path, what())
+        })?;
+        self.in_memory = total.expect("checked");
+        Ok(())
+    }
+
     pub fn remaining(&self) -> usize {
         self.bytes.len() - self.pos
     }
@@ -205,6 +220,7 @@ impl<'a> Cursor<'a> {
     /// A GGUF string: `u64` length, then UTF-8 bytes.
     pub fn string(&mut self, what: &dyn Fn() -> String) -> Result<String> {
         let len = self.count(1, &|| format!("length of {}", what()))?;
+        self.charge(len, 1, what)?;
         let at = self.pos;
         let b = self.take(len, what)?;
         String::from_utf8(b.to_vec()).map_err(|_| {
@@ -215,7 +231,7 @@ impl<'a> Cursor<'a> {
         })
     }
 
-    /// A metadata value of GGUF type id `ty`; `key` names it for messages.
+    /// A metadata value of GGUF type id `ty`; `key` names it for messages (already escaped).
     pub fn value(&mut self, ty: u32, key: &str, depth: usize) -> Result<MetaValue> {
         let what = || format!("value of metadata key `{key}`");
         Ok(match ty {
@@ -238,6 +254,9 @@ impl<'a> Cursor<'a> {
                 let elem = self.u32(&|| format!("element type of metadata array `{key}`"))?;
                 let min = min_value_bytes(elem).ok_or_else(|| self.unknown_type(elem, key))?;
                 let n = self.count(min, &|| format!("length of metadata array `{key}`"))?;
+                self.charge(n, std::mem::size_of::<MetaValue>(), &|| {
+                    format!("metadata array `{key}` of {n} values")
+                })?;
                 let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
                     items.push(self.value(elem, key, depth + 1)?);

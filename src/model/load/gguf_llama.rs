@@ -2,6 +2,7 @@
 
 use super::super::gguf::GgufFile;
 use super::super::{Arch, HostTensor, ModelConfig, Tokenizer};
+use crate::error::escape;
 use crate::{Error, Result};
 
 /// HF per-layer suffix → GGUF per-layer name, in [`LAYER_SUFFIXES`](super::LAYER_SUFFIXES) order.
@@ -48,7 +49,8 @@ pub fn config_from_gguf(gguf: &GgufFile, tokenizer: &Tokenizer) -> Result<ModelC
     let arch = gguf.get_str("general.architecture")?.unwrap_or("(none)");
     if arch != "llama" {
         return Err(unsupported(format!(
-            "general.architecture is `{arch}`: only llama-family GGUF models (`llama`) run in nse"
+            "general.architecture is `{}`: only llama-family GGUF models (`llama`) run in nse",
+            escape(arch)
         )));
     }
     let key = |k: &str| format!("llama.{k}");
@@ -80,7 +82,8 @@ pub fn config_from_gguf(gguf: &GgufFile, tokenizer: &Tokenizer) -> Result<ModelC
         && scaling != "none"
     {
         return Err(unsupported(format!(
-            "RoPE scaling `{scaling}` is not implemented; only plain RoPE is"
+            "RoPE scaling `{}` is not implemented; only plain RoPE is",
+            escape(scaling)
         )));
     }
     if gguf.tensor_info("rope_freqs.weight").is_some() {
