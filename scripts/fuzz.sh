@@ -16,7 +16,7 @@ cd "$(dirname "$0")/../fuzz"
 minutes="${1:-30}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(gguf hf requests npy hparams)
+[ ${#targets[@]} -eq 0 ] && targets=(gguf hf requests npy hparams patch)
 
 command -v cargo-fuzz >/dev/null || { echo "cargo-fuzz is missing: cargo install cargo-fuzz" >&2; exit 1; }
 

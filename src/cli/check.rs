@@ -61,6 +61,7 @@ pub fn run(args: CheckArgs) -> Result<()> {
         model: args.model.clone(),
         backend: BackendChoice::Cpu,
         patch: None,
+        memory_budget: None,
     };
     let host = model_args.load_host()?;
     let t_loaded = t0.elapsed().as_secs_f64();

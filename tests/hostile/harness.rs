@@ -89,15 +89,22 @@ pub fn requests(data: &[u8]) -> Result<()> {
     let text = String::from_utf8_lossy(data);
     let cases = nse::edit::dataset::parse_cases(&text, "fuzz.json")?;
     let requests: Vec<_> = cases.into_iter().map(|c| c.request).collect();
-    nse::edit::request::check_batch(&requests)?;
     let tok = tokenizer();
     for r in &requests {
-        r.validate()?;
         tok.encode(&r.sentence())?;
-        nse::edit::target::target_ids(tok, r, nse::edit::TargetSpace::Space)?;
-        nse::edit::templates::subject_last_index(tok, &r.prompt, &r.subject)?;
     }
-    Ok(())
+    // The editor's own check before any work: shape, target tokens, the subject's last token
+    // in every prompt the editor builds, the context, duplicates.
+    let hp = nse::edit::Hparams::for_model("SmolLM2-135M-Instruct")?;
+    let templates =
+        nse::edit::ContextTemplates::new(hp.context_templates.clone().unwrap_or_default())?;
+    nse::edit::check::CheckSpec {
+        tok,
+        templates: &templates,
+        target_space: hp.target_space,
+        max_ctx: 8192,
+    }
+    .check_batch(&requests)
 }
 
 /// A `.npy` file as the golden files and the covariance cache are read: as a matrix, then as
