@@ -94,10 +94,32 @@ grep -q "Rome" "$work/edited.out" || { cat "$work/edited.out"; fail "the edited 
 # 150,000-token statistic against the reference figures).
 traced tests cargo test --test golden_forward --test golden_covariance -- cpu reference
 
-# Every path a traced process named, minus execve's argument lists ("-shared" is a linker flag).
-paths=$(sed -E 's/\[[^]]*\]//g' "$work"/strace.*.log | grep -oE '"[^"]*"' | tr -d '"' | sort -u)
-leaks=$(printf '%s\n' "$paths" | grep 'shared' | grep -v "^$clone/" | grep -E '^/|(^|/)\.\.(/|$)' || true)
-outside=$(printf '%s\n' "$paths" | grep "^$orig/" | grep -v "^$orig/target/" || true)
+# Every path the traced processes named in strace logs "$@", minus execve's argument lists
+# ("-shared" is a linker flag).
+traced_paths() { sed -E 's/\[[^]]*\]//g' "$@" | grep -oE '"[^"]*"' | tr -d '"' | sort -u; }
+# Of the paths on stdin, those containing "shared" outside the clone (absolute, or relative and
+# climbing with ..), except system and toolchain files whose names merely contain the word: the
+# kernel's cpu cache topology (/sys/.../shared_cpu_map, read by the thread pools), glibc's
+# libc_nonshared.a (the linker), the wasm-bindgen-shared crate in cargo's registry. A path
+# component named exactly "shared" counts wherever it is.
+sys="^(/sys/|/proc/|/usr/lib/|/lib/|${CARGO_HOME:-$HOME/.cargo}/registry/|${RUSTUP_HOME:-$HOME/.rustup}/)"
+shared_leaks() {
+  local paths
+  paths=$(cat)
+  {
+    printf '%s\n' "$paths" | grep 'shared' | grep -v "^$clone/" | grep -E '^/|(^|/)\.\.(/|$)' | grep -vE "$sys"
+    printf '%s\n' "$paths" | grep -E '(^|/)shared(/|$)' | grep -v "^$clone/"
+  } | sort -u || true
+}
+
+# The guard itself must see a deliberate look at ../shared (which does not exist here).
+strace -f -qq -e trace=%file -o "$work/guard.log" test -e ../shared || true
+[ -n "$(traced_paths "$work/guard.log" | shared_leaks)" ] || fail "the strace guard missed an access to ../shared"
+
+paths=$(traced_paths "$work"/strace.*.log)
+leaks=$(printf '%s\n' "$paths" | shared_leaks)
+# The original checkout lends its target directory only.
+outside=$(printf '%s\n' "$paths" | grep "^$orig/" | grep -vE "^$orig/target(/|$)" || true)
 if [ -n "$leaks$outside" ]; then
   [ -z "$leaks" ] || printf 'accessed a path containing "shared" outside the clone:\n%s\n' "$leaks" >&2
   [ -z "$outside" ] || printf 'accessed the original checkout instead of the clone:\n%s\n' "$outside" >&2
