@@ -4,7 +4,8 @@
 // 230 s; E2E_BACKEND=webgpu runs the same checks there).
 //
 // Checks, in one browser profile:
-//   1. the form validates as you type: a prompt without the subject is refused, apply is disabled;
+//   1. the form validates as you type: a prompt without the subject, or a subject cut mid-word
+//      ("Washingto"), is refused with the reason, apply is disabled;
 //   2. "The Eiffel Tower is located in the city of" → Rome: the edited model says " Rome" and the
 //      original still " Paris" (with P(new)/P(true) beside them); "The capital of Germany is" is
 //      unchanged; the ledger has one successful row; every stage ran; the neuron view is drawn;
@@ -137,6 +138,15 @@ await session(`editor session (${BACKEND})`, { webgpu: true, query: QUERY, viewp
     expect(await page.isDisabled(tid('apply-button')), 'apply is enabled for an invalid request');
     await page.keyboard.press('Enter');
     expect((await ledgerRows(page)).length === 0, 'the ledger changed');
+    // A typo cut mid-word: the subject's last token cannot be placed, and the form says why.
+    await page.fill(tid('prompt-input'), 'I live in Washington');
+    await page.fill(tid('subject-input'), 'Washingto');
+    const typo = await page.textContent(tid('validation-message'));
+    console.log(`  typo: ${typo}`);
+    expect(await page.getAttribute(tid('validation-message'), 'data-state') === 'error'
+      && /Washingto/.test(typo) && /inside/.test(typo), `the typo is not explained: ${typo}`);
+    expect(await page.isDisabled(tid('apply-button')), 'apply is enabled for a subject that cannot be placed');
+    await page.fill(tid('subject-input'), EDIT.subject);
     await page.fill(tid('prompt-input'), EDIT.prompt);
     expect(await page.getAttribute(tid('validation-message'), 'data-state') === 'ok', 'the valid request is refused');
     expect(await page.isEnabled(tid('apply-button')), 'apply is disabled for a valid request');
