@@ -190,22 +190,40 @@ impl Hparams {
                 self.layers
             ));
         }
-        // JSON numbers beyond f32's range parse as infinity, which JSON cannot write back (it
-        // would become `null`, and a patch holding these hyperparameters could not be read).
-        let floats = [
-            ("clamp_norm_factor", self.clamp_norm_factor as f64),
-            ("v_lr", self.v_lr as f64),
-            ("v_weight_decay", self.v_weight_decay as f64),
-            ("kl_factor", self.kl_factor as f64),
+        // Every float must survive being written back to JSON (patches embed this file):
+        // numbers beyond f32's range parse as infinity, which JSON writes as `null`; and
+        // serde_json parses a number with many digits or a large exponent to within one ulp,
+        // so its shortest printed form may not parse back to the same bits.
+        let f32s = [
+            ("clamp_norm_factor", self.clamp_norm_factor),
+            ("v_lr", self.v_lr),
+            ("v_weight_decay", self.v_weight_decay),
+            ("kl_factor", self.kl_factor),
+            ("neuron_threshold", self.neuron_threshold),
+            ("early_stop_loss", self.early_stop_loss),
+            ("alpha", self.alpha),
+            ("upper_bound", self.upper_bound),
+        ];
+        let f64s = [
             ("mom2_update_weight", self.mom2_update_weight),
-            ("neuron_threshold", self.neuron_threshold as f64),
-            ("early_stop_loss", self.early_stop_loss as f64),
             ("nullspace_threshold", self.nullspace_threshold),
             ("L2", self.l2),
         ];
-        if let Some((name, x)) = floats.iter().find(|(_, x)| !x.is_finite()) {
+        let infinite_ok = |name: &str| matches!(name, "alpha" | "upper_bound");
+        let bad_float = f32s
+            .iter()
+            .filter(|(n, x)| !(infinite_ok(n) && x.is_infinite()))
+            .find(|(_, x)| !x.is_finite() || !json_exact(*x))
+            .map(|&(n, x)| (n, x as f64))
+            .or_else(|| {
+                f64s.iter()
+                    .find(|(_, x)| !x.is_finite() || !json_exact(*x))
+                    .copied()
+            });
+        if let Some((name, x)) = bad_float {
             return bad(format!(
-                "`{name}` is {x}: write a finite number (within ±3.4e38)"
+                "`{name}` is {x:e}, which JSON cannot carry exactly: write a finite number \
+                 (within ±3.4e38 for an f32 field) with at most 15 significant digits"
             ));
         }
         if self.neuron_threshold.is_nan() || self.neuron_threshold <= 0.0 {
@@ -253,6 +271,17 @@ impl Hparams {
             )
         })
     }
+}
+
+/// Whether `x` parses back to the same bits from the JSON serde_json writes for it.
+fn json_exact<T>(x: T) -> bool
+where
+    T: Serialize + serde::de::DeserializeOwned + PartialEq,
+{
+    serde_json::to_string(&x)
+        .ok()
+        .and_then(|text| serde_json::from_str::<T>(&text).ok())
+        .is_some_and(|back| back == x)
 }
 
 /// Bytes the editor holds for `n_layers` edited layers of MLP width `d_ff`, whatever the

@@ -1,0 +1,122 @@
+//! What the hostile-input tests build on: the tiny model in GGUF and Hugging Face form, a
+//! scratch folder, the shared memory budget, and the fuzz seeds.
+
+use std::path::PathBuf;
+
+use nse::budget;
+use nse::model::load::load_gguf;
+use serde_json::json;
+
+use crate::gguf_writer::{GgufWriter, TINY, Val, tiny_hf_weights, tiny_llama_gguf};
+use crate::harness::{BUDGET, frame_hf};
+
+/// The harness's budget: the same in every test of this binary, so tests may run in parallel.
+pub fn setup() {
+    budget::set_limit(Some(BUDGET));
+}
+
+/// A fresh empty folder under the system temp dir, named after the test.
+pub fn temp_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("nse-hostile-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Replaces (or adds) a metadata entry of a GGUF being written.
+pub fn set_kv(w: &mut GgufWriter, key: &str, v: Val) {
+    w.kv.retain(|(k, _)| k != key);
+    w.kv(key, v);
+}
+
+/// The tiny Llama of `tests/formats/gguf_writer.rs` as GGUF bytes.
+pub fn tiny_gguf() -> Vec<u8> {
+    tiny_llama_gguf(1).0.to_bytes()
+}
+
+/// config.json of the tiny HF Llama (the GGUF tiny model's dimensions and vocabulary).
+pub fn tiny_hf_config(vocab_size: usize) -> String {
+    json!({
+        "architectures": ["LlamaForCausalLM"],
+        "hidden_size": TINY.d,
+        "intermediate_size": TINY.d_ff,
+        "num_hidden_layers": TINY.layers,
+        "num_attention_heads": TINY.heads,
+        "num_key_value_heads": TINY.kv_heads,
+        "rms_norm_eps": 1e-5,
+        "max_position_embeddings": 64,
+        "vocab_size": vocab_size,
+        "tie_word_embeddings": false,
+        "eos_token_id": 0,
+        "hidden_act": "silu"
+    })
+    .to_string()
+}
+
+/// tokenizer.json of the tiny model (7 tokens), as the GGUF tokenizer exports it.
+pub fn tiny_tokenizer_json() -> String {
+    load_gguf(&tiny_gguf(), "tiny.gguf")
+        .unwrap()
+        .tokenizer
+        .to_json()
+        .unwrap()
+}
+
+/// The tiny HF weights as one F32 safetensors shard.
+pub fn tiny_shard() -> Vec<u8> {
+    let tensors = tiny_hf_weights(2);
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .into_iter()
+        .map(|(n, s, v)| (n, s, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
+        .collect();
+    let views = bytes.iter().map(|(n, s, b)| {
+        let view = ::safetensors::tensor::TensorView::new(::safetensors::Dtype::F32, s.clone(), b);
+        (n.clone(), view.unwrap())
+    });
+    ::safetensors::serialize(views, None).unwrap()
+}
+
+/// The valid inputs the fuzzers start from: `(target, file name, bytes)`.
+pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
+    let mut bos = tiny_llama_gguf(3).0;
+    set_kv(&mut bos, "tokenizer.ggml.add_bos_token", Val::Bool(true));
+    set_kv(&mut bos, "tokenizer.ggml.bos_token_id", Val::U32(0));
+    let hf = frame_hf(&tiny_hf_config(7), &tiny_tokenizer_json(), &tiny_shard());
+    let plain = json!([
+        {"prompt": "I live in {}", "subject": "Washington", "target_new": "Paris"},
+        {"prompt": "中国 is in", "subject": "中国", "target_new": "Asia", "target_true": "Europe"}
+    ]);
+    let counterfact = json!([{
+        "case_id": 7,
+        "requested_rewrite": {
+            "prompt": "The Eiffel {} is in", "subject": "Tower",
+            "target_new": {"str": "Rome"}, "target_true": {"str": "Paris"}
+        },
+        "paraphrase_prompts": ["The Tower is in"],
+        "neighborhood_prompts": ["Paris is the capital of"]
+    }]);
+    let zsre = json!([{
+        "subject": "Paris", "src": "What country is Paris in?", "answers": ["France"],
+        "rephrase": "Paris is in which country?", "loc": "nq question: who wrote it",
+        "loc_ans": "the author"
+    }]);
+    let values: Vec<f32> = (0..16).map(|i| i as f32 * 0.25 - 1.0).collect();
+    vec![
+        ("gguf", "tiny.gguf", tiny_gguf()),
+        ("gguf", "tiny-bos.gguf", bos.to_bytes()),
+        ("hf", "tiny.hf", hf),
+        ("requests", "plain.json", plain.to_string().into_bytes()),
+        (
+            "requests",
+            "counterfact.json",
+            counterfact.to_string().into_bytes(),
+        ),
+        ("requests", "zsre.json", zsre.to_string().into_bytes()),
+        ("npy", "c4x4.npy", nse::npy::write_f32(&[4, 4], &values)),
+        (
+            "hparams",
+            "smollm2.json",
+            nse::edit::hparams::SMOLLM2_135M.as_bytes().to_vec(),
+        ),
+    ]
+}
