@@ -309,7 +309,7 @@ impl Tokenizer {
 /// reached with hostile input.
 fn check_json(json: &str, path: &str) -> Result<()> {
     let v: serde_json::Value = serde_json::from_str(json)
-        .map_err(|e| Error::format(path, format!("not a valid tokenizer.json: {e}")))?;
+        .map_err(|e| Error::format(path, format!("not valid JSON, so not a tokenizer.json: {e}")))?;
     let unsupported = |msg: String| Error::Unsupported {
         path: path.to_string(),
         msg,
