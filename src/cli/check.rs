@@ -72,8 +72,12 @@ pub fn run(args: CheckArgs) -> Result<()> {
         cov_dir: None,
     };
     let model = Model::upload(CpuBackend, host.config, host.weights)?;
-    let (hp, templates) =
-        pollster::block_on(editor.hparams_and_templates(&model, &host.tokenizer, &host.source, None))?;
+    let (hp, templates) = pollster::block_on(editor.hparams_and_templates(
+        &model,
+        &host.tokenizer,
+        &host.source,
+        None,
+    ))?;
     let t_check = Instant::now();
     let report = CheckSpec {
         tok: &host.tokenizer,

@@ -184,7 +184,7 @@ impl Tokenizer {
     ///
     /// Errors: [`Error::Format`] for a file that is not JSON or not a tokenizer;
     /// [`Error::Unsupported`] for a tokenizer model other than BPE (Llama-family tokenizers are
-    /// BPE) or a `Precompiled` normalizer (SentencePiece's; no Llama-family tokenizer uses it).
+    /// BPE) or WordLevel, or a `Precompiled` normalizer (SentencePiece's; no Llama-family tokenizer uses it).
     pub fn from_json(json: &str, path: &str) -> Result<Self> {
         check_json(json, path)?;
         let inner: tokenizers::Tokenizer = json.parse().map_err(|e| {
@@ -308,17 +308,24 @@ impl Tokenizer {
 /// parse (`expect("Precompiled")`). The model must be BPE, so that no other model's loader is
 /// reached with hostile input.
 fn check_json(json: &str, path: &str) -> Result<()> {
-    let v: serde_json::Value = serde_json::from_str(json)
-        .map_err(|e| Error::format(path, format!("not valid JSON, so not a tokenizer.json: {e}")))?;
+    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| {
+        Error::format(
+            path,
+            format!("not valid JSON, so not a tokenizer.json: {e}"),
+        )
+    })?;
     let unsupported = |msg: String| Error::Unsupported {
         path: path.to_string(),
         msg,
     };
     match v.pointer("/model/type").and_then(serde_json::Value::as_str) {
-        Some("BPE") => {}
+        // BPE is what Llama-family tokenizers use; WordLevel (a plain word → id table, what
+        // small test tokenizers use) has nothing in it that can fail.
+        Some("BPE" | "WordLevel") => {}
         other => {
             return Err(unsupported(format!(
-                "tokenizer model type {}: Llama-family tokenizers are BPE, the only type nse reads",
+                "tokenizer model type {}: nse reads BPE tokenizers (every Llama-family one) and \
+                 WordLevel ones",
                 other.map_or_else(|| "missing".into(), |t| format!("`{}`", escape(t)))
             )));
         }
