@@ -117,7 +117,8 @@ pub fn load(args: &ModelArgs) -> Result<Loaded> {
     let (mut loaded, patch) = load_unpatched(args)?;
     if let Some(patch) = patch {
         crate::with_model!(&mut loaded.model, m => {
-            let mut state = EditState::new(m, &patch.hparams.layers)?;
+            patch.hparams.check_model(&m.config)?; // layers and the memory P needs, before allocating it
+                let mut state = EditState::new(m, &patch.hparams.layers)?;
             pollster::block_on(patch.apply(m, &mut state, &loaded.source.sha256))
         })?;
         eprintln!(

@@ -84,6 +84,7 @@ pub fn run(cmd: PatchCommand) -> Result<()> {
             let mut loaded = load_base(&on)?;
             let sha = loaded.source.sha256.clone();
             with_model!(&mut loaded.model, m => {
+                patch.hparams.check_model(&m.config)?; // layers and the memory P needs, before allocating it
                 let mut state = EditState::new(m, &patch.hparams.layers)?;
                 pollster::block_on(patch.apply(m, &mut state, &sha))
             })?;
@@ -107,6 +108,7 @@ pub fn run(cmd: PatchCommand) -> Result<()> {
             }
             let mut loaded = load_base(&a.on)?;
             let out = with_model!(&mut loaded.model, m => pollster::block_on(async {
+                patch.hparams.check_model(&m.config)?; // layers and the memory P needs, before allocating it
                 let mut state = EditState::new(m, &patch.hparams.layers)?;
                 patch.apply(m, &mut state, &loaded.source.sha256).await?;
                 state.rewind_to(m, n - a.last)?;
@@ -144,6 +146,7 @@ pub fn run(cmd: PatchCommand) -> Result<()> {
                     }
                 }
                 let refs: Vec<&dyn EditMethod> = methods.iter().map(Box::as_ref).collect();
+                patch.hparams.check_model(&m.config)?; // layers and the memory P needs, before allocating it
                 let mut state = EditState::new(m, &patch.hparams.layers)?;
                 patch.apply(m, &mut state, &source.sha256).await?;
                 let ctx = EditContext {
