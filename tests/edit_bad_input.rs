@@ -60,27 +60,31 @@ fn request(prompt: &str, subject: &str, target: &str) -> EditRequest {
     }
 }
 
-#[test]
-fn invalid_requests_are_rejected_before_anything_changes() {
-    let mut t = tiny(21);
-    let mut state = EditState::new(&t.model, &TINY_LAYERS).unwrap();
-    let (tok, cov) = (t.tok.clone(), t.cov.clone());
-    // One good batch first, so that "as it was" includes an earlier edit.
+/// One good batch, so that "as it was" includes an earlier edit.
+fn edit_one(t: &mut Tiny, state: &mut EditState<nse::cpu::CpuTensor>) {
     let ctx = EditContext {
-        tok: &tok,
+        tok: &t.tok,
         hp: &t.hp,
         templates: &t.templates,
-        cov: &cov,
+        cov: &t.cov,
         method: &Nse,
     };
     pollster::block_on(apply_batch(
         &mut t.model,
-        &mut state,
+        state,
         &ctx,
         &requests()[..1],
         |_| {},
     ))
     .unwrap();
+}
+
+#[test]
+fn invalid_requests_are_rejected_before_anything_changes() {
+    let mut t = tiny(21);
+    let mut state = EditState::new(&t.model, &TINY_LAYERS).unwrap();
+    let (tok, cov) = (t.tok.clone(), t.cov.clone());
+    edit_one(&mut t, &mut state);
 
     assert_rejected(
         &mut t,
@@ -139,21 +143,7 @@ fn a_subject_that_ends_inside_a_token_is_rejected_before_any_work() {
     let mut t = tiny(25);
     let mut state = EditState::new(&t.model, &TINY_LAYERS).unwrap();
     let (tok, cov) = (t.tok.clone(), t.cov.clone());
-    let ctx = EditContext {
-        tok: &tok,
-        hp: &t.hp,
-        templates: &t.templates,
-        cov: &cov,
-        method: &Nse,
-    };
-    pollster::block_on(apply_batch(
-        &mut t.model,
-        &mut state,
-        &ctx,
-        &requests()[..1],
-        |_| {},
-    ))
-    .unwrap();
+    edit_one(&mut t, &mut state);
     let typo =
         EditRequest::from_sentence("I live in Washington", "Washingto", "Paris", None).unwrap();
     assert_rejected(
