@@ -105,6 +105,7 @@ pub fn attention_forward_blocked(
             let vg = MatRef::from_row_major_slice_with_stride(&v[ks * kw + g * hd..], span, hd, kw);
             let sm = MatMut::from_row_major_slice_mut(&mut scores, rows, span);
             faer::linalg::matmul::matmul(sm, Accum::Replace, qh, kg.transpose(), scale, Par::Seq);
+            super::clear_upper();
             for (r, row) in scores.chunks_mut(span).enumerate() {
                 let (start, end) = (
                     ranges[2 * (i0 + r)] as usize - ks,
@@ -121,6 +122,7 @@ pub fn attention_forward_blocked(
                 MatMut::from_column_major_slice_with_stride_mut(&mut o[h * hd..], hd, rows, qw)
                     .transpose_mut();
             faer::linalg::matmul::matmul(oh, Accum::Replace, pm, vg, 1.0, Par::Seq);
+            super::clear_upper();
         }
     });
     debug_assert_eq!(out.len(), nq * qw);

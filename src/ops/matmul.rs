@@ -75,7 +75,12 @@ pub fn matmul_into(
     } else {
         Accum::Replace
     };
-    faer::linalg::matmul::matmul(dst, accum, lhs, rhs, 1.0f32, parallelism(m * n * k));
+    let par = parallelism(m * n * k);
+    faer::linalg::matmul::matmul(dst, accum, lhs, rhs, 1.0f32, par);
+    match par {
+        Par::Seq => super::clear_upper(),
+        _ => super::clear_upper_everywhere(),
+    }
 }
 
 /// Row count at or below which `A (m, k) · B (k, n)` takes [`small_m_nn`].
