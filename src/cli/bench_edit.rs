@@ -14,8 +14,10 @@ use crate::backend::Backend;
 use crate::edit::covariance::{second_moments, windows};
 use crate::edit::dataset::load_cases;
 use crate::edit::solve::{LayerSystem, solve_nse};
-use crate::edit::target::compute_z;
-use crate::edit::{EditContext, EditRequest, EditState, Nse, apply_batch_with_z};
+use crate::edit::target::{DEFAULT_Z_CHUNK, ZOptions, compute_z, compute_zs};
+use crate::edit::{
+    BatchOptions, EditContext, EditRequest, EditState, Nse, apply_batch_opts, apply_batch_with_z,
+};
 use crate::model::{Model, ModelSource, Tokenizer};
 use crate::{Error, Result, with_model};
 
@@ -31,9 +33,15 @@ pub struct EditBenchArgs {
     /// counterfact_easyedit/counterfact-edit.json in the data directory).
     #[arg(long)]
     dataset: Option<PathBuf>,
-    /// Number of z optimisations timed (the batch needs 10; all are computed).
+    /// Number of z optimisations timed one at a time, and the size of the timed batches.
     #[arg(long, default_value_t = 10)]
     batch: usize,
+    /// Batches whose z are optimised together (packed passes), timed after the one-at-a-time z.
+    #[arg(long, value_delimiter = ',', default_value = "10,100")]
+    z_batches: Vec<usize>,
+    /// Requests per packed z pass (0: the engine's default).
+    #[arg(long, default_value_t = 0)]
+    z_chunk: usize,
     /// Tokens for the covariance timing (in 1024-token windows, layers 1..=10 like the reference).
     #[arg(long, default_value_t = 10_240)]
     cov_tokens: usize,
@@ -49,6 +57,9 @@ pub struct EditBenchArgs {
 struct Timings {
     z_seconds: Vec<f64>,
     z_evals: Vec<usize>,
+    /// Per batched size: seconds for all its z, and the evaluations they took.
+    z_batched: Vec<(usize, f64, usize)>,
+    end_to_end_seconds: f64,
     batch_seconds: f64,
     solve_seconds: f64,
     solve_size: usize,
@@ -61,15 +72,22 @@ pub fn run(args: EditBenchArgs) -> Result<()> {
         Some(p) => p.clone(),
         None => super::data::file(super::data::COUNTERFACT_EDIT)?,
     };
+    let wanted = args
+        .z_batches
+        .iter()
+        .copied()
+        .chain([args.batch])
+        .max()
+        .unwrap_or(0);
     let requests: Vec<EditRequest> = load_cases(&dataset)?
         .into_iter()
-        .take(args.batch)
+        .take(wanted)
         .map(|c| c.request)
         .collect();
-    if requests.len() < args.batch || args.batch == 0 {
+    if requests.len() < wanted || args.batch == 0 || args.z_batches.contains(&0) {
         return Err(Error::input(format!(
-            "need {} requests from {}",
-            args.batch,
+            "need {} requests from {} (and no batch of 0)",
+            wanted.max(1),
             dataset.display()
         )));
     }
@@ -107,6 +125,13 @@ pub fn run(args: EditBenchArgs) -> Result<()> {
         per_eval,
         Some(REF_Z_EVAL_SECONDS),
     );
+    for &(size, seconds, evals) in &t.z_batched {
+        row(
+            &format!("z, batch of {size} packed (per request, {evals} evals)"),
+            seconds / size as f64,
+            Some(z_mean),
+        );
+    }
     row(
         &format!(
             "layer solve (|S| = {}, n = {}, f64)",
@@ -119,6 +144,11 @@ pub fn run(args: EditBenchArgs) -> Result<()> {
         &format!("NSE batch of {}, z preloaded", args.batch),
         t.batch_seconds,
         (args.batch == 10).then_some(REF_BATCH10_SECONDS),
+    );
+    row(
+        &format!("NSE batch of {}, end to end (packed z)", args.batch),
+        t.end_to_end_seconds,
+        (args.batch == 10).then_some(REF_BATCH10_SECONDS + 10.0 * REF_Z_SECONDS),
     );
     row(
         "covariance per 10k tokens (layers 1..=10)",
@@ -134,7 +164,8 @@ pub fn run(args: EditBenchArgs) -> Result<()> {
         ))
     );
     println!(
-        "(reference: the public NSE code on PyTorch 1.13 CPU, one thread, same model and data; golden README)"
+        "(reference: the public NSE code on PyTorch 1.13 CPU, one thread, same model and data; golden README;\n \
+         the packed-z rows compare with this run's one-at-a-time z mean instead)"
     );
 
     let kind = if peak_gpu.is_some() { "gpu" } else { "cpu" };
@@ -147,6 +178,11 @@ pub fn run(args: EditBenchArgs) -> Result<()> {
             "bench": "edit", "model": source.name, "model_sha256": source.sha256, "backend": kind, "device": device,
             "results": {
                 "z_seconds": t.z_seconds, "z_evaluations": t.z_evals, "z_seconds_mean": z_mean, "z_seconds_per_evaluation": per_eval,
+                "z_packed": t.z_batched.iter().map(|&(size, seconds, evals)| json!({
+                    "requests": size, "seconds": seconds, "seconds_per_request": seconds / size as f64, "evaluations": evals,
+                })).collect::<Vec<_>>(),
+                "z_chunk": if args.z_chunk == 0 { DEFAULT_Z_CHUNK } else { args.z_chunk },
+                "end_to_end_batch_seconds": t.end_to_end_seconds,
                 "layer_solve_seconds": t.solve_seconds, "layer_solve_neurons": t.solve_size,
                 "batch_seconds": t.batch_seconds, "batch_size": args.batch,
                 "covariance_seconds_per_10k_tokens": t.cov_seconds_per_10k,
@@ -181,10 +217,10 @@ async fn measure<B: Backend>(
     let (_, n) = second_moments(model, &wins, &layers, |_, _| {}).await?;
     let cov_seconds_per_10k = t0.elapsed().as_secs_f64() * 10_000.0 / n as f64;
 
-    // z for every request of the batch, with the original weights.
+    // z for every request of the batch, one at a time, with the original weights.
     let mut zs = vec![];
     let (mut z_seconds, mut z_evals) = (vec![], vec![]);
-    for (i, r) in requests.iter().enumerate() {
+    for (i, r) in requests.iter().take(args.batch).enumerate() {
         let t0 = Instant::now();
         let z = compute_z(model, tok, r, &editor.templates, hp, &[], |_, _| {}).await?;
         z_seconds.push(t0.elapsed().as_secs_f64());
@@ -192,12 +228,39 @@ async fn measure<B: Backend>(
         eprintln!(
             "z {}/{}: {:.1} s, {} evaluations",
             i + 1,
-            requests.len(),
+            args.batch,
             z_seconds[i],
             z.steps.len()
         );
         zs.push(z);
     }
+
+    // The same, packed: the first `size` requests' z together, `z_chunk` per pass.
+    let z_opts = ZOptions {
+        chunk: args.z_chunk,
+        ..Default::default()
+    };
+    let mut z_batched = vec![];
+    for &size in &args.z_batches {
+        let batch: Vec<&EditRequest> = requests[..size].iter().collect();
+        let t0 = Instant::now();
+        let packed = compute_zs(
+            model,
+            tok,
+            &batch,
+            &editor.templates,
+            hp,
+            &[],
+            z_opts,
+            |_, _, _| {},
+        )
+        .await?;
+        let seconds = t0.elapsed().as_secs_f64();
+        let evals = packed.iter().map(|z| z.steps.len()).sum();
+        eprintln!("z, {size} packed: {seconds:.1} s, {evals} evaluations");
+        z_batched.push((size, seconds, evals));
+    }
+    let requests = &requests[..args.batch];
 
     // One layer solve of the size NSE meets (p = 0.8 of 1536 neurons ≈ 1030).
     let d_ff = model.config.d_ff;
@@ -222,6 +285,10 @@ async fn measure<B: Backend>(
     let solve_seconds = t0.elapsed().as_secs_f64();
 
     // The NSE batch with z preloaded, as the reference's batch timing.
+    let mut original = vec![];
+    for &l in &hp.layers {
+        original.push((l, model.backend().copy(&model.weights.layers[l].down_proj)?));
+    }
     let mut state = EditState::new(model, &hp.layers)?;
     let ctx = EditContext {
         tok,
@@ -233,9 +300,24 @@ async fn measure<B: Backend>(
     let t0 = Instant::now();
     apply_batch_with_z(model, &mut state, &ctx, requests, Some(&zs), |_| {}).await?;
     let batch_seconds = t0.elapsed().as_secs_f64();
+    for (l, w) in original {
+        model.weights.layers[l].down_proj = w;
+    }
+    let mut state = EditState::new(model, &hp.layers)?;
+
+    // The whole batch from the original weights, z included (packed), as a user runs it.
+    let t0 = Instant::now();
+    let opts = BatchOptions {
+        z_chunk: args.z_chunk,
+        ..Default::default()
+    };
+    apply_batch_opts(model, &mut state, &ctx, requests, opts, |_| {}).await?;
+    let end_to_end_seconds = t0.elapsed().as_secs_f64();
     Ok(Timings {
         z_seconds,
         z_evals,
+        z_batched,
+        end_to_end_seconds,
         batch_seconds,
         solve_seconds,
         solve_size: sel.len(),

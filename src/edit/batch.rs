@@ -20,7 +20,7 @@ use super::method::EditMethod;
 use super::request::EditRequest;
 use super::solve::LayerSystem;
 use super::state::{AppliedUpdate, EditState, LedgerEntry, apply_update};
-use super::target::{Pause, ZResult, compute_z_paused, norm};
+use super::target::{Pause, ZOptions, ZResult, compute_zs, norm};
 use super::templates::ContextTemplates;
 use crate::backend::Backend;
 use crate::model::{Model, Tokenizer};
@@ -109,6 +109,9 @@ pub struct BatchOptions<'a> {
     pub precomputed_z: Option<&'a [ZResult]>,
     /// Awaited after every progress event.
     pub pause: Option<Pause<'a>>,
+    /// Requests whose targets are optimised together (0: the default,
+    /// [`super::target::DEFAULT_Z_CHUNK`]).
+    pub z_chunk: usize,
 }
 
 /// Applies one batch of requests to `model` and records it in `state`.
@@ -150,7 +153,7 @@ pub async fn apply_batch_with_z<B: Backend>(
 ) -> Result<BatchOutcome> {
     let opts = BatchOptions {
         precomputed_z: precomputed,
-        pause: None,
+        ..Default::default()
     };
     apply_batch_opts(model, state, ctx, requests, opts, progress).await
 }
@@ -230,32 +233,39 @@ async fn run_batch<B: Backend>(
         .precomputed_z
         .map(<[ZResult]>::to_vec)
         .unwrap_or_default();
-    for (i, r) in requests.iter().enumerate().skip(zs.len()) {
+    if zs.len() < requests.len() {
         let overrides = if ctx.method.rewinds() {
             state.original_overrides()
         } else {
             vec![]
         };
-        let on_step = |step, loss| {
+        let todo: Vec<&EditRequest> = requests[zs.len()..].iter().collect();
+        let (first, of) = (zs.len(), requests.len());
+        let on_step = |i, step, loss| {
             progress(Progress::Z {
-                request: i,
-                of: requests.len(),
+                request: first + i,
+                of,
                 step,
                 loss,
             })
         };
-        let z = compute_z_paused(
-            model,
-            ctx.tok,
-            r,
-            ctx.templates,
-            hp,
-            &overrides,
-            on_step,
-            opts.pause,
-        )
-        .await?;
-        zs.push(z);
+        let z_opts = ZOptions {
+            chunk: opts.z_chunk,
+            pause: opts.pause,
+        };
+        zs.extend(
+            compute_zs(
+                model,
+                ctx.tok,
+                &todo,
+                ctx.templates,
+                hp,
+                &overrides,
+                z_opts,
+                on_step,
+            )
+            .await?,
+        );
     }
 
     let policy = ctx.method.rounds(hp);

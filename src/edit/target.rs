@@ -77,12 +77,8 @@ pub type Pause<'a> = &'a dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<O
 /// Optimises `z` for one request. `originals` are the original `down_proj` of the edited layers
 /// (empty to use the current weights, as MEMIT-seq does). `on_step(i, loss)` reports progress.
 ///
-/// The loop is the reference's: forward, stop if the loss is below `early_stop_loss` or this is
-/// the last evaluation, else backward, an Adam step, and the norm clamp
-/// `‖δ‖ ≤ clamp_norm_factor · ‖h_init‖` (spec §4.2, hazard H8).
-///
 /// # Errors
-/// Tokenisation problems, a NaN loss or gradient ([`Error::Numeric`]), backend failures.
+/// As [`compute_zs`].
 pub async fn compute_z<B: Backend>(
     model: &Model<B>,
     tok: &Tokenizer,
@@ -90,87 +86,174 @@ pub async fn compute_z<B: Backend>(
     templates: &ContextTemplates,
     hp: &Hparams,
     originals: &[(usize, &B::Tensor)],
-    on_step: impl FnMut(usize, f32),
+    mut on_step: impl FnMut(usize, f32),
 ) -> Result<ZResult> {
-    compute_z_paused(model, tok, request, templates, hp, originals, on_step, None).await
+    let zs = compute_zs(
+        model,
+        tok,
+        &[request],
+        templates,
+        hp,
+        originals,
+        ZOptions::default(),
+        |_, step, loss| on_step(step, loss),
+    )
+    .await?;
+    Ok(zs.into_iter().next().expect("one z per request"))
 }
 
-/// [`compute_z`], awaiting `pause` after every step.
+/// How [`compute_zs`] runs.
+#[derive(Clone, Copy, Default)]
+pub struct ZOptions<'a> {
+    /// Requests optimised together in one packed pass (0: [`DEFAULT_Z_CHUNK`]).
+    pub chunk: usize,
+    /// Awaited after every evaluation.
+    pub pause: Option<Pause<'a>>,
+}
+
+/// Requests whose z are optimised together by default. Past a few hundred dependent rows (about
+/// 35 per request) the matrix products gain little, while the recorded activations grow with
+/// the chunk (about 15 MiB per request on the default model).
+pub const DEFAULT_Z_CHUNK: usize = 16;
+
+/// Optimises `z` for every request, `chunk` requests at a time in one packed forward and
+/// backward pass per step ([`ZProblem`]). Each request keeps its own Adam state, early stop and
+/// norm clamp, so its `z` is the one [`compute_z`] finds for it alone (up to the rounding of
+/// the larger matrix products). `on_step(i, evaluation, loss)` reports request `i`'s progress.
+///
+/// The loop is the reference's, per request: forward, stop if the loss is below
+/// `early_stop_loss` or this is the last evaluation, else backward, an Adam step, and the norm
+/// clamp `‖δ‖ ≤ clamp_norm_factor · ‖h_init‖` (spec §4.2, hazard H8).
+///
+/// # Errors
+/// Tokenisation problems, a NaN loss or gradient ([`Error::Numeric`], naming the request),
+/// backend failures.
 #[allow(clippy::too_many_arguments)]
-pub async fn compute_z_paused<B: Backend>(
+pub async fn compute_zs<B: Backend>(
     model: &Model<B>,
     tok: &Tokenizer,
-    request: &EditRequest,
+    requests: &[&EditRequest],
     templates: &ContextTemplates,
     hp: &Hparams,
     originals: &[(usize, &B::Tensor)],
-    mut on_step: impl FnMut(usize, f32),
+    opts: ZOptions<'_>,
+    mut on_step: impl FnMut(usize, usize, f32),
+) -> Result<Vec<ZResult>> {
+    let chunk = if opts.chunk == 0 {
+        DEFAULT_Z_CHUNK
+    } else {
+        opts.chunk
+    };
+    let mut out = Vec::with_capacity(requests.len());
+    for (c, part) in requests.chunks(chunk).enumerate() {
+        let first = c * chunk;
+        let zs = optimise(
+            model,
+            tok,
+            part,
+            templates,
+            hp,
+            originals,
+            opts.pause,
+            |i, s, l| on_step(first + i, s, l),
+        )
+        .await?;
+        out.extend(zs);
+    }
+    Ok(out)
+}
+
+/// [`compute_zs`] for one packed chunk.
+#[allow(clippy::too_many_arguments)]
+async fn optimise<B: Backend>(
+    model: &Model<B>,
+    tok: &Tokenizer,
+    requests: &[&EditRequest],
+    templates: &ContextTemplates,
+    hp: &Hparams,
+    originals: &[(usize, &B::Tensor)],
     pause: Option<Pause<'_>>,
-) -> Result<ZResult> {
-    let mut problem = ZProblem::new(model, tok, request, templates, hp, originals).await?;
-    let d = model.config.d_model;
-    let max_norm = hp.clamp_norm_factor * norm(problem.h_init());
-    let mut delta = vec![0.0f32; d];
-    let mut adam = Adam::new(d, hp.v_lr);
-    let mut steps = vec![];
+    mut on_step: impl FnMut(usize, usize, f32),
+) -> Result<Vec<ZResult>> {
+    let mut problem = ZProblem::new(model, tok, requests, templates, hp, originals).await?;
+    let (n, d) = (requests.len(), model.config.d_model);
+    let max_norm: Vec<f32> = (0..n)
+        .map(|i| hp.clamp_norm_factor * norm(problem.h_init(i)))
+        .collect();
+    let mut deltas = vec![vec![0.0f32; d]; n];
+    let mut adams: Vec<Adam> = (0..n).map(|_| Adam::new(d, hp.v_lr)).collect();
+    let mut steps = vec![vec![]; n];
     for it in 0..hp.v_num_grad_steps {
-        let step = problem.forward(&delta).await?;
-        if !step.loss.is_finite() {
-            return Err(Error::Numeric(format!(
-                "the z loss is {} at step {it} for {:?} (NaN or infinite activations: the model or the \
-                 request produces non-finite values); nothing was edited",
-                step.loss,
-                request.label()
-            )));
+        let active = problem.active().to_vec();
+        let current: Vec<&[f32]> = active.iter().map(|&i| deltas[i].as_slice()).collect();
+        let evaluated = problem.forward(&current).await?;
+        let mut going = vec![];
+        for (k, (&i, step)) in active.iter().zip(evaluated).enumerate() {
+            if !step.loss.is_finite() {
+                return Err(Error::Numeric(format!(
+                    "the z loss is {} at step {it} for {:?} (NaN or infinite activations: the \
+                     model or the request produces non-finite values); nothing was edited",
+                    step.loss,
+                    requests[i].label()
+                )));
+            }
+            steps[i].push(step);
+            on_step(i, it, step.loss);
+            if !(step.loss < hp.early_stop_loss || it + 1 == hp.v_num_grad_steps) {
+                going.push(k);
+            }
         }
-        steps.push(step);
-        on_step(it, step.loss);
         if let Some(p) = pause {
             p().await;
         }
-        if step.loss < hp.early_stop_loss || it + 1 == hp.v_num_grad_steps {
+        if going.is_empty() {
             break;
         }
-        let grad = problem.backward().await?;
-        if grad.iter().any(|g| !g.is_finite()) {
-            return Err(Error::Numeric(format!(
-                "NaN in the z gradient at step {it} for {:?}",
-                request.label()
-            )));
-        }
-        adam.step(&mut delta, &grad);
-        let n = norm(&delta);
-        if n > max_norm {
-            for x in delta.iter_mut() {
-                *x *= max_norm / n;
+        let grads = problem.backward().await?;
+        for &k in &going {
+            let i = active[k];
+            if grads[k].iter().any(|g| !g.is_finite()) {
+                return Err(Error::Numeric(format!(
+                    "NaN in the z gradient at step {it} for {:?}",
+                    requests[i].label()
+                )));
+            }
+            adams[i].step(&mut deltas[i], &grads[k]);
+            let n = norm(&deltas[i]);
+            if n > max_norm[i] {
+                for x in deltas[i].iter_mut() {
+                    *x *= max_norm[i] / n;
+                }
             }
         }
+        if going.len() < active.len() {
+            let keep: Vec<usize> = going.iter().map(|&k| active[k]).collect();
+            problem.retain(&keep)?;
+        }
     }
-    let h_init = problem.h_init().to_vec();
-    let z: Vec<f32> = h_init.iter().zip(&delta).map(|(h, x)| h + x).collect();
-    if z.iter().any(|x| !x.is_finite()) {
-        return Err(Error::Numeric(format!(
-            "z is not finite for {:?}",
-            request.label()
-        )));
+    let mut out = Vec::with_capacity(n);
+    for (i, (delta, steps)) in deltas.into_iter().zip(steps).enumerate() {
+        let h_init = problem.h_init(i).to_vec();
+        let z: Vec<f32> = h_init.iter().zip(&delta).map(|(h, x)| h + x).collect();
+        if z.iter().any(|x| !x.is_finite()) {
+            return Err(Error::Numeric(format!(
+                "z is not finite for {:?}",
+                requests[i].label()
+            )));
+        }
+        let (prompts, input_ids, lookup_idxs, target_ids) = problem.describe(i);
+        out.push(ZResult {
+            z,
+            h_init,
+            delta,
+            target_ids: target_ids.to_vec(),
+            prompts: prompts.to_vec(),
+            input_ids: input_ids.to_vec(),
+            lookup_idxs: lookup_idxs.to_vec(),
+            steps,
+        });
     }
-    let ZProblem {
-        target_ids,
-        prompts,
-        input_ids,
-        lookup_idxs,
-        ..
-    } = problem;
-    Ok(ZResult {
-        z,
-        h_init,
-        delta,
-        target_ids,
-        prompts,
-        input_ids,
-        lookup_idxs,
-        steps,
-    })
+    Ok(out)
 }
 
 /// Euclidean norm, accumulated in f64.

@@ -1,5 +1,14 @@
-//! The z problem of one request (spec §4.2): the prompts built, blocks `0..=l0` run once, and
-//! the loss with its gradient available at any `δ`, recomputing only the rows that depend on it.
+//! The z problem of a batch of requests (spec §4.2): every request's prompts packed into one
+//! batch, blocks `0..=l0` run once, and each request's loss with its gradient available at any
+//! `δ`, recomputing only the rows that depend on it.
+//!
+//! The requests share nothing but the passes: a request's rows attend only to its own prompts,
+//! its loss reads only its own rows, and its `δ` is added only at its own subject tokens. So the
+//! sum of the losses has, with respect to each request's `δ`, that request's gradient, and one
+//! packed forward and backward serve them all. A request that stops early leaves the layout
+//! ([`ZProblem::retain`]); the others go on without its rows.
+
+use std::ops::Range;
 
 use super::hparams::Hparams;
 use super::request::EditRequest;
@@ -10,123 +19,258 @@ use crate::backend::{Backend, TensorInfo};
 use crate::model::{BlockActs, BlockRows, ForwardSpec, Model, Packed, PartialKv, Tokenizer};
 use crate::{Error, Result};
 
-/// The z problem of one request: prompts tokenised, blocks `0..=l0` run once, and the loss of
-/// spec §4.2 with its gradient available at any `δ`.
+/// The z problem of a batch of requests: prompts tokenised, blocks `0..=l0` run once, and the
+/// loss of spec §4.2 of each request with its gradient available at any `δ`.
 pub struct ZProblem<'m, B: Backend> {
     model: &'m Model<B>,
     hp: Hparams,
-    /// Block-`l0` output of the rows that depend on `δ` (see [`PartialKv`]), `(D, d)`.
+    /// Block-`l0` output of every row that depends on a `δ` (see [`PartialKv`]), `(D, d)`,
+    /// request after request.
     prefix: B::Tensor,
-    /// Positions and attention ranges of those rows, and their fixed-row keys/values.
-    positions: B::Tensor,
-    ranges: B::Tensor,
+    dep: DepRows,
+    /// Keys and values of the rows that do not depend on `δ`, with `rows` the dependent rows of
+    /// the current layout.
     fixed: PartialKv<B::Tensor>,
-    /// Where `δ` goes: each prompt's subject-last row, as an index into the `D` rows.
-    lookup_t: B::Tensor,
-    n_lookup: usize,
-    /// Label rows then the KL row, as indices into the `D` rows.
-    loss_rows: Vec<u32>,
-    loss_rows_t: B::Tensor,
+    /// The requests still being optimised, and their rows.
+    layout: Layout<B::Tensor>,
+    items: Vec<Item>,
+    /// What the last forward left for the backward pass.
+    last: Option<Pending<B::Tensor>>,
+}
+
+/// One request of the batch.
+struct Item {
+    /// Its dependent rows, as indices into [`DepRows`].
+    dep: Range<usize>,
+    /// Where `δ` goes (each prompt's subject-last row) and the loss rows (label rows then the
+    /// KL row), as indices into `dep`.
+    lookup: Vec<usize>,
+    loss: Vec<usize>,
     labels: Vec<u32>,
     n_rewrite: usize,
     t: usize,
     h_init: Vec<f32>,
     h_init_norm: f32,
-    /// `log p_init` at the KL position, set by the first [`ZProblem::forward`].
+    /// `log p_init` at the KL position, set by the first forward (at `δ = 0`).
     kl_init: Option<Vec<f32>>,
-    /// What the last forward left for the backward pass.
-    last: Option<Pending<B::Tensor>>,
-    /// The request's prompts, for the result.
-    pub prompts: Vec<String>,
-    pub input_ids: Vec<Vec<u32>>,
-    pub lookup_idxs: Vec<usize>,
-    pub target_ids: Vec<u32>,
+    prompts: Vec<String>,
+    input_ids: Vec<Vec<u32>>,
+    lookup_idxs: Vec<usize>,
+    target_ids: Vec<u32>,
+}
+
+/// Per dependent row: its row in the packed layout, its position and attention range.
+struct DepRows {
+    rows: Vec<u32>,
+    positions: Vec<u32>,
+    ranges: Vec<u32>,
+}
+
+/// The rows of the requests being optimised.
+struct Layout<T> {
+    requests: Vec<usize>,
+    prefix: T,
+    positions: T,
+    ranges: T,
+    /// Every lookup row of those requests, request after request, and how many each has.
+    lookup_t: T,
+    n_lookup: Vec<usize>,
+    /// Every loss row, request after request.
+    loss: Vec<u32>,
+    loss_t: T,
+}
+
+impl<T: TensorInfo> Layout<T> {
+    /// The layout of `requests` (ascending indices into `items`), and the packed rows it
+    /// recomputes (for [`PartialKv::rows`]).
+    fn new<B: Backend<Tensor = T>>(
+        be: &B,
+        requests: &[usize],
+        items: &[Item],
+        prefix: &T,
+        dep: &DepRows,
+    ) -> Result<(Self, T)> {
+        let mut sel = vec![];
+        let (mut lookup, mut n_lookup, mut loss) = (vec![], vec![], vec![]);
+        for &i in requests {
+            let it = &items[i];
+            let base = sel.len() as u32;
+            lookup.extend(it.lookup.iter().map(|&r| base + r as u32));
+            n_lookup.push(it.lookup.len());
+            loss.extend(it.loss.iter().map(|&r| base + r as u32));
+            sel.extend(it.dep.start as u32..it.dep.end as u32);
+        }
+        let pos: Vec<u32> = sel.iter().map(|&i| dep.positions[i as usize]).collect();
+        let rng: Vec<u32> = sel
+            .iter()
+            .flat_map(|&i| [dep.ranges[2 * i as usize], dep.ranges[2 * i as usize + 1]])
+            .collect();
+        let rows: Vec<u32> = sel.iter().map(|&i| dep.rows[i as usize]).collect();
+        let sel_t = be.upload_u32("active rows", &sel, &[sel.len()])?;
+        let layout = Layout {
+            requests: requests.to_vec(),
+            prefix: be.gather_rows(prefix, &sel_t)?,
+            positions: be.upload_u32("positions", &pos, &[pos.len()])?,
+            ranges: be.upload_u32("ranges", &rng, &[pos.len(), 2])?,
+            lookup_t: be.upload_u32("lookup rows", &lookup, &[lookup.len()])?,
+            n_lookup,
+            loss_t: be.upload_u32("loss rows", &loss, &[loss.len()])?,
+            loss,
+        };
+        let rows = be.upload_u32("dependent rows", &rows, &[rows.len()])?;
+        Ok((layout, rows))
+    }
 }
 
 /// The forward pass kept for [`ZProblem::backward`].
 struct Pending<T> {
-    delta: Vec<f32>,
+    deltas: Vec<Vec<f32>>,
     tape: Vec<(usize, T, BlockActs<T>)>,
     hidden: T,
     logp: T,
     dlogp: Vec<f32>,
 }
 
+/// What a request contributes to the packed batch, before anything runs.
+pub(super) struct Prompts {
+    pub prompts: Vec<String>,
+    pub input_ids: Vec<Vec<u32>>,
+    pub lookup_idxs: Vec<usize>,
+    pub target_ids: Vec<u32>,
+    pub n_rewrite: usize,
+}
+
+/// The rewriting prompts of `request` (every template, the target minus its last token
+/// appended) and the KL prompt, tokenised, with the subject's last token located in each.
+///
+/// # Errors
+/// A target that encodes to no token, a subject that cannot be located, a rewriting prompt
+/// shorter than the target.
+pub(super) fn prompts(
+    tok: &Tokenizer,
+    request: &EditRequest,
+    templates: &ContextTemplates,
+    hp: &Hparams,
+) -> Result<Prompts> {
+    let target = target_ids(tok, request, hp.target_space)?;
+    let t = target.len();
+    let suffix = tok.decode(&target[..t - 1])?;
+    let mut shaped = rewriting_prompts(templates, request, &suffix);
+    let n_rewrite = shaped.len();
+    shaped.push(KL_PROMPT.to_string());
+    let mut out = Prompts {
+        prompts: vec![],
+        input_ids: vec![],
+        lookup_idxs: vec![],
+        target_ids: target,
+        n_rewrite,
+    };
+    for (s, template) in shaped.iter().enumerate() {
+        let located = locate_subject(tok, template, &request.subject)?;
+        // Only the rewriting prompts carry the target (their last t positions are label rows);
+        // the KL prompt is read at its subject-last token alone, so it may be shorter.
+        if s < n_rewrite && located.ids.len() < t {
+            return Err(Error::input(format!(
+                "rewriting prompt {:?} has {} tokens, fewer than its target's {t}",
+                located.text,
+                located.ids.len()
+            )));
+        }
+        out.lookup_idxs.push(located.last);
+        out.prompts.push(located.text);
+        out.input_ids.push(located.ids);
+    }
+    Ok(out)
+}
+
 impl<'m, B: Backend> ZProblem<'m, B> {
-    /// Builds the prompts and runs blocks `0..=l0` (with `originals` as the edited layers'
-    /// `down_proj`: weights rewinding; empty for the current weights).
+    /// Builds every request's prompts and runs blocks `0..=l0` on all of them at once (with
+    /// `originals` as the edited layers' `down_proj`: weights rewinding; empty for the current
+    /// weights).
+    ///
+    /// # Errors
+    /// As [`prompts`] for any request (the message names it), an empty batch, backend failures.
     pub async fn new(
         model: &'m Model<B>,
         tok: &Tokenizer,
-        request: &EditRequest,
+        requests: &[&EditRequest],
         templates: &ContextTemplates,
         hp: &Hparams,
         originals: &[(usize, &B::Tensor)],
     ) -> Result<Self> {
+        if requests.is_empty() {
+            return Err(Error::input("no request to optimise a target for"));
+        }
         let be = model.backend();
         let d = model.config.d_model;
         let l0 = hp.z_layer();
-        let target = target_ids(tok, request, hp.target_space)?;
-        let t = target.len();
-        // The rewriting prompts (every template, target minus its last token appended) and the
-        // KL prompt.
-        let suffix = tok.decode(&target[..t - 1])?;
-        let mut shaped = rewriting_prompts(templates, request, &suffix);
-        let n_rewrite = shaped.len();
-        shaped.push(KL_PROMPT.to_string());
-        let mut prompts = vec![];
-        let mut input_ids = vec![];
-        let mut lookup_idxs = vec![];
-        for (s, template) in shaped.iter().enumerate() {
-            let located = locate_subject(tok, template, &request.subject)?;
-            // Only the rewriting prompts carry the target (their last t positions are label
-            // rows); the KL prompt is read at its subject-last token alone, so it may be shorter.
-            if s < n_rewrite && located.ids.len() < t {
-                return Err(Error::input(format!(
-                    "rewriting prompt {:?} has {} tokens, fewer than its target's {t}",
-                    located.text,
-                    located.ids.len()
-                )));
-            }
-            lookup_idxs.push(located.last);
-            prompts.push(located.text);
-            input_ids.push(located.ids);
+        let mut built = Vec::with_capacity(requests.len());
+        for r in requests {
+            built.push(prompts(tok, r, templates, hp)?);
         }
-        let packed = Packed::new(&input_ids);
-        let lookup_rows: Vec<u32> = lookup_idxs
-            .iter()
-            .enumerate()
-            .map(|(s, &i)| packed.row(s, i) as u32)
-            .collect();
-        // Label rows: the last t positions of each rewriting prompt predict the target tokens.
-        let mut loss_rows = vec![];
-        let mut labels = vec![];
-        for s in 0..n_rewrite {
-            let n = packed.len_of(s);
-            for (j, &id) in target.iter().enumerate() {
-                loss_rows.push(packed.row(s, n - t + j) as u32);
-                labels.push(id);
-            }
-        }
-        loss_rows.push(lookup_rows[n_rewrite]);
+        let packed = Packed::new(
+            &built
+                .iter()
+                .flat_map(|p| p.input_ids.iter())
+                .collect::<Vec<_>>(),
+        );
 
         // Only rows from the subject's last token on depend on δ (causality): a few per prompt.
         // The others keep the keys and values of one full pass at δ = 0, and each step recomputes
         // the dependent rows alone (spec §4.2's loss is unchanged; the work drops ~7×).
-        let mut dep = vec![];
-        for (s, &lookup) in lookup_idxs.iter().enumerate() {
-            let first_label = if s < n_rewrite {
-                packed.len_of(s) - t
-            } else {
-                lookup
-            };
-            dep.extend(packed.row(s, lookup.min(first_label))..=packed.last_row(s));
+        let mut dep_rows: Vec<u32> = vec![];
+        let mut index_in_dep = vec![u32::MAX; packed.n_rows()];
+        let mut items = Vec::with_capacity(requests.len());
+        let mut seq = 0;
+        for p in built {
+            let start = dep_rows.len();
+            let first_seq = seq;
+            for (s, &lookup) in p.lookup_idxs.iter().enumerate() {
+                let first = if s < p.n_rewrite {
+                    packed.len_of(seq) - p.target_ids.len()
+                } else {
+                    lookup
+                };
+                for row in packed.row(seq, lookup.min(first))..=packed.last_row(seq) {
+                    index_in_dep[row] = (dep_rows.len() - start) as u32;
+                    dep_rows.push(row as u32);
+                }
+                seq += 1;
+            }
+            let at = |s: usize, pos: usize| index_in_dep[packed.row(first_seq + s, pos)] as usize;
+            let lookup: Vec<usize> = p
+                .lookup_idxs
+                .iter()
+                .enumerate()
+                .map(|(s, &i)| at(s, i))
+                .collect();
+            // Label rows: the last t positions of each rewriting prompt predict the target.
+            let t = p.target_ids.len();
+            let (mut loss, mut labels) = (vec![], vec![]);
+            for s in 0..p.n_rewrite {
+                let n = packed.len_of(first_seq + s);
+                for (j, &id) in p.target_ids.iter().enumerate() {
+                    loss.push(at(s, n - t + j));
+                    labels.push(id);
+                }
+            }
+            loss.push(lookup[p.n_rewrite]);
+            items.push(Item {
+                dep: start..dep_rows.len(),
+                lookup,
+                loss,
+                labels,
+                n_rewrite: p.n_rewrite,
+                t,
+                h_init: vec![],
+                h_init_norm: 0.0,
+                kl_init: None,
+                prompts: p.prompts,
+                input_ids: p.input_ids,
+                lookup_idxs: p.lookup_idxs,
+                target_ids: p.target_ids,
+            });
         }
-        let dep: Vec<u32> = dep.into_iter().map(|r| r as u32).collect();
-        let index_in_dep =
-            |row: u32| dep.iter().position(|&r| r == row).expect("a dependent row") as u32;
-        let lookup_in_dep: Vec<u32> = lookup_rows.iter().map(|&r| index_in_dep(r)).collect();
-        let loss_in_dep: Vec<u32> = loss_rows.iter().map(|&r| index_in_dep(r)).collect();
 
         let full = model
             .forward(
@@ -139,7 +283,6 @@ impl<'m, B: Backend> ZProblem<'m, B> {
             )?
             .hidden;
         let bt = model.upload_batch(&packed)?;
-        let dep_t = be.upload_u32("dependent rows", &dep, &[dep.len()])?;
         let (mut k_fixed, mut v_fixed) = (vec![], vec![]);
         let mut h = be.copy(&full)?;
         for l in 0..model.config.n_layers {
@@ -149,12 +292,28 @@ impl<'m, B: Backend> ZProblem<'m, B> {
                 continue;
             }
             let (out, acts) = model.block_packed(l, &h, &bt, None)?;
-            k_fixed.push(Some(zero_rows(be, &acts.k, &dep).await?));
-            v_fixed.push(Some(zero_rows(be, &acts.v, &dep).await?));
+            k_fixed.push(Some(zero_rows(be, &acts.k, &dep_rows).await?));
+            v_fixed.push(Some(zero_rows(be, &acts.v, &dep_rows).await?));
             h = out;
         }
-        let pos: Vec<u32> = dep.iter().map(|&r| packed.positions[r as usize]).collect();
-        let rng: Vec<u32> = dep
+        let dep_t = be.upload_u32("dependent rows", &dep_rows, &[dep_rows.len()])?;
+        let prefix = be.gather_rows(&full, &dep_t)?;
+        // h_init: block l0's output at the bare prompt's (the first prompt's) subject-last row.
+        let firsts: Vec<u32> = items
+            .iter()
+            .map(|it| (it.dep.start + it.lookup[0]) as u32)
+            .collect();
+        let firsts_t = be.upload_u32("first lookup rows", &firsts, &[firsts.len()])?;
+        let h_inits = be.read(&be.gather_rows(&prefix, &firsts_t)?).await?;
+        for (it, h) in items.iter_mut().zip(h_inits.chunks(d)) {
+            it.h_init = h.to_vec();
+            it.h_init_norm = norm(h);
+        }
+        let dep_positions = dep_rows
+            .iter()
+            .map(|&r| packed.positions[r as usize])
+            .collect();
+        let dep_ranges = dep_rows
             .iter()
             .flat_map(|&r| {
                 [
@@ -163,146 +322,196 @@ impl<'m, B: Backend> ZProblem<'m, B> {
                 ]
             })
             .collect();
-        let prefix = be.gather_rows(&full, &dep_t)?;
-        let lookup_t = be.upload_u32("lookup rows", &lookup_in_dep, &[lookup_in_dep.len()])?;
-        let loss_rows_t = be.upload_u32("loss rows", &loss_in_dep, &[loss_in_dep.len()])?;
-        let h_init = be.read(&be.gather_rows(&prefix, &lookup_t)?).await?[..d].to_vec();
-        let h_init_norm = norm(&h_init);
+        let dep = DepRows {
+            rows: dep_rows,
+            positions: dep_positions,
+            ranges: dep_ranges,
+        };
+        let all: Vec<usize> = (0..items.len()).collect();
+        let (layout, active_rows) = Layout::new(be, &all, &items, &prefix, &dep)?;
         Ok(ZProblem {
             model,
             hp: hp.clone(),
             prefix,
-            positions: be.upload_u32("positions", &pos, &[pos.len()])?,
-            ranges: be.upload_u32("ranges", &rng, &[pos.len(), 2])?,
+            dep,
             fixed: PartialKv {
                 k: k_fixed,
                 v: v_fixed,
-                rows: dep_t,
+                rows: active_rows,
             },
-            lookup_t,
-            n_lookup: lookup_rows.len(),
-            loss_rows: loss_in_dep,
-            loss_rows_t,
-            labels,
-            n_rewrite,
-            t,
-            h_init,
-            h_init_norm,
-            kl_init: None,
+            layout,
+            items,
             last: None,
-            prompts,
-            input_ids,
-            lookup_idxs,
-            target_ids: target,
         })
     }
 
-    /// `h_init`: block `l0`'s output at the bare prompt's subject-last token, `(d)`.
-    pub fn h_init(&self) -> &[f32] {
-        &self.h_init
+    /// Number of requests in the batch.
+    pub fn len(&self) -> usize {
+        self.items.len()
     }
 
-    /// The loss terms at `delta`. The first call fixes the KL reference distribution (the
+    /// Whether the batch is empty (never: [`ZProblem::new`] refuses that).
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// `h_init` of request `i`: block `l0`'s output at the bare prompt's subject-last token.
+    pub fn h_init(&self, i: usize) -> &[f32] {
+        &self.items[i].h_init
+    }
+
+    /// The requests [`ZProblem::forward`] evaluates, in order.
+    pub fn active(&self) -> &[usize] {
+        &self.layout.requests
+    }
+
+    /// Keeps only `requests` (ascending indices into the batch) in the passes from now on.
+    ///
+    /// # Errors
+    /// Backend failures.
+    pub fn retain(&mut self, requests: &[usize]) -> Result<()> {
+        let be = self.model.backend();
+        let (layout, rows) = Layout::new(be, requests, &self.items, &self.prefix, &self.dep)?;
+        self.layout = layout;
+        self.fixed.rows = rows;
+        self.last = None;
+        Ok(())
+    }
+
+    /// The loss terms of every active request at its `δ` (`deltas[k]` for
+    /// `active()[k]`). A request's first evaluation fixes its KL reference distribution (the
     /// optimisation makes it at `δ = 0`).
-    pub async fn forward(&mut self, delta: &[f32]) -> Result<ZStep> {
+    pub async fn forward(&mut self, deltas: &[&[f32]]) -> Result<Vec<ZStep>> {
         let (model, hp) = (self.model, &self.hp);
         let be = model.backend();
         let (d, vocab) = (model.config.d_model, model.config.vocab_size);
-        let mut h = be.copy(&self.prefix)?;
-        let shift = be.upload("delta", &delta.repeat(self.n_lookup), &[self.n_lookup, d])?;
-        be.add_rows(&mut h, &self.lookup_t, &shift)?;
+        let lay = &self.layout;
+        assert_eq!(deltas.len(), lay.requests.len(), "one δ per active request");
+        let mut h = be.copy(&lay.prefix)?;
+        let mut shift = Vec::with_capacity(lay.n_lookup.iter().sum::<usize>() * d);
+        for (delta, &n) in deltas.iter().zip(&lay.n_lookup) {
+            for _ in 0..n {
+                shift.extend_from_slice(delta);
+            }
+        }
+        let shift = be.upload_owned("delta", shift, &[lay.n_lookup.iter().sum(), d])?;
+        be.add_rows(&mut h, &lay.lookup_t, &shift)?;
         let mut tape = Vec::with_capacity(model.config.n_layers - hp.z_layer() - 1);
         for l in hp.z_layer() + 1..model.config.n_layers {
             let (out, acts) =
-                model.block_partial(l, &h, &self.positions, &self.ranges, &self.fixed)?;
+                model.block_partial(l, &h, &lay.positions, &lay.ranges, &self.fixed)?;
             tape.push((l, std::mem::replace(&mut h, out), acts));
         }
-        let logp_t = be.log_softmax(&model.logits_at(&h, &self.loss_rows)?)?; // (R, V)
+        let logp_t = be.log_softmax(&model.logits_at(&h, &lay.loss)?)?; // (R, V)
         let logp = be.read(&logp_t).await?;
 
-        // Loss terms, and d loss / d logp on the host.
-        let (t, n_rewrite) = (self.t, self.n_rewrite);
+        // Loss terms, and d loss / d logp on the host, request after request.
         let mut dlogp = vec![0.0f32; logp.len()];
-        let (mut nll, mut prob) = (0.0f32, 0.0f32);
-        for s in 0..n_rewrite {
-            let mut nll_s = 0.0f32;
-            for j in 0..t {
-                let r = s * t + j;
-                let at = r * vocab + self.labels[r] as usize;
-                nll_s -= logp[at];
-                dlogp[at] = -1.0 / (t * n_rewrite) as f32;
+        let mut steps = Vec::with_capacity(deltas.len());
+        let mut row0 = 0;
+        for (&i, delta) in lay.requests.iter().zip(deltas) {
+            let it = &mut self.items[i];
+            let (t, n_rewrite) = (it.t, it.n_rewrite);
+            let logp = &logp[row0 * vocab..(row0 + it.loss.len()) * vocab];
+            let dlogp = &mut dlogp[row0 * vocab..(row0 + it.loss.len()) * vocab];
+            row0 += it.loss.len();
+            let (mut nll, mut prob) = (0.0f32, 0.0f32);
+            for s in 0..n_rewrite {
+                let mut nll_s = 0.0f32;
+                for j in 0..t {
+                    let r = s * t + j;
+                    let at = r * vocab + it.labels[r] as usize;
+                    nll_s -= logp[at];
+                    dlogp[at] = -1.0 / (t * n_rewrite) as f32;
+                }
+                nll_s /= t as f32;
+                nll += nll_s / n_rewrite as f32;
+                prob += (-nll_s).exp() / n_rewrite as f32;
             }
-            nll_s /= t as f32;
-            nll += nll_s / n_rewrite as f32;
-            prob += (-nll_s).exp() / n_rewrite as f32;
+            // KL(p_cur ‖ p_init) at the KL prompt's subject-last token; d/d log p_cur =
+            // p (Δ + 1).
+            let kl_off = n_rewrite * t * vocab;
+            let kl_cur = &logp[kl_off..kl_off + vocab];
+            let kl_ref = it.kl_init.get_or_insert_with(|| kl_cur.to_vec());
+            let mut kl = 0.0f64;
+            for v in 0..vocab {
+                let p = kl_cur[v].exp();
+                kl += p as f64 * (kl_cur[v] - kl_ref[v]) as f64;
+                dlogp[kl_off + v] = hp.kl_factor * p * (kl_cur[v] - kl_ref[v] + 1.0);
+            }
+            let kl = hp.kl_factor * kl as f32;
+            let wd = hp.v_weight_decay * norm(delta) / (it.h_init_norm * it.h_init_norm);
+            steps.push(ZStep {
+                loss: nll + kl + wd,
+                nll,
+                kl,
+                wd,
+                prob,
+            });
         }
-        // KL(p_cur ‖ p_init) at the KL prompt's subject-last token; d/d log p_cur = p (Δ + 1).
-        let kl_off = n_rewrite * t * vocab;
-        let kl_cur = &logp[kl_off..kl_off + vocab];
-        let kl_ref = self.kl_init.get_or_insert_with(|| kl_cur.to_vec());
-        let mut kl = 0.0f64;
-        for v in 0..vocab {
-            let p = kl_cur[v].exp();
-            kl += p as f64 * (kl_cur[v] - kl_ref[v]) as f64;
-            dlogp[kl_off + v] = hp.kl_factor * p * (kl_cur[v] - kl_ref[v] + 1.0);
-        }
-        let kl = hp.kl_factor * kl as f32;
-        let wd = hp.v_weight_decay * norm(delta) / (self.h_init_norm * self.h_init_norm);
-        let step = ZStep {
-            loss: nll + kl + wd,
-            nll,
-            kl,
-            wd,
-            prob,
-        };
         self.last = Some(Pending {
-            delta: delta.to_vec(),
+            deltas: deltas.iter().map(|x| x.to_vec()).collect(),
             tape,
             hidden: h,
             logp: logp_t,
             dlogp,
         });
-        Ok(step)
+        Ok(steps)
     }
 
-    /// The gradient of the loss with respect to `δ` at the last [`ZProblem::forward`].
-    pub async fn backward(&mut self) -> Result<Vec<f32>> {
+    /// The gradient of each active request's loss with respect to its `δ`, at the last
+    /// [`ZProblem::forward`].
+    pub async fn backward(&mut self) -> Result<Vec<Vec<f32>>> {
         let model = self.model;
         let be = model.backend();
         let (d, vocab) = (model.config.d_model, model.config.vocab_size);
         let p = self.last.take().expect("backward follows forward");
-        let dlogp = be.upload("d logp", &p.dlogp, &[self.loss_rows.len(), vocab])?;
+        let lay = &self.layout;
+        let dlogp = be.upload_owned("d logp", p.dlogp, &[lay.loss.len(), vocab])?;
         let dlogits = be.log_softmax_backward(&p.logp, &dlogp)?;
-        let mut dh = model.head_backward(&p.hidden, &self.loss_rows_t, &dlogits)?;
+        let mut dh = model.head_backward(&p.hidden, &lay.loss_t, &dlogits)?;
         for (l, h_in, acts) in p.tape.iter().rev() {
             let rows = BlockRows::Partial {
-                positions: &self.positions,
-                ranges: &self.ranges,
+                positions: &lay.positions,
+                ranges: &lay.ranges,
                 kv_rows: &self.fixed.rows,
             };
             dh = model.block_backward(*l, h_in, acts, rows, None, &dh)?;
         }
-        // δ is added at every lookup row: its gradient is the sum over them.
-        let dh_rows = be.read(&be.gather_rows(&dh, &self.lookup_t)?).await?;
-        let mut grad = vec![0.0f32; d];
-        for row in dh_rows.chunks(d) {
-            for (g, x) in grad.iter_mut().zip(row) {
-                *g += x;
+        // δ is added at every lookup row of its request: its gradient is the sum over them.
+        let dh_rows = be.read(&be.gather_rows(&dh, &lay.lookup_t)?).await?;
+        let mut rows = dh_rows.chunks(d);
+        let mut grads = Vec::with_capacity(lay.requests.len());
+        for ((&i, &n), delta) in lay.requests.iter().zip(&lay.n_lookup).zip(&p.deltas) {
+            let mut grad = vec![0.0f32; d];
+            for row in rows.by_ref().take(n) {
+                for (g, x) in grad.iter_mut().zip(row) {
+                    *g += x;
+                }
             }
-        }
-        // d ‖δ‖ / dδ = δ / ‖δ‖, taken as 0 at δ = 0 (PyTorch's convention).
-        let delta_norm = norm(&p.delta);
-        if delta_norm > 0.0 {
-            let c = self.hp.v_weight_decay / (self.h_init_norm * self.h_init_norm) / delta_norm;
-            for (g, x) in grad.iter_mut().zip(&p.delta) {
-                *g += c * x;
+            // d ‖δ‖ / dδ = δ / ‖δ‖, taken as 0 at δ = 0 (PyTorch's convention).
+            let delta_norm = norm(delta);
+            if delta_norm > 0.0 {
+                let h2 = self.items[i].h_init_norm * self.items[i].h_init_norm;
+                let c = self.hp.v_weight_decay / h2 / delta_norm;
+                for (g, x) in grad.iter_mut().zip(delta) {
+                    *g += c * x;
+                }
             }
+            grads.push(grad);
         }
-        Ok(grad)
+        Ok(grads)
+    }
+
+    /// Request `i`'s prompts, their tokens and subject-last indices, and its target's tokens,
+    /// for the result.
+    pub fn describe(&self, i: usize) -> (&[String], &[Vec<u32>], &[usize], &[u32]) {
+        let it = &self.items[i];
+        (&it.prompts, &it.input_ids, &it.lookup_idxs, &it.target_ids)
     }
 }
 
-/// `t` with the given rows set to zero (read back and re-uploaded: done once per request).
+/// `t` with the given rows set to zero (read back and re-uploaded: done once per batch).
 async fn zero_rows<B: Backend>(be: &B, t: &B::Tensor, rows: &[u32]) -> Result<B::Tensor> {
     let width = *t.shape().last().expect("a matrix");
     let mut v = be.read(t).await?;

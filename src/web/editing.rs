@@ -192,8 +192,8 @@ pub(crate) async fn apply<B: Backend>(
     let t0 = dom::now_ms();
     let pause = pause_hook;
     let opts = BatchOptions {
-        precomputed_z: None,
         pause: Some(&pause),
+        ..Default::default()
     };
     let outcome = apply_batch_opts(&mut wb.model, state, &ctx, requests, opts, progress).await?;
     let scores = edit_prompt_scores(&wb.model, tok, requests).await;
