@@ -14,7 +14,8 @@ use nse::edit::patch::Patch;
 use nse::edit::subject::subject_last_index;
 use nse::edit::target::{ZOptions, ZProblem, compute_z, compute_zs, norm};
 use nse::edit::{
-    BatchOutcome, EditContext, EditMethod, EditRequest, EditState, MemitSeq, Nse, apply_batch,
+    BatchOutcome, EditContext, EditMethod, EditRequest, EditState, Memit, MemitSeq, Nse,
+    apply_batch,
 };
 
 fn run(
@@ -413,6 +414,45 @@ fn nse_reduces_to_memit_seq() {
     run(&mut t, &mut state, &reqs, &MemitSeq);
     assert_eq!(down_projs(&t.model, &TINY_LAYERS), nse_w);
     assert_eq!(state.p, nse_p);
+}
+
+#[test]
+fn plain_memit_forgets_the_past_keys() {
+    // Plain MEMIT is MEMIT-seq without P: on the first batch (P = 0) the two agree bit for bit;
+    // on a later batch MEMIT equals MEMIT-seq started afresh (P = 0) from the edited weights,
+    // and differs from MEMIT-seq continued with the first batch's keys in P.
+    let mut t = tiny(9);
+    let reqs = requests();
+    let mut state = EditState::new(&t.model, &TINY_LAYERS).unwrap();
+    run(&mut t, &mut state, &reqs[..2], &MemitSeq);
+    let seq_w1 = down_projs(&t.model, &TINY_LAYERS);
+    state.rewind_to(&mut t.model, 0).unwrap();
+    run(&mut t, &mut state, &reqs[..2], &Memit);
+    assert_eq!(down_projs(&t.model, &TINY_LAYERS), seq_w1, "first batch");
+    assert!(
+        state.p.values().any(|p| p.iter().any(|&x| x != 0.0)),
+        "P holds batch 1's keys"
+    );
+
+    let after1 = down_projs(&t.model, &TINY_LAYERS);
+    run(&mut t, &mut state, &reqs[2..], &Memit);
+    let memit_w2 = down_projs(&t.model, &TINY_LAYERS);
+    state.rewind_to(&mut t.model, 1).unwrap();
+    assert_eq!(down_projs(&t.model, &TINY_LAYERS), after1);
+    run(&mut t, &mut state, &reqs[2..], &MemitSeq);
+    assert_ne!(
+        down_projs(&t.model, &TINY_LAYERS),
+        memit_w2,
+        "MEMIT-seq uses P"
+    );
+    state.rewind_to(&mut t.model, 1).unwrap();
+    let mut fresh = EditState::new(&t.model, &TINY_LAYERS).unwrap();
+    run(&mut t, &mut fresh, &reqs[2..], &MemitSeq);
+    assert_eq!(
+        down_projs(&t.model, &TINY_LAYERS),
+        memit_w2,
+        "MEMIT = MEMIT-seq with P = 0"
+    );
 }
 
 #[test]

@@ -26,7 +26,7 @@ pub struct EditArgs {
     /// Requests: CounterFact (ROME or EasyEdit schema), zsRE, or [{prompt, subject, target_new}].
     #[arg(long)]
     requests: PathBuf,
-    /// Editing method: nse, memit-seq or alphaedit.
+    /// Editing method: nse, memit-seq, memit (no past keys) or alphaedit.
     #[arg(long, default_value = "nse")]
     method: String,
     /// Requests per batch.

@@ -9,8 +9,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::backend::Backend;
 use crate::edit::covariance::CorpusSpec;
 use crate::edit::{
-    AlphaEdit, ContextTemplates, CovarianceSet, EditMethod, Hparams, MemitSeq, MethodKind, Nse,
-    Progress,
+    AlphaEdit, ContextTemplates, CovarianceSet, EditMethod, Hparams, Memit, MemitSeq, MethodKind,
+    Nse, Progress,
 };
 use crate::model::{Model, ModelSource, Tokenizer};
 use crate::{Error, Result};
@@ -156,6 +156,7 @@ pub fn method_for(kind: MethodKind, editor: &Editor, d_ff: usize) -> Result<Box<
     Ok(match kind {
         MethodKind::Nse => Box::new(Nse),
         MethodKind::MemitSeq => Box::new(MemitSeq),
+        MethodKind::Memit => Box::new(Memit),
         MethodKind::Alphaedit => Box::new(AlphaEdit::new(editor.cov.matrices(), d_ff, &editor.hp)?),
     })
 }

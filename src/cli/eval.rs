@@ -46,7 +46,7 @@ pub struct EvalArgs {
     /// Requests per batch.
     #[arg(long, default_value_t = 10)]
     batch: usize,
-    /// Editing method: nse, memit-seq or alphaedit (default nse).
+    /// Editing method: nse, memit-seq, memit (no past keys) or alphaedit (default nse).
     #[arg(long)]
     method: Option<String>,
     /// Run several methods on the same requests, e.g. `nse,memit-seq` (instead of --method).

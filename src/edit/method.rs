@@ -1,4 +1,4 @@
-//! The three editing methods behind one trait. They share the batch procedure
+//! The four editing methods behind one trait. They share the batch procedure
 //! ([`super::batch::apply_batch`]) and differ in where `z` comes from, how many rounds run,
 //! which neurons are updated and how the update is solved.
 
@@ -17,15 +17,17 @@ use crate::{Error, Result};
 pub enum MethodKind {
     Nse,
     MemitSeq,
+    Memit,
     Alphaedit,
 }
 
 impl MethodKind {
-    /// `nse`, `memit-seq` or `alphaedit`.
+    /// `nse`, `memit-seq`, `memit` or `alphaedit`.
     pub fn name(self) -> &'static str {
         match self {
             MethodKind::Nse => "nse",
             MethodKind::MemitSeq => "memit-seq",
+            MethodKind::Memit => "memit",
             MethodKind::Alphaedit => "alphaedit",
         }
     }
@@ -34,10 +36,11 @@ impl MethodKind {
     pub fn parse(s: &str) -> Result<Self> {
         match s.to_ascii_lowercase().as_str() {
             "nse" => Ok(MethodKind::Nse),
-            "memit-seq" | "memit_seq" | "memit" => Ok(MethodKind::MemitSeq),
+            "memit-seq" | "memit_seq" => Ok(MethodKind::MemitSeq),
+            "memit" => Ok(MethodKind::Memit),
             "alphaedit" | "alpha-edit" => Ok(MethodKind::Alphaedit),
             other => Err(Error::input(format!(
-                "unknown method {other:?}; use nse, memit-seq or alphaedit"
+                "unknown method {other:?}; use nse, memit-seq, memit or alphaedit"
             ))),
         }
     }
@@ -136,6 +139,41 @@ impl EditMethod for MemitSeq {
         hp: &Hparams,
     ) -> Result<Factored> {
         solve_nse(sys, &selection.selected, hp.mom2_update_weight)
+    }
+}
+
+/// MEMIT applied batch after batch with nothing of the earlier batches in its system: `z` from
+/// the current weights, all neurons, one round, and `G = λC + K Kᵀ` without the past keys `P`
+/// (spec §9's MEMIT-seq without its `P` term). The baseline that the NSE paper shows collapsing
+/// over long sequences.
+pub struct Memit;
+
+impl EditMethod for Memit {
+    fn kind(&self) -> MethodKind {
+        MethodKind::Memit
+    }
+    fn rewinds(&self) -> bool {
+        false
+    }
+    fn rounds(&self, _hp: &Hparams) -> RoundPolicy {
+        ONE_ROUND
+    }
+    fn select(&self, keys: &[f32], d_ff: usize, _hp: &Hparams) -> Selection {
+        select_neurons(keys, d_ff, 1.0)
+    }
+    fn solve(
+        &self,
+        _layer: usize,
+        sys: &LayerSystem,
+        selection: &Selection,
+        hp: &Hparams,
+    ) -> Result<Factored> {
+        let no_past = vec![0.0f32; sys.p.len()];
+        let sys = LayerSystem {
+            p: &no_past,
+            ..*sys
+        };
+        solve_nse(&sys, &selection.selected, hp.mom2_update_weight)
     }
 }
 

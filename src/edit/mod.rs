@@ -36,7 +36,7 @@ pub use batch::{
 pub use covariance::CovarianceSet;
 pub use dataset::{Case, Probes};
 pub use hparams::{Hparams, TargetSpace};
-pub use method::{AlphaEdit, EditMethod, MemitSeq, MethodKind, Nse};
+pub use method::{AlphaEdit, EditMethod, Memit, MemitSeq, MethodKind, Nse};
 pub use request::EditRequest;
 pub use state::{EditState, LedgerEntry, Measured, ROOT_DIGEST};
 pub use templates::ContextTemplates;

@@ -14,7 +14,7 @@ use crate::backend::Backend;
 use crate::edit::check::CheckSpec;
 use crate::edit::{
     AlphaEdit, BatchOptions, BatchOutcome, ContextTemplates, CovarianceSet, EditContext,
-    EditMethod, EditRequest, Hparams, MemitSeq, MethodKind, Nse, Progress, apply_batch_opts,
+    EditMethod, EditRequest, Hparams, Memit, MemitSeq, MethodKind, Nse, Progress, apply_batch_opts,
 };
 use crate::eval::score_candidates;
 use crate::model::{Model, Tokenizer};
@@ -131,6 +131,7 @@ impl EditSetup {
         match kind {
             MethodKind::Nse => &Nse,
             MethodKind::MemitSeq => &MemitSeq,
+            MethodKind::Memit => &Memit,
             MethodKind::Alphaedit => self.alphaedit.as_ref().expect("prepare_alphaedit first"),
         }
     }
