@@ -23,13 +23,14 @@ use super::common::{Loaded, ModelArgs, load};
 use super::editor::{Editor, EditorArgs, batch_progress, method_for};
 use crate::backend::Backend;
 use crate::edit::dataset::parse_cases;
+use crate::edit::patch::Patch;
 use crate::edit::{Case, EditContext, EditState, MethodKind};
 use crate::eval::collapse::{PPL_TOKENS, PerplexitySlice};
 use crate::eval::golden::{Row, compare_run, summarise};
 use crate::eval::table::{golden_table, summary_table};
 use crate::eval::{
-    DatasetKind, EvalOptions, EvalReport, EvalStep, FluencyOptions, MethodRun, RunEvent,
-    SequentialPlan, curves, evaluate, run_method,
+    DatasetKind, EvalOptions, EvalReport, EvalStep, FluencyOptions, MethodRun, MethodRunner,
+    RunEvent, SequentialPlan, curves, evaluate,
 };
 use crate::model::{Model, ModelSource, Tokenizer};
 use crate::{Error, Result, with_model};
@@ -74,9 +75,15 @@ pub struct EvalArgs {
     /// our numbers beside its.
     #[arg(long)]
     golden: Option<PathBuf>,
-    /// Output directory: report.json and plots/*.svg.
-    #[arg(long)]
-    out: PathBuf,
+    /// Output directory: report.json and plots/*.svg (and, while the run is under way,
+    /// resume.json and a patch, from which --resume continues it).
+    #[arg(long, required_unless_present = "resume")]
+    out: Option<PathBuf>,
+    /// Continue the run that stopped in this output directory, from its last finished batch,
+    /// with the options it was started with (give --resume DIR alone). Its results equal an
+    /// uninterrupted run's; a run whose model, data, options or nse version differ is refused.
+    #[arg(long, value_name = "DIR")]
+    resume: Option<PathBuf>,
     #[command(flatten)]
     editor: EditorArgs,
     #[command(flatten)]
@@ -158,7 +165,40 @@ fn code_version() -> Value {
     })
 }
 
+/// `nse eval` with the saved options when resuming.
+#[derive(clap::Parser, Debug)]
+#[command(name = "nse eval")]
+struct SavedArgs {
+    #[command(flatten)]
+    args: EvalArgs,
+}
+
 pub fn run(args: EvalArgs) -> Result<()> {
+    let (args, saved) = match &args.resume {
+        None => (args, None),
+        Some(dir) => {
+            if !super::resume::only_resume(&super::resume::own_argv()) {
+                return Err(Error::input(
+                    "--resume DIR takes every option from the run it continues; give it alone",
+                ));
+            }
+            let saved = super::resume::read(dir)?;
+            let mut argv = vec!["nse eval".to_string()];
+            argv.extend(saved.argv.iter().cloned());
+            let parsed = <SavedArgs as clap::Parser>::try_parse_from(&argv).map_err(|e| {
+                Error::input(format!(
+                    "the saved command line of {} does not parse with this nse ({}); start \
+                     the run again",
+                    dir.display(),
+                    e.to_string().lines().next().unwrap_or("")
+                ))
+            })?;
+            let mut args = parsed.args;
+            args.out = Some(dir.clone());
+            args.resume = Some(dir.clone());
+            (args, Some(saved))
+        }
+    };
     super::common::refuse_patch(&args.model, "it measures editing from the base model")?;
     let t_process = Instant::now();
     let kinds = methods(&args)?;
@@ -208,8 +248,14 @@ pub fn run(args: EvalArgs) -> Result<()> {
         source,
         load_seconds,
     } = loaded;
+    let out = args
+        .out
+        .clone()
+        .ok_or_else(|| Error::input("give --out DIR (or --resume DIR)"))?;
     let ctx = RunInputs {
         args: &args,
+        out: &out,
+        saved,
         kinds: &kinds,
         cases: &cases,
         kind,
@@ -228,6 +274,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
 /// What `run` hands to the generic part.
 struct RunInputs<'a> {
     args: &'a EvalArgs,
+    out: &'a Path,
+    /// The run being continued (`--resume`).
+    saved: Option<super::resume::Saved>,
     kinds: &'a [MethodKind],
     cases: &'a [Case],
     kind: DatasetKind,
@@ -278,21 +327,59 @@ async fn eval<B: Backend>(
     };
     let prepare_seconds = t_prepare.elapsed().as_secs_f64();
     let mut state = EditState::new(model, &editor.hp.layers)?;
+    let fingerprint = fingerprint(run, source, &editor, model.backend().describe());
+    let outputs = Outputs {
+        run,
+        source,
+        backend: model.backend().describe(),
+        editor: &editor,
+        plan: &plan,
+        perplexity: perplexity.as_ref(),
+        prepare_seconds,
+    };
 
-    let line = ProgressBar::new_spinner();
-    let pre = evaluate(model, tok, run.cases, &state, &plan.eval, |s| {
-        eval_step(&line, "pre-edit", s)
-    })
-    .await?;
-    line.finish_and_clear();
-    let parts = pre.seconds_by_part;
-    eprintln!(
-        "pre-edit evaluation of {} cases: {:.1} s (scoring {:.1}, fluency {:.1}, monitor {:.1})",
-        pre.n_cases, pre.seconds, parts.scoring, parts.fluency, parts.monitor
-    );
+    let mut saved = match run.saved.clone() {
+        Some(saved) => {
+            let diff = super::resume::differences(&saved.fingerprint, &fingerprint);
+            if !diff.is_empty() {
+                return Err(Error::input(format!(
+                    "cannot resume the run in {}: it was started with a different {}; start a \
+                     new run with --out, or resume with what it used",
+                    run.out.display(),
+                    diff.join("; ")
+                )));
+            }
+            eprintln!(
+                "resuming {}: {} method(s) finished{}",
+                run.out.display(),
+                saved.finished.len(),
+                saved.current.as_ref().map_or(String::new(), |c| format!(
+                    ", {} at batch {}",
+                    c.method.name(),
+                    c.done.batches.len()
+                ))
+            );
+            saved
+        }
+        None => {
+            let line = ProgressBar::new_spinner();
+            let pre = evaluate(model, tok, run.cases, &state, &plan.eval, |s| {
+                eval_step(&line, "pre-edit", s)
+            })
+            .await?;
+            line.finish_and_clear();
+            let parts = pre.seconds_by_part;
+            eprintln!(
+                "pre-edit evaluation of {} cases: {:.1} s (scoring {:.1}, fluency {:.1}, monitor {:.1})",
+                pre.n_cases, pre.seconds, parts.scoring, parts.fluency, parts.monitor
+            );
+            let mut saved = super::resume::Saved::new(super::resume::own_argv(), fingerprint, pre);
+            super::resume::write(run.out, &mut saved, None)?;
+            saved
+        }
+    };
 
-    let mut runs: Vec<MethodRun> = vec![];
-    for &kind in run.kinds {
+    for &kind in run.kinds.iter().skip(saved.finished.len()) {
         let method = method_for(kind, &editor, model.config.d_ff)?;
         let ctx = EditContext {
             tok,
@@ -302,18 +389,48 @@ async fn eval<B: Backend>(
             method: method.as_ref(),
         };
         let name = kind.name();
+        // The method under way when the run stopped: its edits replayed, bit for bit.
+        let done = match saved.current.take() {
+            Some(c) if c.method == kind => {
+                let patch = super::resume::read_patch(run.out, &c)?;
+                patch.apply(model, &mut state, &source.sha256).await?;
+                let done = c.done.clone();
+                saved.current = Some(c);
+                done
+            }
+            Some(c) => {
+                return Err(Error::input(format!(
+                    "the saved run was in method {} where this one runs {name}",
+                    c.method.name()
+                )));
+            }
+            None => Default::default(),
+        };
+        let mut runner = MethodRunner::new(run.cases, &plan, done, &state)?;
         let line = ProgressBar::new_spinner();
         let mut current: Option<(usize, _)> = None;
-        let result = run_method(model, &mut state, tok, run.cases, &ctx, &plan, |e| match e {
-            RunEvent::Edit { batch, of, progress } => {
+        let mut on_event = |e| match e {
+            RunEvent::Edit {
+                batch,
+                of,
+                progress,
+            } => {
                 if current.as_ref().is_none_or(|(b, _)| *b != batch) {
-                    current = Some((batch, batch_progress(format!("{name} batch {}/{of}", batch + 1))));
+                    current = Some((
+                        batch,
+                        batch_progress(format!("{name} batch {}/{of}", batch + 1)),
+                    ));
                 }
                 if let Some((_, report)) = current.as_mut() {
                     report(progress);
                 }
             }
-            RunEvent::BatchDone { batch, of, seconds, residual_after_mean } => eprintln!(
+            RunEvent::BatchDone {
+                batch,
+                of,
+                seconds,
+                residual_after_mean,
+            } => eprintln!(
                 "{name} batch {}/{of}: {seconds:.1} s, mean ‖z − h‖ left {residual_after_mean:.1}",
                 batch + 1
             ),
@@ -323,26 +440,82 @@ async fn eval<B: Backend>(
             RunEvent::CheckpointDone { edits, seconds } => {
                 eprintln!("{name} checkpoint after {edits} edits: {seconds:.1} s")
             }
-        })
-        .await;
+        };
+        loop {
+            let more = runner
+                .step(model, &mut state, tok, &ctx, &mut on_event)
+                .await?;
+            // Saved after every batch: a stopped run loses at most the batch under way.
+            let patch =
+                Patch::of_state(&source.name, &source.sha256, &editor.hp, &state, model).await?;
+            saved.current = Some(super::resume::Current {
+                method: kind,
+                done: runner.done().clone(),
+                patch: saved.current.take().map(|c| c.patch).unwrap_or_default(),
+            });
+            super::resume::write(run.out, &mut saved, Some(&patch))?;
+            stop_for_tests();
+            if !more {
+                break;
+            }
+        }
         line.finish_and_clear();
-        let method_run = result?;
+        let method_run = runner.finish(kind)?;
         // Back to the original weights for the next method (bit-exact).
         state.rewind_to(model, 0)?;
-        runs.push(method_run);
+        if let Some(c) = saved.current.take() {
+            let _ = std::fs::remove_file(run.out.join(c.patch));
+        }
+        saved.finished.push(method_run);
+        super::resume::write(run.out, &mut saved, None)?;
         // Written after every method, so that a long comparison keeps what it has finished.
-        let outputs = Outputs {
-            run,
-            source,
-            backend: model.backend().describe(),
-            editor: &editor,
-            plan: &plan,
-            perplexity: perplexity.as_ref(),
-            prepare_seconds,
-        };
-        outputs.write(&pre, &runs)?;
+        outputs.write(&saved.pre, &saved.finished)?;
     }
+    super::resume::finished(run.out, &saved);
     Ok(())
+}
+
+/// For the resume tests: `NSE_EVAL_STOP_AFTER_BATCHES=K` ends the process (exit code 3) right
+/// after its K-th saved batch, as a stopped run would.
+fn stop_for_tests() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static SAVED: AtomicUsize = AtomicUsize::new(0);
+    let saved = SAVED.fetch_add(1, Ordering::Relaxed) + 1;
+    let stop = std::env::var("NSE_EVAL_STOP_AFTER_BATCHES")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok());
+    if stop == Some(saved) {
+        eprintln!("stopping after {saved} saved batches (NSE_EVAL_STOP_AFTER_BATCHES)");
+        std::process::exit(3);
+    }
+}
+
+/// Everything the numbers of a run depend on, for `--resume` to check.
+fn fingerprint(
+    run: &RunInputs<'_>,
+    source: &ModelSource,
+    editor: &Editor,
+    backend: String,
+) -> Value {
+    let args = run.args;
+    let code = code_version();
+    json!({
+        "model sha256": source.sha256,
+        "dataset sha256": run.dataset["sha256"],
+        "cases": run.cases.len(),
+        "batch size": args.batch,
+        "checkpoint every": args.checkpoint_every,
+        "methods": run.kinds.iter().map(|k| k.name()).collect::<Vec<_>>(),
+        "seed": args.seed,
+        "fluency cases": args.fluency,
+        "perplexity tokens": args.ppl_tokens,
+        "hparams": editor.hp,
+        "context templates": editor.templates.groups,
+        "covariance": editor.cov.source,
+        "backend": backend.split_whitespace().next().unwrap_or(""),
+        "nse version": code["crate_version"],
+        "git commit": code["git_commit"],
+    })
 }
 
 /// Everything the report needs besides the results.
@@ -367,8 +540,8 @@ impl Outputs<'_> {
             Some(g) => golden_rows(g, pre, runs, args.batch),
             None => vec![],
         };
-        std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
-        let plots = crate::eval::plot::write_svgs(&args.out.join("plots"), &curves)?;
+        std::fs::create_dir_all(run.out).map_err(|e| Error::io(run.out, e))?;
+        let plots = crate::eval::plot::write_svgs(&run.out.join("plots"), &curves)?;
         let report = json!({
             "tool": "nse eval",
             "code": code_version(),
@@ -404,7 +577,7 @@ impl Outputs<'_> {
                 "process_wall": run.t_process.elapsed().as_secs_f64(),
             },
         });
-        let report_path = args.out.join("report.json");
+        let report_path = run.out.join("report.json");
         write_json(&report_path, &report)?;
 
         println!(
@@ -420,7 +593,7 @@ impl Outputs<'_> {
             "wrote {} and {} plots in {}",
             report_path.display(),
             plots.len(),
-            args.out.join("plots").display()
+            run.out.join("plots").display()
         );
         Ok(())
     }

@@ -19,6 +19,7 @@ mod generate;
 mod info;
 mod patch;
 mod report;
+mod resume;
 
 use clap::{Parser, Subcommand};
 

@@ -15,7 +15,7 @@
 //! out from it. Perplexity is `exp` of the mean NLL over every predicted token (each window
 //! predicts all its tokens but the first).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, TensorInfo};
 use crate::edit::EditState;
@@ -31,7 +31,7 @@ pub const PPL_TOKENS: usize = 4096;
 const LOGIT_ROWS_PER_PASS: usize = 128;
 
 /// Token windows to measure perplexity on.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PerplexitySlice {
     #[serde(skip)]
     pub windows: Vec<Vec<u32>>,
@@ -127,7 +127,7 @@ pub async fn perplexity<B: Backend>(model: &Model<B>, slice: &PerplexitySlice) -
 }
 
 /// The norms of one edited layer's `down_proj`.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LayerNorms {
     pub layer: usize,
     /// `‖W_l‖_F` now.
@@ -170,7 +170,7 @@ pub async fn layer_norms<B: Backend>(
 }
 
 /// The monitor's reading at one point of the run.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CollapseReport {
     /// Perplexity on the slice, when one was given.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -13,7 +13,7 @@
 //! The aggregate is the mean over cases × 100, and `score_hmean` the harmonic mean of the three
 //! aggregate success rates: the field names of `tests/golden/seq100-*.json`.
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::probs::{CandidateScore, score_candidates};
 use crate::backend::Backend;
@@ -22,7 +22,7 @@ use crate::model::{Model, Tokenizer};
 use crate::{Error, Result};
 
 /// The NLLs of both candidates after one prompt.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NllPair {
     pub target_new: f32,
     pub target_true: f32,
@@ -31,13 +31,13 @@ pub struct NllPair {
 /// Raw NLLs per prompt kind. Serialised as in the golden files: a kind with one prompt (always,
 /// in the EasyEdit schema) is one `{target_new, target_true}` object; a kind with several (the
 /// ROME schema's 2 paraphrases and 10 neighbours) is a list of them.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CaseNll {
-    #[serde(serialize_with = "one_or_many")]
+    #[serde(serialize_with = "one_or_many", deserialize_with = "one_or_many_back")]
     pub rewrite: Vec<NllPair>,
-    #[serde(serialize_with = "one_or_many")]
+    #[serde(serialize_with = "one_or_many", deserialize_with = "one_or_many_back")]
     pub paraphrase: Vec<NllPair>,
-    #[serde(serialize_with = "one_or_many")]
+    #[serde(serialize_with = "one_or_many", deserialize_with = "one_or_many_back")]
     pub neighborhood: Vec<NllPair>,
 }
 
@@ -48,8 +48,24 @@ fn one_or_many<S: Serializer>(v: &[NllPair], s: S) -> std::result::Result<S::Ok,
     }
 }
 
+/// Reads what [`one_or_many`] wrote.
+fn one_or_many_back<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Vec<NllPair>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(NllPair),
+        Many(Vec<NllPair>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(p) => vec![p],
+        OneOrMany::Many(v) => v,
+    })
+}
+
 /// One case's scores, fractions in `[0, 1]` (not × 100), field names as the golden `per_case`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CfCase {
     pub case_id: Option<u64>,
     pub nll: CaseNll,
@@ -65,7 +81,7 @@ pub struct CfCase {
 }
 
 /// Means over cases × 100, field names as the golden `agg`.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CfAgg {
     pub rewrite_success: f64,
     pub paraphrase_success: f64,

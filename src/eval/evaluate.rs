@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::collapse::{CollapseReport, PerplexitySlice, collapse_report};
 use super::counterfact::{self, CfAgg, CfCase};
@@ -15,7 +15,7 @@ use crate::model::{Model, Tokenizer};
 use crate::{Error, Result};
 
 /// Which metric family a dataset gets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DatasetKind {
     /// The probability test of spec §10.1.
@@ -68,7 +68,7 @@ pub struct EvalOptions {
 }
 
 /// Aggregates of the dataset's metric family.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Aggregate {
     CounterFact(CfAgg),
@@ -94,7 +94,7 @@ impl Aggregate {
 }
 
 /// Per-case scores of the dataset's metric family.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum CaseScores {
     CounterFact(Vec<CfCase>),
@@ -102,7 +102,7 @@ pub enum CaseScores {
 }
 
 /// Fluency over the scored cases.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FluencyReport {
     /// Mean n-gram entropy × 100 (the reference's reported number).
     pub ngram_entropy: f64,
@@ -110,7 +110,7 @@ pub struct FluencyReport {
 }
 
 /// One evaluation.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EvalReport {
     pub n_cases: usize,
     pub agg: Aggregate,
@@ -125,7 +125,7 @@ pub struct EvalReport {
 }
 
 /// Wall-clock seconds of an evaluation's parts.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct EvalSeconds {
     /// The probability / token-accuracy test.
     pub scoring: f64,

@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokenizers::normalizers::unicode::NFKD;
 use tokenizers::{NormalizedString, Normalizer};
 
@@ -36,7 +36,7 @@ pub const NGRAM_ORDERS: [usize; 2] = [2, 3];
 pub const NGRAM_WEIGHTS: [f64; 2] = [2.0 / 3.0, 4.0 / 3.0];
 
 /// How fluency generations are made.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FluencyOptions {
     /// Score only the first `cases` cases (generation is the expensive part of the evaluation).
     pub cases: usize,
@@ -68,7 +68,7 @@ pub fn case_seed(seed: u64, index: usize) -> u64 {
 }
 
 /// One case's generation and its score.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FluencyCase {
     pub case_id: Option<u64>,
     pub prompt: String,

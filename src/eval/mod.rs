@@ -30,4 +30,6 @@ pub mod zsre;
 pub use evaluate::{Aggregate, DatasetKind, EvalOptions, EvalReport, EvalStep, evaluate};
 pub use fluency::FluencyOptions;
 pub use probs::{CandidateScore, score_candidates};
-pub use sequential::{Curve, MethodRun, RunEvent, SequentialPlan, curves, run_method};
+pub use sequential::{
+    Curve, MethodRun, MethodRunner, MethodSoFar, RunEvent, SequentialPlan, curves, run_method,
+};

@@ -54,7 +54,7 @@ impl SequentialPlan {
 }
 
 /// One layer of one editing round (the golden `batches[].rounds[].layers[]`).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LayerSummary {
     pub layer: usize,
     pub n_selected: usize,
@@ -65,7 +65,7 @@ pub struct LayerSummary {
 }
 
 /// One round: residuals at its start, who was edited, per-layer updates (none in the exit check).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RoundSummary {
     pub residual_norms: Vec<f32>,
     /// Positions in the batch.
@@ -74,7 +74,7 @@ pub struct RoundSummary {
 }
 
 /// What the optimisation of each request's `z` did.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ZSummary {
     /// `‖δ‖ = ‖z − h_init‖`.
     pub delta_norms: Vec<f32>,
@@ -86,7 +86,7 @@ pub struct ZSummary {
 }
 
 /// One batch, in the layout of the golden `batches[]`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BatchRecord {
     pub case_ids: Vec<Option<u64>>,
     pub rounds: Vec<RoundSummary>,
@@ -155,7 +155,7 @@ impl BatchRecord {
 }
 
 /// An evaluation during the run.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Checkpoint {
     /// Batches applied so far.
     pub batches: usize,
@@ -165,7 +165,7 @@ pub struct Checkpoint {
 }
 
 /// Wall-clock seconds of a run's parts.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct MethodTiming {
     /// Per batch, `z` included.
     pub edit_seconds: Vec<f64>,
@@ -175,7 +175,7 @@ pub struct MethodTiming {
 }
 
 /// Everything one method's run produced.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MethodRun {
     pub method: MethodKind,
     pub batches: Vec<BatchRecord>,
@@ -216,6 +216,15 @@ fn p_traces<T>(state: &EditState<T>, d_ff: usize) -> Vec<f64> {
         .collect()
 }
 
+/// A method's run up to some batch: what [`MethodRunner`] has done, and all it needs to go on
+/// (with the model and edit state that replaying those batches gives).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MethodSoFar {
+    pub batches: Vec<BatchRecord>,
+    pub checkpoints: Vec<Checkpoint>,
+    pub timing: MethodTiming,
+}
+
 /// Applies `cases` to `model` in batches with `ctx`'s method, evaluating at the checkpoints.
 ///
 /// `state` must hold no edit yet (a fresh [`EditState`], or one rewound to 0); on return it holds
@@ -233,18 +242,70 @@ pub async fn run_method<B: Backend>(
     plan: &SequentialPlan,
     mut on_event: impl FnMut(RunEvent),
 ) -> Result<MethodRun> {
-    plan.validate(cases.len())?;
-    assert!(
-        state.ledger.is_empty(),
-        "run_method needs an edit state without edits; rewind it to 0 first"
-    );
-    let t_all = clock_now();
-    let d_ff = model.config.d_ff;
-    let of = cases.len().div_ceil(plan.batch_size);
-    let mut batches = vec![];
-    let mut checkpoints: Vec<Checkpoint> = vec![];
-    let mut timing = MethodTiming::default();
-    for (b, chunk) in cases.chunks(plan.batch_size).enumerate() {
+    let mut runner = MethodRunner::new(cases, plan, MethodSoFar::default(), state)?;
+    while runner.step(model, state, tok, ctx, &mut on_event).await? {}
+    runner.finish(ctx.method.kind())
+}
+
+/// A method's run one batch at a time, so that the caller can save it between batches and
+/// continue it later from what it saved ([`MethodSoFar`]).
+pub struct MethodRunner<'c> {
+    cases: &'c [Case],
+    plan: &'c SequentialPlan,
+    done: MethodSoFar,
+}
+
+impl<'c> MethodRunner<'c> {
+    /// Starts or continues a run. `done` is what was saved (empty to start), and `state` must
+    /// hold exactly its batches.
+    ///
+    /// # Errors
+    /// An invalid plan; a `state` whose edits are not `done`'s batches; more batches done than
+    /// the cases make.
+    pub fn new<T>(
+        cases: &'c [Case],
+        plan: &'c SequentialPlan,
+        done: MethodSoFar,
+        state: &EditState<T>,
+    ) -> Result<Self> {
+        plan.validate(cases.len())?;
+        let of = cases.len().div_ceil(plan.batch_size);
+        if done.batches.len() > of || state.ledger.len() != done.batches.len() {
+            return Err(Error::input(format!(
+                "cannot continue a run of {of} batches from {} batches done with {} applied",
+                done.batches.len(),
+                state.ledger.len()
+            )));
+        }
+        Ok(MethodRunner { cases, plan, done })
+    }
+
+    /// What is done so far.
+    pub fn done(&self) -> &MethodSoFar {
+        &self.done
+    }
+
+    /// Applies the next batch, and evaluates the cases edited so far when a checkpoint falls
+    /// after it. Returns whether batches remain.
+    ///
+    /// # Errors
+    /// A batch that fails (the model then holds the batches before it), an evaluation failure.
+    pub async fn step<B: Backend>(
+        &mut self,
+        model: &mut Model<B>,
+        state: &mut EditState<B::Tensor>,
+        tok: &Tokenizer,
+        ctx: &EditContext<'_>,
+        on_event: &mut impl FnMut(RunEvent),
+    ) -> Result<bool> {
+        let (plan, cases) = (self.plan, self.cases);
+        let of = cases.len().div_ceil(plan.batch_size);
+        let b = self.done.batches.len();
+        if b == of {
+            return Ok(false);
+        }
+        let d_ff = model.config.d_ff;
+        let chunk = &cases[b * plan.batch_size..((b + 1) * plan.batch_size).min(cases.len())];
         let requests: Vec<EditRequest> = chunk.iter().map(|c| c.request.clone()).collect();
         let t = clock_now();
         let out = apply_batch(model, state, ctx, &requests, |progress| {
@@ -269,8 +330,10 @@ pub async fn run_method<B: Backend>(
             seconds,
             residual_after_mean: after.iter().sum::<f32>() / after.len().max(1) as f32,
         });
+        let timing = &mut self.done.timing;
         timing.edit_seconds.push(seconds);
-        batches.push(record);
+        timing.total_seconds += seconds;
+        self.done.batches.push(record);
 
         if (b + 1) % plan.checkpoint_every == 0 || b + 1 == of {
             let edits = state.n_requests();
@@ -281,27 +344,48 @@ pub async fn run_method<B: Backend>(
             .await?;
             let seconds = elapsed(t).as_secs_f64();
             on_event(RunEvent::CheckpointDone { edits, seconds });
+            let timing = &mut self.done.timing;
             timing.checkpoint_seconds.push(seconds);
-            checkpoints.push(Checkpoint {
+            timing.total_seconds += seconds;
+            self.done.checkpoints.push(Checkpoint {
                 batches: b + 1,
                 edits,
                 eval,
             });
         }
+        Ok(b + 1 < of)
     }
-    timing.total_seconds = elapsed(t_all).as_secs_f64();
-    let post = checkpoints
-        .last()
-        .expect("the last batch is always a checkpoint")
-        .eval
-        .clone();
-    Ok(MethodRun {
-        method: ctx.method.kind(),
-        batches,
-        checkpoints,
-        post,
-        timing,
-    })
+
+    /// The finished run.
+    ///
+    /// # Errors
+    /// Batches remain.
+    pub fn finish(self, method: MethodKind) -> Result<MethodRun> {
+        let of = self.cases.len().div_ceil(self.plan.batch_size);
+        let MethodSoFar {
+            batches,
+            checkpoints,
+            timing,
+        } = self.done;
+        if batches.len() < of {
+            return Err(Error::input(format!(
+                "the run has done {} of its {of} batches",
+                batches.len()
+            )));
+        }
+        let post = checkpoints
+            .last()
+            .expect("the last batch is always a checkpoint")
+            .eval
+            .clone();
+        Ok(MethodRun {
+            method,
+            batches,
+            checkpoints,
+            post,
+            timing,
+        })
+    }
 }
 
 /// One metric of one method against the number of edits (x = 0 is the unedited model on all

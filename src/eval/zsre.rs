@@ -14,7 +14,7 @@
 //! (drop BOS, `prompt + " " + …`) does not apply; a tokenizer that adds BOS has it stripped from
 //! the answer tokens.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::counterfact::hmean;
 use crate::backend::Backend;
@@ -26,7 +26,7 @@ use crate::{Error, Result};
 const SEQS_PER_PASS: usize = 64;
 
 /// One probed answer position.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenProbe {
     /// `prompt + decode(t_<p)`.
     pub input: String,
@@ -35,7 +35,7 @@ pub struct TokenProbe {
 }
 
 /// One case's accuracies in `[0, 1]`, with the per-position outcomes.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ZsreCase {
     pub case_id: Option<u64>,
     pub rewrite_acc: f64,
@@ -47,7 +47,7 @@ pub struct ZsreCase {
 }
 
 /// Means over cases × 100.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ZsreAgg {
     pub rewrite_acc: f64,
     pub paraphrase_acc: f64,
