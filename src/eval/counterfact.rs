@@ -8,7 +8,9 @@
 //! - `*_diff`: mean of `exp(−NLL(new)) − exp(−NLL(true))` (rewrite, paraphrase) or of
 //!   `exp(−NLL(true)) − exp(−NLL(new))` (neighborhood);
 //! - `*_acc`: mean of "every target token is the argmax", for `target_new` (rewrite,
-//!   paraphrase) or `target_true` (neighborhood).
+//!   paraphrase) or `target_true` (neighborhood);
+//! - `*_gen`: the realistic score ([`super::realistic`], ours): mean of "greedy decoding from the
+//!   prompt alone says `target_new`" (rewrite, paraphrase) or `target_true` (neighborhood).
 //!
 //! The aggregate is the mean over cases × 100, and `score_hmean` the harmonic mean of the three
 //! aggregate success rates: the field names of `tests/golden/seq100-*.json`.
@@ -16,6 +18,7 @@
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::probs::{CandidateScore, score_candidates};
+use super::realistic::{greedy_says, rate};
 use crate::backend::Backend;
 use crate::edit::{Case, Probes};
 use crate::model::{Model, Tokenizer};
@@ -78,6 +81,9 @@ pub struct CfCase {
     pub rewrite_acc: f64,
     pub paraphrase_acc: f64,
     pub neighborhood_acc: f64,
+    pub rewrite_gen: f64,
+    pub paraphrase_gen: f64,
+    pub neighborhood_gen: f64,
 }
 
 /// Means over cases × 100, field names as the golden `agg`.
@@ -92,11 +98,14 @@ pub struct CfAgg {
     pub rewrite_acc: f64,
     pub paraphrase_acc: f64,
     pub neighborhood_acc: f64,
+    pub rewrite_gen: f64,
+    pub paraphrase_gen: f64,
+    pub neighborhood_gen: f64,
     pub score_hmean: f64,
 }
 
-/// The aggregate's fields in the golden files' order.
-pub const CF_METRICS: [&str; 10] = [
+/// The aggregate's fields in the golden files' order (the `*_gen` ones are ours).
+pub const CF_METRICS: [&str; 13] = [
     "rewrite_success",
     "paraphrase_success",
     "neighborhood_success",
@@ -106,6 +115,9 @@ pub const CF_METRICS: [&str; 10] = [
     "rewrite_acc",
     "paraphrase_acc",
     "neighborhood_acc",
+    "rewrite_gen",
+    "paraphrase_gen",
+    "neighborhood_gen",
     "score_hmean",
 ];
 
@@ -122,6 +134,9 @@ impl CfAgg {
             self.rewrite_acc,
             self.paraphrase_acc,
             self.neighborhood_acc,
+            self.rewrite_gen,
+            self.paraphrase_gen,
+            self.neighborhood_gen,
             self.score_hmean,
         ];
         CF_METRICS.into_iter().zip(v).collect()
@@ -182,11 +197,12 @@ pub fn case_prompts(case: &Case) -> Result<[Vec<String>; 3]> {
 }
 
 /// Builds a case's scores from its candidate scores, laid out as [`counterfact_cases`] asks for
-/// them: per kind, per prompt, `(new, true)`.
+/// them (per kind, per prompt, `(new, true)`), and its realistic rates per kind.
 pub fn case_from_scores(
     case_id: Option<u64>,
     counts: [usize; 3],
     scores: &[CandidateScore],
+    gen_rates: [f64; 3],
 ) -> CfCase {
     assert_eq!(
         scores.len(),
@@ -229,6 +245,9 @@ pub fn case_from_scores(
         rewrite_acc: ra,
         paraphrase_acc: pa,
         neighborhood_acc: na,
+        rewrite_gen: gen_rates[0],
+        paraphrase_gen: gen_rates[1],
+        neighborhood_gen: gen_rates[2],
     }
 }
 
@@ -242,27 +261,36 @@ pub async fn counterfact_cases<B: Backend>(
     cases: &[Case],
 ) -> Result<Vec<CfCase>> {
     let mut pairs = vec![];
+    let mut said = vec![];
     let mut counts = vec![];
     for case in cases {
         let prompts = case_prompts(case)?;
         let r = &case.request;
         let truth = r.target_true.clone().expect("checked by case_prompts");
-        for kind in &prompts {
+        for (k, kind) in prompts.iter().enumerate() {
             for p in kind {
                 pairs.push((p.clone(), r.target_new.clone()));
                 pairs.push((p.clone(), truth.clone()));
+                let expected = if k < 2 { &r.target_new } else { &truth };
+                said.push((p.clone(), expected.clone()));
             }
         }
         counts.push(prompts.map(|k| k.len()));
     }
     let scores = score_candidates(model, tok, &pairs).await?;
-    let mut at = 0;
+    let says = greedy_says(model, tok, &said).await?;
+    let (mut at, mut at_said) = (0, 0);
     Ok(cases
         .iter()
         .zip(counts)
         .map(|(case, c)| {
             let n = 2 * c.iter().sum::<usize>();
-            let out = case_from_scores(case.request.case_id, c, &scores[at..at + n]);
+            let mut gen_rates = [0.0; 3];
+            for (k, &m) in c.iter().enumerate() {
+                gen_rates[k] = rate(&says[at_said..at_said + m]);
+                at_said += m;
+            }
+            let out = case_from_scores(case.request.case_id, c, &scores[at..at + n], gen_rates);
             at += n;
             out
         })
@@ -301,6 +329,9 @@ pub fn aggregate(cases: &[CfCase]) -> CfAgg {
         rewrite_acc: mean(|c| c.rewrite_acc),
         paraphrase_acc: mean(|c| c.paraphrase_acc),
         neighborhood_acc: mean(|c| c.neighborhood_acc),
+        rewrite_gen: mean(|c| c.rewrite_gen),
+        paraphrase_gen: mean(|c| c.paraphrase_gen),
+        neighborhood_gen: mean(|c| c.neighborhood_gen),
         score_hmean: hmean(&[rs, ps, ns]),
     }
 }
@@ -327,7 +358,7 @@ mod tests {
             s(l4, false),
             s(l2, false),
         ];
-        let c = case_from_scores(Some(3), [1, 1, 1], &scores);
+        let c = case_from_scores(Some(3), [1, 1, 1], &scores, [1.0, 0.5, 0.0]);
         assert_eq!(c.rewrite_success, 1.0);
         assert_eq!(c.paraphrase_success, 0.0);
         assert_eq!(c.neighborhood_success, 1.0);
@@ -371,7 +402,7 @@ mod tests {
             s(1.0, false),
             s(1.0, true),
         ];
-        let c = case_from_scores(None, [1, 1, 2], &scores);
+        let c = case_from_scores(None, [1, 1, 2], &scores, [1.0, 0.5, 0.0]);
         assert_eq!(c.neighborhood_success, 0.5);
         assert_eq!(c.neighborhood_acc, 1.0);
         let want = ((-0.5f64).exp() - (-1.0f64).exp()) / 2.0;
@@ -399,8 +430,8 @@ mod tests {
             s(3.0, false),
             s(0.1, true),
         ];
-        let a = case_from_scores(Some(0), [1, 1, 1], &scores_win);
-        let b = case_from_scores(Some(1), [1, 1, 1], &scores_lose);
+        let a = case_from_scores(Some(0), [1, 1, 1], &scores_win, [1.0, 0.5, 0.0]);
+        let b = case_from_scores(Some(1), [1, 1, 1], &scores_lose, [1.0, 0.5, 0.0]);
         let agg = aggregate(&[a, b]);
         assert_eq!(agg.rewrite_success, 50.0);
         assert_eq!(agg.paraphrase_success, 50.0);
@@ -410,6 +441,6 @@ mod tests {
         // The golden pre-edit aggregate: hmean(37, 36, 66).
         assert!((hmean(&[37.0, 36.0, 66.0]) - 42.88390243902439).abs() < 1e-9);
         assert_eq!(hmean(&[0.0, 50.0, 60.0]), 0.0);
-        assert_eq!(agg.values()[9], ("score_hmean", agg.score_hmean));
+        assert_eq!(agg.values()[12], ("score_hmean", agg.score_hmean));
     }
 }

@@ -5,6 +5,7 @@
 //! - [`zsre`]: zsRE token accuracy with the NQ neighbourhood prompts (spec §10.3, §2.3).
 //! - [`fluency`], [`words`]: n-gram entropy of seeded top-k generations (spec §10.2, §10.4),
 //!   with a Treebank word tokenizer standing in for NLTK's.
+//! - [`realistic`]: generation-based success: does greedy decoding say the answer.
 //! - [`collapse`]: wikitext-2 perplexity and the `down_proj` norms, a model-collapse monitor.
 //! - [`evaluate`]: one evaluation of a model on a list of cases.
 //! - [`sequential`]: edit N cases in batches, evaluating at checkpoints (spec §7), for several
@@ -22,6 +23,7 @@ pub mod merge;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod plot;
 pub mod probs;
+pub mod realistic;
 pub mod sequential;
 pub mod table;
 pub mod words;

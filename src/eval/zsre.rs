@@ -8,7 +8,9 @@
 //! gets a `"?"` and must still produce `loc_ans` the same way (absolute accuracy, no comparison
 //! with the unedited model). The aggregate is the mean over cases × 100, under the reference's
 //! `summarize.py` names `rewrite_acc`, `paraphrase_acc`, `neighborhood_acc`; `score_hmean` (the
-//! harmonic mean of the three) is ours, for one headline number.
+//! harmonic mean of the three) is ours, for one headline number. So are the realistic scores
+//! `*_gen` ([`super::realistic`]): the share of prompts from which greedy decoding says the whole
+//! answer (`target_new` for the rewrite and paraphrase prompts, `loc_ans` after `loc + "?"`).
 //!
 //! This model adds no BOS (`tests/golden/README.md`), so the reference's Llama-3 branch
 //! (drop BOS, `prompt + " " + …`) does not apply; a tokenizer that adds BOS has it stripped from
@@ -17,6 +19,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::counterfact::hmean;
+use super::realistic::{greedy_says, rate};
 use crate::backend::Backend;
 use crate::edit::{Case, Probes};
 use crate::model::{ForwardSpec, LogitRows, Model, Packed, Tokenizer};
@@ -41,6 +44,9 @@ pub struct ZsreCase {
     pub rewrite_acc: f64,
     pub paraphrase_acc: f64,
     pub neighborhood_acc: f64,
+    pub rewrite_gen: f64,
+    pub paraphrase_gen: f64,
+    pub neighborhood_gen: f64,
     pub rewrite_correct: Vec<bool>,
     pub paraphrase_correct: Vec<bool>,
     pub neighborhood_correct: Vec<bool>,
@@ -52,14 +58,20 @@ pub struct ZsreAgg {
     pub rewrite_acc: f64,
     pub paraphrase_acc: f64,
     pub neighborhood_acc: f64,
+    pub rewrite_gen: f64,
+    pub paraphrase_gen: f64,
+    pub neighborhood_gen: f64,
     pub score_hmean: f64,
 }
 
 /// The aggregate's fields.
-pub const ZSRE_METRICS: [&str; 4] = [
+pub const ZSRE_METRICS: [&str; 7] = [
     "rewrite_acc",
     "paraphrase_acc",
     "neighborhood_acc",
+    "rewrite_gen",
+    "paraphrase_gen",
+    "neighborhood_gen",
     "score_hmean",
 ];
 
@@ -70,6 +82,9 @@ impl ZsreAgg {
             self.rewrite_acc,
             self.paraphrase_acc,
             self.neighborhood_acc,
+            self.rewrite_gen,
+            self.paraphrase_gen,
+            self.neighborhood_gen,
             self.score_hmean,
         ];
         ZSRE_METRICS.into_iter().zip(v).collect()
@@ -182,6 +197,29 @@ pub fn case_probes(tok: &Tokenizer, case: &Case) -> Result<[Vec<TokenProbe>; 3]>
     Ok([rewrite, para, neighborhood])
 }
 
+/// The `(prompt, answer)` pairs of a case's realistic scores: rewrite, paraphrases,
+/// neighbourhood.
+fn realistic_prompts(case: &Case) -> Result<[Vec<(String, String)>; 3]> {
+    let r = &case.request;
+    let Probes::Zsre {
+        paraphrase,
+        loc,
+        loc_ans,
+    } = &case.probes
+    else {
+        let who = r.case_id.map_or_else(|| r.label(), |c| format!("case {c}"));
+        return Err(Error::input(format!("{who} is not a zsRE record")));
+    };
+    Ok([
+        vec![(r.sentence(), r.target_new.clone())],
+        paraphrase
+            .iter()
+            .map(|p| (p.clone(), r.target_new.clone()))
+            .collect(),
+        vec![(format!("{loc}?"), loc_ans.clone())],
+    ])
+}
+
 /// Scores every case on `model`.
 ///
 /// # Errors
@@ -202,9 +240,22 @@ pub async fn zsre_cases<B: Backend>(
         .map(|p| p.input.clone())
         .collect();
     let predicted = last_token_argmax(model, tok, &inputs).await?;
-    let mut at = 0;
+    let mut said = vec![];
+    let mut counts = vec![];
+    for case in cases {
+        let asked = realistic_prompts(case)?;
+        counts.push(asked.each_ref().map(Vec::len));
+        said.extend(asked.into_iter().flatten());
+    }
+    let says = greedy_says(model, tok, &said).await?;
+    let (mut at, mut at_said) = (0, 0);
     let mut out = vec![];
-    for (case, kinds) in cases.iter().zip(&probes) {
+    for ((case, kinds), counts) in cases.iter().zip(&probes).zip(counts) {
+        let mut gen_rates = [0.0; 3];
+        for (k, &m) in counts.iter().enumerate() {
+            gen_rates[k] = rate(&says[at_said..at_said + m]);
+            at_said += m;
+        }
         let mut correct: [Vec<bool>; 3] = Default::default();
         let mut acc = [0.0; 3];
         for (k, kind) in kinds.iter().enumerate() {
@@ -227,6 +278,9 @@ pub async fn zsre_cases<B: Backend>(
             rewrite_acc: acc[0],
             paraphrase_acc: acc[1],
             neighborhood_acc: acc[2],
+            rewrite_gen: gen_rates[0],
+            paraphrase_gen: gen_rates[1],
+            neighborhood_gen: gen_rates[2],
             rewrite_correct,
             paraphrase_correct,
             neighborhood_correct,
@@ -252,6 +306,9 @@ pub fn aggregate(cases: &[ZsreCase]) -> ZsreAgg {
         rewrite_acc: r,
         paraphrase_acc: p,
         neighborhood_acc: n,
+        rewrite_gen: mean(|c| c.rewrite_gen),
+        paraphrase_gen: mean(|c| c.paraphrase_gen),
+        neighborhood_gen: mean(|c| c.neighborhood_gen),
         score_hmean: hmean(&[r, p, n]),
     }
 }
@@ -283,6 +340,9 @@ mod tests {
             rewrite_acc: r,
             paraphrase_acc: p,
             neighborhood_acc: n,
+            rewrite_gen: r,
+            paraphrase_gen: 0.0,
+            neighborhood_gen: 1.0,
             rewrite_correct: vec![],
             paraphrase_correct: vec![],
             neighborhood_correct: vec![],
@@ -293,5 +353,9 @@ mod tests {
             (50.0, 50.0, 50.0)
         );
         assert!((agg.score_hmean - 50.0).abs() < 1e-12);
+        assert_eq!(
+            (agg.rewrite_gen, agg.paraphrase_gen, agg.neighborhood_gen),
+            (50.0, 0.0, 100.0)
+        );
     }
 }

@@ -1,0 +1,89 @@
+//! Realistic, generation-based success (issue 14; arXiv 2502.11177, "The Mirage of Model
+//! Editing"): does the model, decoding greedily from the prompt alone, *say* the answer?
+//!
+//! The rule, the same for every prompt kind: with `p = tokens(prompt)` and
+//! `t = tokens(" " + answer)` (no BOS), the prompt succeeds when the first `|t|` tokens of the
+//! greedy continuation of `p` are `t`. The teacher-forced scores differ in two ways: they
+//! compare probabilities (or average per-token hits) instead of asking for the exact answer, and
+//! they read the model on the tokens of the concatenated string `prompt + " " + answer`, which
+//! BPE may split differently from what the model would have to emit.
+//!
+//! Greedy decoding emits `t` exactly when, at every `j`, the argmax after `p ++ t[..j]` is
+//! `t[j]`; so one packed forward of `p ++ t[..|t|−1]` per prompt decides it (the decoding
+//! stops at the first miss, and later positions cannot turn a miss into a success).
+//! `tests/realistic.rs` checks this against token-by-token generation with the KV cache.
+
+use crate::backend::Backend;
+use crate::model::{ForwardSpec, LogitRows, Model, Packed, Tokenizer};
+use crate::{Error, Result};
+
+/// Sequences per forward pass (bounds the logits buffer: rows × vocabulary).
+const SEQS_PER_PASS: usize = 48;
+
+/// For each `(prompt, answer)`, whether greedy decoding from `prompt` begins with `answer`.
+///
+/// # Errors
+/// A prompt or answer that encodes to no token, a prompt plus answer longer than the context;
+/// backend failures.
+pub async fn greedy_says<B: Backend>(
+    model: &Model<B>,
+    tok: &Tokenizer,
+    pairs: &[(String, String)],
+) -> Result<Vec<bool>> {
+    let be = model.backend();
+    let mut out = Vec::with_capacity(pairs.len());
+    for chunk in pairs.chunks(SEQS_PER_PASS) {
+        let mut seqs = vec![];
+        let mut answers = vec![];
+        for (prompt, answer) in chunk {
+            let p = tok.encode(prompt)?;
+            let t = tok.encode_continuation(&format!(" {}", answer.trim_start()))?;
+            if p.is_empty() || t.is_empty() {
+                return Err(Error::input(format!(
+                    "cannot ask whether the model says {answer:?} after {prompt:?}: one of them \
+                     encodes to no token"
+                )));
+            }
+            if p.len() + t.len() > model.config.max_ctx {
+                return Err(Error::input(format!(
+                    "the prompt {prompt:?} and the answer {answer:?} are longer than the \
+                     model's context of {} tokens",
+                    model.config.max_ctx
+                )));
+            }
+            let mut seq = p;
+            seq.extend_from_slice(&t[..t.len() - 1]);
+            seqs.push(seq);
+            answers.push(t);
+        }
+        let packed = Packed::new(&seqs);
+        let mut rows = vec![];
+        for (s, t) in answers.iter().enumerate() {
+            let first = packed.len_of(s) - t.len();
+            rows.extend((first..packed.len_of(s)).map(|i| packed.row(s, i) as u32));
+        }
+        let fwd = model.forward(
+            &packed,
+            &ForwardSpec {
+                logits: LogitRows::Rows(rows),
+                ..Default::default()
+            },
+        )?;
+        let logits = fwd.logits.expect("logits were requested");
+        let best = be.read_u32(&be.argmax(&logits)?).await?;
+        let mut at = 0;
+        for t in &answers {
+            out.push(best[at..at + t.len()] == t[..]);
+            at += t.len();
+        }
+    }
+    Ok(out)
+}
+
+/// The fraction of `hits` that are true (0 for none).
+pub fn rate(hits: &[bool]) -> f64 {
+    if hits.is_empty() {
+        return 0.0;
+    }
+    hits.iter().filter(|&&h| h).count() as f64 / hits.len() as f64
+}
