@@ -82,6 +82,9 @@ fn pre_edit_metrics_of_100_cases_match_the_reference() {
 
     let want = &g["pre"]["agg"];
     for (name, ours) in pre.agg.values() {
+        if name.ends_with("_gen") {
+            continue; // the realistic scores are ours; the reference has none
+        }
         let golden = want[name].as_f64().unwrap();
         eprintln!("{name:<22} ours {ours:>8.3}  golden {golden:>8.3}");
         // One case flipping on a near-tie moves a success rate by one point.
