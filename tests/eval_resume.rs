@@ -12,8 +12,16 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 fn nse(args: &[&str], stop_after: Option<usize>) -> Output {
+    nse_env(args, stop_after, None)
+}
+
+fn nse_env(args: &[&str], stop_after: Option<usize>, poison: Option<usize>) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_nse"));
     cmd.args(args);
+    match poison {
+        Some(b) => cmd.env("NSE_EVAL_POISON_BATCH", b.to_string()),
+        None => cmd.env_remove("NSE_EVAL_POISON_BATCH"),
+    };
     match stop_after {
         Some(k) => cmd.env("NSE_EVAL_STOP_AFTER_BATCHES", k.to_string()),
         None => cmd.env_remove("NSE_EVAL_STOP_AFTER_BATCHES"),
@@ -83,11 +91,16 @@ fn a_stopped_run_resumes_to_the_same_report() {
         "a finished run leaves no resume file"
     );
 
-    // Stopped after NSE's 1st batch (no checkpoint), then after MEMIT-seq's 1st (across the
-    // change of method), then resumed to the end.
+    // Stopped by a NaN in the weights before NSE's 2nd batch (the error names the batch and
+    // the layer, and the 1st batch stays saved), then after MEMIT-seq's 1st (across the change
+    // of method), then resumed to the end.
     let p = run(&parts);
-    let o = nse(&args(&p), Some(1));
-    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let o = nse_env(&args(&p), None, Some(2));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("batch 2 of 2: layer "), "{e}");
+    assert!(e.contains("not finite"), "{e}");
+    assert!(!e.contains("panicked"), "{e}");
     let saved: Value =
         serde_json::from_str(&std::fs::read_to_string(parts.join("resume.json")).unwrap()).unwrap();
     assert_eq!(saved["current"]["method"], "nse");

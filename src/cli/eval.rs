@@ -21,7 +21,7 @@ use super::bench::write_json;
 use super::check::refuse_bad_requests;
 use super::common::{Loaded, ModelArgs, load};
 use super::editor::{Editor, EditorArgs, batch_progress, method_for};
-use crate::backend::Backend;
+use crate::backend::{Backend, TensorInfo};
 use crate::edit::dataset::parse_cases;
 use crate::edit::patch::Patch;
 use crate::edit::{Case, EditContext, EditState, MethodKind};
@@ -442,6 +442,7 @@ async fn eval<B: Backend>(
             }
         };
         loop {
+            poison_for_tests(model, &editor.hp, runner.done().batches.len() + 1).await?;
             let more = runner
                 .step(model, &mut state, tok, &ctx, &mut on_event)
                 .await?;
@@ -488,6 +489,29 @@ fn stop_for_tests() {
         eprintln!("stopping after {saved} saved batches (NSE_EVAL_STOP_AFTER_BATCHES)");
         std::process::exit(3);
     }
+}
+
+/// For the resume tests: `NSE_EVAL_POISON_BATCH=K` puts a NaN into the first edited layer's
+/// `down_proj` (in memory only) before batch K, as a numerical failure mid-run would.
+async fn poison_for_tests<B: Backend>(
+    model: &mut Model<B>,
+    hp: &crate::edit::Hparams,
+    next_batch: usize,
+) -> Result<()> {
+    let poison = std::env::var("NSE_EVAL_POISON_BATCH")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok());
+    if poison != Some(next_batch) {
+        return Ok(());
+    }
+    let l = hp.layers[0];
+    let (be, weights) = model.parts_mut();
+    let w = &mut weights.layers[l].down_proj;
+    let mut host = be.read(w).await?;
+    host[0] = f32::NAN;
+    *w = be.upload_owned("poisoned down_proj", host, &w.shape().to_vec())?;
+    eprintln!("poisoned layer {l} before batch {next_batch} (NSE_EVAL_POISON_BATCH)");
+    Ok(())
 }
 
 /// Everything the numbers of a run depend on, for `--resume` to check.

@@ -301,6 +301,12 @@ async fn run_batch<B: Backend>(
         let kp = KeyPrompts::new(ctx.tok, ctx.templates, &subset)?;
         for (i, &l) in hp.layers.iter().enumerate() {
             let kh = keys_and_h(model, &kp, l, l0).await?;
+            if kh.keys.iter().chain(&kh.h).any(|x| !x.is_finite()) {
+                return Err(Error::Numeric(format!(
+                    "layer {l}, round {m}: the keys or hidden states are not finite (NaN or \
+                     infinity: the weights no longer give finite activations)"
+                )));
+            }
             let spread = (n_layers_edited - i) as f64;
             let mut resid = vec![0.0f64; edited.len() * d];
             for (a, &j) in edited.iter().enumerate() {
@@ -318,8 +324,19 @@ async fn run_batch<B: Backend>(
                 d,
                 n: edited.len(),
             };
-            let update = ctx.method.solve(l, &sys, &selection, hp)?;
+            let update = ctx
+                .method
+                .solve(l, &sys, &selection, hp)
+                .map_err(|e| match e {
+                    Error::Numeric(msg) => Error::Numeric(format!("layer {l}, round {m}: {msg}")),
+                    e => e,
+                })?;
             let dw = update.expand();
+            if dw.iter().any(|x| !x.is_finite()) {
+                return Err(Error::Numeric(format!(
+                    "layer {l}, round {m}: the update is not finite"
+                )));
+            }
             let s = update.cols.len();
             let (be, weights) = model.parts_mut();
             apply_update(be, &mut weights.layers[l].down_proj, &update)?;
@@ -364,10 +381,14 @@ async fn run_batch<B: Backend>(
     for &l in &hp.layers {
         p_keys.insert(l, keys_and_h(model, &kp_all, l, l).await?.keys);
     }
-    if p_keys.values().flatten().any(|x| !x.is_finite()) {
-        return Err(Error::Numeric(
-            "the post-edit keys are not finite; the edit was rolled back".into(),
-        ));
+    if let Some(l) = p_keys
+        .iter()
+        .find(|(_, k)| k.iter().any(|x| !x.is_finite()))
+        .map(|(l, _)| *l)
+    {
+        return Err(Error::Numeric(format!(
+            "layer {l}: the post-edit keys are not finite; the edit was rolled back"
+        )));
     }
     let entry = LedgerEntry {
         method: ctx.method.kind(),

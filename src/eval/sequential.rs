@@ -315,7 +315,15 @@ impl<'c> MethodRunner<'c> {
                 progress,
             })
         })
-        .await?;
+        .await
+        .map_err(|e| match e {
+            Error::Numeric(msg) => Error::Numeric(format!(
+                "batch {} of {of}: {msg}; the run stopped there, with the {b} batches before it \
+                 kept (nse eval --resume continues from them)",
+                b + 1
+            )),
+            e => e,
+        })?;
         let seconds = elapsed(t).as_secs_f64();
         let norms = super::collapse::layer_norms(model, state).await?;
         let dw = norms
