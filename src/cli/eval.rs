@@ -509,7 +509,7 @@ async fn poison_for_tests<B: Backend>(
     let w = &mut weights.layers[l].down_proj;
     let mut host = be.read(w).await?;
     host[0] = f32::NAN;
-    *w = be.upload_owned("poisoned down_proj", host, &w.shape().to_vec())?;
+    *w = be.upload_owned("poisoned down_proj", host, w.shape())?;
     eprintln!("poisoned layer {l} before batch {next_batch} (NSE_EVAL_POISON_BATCH)");
     Ok(())
 }

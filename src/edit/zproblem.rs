@@ -231,8 +231,9 @@ impl<'m, B: Backend> ZProblem<'m, B> {
                 } else {
                     lookup
                 };
-                for row in packed.row(seq, lookup.min(first))..=packed.last_row(seq) {
-                    index_in_dep[row] = (dep_rows.len() - start) as u32;
+                let (from, to) = (packed.row(seq, lookup.min(first)), packed.last_row(seq));
+                for (row, slot) in (from..=to).zip(&mut index_in_dep[from..=to]) {
+                    *slot = (dep_rows.len() - start) as u32;
                     dep_rows.push(row as u32);
                 }
                 seq += 1;
@@ -505,11 +506,14 @@ impl<'m, B: Backend> ZProblem<'m, B> {
 
     /// Request `i`'s prompts, their tokens and subject-last indices, and its target's tokens,
     /// for the result.
-    pub fn describe(&self, i: usize) -> (&[String], &[Vec<u32>], &[usize], &[u32]) {
+    pub fn describe(&self, i: usize) -> Described<'_> {
         let it = &self.items[i];
         (&it.prompts, &it.input_ids, &it.lookup_idxs, &it.target_ids)
     }
 }
+
+/// A request's prompts, their tokens, their subject-last indices and its target's tokens.
+pub type Described<'a> = (&'a [String], &'a [Vec<u32>], &'a [usize], &'a [u32]);
 
 /// `t` with the given rows set to zero (read back and re-uploaded: done once per batch).
 async fn zero_rows<B: Backend>(be: &B, t: &B::Tensor, rows: &[u32]) -> Result<B::Tensor> {

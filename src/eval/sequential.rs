@@ -343,7 +343,7 @@ impl<'c> MethodRunner<'c> {
         timing.total_seconds += seconds;
         self.done.batches.push(record);
 
-        if (b + 1) % plan.checkpoint_every == 0 || b + 1 == of {
+        if (b + 1).is_multiple_of(plan.checkpoint_every) || b + 1 == of {
             let edits = state.n_requests();
             let t = clock_now();
             let eval = evaluate(model, tok, &cases[..edits], state, &plan.eval, |step| {

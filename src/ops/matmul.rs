@@ -77,9 +77,10 @@ pub fn matmul_into(
     };
     let par = parallelism(m * n * k);
     faer::linalg::matmul::matmul(dst, accum, lhs, rhs, 1.0f32, par);
-    match par {
-        Par::Seq => super::clear_upper(),
-        _ => super::clear_upper_everywhere(),
+    if matches!(par, Par::Seq) {
+        super::clear_upper();
+    } else {
+        super::clear_upper_everywhere();
     }
 }
 
