@@ -9,7 +9,8 @@ mod common;
 
 use common::tiny::{TINY_LAYERS, Tiny, down_projs, requests, tiny};
 use common::{Rng, Tol, assert_close};
-use nse::backend::Backend;
+use nse::backend::{Backend, TensorInfo};
+use nse::edit::keys::{KeyPrompts, keys_and_h, keys_and_h_resumed, keys_at};
 use nse::edit::patch::Patch;
 use nse::edit::subject::subject_last_index;
 use nse::edit::target::{ZOptions, ZProblem, compute_z, compute_zs, norm};
@@ -539,5 +540,40 @@ fn alphaedit_updates_leave_the_preserved_keys_alone() {
             "eigenvector {i} (λ = {:.3e}) moved by {moved:e}",
             evd.S()[i]
         );
+    }
+}
+
+#[test]
+fn resumed_key_passes_equal_full_passes() {
+    // A round's key passes restart at the last updated layer (keys_and_h_resumed) and must give
+    // the full passes' keys and h bit for bit, while each layer is changed after its pass, as
+    // a round changes it; keys_at gives every layer's keys of one pass.
+    let mut t = tiny(10);
+    let reqs = requests();
+    let all: Vec<&EditRequest> = reqs.iter().collect();
+    let kp = KeyPrompts::new(&t.tok, &t.templates, &all).unwrap();
+    let l0 = *TINY_LAYERS.last().unwrap();
+    let mut cache = None;
+    for &l in &TINY_LAYERS {
+        let full = pollster::block_on(keys_and_h(&t.model, &kp, l, l0)).unwrap();
+        let resumed =
+            pollster::block_on(keys_and_h_resumed(&t.model, &kp, l, l0, &mut cache)).unwrap();
+        assert_eq!(
+            (&resumed.keys, &resumed.h),
+            (&full.keys, &full.h),
+            "layer {l}"
+        );
+        assert_eq!(cache.as_ref().map(|(k, _)| *k), Some(l));
+        let be = t.model.backend().clone();
+        let w = &mut t.model.weights.layers[l].down_proj;
+        let mut host = pollster::block_on(be.read(w)).unwrap();
+        host.iter_mut().for_each(|x| *x *= 1.5);
+        let shape = w.shape().to_vec();
+        *w = be.upload("changed down_proj", &host, &shape).unwrap();
+    }
+    let at = pollster::block_on(keys_at(&t.model, &kp, &TINY_LAYERS)).unwrap();
+    for &l in &TINY_LAYERS {
+        let one = pollster::block_on(keys_and_h(&t.model, &kp, l, l)).unwrap();
+        assert_eq!(at[&l], one.keys, "keys_at layer {l}");
     }
 }

@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::check::CheckSpec;
 use super::covariance::CovarianceSet;
 use super::hparams::Hparams;
-use super::keys::{KeyPrompts, keys_and_h};
+use super::keys::{KeyPrompts, keys_and_h, keys_and_h_resumed, keys_at};
 use super::method::EditMethod;
 use super::request::EditRequest;
 use super::solve::LayerSystem;
@@ -299,8 +299,10 @@ async fn run_batch<B: Backend>(
         }
         let subset: Vec<&EditRequest> = edited.iter().map(|&j| &requests[j]).collect();
         let kp = KeyPrompts::new(ctx.tok, ctx.templates, &subset)?;
+        // Each layer's pass re-runs only the blocks from the layer updated before it.
+        let mut cache = None;
         for (i, &l) in hp.layers.iter().enumerate() {
-            let kh = keys_and_h(model, &kp, l, l0).await?;
+            let kh = keys_and_h_resumed(model, &kp, l, l0, &mut cache).await?;
             if kh.keys.iter().chain(&kh.h).any(|x| !x.is_finite()) {
                 return Err(Error::Numeric(format!(
                     "layer {l}, round {m}: the keys or hidden states are not finite (NaN or \
@@ -377,10 +379,7 @@ async fn run_batch<B: Backend>(
     // P_l += K Kᵀ with the post-batch keys of every request (spec §5.2): one pass, all layers.
     progress(Progress::PastKeys);
     pause().await;
-    let mut p_keys = std::collections::BTreeMap::new();
-    for &l in &hp.layers {
-        p_keys.insert(l, keys_and_h(model, &kp_all, l, l).await?.keys);
-    }
+    let p_keys = keys_at(model, &kp_all, &hp.layers).await?;
     if let Some(l) = p_keys
         .iter()
         .find(|(_, k)| k.iter().any(|x| !x.is_finite()))

@@ -1,6 +1,8 @@
 //! Keys (spec §3.2): template-averaged `down_proj` inputs at the subject's last token, and the
 //! block-`l0` output at the bare prompt's subject-last token, both with the current weights.
 
+use std::collections::BTreeMap;
+
 use super::request::EditRequest;
 use super::subject::locate_subject;
 use super::templates::{ContextTemplates, rewriting_prompts};
@@ -91,30 +93,95 @@ pub async fn keys_and_h<B: Backend>(
     key_layer: usize,
     h_layer: usize,
 ) -> Result<KeysAndH> {
+    keys_and_h_resumed(model, kp, key_layer, h_layer, &mut None).await
+}
+
+/// The input of some block over a batch's key prompts, kept between passes by
+/// [`keys_and_h_resumed`]: `(block, residual stream (N, d))`.
+pub type BlockInput<T> = Option<(usize, T)>;
+
+/// [`keys_and_h`] for a round that updates the layers in ascending order: `cache` holds the
+/// input of the last key layer from the previous call over the same `kp`, and only the blocks
+/// from there on run again (the blocks below it are unchanged since: a round only updates the
+/// layer whose keys it took, and each later key layer is higher). Gives the same values as
+/// [`keys_and_h`] bit for bit; `cache` then holds the input of `key_layer`.
+pub async fn keys_and_h_resumed<B: Backend>(
+    model: &Model<B>,
+    kp: &KeyPrompts,
+    key_layer: usize,
+    h_layer: usize,
+    cache: &mut BlockInput<B::Tensor>,
+) -> Result<KeysAndH> {
     let be = model.backend();
+    let last = key_layer.max(h_layer);
+    let start = cache.take().filter(|(k, _)| *k <= key_layer);
+    let keep: Vec<usize> = match key_layer.checked_sub(1) {
+        Some(before) if start.as_ref().is_none_or(|(k, _)| *k <= before) => vec![h_layer, before],
+        _ => vec![h_layer],
+    };
     let out = model.forward(
         &kp.packed,
         &ForwardSpec {
             mlp_key: &[key_layer],
-            block_out: &[h_layer],
-            last_layer: Some(key_layer.max(h_layer)),
+            block_out: &keep,
+            last_layer: Some(last),
+            start: start.as_ref().map(|(k, h)| (*k, h)),
             ..Default::default()
         },
     )?;
-    let rows = be.upload_u32("key rows", &kp.rows, &[kp.rows.len()])?;
-    let all_keys = be
-        .read(&be.gather_rows(&out.mlp_key[&key_layer], &rows)?)
-        .await?; // (n·T, d_ff)
+    let input = match key_layer.checked_sub(1) {
+        Some(before) => out.block_out.get(&before).map(|h| be.copy(h)).transpose()?,
+        None => None,
+    };
+    *cache = match input {
+        Some(h) => Some((key_layer, h)),
+        None => start.filter(|(k, _)| *k == key_layer),
+    };
+    let keys = averaged_keys(model, kp, &out.mlp_key[&key_layer]).await?;
     let bare = kp.bare_rows();
     let bare_t = be.upload_u32("bare rows", &bare, &[bare.len()])?;
     let h = be
         .read(&be.gather_rows(&out.block_out[&h_layer], &bare_t)?)
         .await?;
-    let d_ff = model.config.d_ff;
-    Ok(KeysAndH {
-        keys: average_keys(&all_keys, d_ff, kp),
-        h,
-    })
+    Ok(KeysAndH { keys, h })
+}
+
+/// The template-averaged keys at every layer of `layers`, from one pass over the key prompts
+/// with the current weights: `(n, d_ff)` per layer.
+pub async fn keys_at<B: Backend>(
+    model: &Model<B>,
+    kp: &KeyPrompts,
+    layers: &[usize],
+) -> Result<BTreeMap<usize, Vec<f32>>> {
+    let Some(&last) = layers.iter().max() else {
+        return Ok(BTreeMap::new());
+    };
+    let out = model.forward(
+        &kp.packed,
+        &ForwardSpec {
+            mlp_key: layers,
+            last_layer: Some(last),
+            ..Default::default()
+        },
+    )?;
+    let mut keys = BTreeMap::new();
+    for &l in layers {
+        keys.insert(l, averaged_keys(model, kp, &out.mlp_key[&l]).await?);
+    }
+    Ok(keys)
+}
+
+/// The keys at the key prompts' subject-last rows of one layer's `down_proj` inputs
+/// `(N, d_ff)`, template-averaged: `(n, d_ff)`.
+async fn averaged_keys<B: Backend>(
+    model: &Model<B>,
+    kp: &KeyPrompts,
+    mlp_key: &B::Tensor,
+) -> Result<Vec<f32>> {
+    let be = model.backend();
+    let rows = be.upload_u32("key rows", &kp.rows, &[kp.rows.len()])?;
+    let all = be.read(&be.gather_rows(mlp_key, &rows)?).await?; // (n·T, d_ff)
+    Ok(average_keys(&all, model.config.d_ff, kp))
 }
 
 /// Group-mean then mean of groups, per request. `all (n·T, d_ff)` → `(n, d_ff)`.

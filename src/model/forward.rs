@@ -66,6 +66,10 @@ pub struct ForwardSpec<'a, T> {
     pub logits: LogitRows,
     /// Run blocks `0..=last_layer` only (no logits then).
     pub last_layer: Option<usize>,
+    /// Start at block `k` with this residual stream `(N, d)` (block `k`'s input, e.g. a
+    /// `block_out` of layer `k − 1` from an earlier pass over the same batch) instead of at the
+    /// embeddings: the blocks before `k` are not run.
+    pub start: Option<(usize, &'a T)>,
 }
 
 impl<T> Default for ForwardSpec<'_, T> {
@@ -77,6 +81,7 @@ impl<T> Default for ForwardSpec<'_, T> {
             down_proj_override: &[],
             logits: LogitRows::None,
             last_layer: None,
+            start: None,
         }
     }
 }
@@ -213,13 +218,25 @@ impl<B: Backend> Model<B> {
             last < self.config.n_layers,
             "last_layer {last} out of range"
         );
+        let (first, hidden) = match spec.start {
+            Some((k, h)) => {
+                assert!(k <= last, "start block {k} after the last block {last}");
+                assert_eq!(
+                    h.shape(),
+                    [n, self.config.d_model],
+                    "start hidden state shape"
+                );
+                (k, be.copy(h)?)
+            }
+            None => (0, be.embedding(&self.weights.embed_tokens, &bt.ids)?),
+        };
         let mut out = ForwardOutput {
             logits: None,
             block_out: BTreeMap::new(),
             mlp_key: BTreeMap::new(),
-            hidden: be.embedding(&self.weights.embed_tokens, &bt.ids)?,
+            hidden,
         };
-        for l in 0..=last {
+        for l in first..=last {
             let down = spec
                 .down_proj_override
                 .iter()
