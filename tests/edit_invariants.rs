@@ -564,7 +564,7 @@ fn resumed_key_passes_equal_full_passes() {
             "layer {l}"
         );
         assert_eq!(cache.as_ref().map(|(k, _)| *k), Some(l));
-        let be = t.model.backend().clone();
+        let be = *t.model.backend();
         let w = &mut t.model.weights.layers[l].down_proj;
         let mut host = pollster::block_on(be.read(w)).unwrap();
         host.iter_mut().for_each(|x| *x *= 1.5);
