@@ -141,3 +141,30 @@ fn fluency_generations_are_seeded() {
     assert!(a.len() > prompt.len() + 60, "{a:?}");
     assert!(ngram_entropy(&a) > 3.0, "{}", ngram_entropy(&a));
 }
+
+#[test]
+fn shared_probe_sequences_predict_what_each_probe_alone_does() {
+    // last_token_argmax runs the probes of one answer as one sequence (each probe's tokens
+    // extend the previous one's); every prediction must be the probe's own greedy next token.
+    let (model, tok) = common::cpu_model();
+    let text = common::data_text("zsre/zsre_mend_train-1k.json");
+    let cases = parse_cases(&text, "zsre").unwrap();
+    let mut inputs = vec![];
+    for c in &cases[..6] {
+        for kind in nse::eval::zsre::case_probes(&tok, c).unwrap() {
+            inputs.extend(kind.into_iter().map(|p| p.input));
+        }
+    }
+    assert!(inputs.len() >= 40, "{} probes", inputs.len());
+    let together = pollster::block_on(last_token_argmax(&model, &tok, &inputs)).unwrap();
+    let alone: Vec<u32> = inputs
+        .iter()
+        .map(|i| {
+            let ids = tok.encode(i).unwrap();
+            pollster::block_on(generate(&model, &ids, 1, Sampling::Greedy, |_| {}))
+                .unwrap()
+                .ids[0]
+        })
+        .collect();
+    assert_eq!(together, alone);
+}

@@ -140,6 +140,11 @@ pub fn token_accuracy(predicted: &[u32], probes: &[TokenProbe]) -> f64 {
 
 /// The argmax token after each input's last token.
 ///
+/// Consecutive inputs whose tokens each extend the previous one's (the probes of one answer,
+/// almost always) share one sequence, the longest, read at each input's last row: causal
+/// attention makes that row's logits the shorter input's own. Inputs that break the chain start
+/// a new sequence.
+///
 /// # Errors
 /// An input that encodes to no token; backend failures.
 pub async fn last_token_argmax<B: Backend>(
@@ -148,22 +153,40 @@ pub async fn last_token_argmax<B: Backend>(
     inputs: &[String],
 ) -> Result<Vec<u32>> {
     let be = model.backend();
-    let mut out = Vec::with_capacity(inputs.len());
-    for chunk in inputs.chunks(SEQS_PER_PASS) {
-        let mut seqs = vec![];
-        for text in chunk {
-            let ids = tok.encode(text)?;
-            if ids.is_empty() {
-                return Err(Error::input(format!(
-                    "the prompt {text:?} encodes to no token"
-                )));
-            }
-            seqs.push(ids);
+    // Runs of inputs sharing a sequence: (the sequence, each member's last position).
+    let mut runs: Vec<(Vec<u32>, Vec<usize>)> = vec![];
+    for text in inputs {
+        let ids = tok.encode(text)?;
+        if ids.is_empty() {
+            return Err(Error::input(format!(
+                "the prompt {text:?} encodes to no token"
+            )));
         }
+        match runs.last_mut() {
+            Some((seq, ends)) if ids.len() >= seq.len() && ids.starts_with(seq) => {
+                ends.push(ids.len() - 1);
+                *seq = ids;
+            }
+            _ => {
+                let end = ids.len() - 1;
+                runs.push((ids, vec![end]));
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(inputs.len());
+    for chunk in runs.chunks(SEQS_PER_PASS) {
+        let seqs: Vec<&Vec<u32>> = chunk.iter().map(|(seq, _)| seq).collect();
+        let packed = Packed::new(&seqs);
+        let rows: Vec<u32> = chunk
+            .iter()
+            .enumerate()
+            .flat_map(|(s, (_, ends))| ends.iter().map(move |&e| (s, e)))
+            .map(|(s, e)| packed.row(s, e) as u32)
+            .collect();
         let fwd = model.forward(
-            &Packed::new(&seqs),
+            &packed,
             &ForwardSpec {
-                logits: LogitRows::Last,
+                logits: LogitRows::Rows(rows),
                 ..Default::default()
             },
         )?;
