@@ -8,7 +8,7 @@
 # leaves the input in fuzz/artifacts/<target>/; minimise it with
 #   cargo +nightly fuzz tmin -s none <target> fuzz/artifacts/<target>/crash-...
 # then commit it under tests/hostile/<target>/ and list it in CRASHERS in tests/hostile.rs.
-# The last lines of each log (executions, cov/ft coverage, crashes) go to fuzz/logs/summary.txt,
+# The last lines of each log (executions, cov/ft coverage, crashes) go to fuzz/logs/summary-<pid>.txt,
 # from which docs/fuzzing.md is written.
 set -uo pipefail
 cd "$(dirname "$0")/../fuzz"
@@ -26,11 +26,13 @@ command -v cargo-fuzz >/dev/null || { echo "cargo-fuzz is missing: cargo install
 cargo +nightly fuzz build -s none || exit 1
 
 mkdir -p logs
-: > logs/summary.txt
+# One summary per invocation, so that two lanes run side by side do not overwrite each other.
+summary="logs/summary-$$.txt"
+: > "$summary"
 status=0
 for t in "${targets[@]}"; do
-  mkdir -p "corpus/$t" "artifacts/$t"
-  echo "== $t: ${minutes} min" | tee -a logs/summary.txt
+  mkdir -p "corpus/$t" "artifacts/$t" "seeds/$t"
+  echo "== $t: ${minutes} min" | tee -a "$summary"
   cargo +nightly fuzz run -s none "$t" "corpus/$t" "seeds/$t" -- \
     -max_total_time=$((minutes * 60)) -rss_limit_mb=2048 -timeout=30 -print_final_stats=1 \
     > "logs/$t.log" 2>&1
@@ -40,7 +42,7 @@ for t in "${targets[@]}"; do
     grep -E '^stat::(number_of_executed_units|peak_rss_mb)' "logs/$t.log"
     grep -E 'panicked at|^==[0-9]+== ERROR|SUMMARY|Test unit written' "logs/$t.log" | head -5
     echo "exit $rc"
-  } | tee -a logs/summary.txt
+  } | tee -a "$summary"
   [ "$rc" -ne 0 ] && status=1
 done
 exit "$status"

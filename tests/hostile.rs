@@ -154,6 +154,20 @@ fn every_fuzz_seed_is_a_valid_input() {
         }
     }
     assert!(seen >= harness::TARGETS.len());
+    // The patch target replays on its own tiny model (fuzz/fuzz_targets/patch.rs); its seed
+    // must at least decode, and be the one the fixtures write.
+    let seeds = files(&root().join("fuzz/seeds/patch"));
+    assert!(!seeds.is_empty(), "fuzz/seeds/patch/ is empty");
+    for path in seeds {
+        let data = std::fs::read(&path).unwrap();
+        let patch = nse::edit::patch::Patch::from_bytes(&data, &path.display().to_string())
+            .unwrap_or_else(|e| panic!("seed {} is refused: {e}", path.display()));
+        assert_eq!(
+            (patch.entries.len(), patch.hparams.layers.clone()),
+            (1, vec![1, 2])
+        );
+        assert_eq!(data, fixtures::patch_seed(), "{} is stale", path.display());
+    }
 }
 
 /// Writes `fuzz/seeds/` afresh: `cargo test --test hostile write_fuzz_seeds -- --ignored`.

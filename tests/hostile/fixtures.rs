@@ -118,5 +118,43 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             "smollm2.json",
             nse::edit::hparams::SMOLLM2_135M.as_bytes().to_vec(),
         ),
+        ("patch", "two-layers.nsepatch", patch_seed()),
     ]
+}
+
+/// A valid patch for the fuzz target's tiny model (`fuzz/fuzz_targets/patch.rs`: 4 layers,
+/// d 8, d_ff 12): one NSE entry that updates three neurons of layers 1 and 2.
+pub fn patch_seed() -> Vec<u8> {
+    use nse::edit::patch::Patch;
+    use nse::edit::solve::Factored;
+    use nse::edit::state::AppliedUpdate;
+    use nse::edit::{EditRequest, Hparams, LedgerEntry, MethodKind, ROOT_DIGEST};
+    let mut hp = Hparams::for_model("SmolLM2-135M-Instruct").expect("shipped hparams");
+    hp.layers = vec![1, 2];
+    hp.v_loss_layer = 3;
+    let (d, f) = (8, 12);
+    let update = |layer: usize| AppliedUpdate {
+        round: 0,
+        layer,
+        update: Factored {
+            cols: vec![0, 3, 5],
+            r: (0..d).map(|i| i as f64 * 0.01 - 0.03).collect(),
+            y: vec![0.5, -0.25, 0.125],
+            n: 1,
+            d,
+        },
+    };
+    let keys = |l: usize| (0..f).map(|i| (i + l) as f32 * 0.1).collect::<Vec<f32>>();
+    let entry = LedgerEntry {
+        method: MethodKind::Nse,
+        requests: vec![
+            EditRequest::from_sentence("I live in Washington", "Washington", "Paris", None)
+                .expect("a valid request"),
+        ],
+        updates: vec![update(1), update(2)],
+        p_keys: [(1, keys(1)), (2, keys(2))].into_iter().collect(),
+        parent: ROOT_DIGEST.to_string(),
+        measured: vec![],
+    };
+    Patch::new("tiny", &"0".repeat(64), &hp, vec![entry]).to_bytes()
 }
