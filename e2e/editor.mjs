@@ -66,6 +66,7 @@ async function editRow(page) {
     original: await t('original-output'), edited: await t('edited-output'),
     originalNew: await t('original-p-new'), originalTrue: await t('original-p-true'),
     editedNew: await t('edited-p-new'), editedTrue: await t('edited-p-true'),
+    originalSays: await t('original-says'), editedSays: await t('edited-says'),
   };
 }
 
@@ -176,6 +177,9 @@ await session(`editor session (${BACKEND})`, { webgpu: true, query: QUERY, viewp
     expect(row.edited.startsWith(' Rome'), `the edited model says ${JSON.stringify(row.edited)}`);
     expect(Number(row.editedNew) > Number(row.editedTrue), 'edited: P(new) ≤ P(true)');
     expect(Number(row.originalNew) < Number(row.originalTrue), 'original: P(new) ≥ P(true)');
+    // The realistic verdict (greedy decoding from the prompt): Rome after, Paris before.
+    expect(row.editedSays === 'says the new target', `edited: ${row.editedSays}`);
+    expect(row.originalSays === 'says the true target', `original: ${row.originalSays}`);
     const probes = await probeRows(page);
     const unrelated = probes.find((p) => p.kind === 'probe' && p.prompt === UNRELATED);
     console.log(`  "${UNRELATED}": original ${JSON.stringify(unrelated?.original)}, edited ${JSON.stringify(unrelated?.edited)}`);

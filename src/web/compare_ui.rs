@@ -21,8 +21,9 @@ pub(crate) struct CompareView {
     button: HtmlButtonElement,
     status: HtmlElement,
     edit_prompt: HtmlElement,
-    original: [HtmlElement; 3],
-    edited: [HtmlElement; 3],
+    /// Output, P(new), P(true) and the realistic verdict of each side.
+    original: [HtmlElement; 4],
+    edited: [HtmlElement; 4],
     rows: HtmlElement,
     /// The edit prompt's row (the first `compare-row` of the page).
     edit_row: HtmlElement,
@@ -41,11 +42,13 @@ impl CompareView {
                 by_testid("original-output"),
                 by_testid("original-p-new"),
                 by_testid("original-p-true"),
+                by_testid("original-says"),
             ],
             edited: [
                 by_testid("edited-output"),
                 by_testid("edited-p-new"),
                 by_testid("edited-p-true"),
+                by_testid("edited-says"),
             ],
             rows: by_testid("compare-probe-rows"),
             edit_row: by_testid("compare-row"),
@@ -261,16 +264,27 @@ fn fmt_p(p: f32) -> String {
 
 fn probs_text(o: &ProbeOut) -> String {
     format!(
-        "P(new) {} · P(true) {}",
+        "P(new) {} · P(true) {} · {}",
         fmt_p(o.p_new),
-        o.p_true.map_or("–".into(), fmt_p)
+        o.p_true.map_or("–".into(), fmt_p),
+        says_text(o)
     )
 }
 
-fn show_cells(cells: &[HtmlElement; 3], o: &ProbeOut) {
+/// The realistic verdict in words: which target greedy decoding actually says.
+fn says_text(o: &ProbeOut) -> &'static str {
+    match (o.says_new, o.says_true) {
+        (true, _) => "says the new target",
+        (false, Some(true)) => "says the true target",
+        _ => "says neither",
+    }
+}
+
+fn show_cells(cells: &[HtmlElement; 4], o: &ProbeOut) {
     cells[0].set_text_content(Some(&o.text));
     cells[1].set_inner_text(&fmt_p(o.p_new));
     cells[2].set_inner_text(&o.p_true.map_or("–".into(), fmt_p));
+    cells[3].set_inner_text(says_text(o));
     let wins = o.p_true.is_some_and(|t| o.p_new > t);
     set_attr(
         &cells[0],

@@ -356,6 +356,10 @@ pub(crate) struct ProbeOut {
     pub text: String,
     pub p_new: f32,
     pub p_true: Option<f32>,
+    /// The realistic score's verdict ([`crate::eval::realistic`]): greedy decoding from the
+    /// prompt begins with the new target, or with the true one.
+    pub says_new: bool,
+    pub says_true: Option<bool>,
 }
 
 async fn run_probes<B: Backend>(
@@ -371,10 +375,22 @@ async fn run_probes<B: Backend>(
             .clone()
             .unwrap_or_else(|| p.target_new.clone());
         let (p_new, p_true) = pair_probs(model, tok, &p.prompt, &p.target_new, &truth).await?;
+        let prompt = p.prompt.trim_end().to_string();
+        let says = crate::eval::realistic::greedy_says(
+            model,
+            tok,
+            &[
+                (prompt.clone(), p.target_new.trim().to_string()),
+                (prompt, truth.trim().to_string()),
+            ],
+        )
+        .await?;
         out.push(ProbeOut {
             text,
             p_new,
             p_true: p.target_true.as_ref().map(|_| p_true),
+            says_new: says[0],
+            says_true: p.target_true.as_ref().map(|_| says[1]),
         });
         dom::yield_now().await;
     }
