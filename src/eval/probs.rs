@@ -94,3 +94,26 @@ pub async fn score_candidates<B: Backend>(
     }
     Ok(out)
 }
+
+/// The argmax token at each `(sequence, position)` of `at`, from one packed pass over `seqs`.
+///
+/// # Errors
+/// Backend failures.
+pub async fn argmax_at<B: Backend>(
+    model: &Model<B>,
+    seqs: &[Vec<u32>],
+    at: &[(usize, usize)],
+) -> Result<Vec<u32>> {
+    let be = model.backend();
+    let packed = Packed::new(seqs);
+    let rows = at.iter().map(|&(s, i)| packed.row(s, i) as u32).collect();
+    let fwd = model.forward(
+        &packed,
+        &ForwardSpec {
+            logits: LogitRows::Rows(rows),
+            ..Default::default()
+        },
+    )?;
+    let logits = fwd.logits.expect("logits were requested");
+    be.read_u32(&be.argmax(&logits)?).await
+}

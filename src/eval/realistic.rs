@@ -13,8 +13,9 @@
 //! stops at the first miss, and later positions cannot turn a miss into a success).
 //! `tests/realistic.rs` checks this against token-by-token generation with the KV cache.
 
+use super::probs::argmax_at;
 use crate::backend::Backend;
-use crate::model::{ForwardSpec, LogitRows, Model, Packed, Tokenizer};
+use crate::model::{Model, Tokenizer};
 use crate::{Error, Result};
 
 /// Sequences per forward pass (bounds the logits buffer: rows × vocabulary).
@@ -30,7 +31,6 @@ pub async fn greedy_says<B: Backend>(
     tok: &Tokenizer,
     pairs: &[(String, String)],
 ) -> Result<Vec<bool>> {
-    let be = model.backend();
     let mut out = Vec::with_capacity(pairs.len());
     for chunk in pairs.chunks(SEQS_PER_PASS) {
         let mut seqs = vec![];
@@ -56,21 +56,11 @@ pub async fn greedy_says<B: Backend>(
             seqs.push(seq);
             answers.push(t);
         }
-        let packed = Packed::new(&seqs);
-        let mut rows = vec![];
-        for (s, t) in answers.iter().enumerate() {
-            let first = packed.len_of(s) - t.len();
-            rows.extend((first..packed.len_of(s)).map(|i| packed.row(s, i) as u32));
+        let mut at = vec![];
+        for (s, (seq, t)) in seqs.iter().zip(&answers).enumerate() {
+            at.extend((seq.len() - t.len()..seq.len()).map(|i| (s, i)));
         }
-        let fwd = model.forward(
-            &packed,
-            &ForwardSpec {
-                logits: LogitRows::Rows(rows),
-                ..Default::default()
-            },
-        )?;
-        let logits = fwd.logits.expect("logits were requested");
-        let best = be.read_u32(&be.argmax(&logits)?).await?;
+        let best = argmax_at(model, &seqs, &at).await?;
         let mut at = 0;
         for t in &answers {
             out.push(best[at..at + t.len()] == t[..]);

@@ -19,10 +19,11 @@
 use serde::{Deserialize, Serialize};
 
 use super::counterfact::hmean;
+use super::probs::argmax_at;
 use super::realistic::{greedy_says, rate};
 use crate::backend::Backend;
 use crate::edit::{Case, Probes};
-use crate::model::{ForwardSpec, LogitRows, Model, Packed, Tokenizer};
+use crate::model::{Model, Tokenizer};
 use crate::{Error, Result};
 
 /// Inputs per forward pass of [`last_token_argmax`].
@@ -152,7 +153,6 @@ pub async fn last_token_argmax<B: Backend>(
     tok: &Tokenizer,
     inputs: &[String],
 ) -> Result<Vec<u32>> {
-    let be = model.backend();
     // Runs of inputs sharing a sequence: (the sequence, each member's last position).
     let mut runs: Vec<(Vec<u32>, Vec<usize>)> = vec![];
     for text in inputs {
@@ -175,23 +175,13 @@ pub async fn last_token_argmax<B: Backend>(
     }
     let mut out = Vec::with_capacity(inputs.len());
     for chunk in runs.chunks(SEQS_PER_PASS) {
-        let seqs: Vec<&Vec<u32>> = chunk.iter().map(|(seq, _)| seq).collect();
-        let packed = Packed::new(&seqs);
-        let rows: Vec<u32> = chunk
+        let seqs: Vec<Vec<u32>> = chunk.iter().map(|(seq, _)| seq.clone()).collect();
+        let at: Vec<(usize, usize)> = chunk
             .iter()
             .enumerate()
             .flat_map(|(s, (_, ends))| ends.iter().map(move |&e| (s, e)))
-            .map(|(s, e)| packed.row(s, e) as u32)
             .collect();
-        let fwd = model.forward(
-            &packed,
-            &ForwardSpec {
-                logits: LogitRows::Rows(rows),
-                ..Default::default()
-            },
-        )?;
-        let logits = fwd.logits.expect("logits were requested");
-        out.extend(be.read_u32(&be.argmax(&logits)?).await?);
+        out.extend(argmax_at(model, &seqs, &at).await?);
     }
     Ok(out)
 }
@@ -201,27 +191,19 @@ pub async fn last_token_argmax<B: Backend>(
 /// # Errors
 /// A case that is not a zsRE record; see [`answer_probes`].
 pub fn case_probes(tok: &Tokenizer, case: &Case) -> Result<[Vec<TokenProbe>; 3]> {
-    let r = &case.request;
-    let Probes::Zsre {
-        paraphrase,
-        loc,
-        loc_ans,
-    } = &case.probes
-    else {
-        let who = r.case_id.map_or_else(|| r.label(), |c| format!("case {c}"));
-        return Err(Error::input(format!("{who} is not a zsRE record")));
+    let probes = |kind: Vec<(String, String)>| -> Result<Vec<TokenProbe>> {
+        let mut out = vec![];
+        for (prompt, answer) in kind {
+            out.extend(answer_probes(tok, &prompt, &answer)?);
+        }
+        Ok(out)
     };
-    let rewrite = answer_probes(tok, &r.sentence(), &r.target_new)?;
-    let mut para = vec![];
-    for p in paraphrase {
-        para.extend(answer_probes(tok, p, &r.target_new)?);
-    }
-    let neighborhood = answer_probes(tok, &format!("{loc}?"), loc_ans)?;
-    Ok([rewrite, para, neighborhood])
+    let [rewrite, paraphrase, neighborhood] = realistic_prompts(case)?;
+    Ok([probes(rewrite)?, probes(paraphrase)?, probes(neighborhood)?])
 }
 
-/// The `(prompt, answer)` pairs of a case's realistic scores: rewrite, paraphrases,
-/// neighbourhood.
+/// The `(prompt, answer)` pairs of a case, for its probes and its realistic scores: rewrite,
+/// paraphrases, neighbourhood (`loc + "?"`, `loc_ans`).
 fn realistic_prompts(case: &Case) -> Result<[Vec<(String, String)>; 3]> {
     let r = &case.request;
     let Probes::Zsre {
