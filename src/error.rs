@@ -83,6 +83,11 @@ pub enum Error {
     #[error("numerical problem: {}", printable(.0))]
     Numeric(String),
 
+    /// The user cancelled a running job (an edit, a benchmark, a covariance computation) at one
+    /// of its steps; what it was changing is exactly as before it started.
+    #[error("cancelled: {}", printable(.0))]
+    Cancelled(String),
+
     /// An I/O failure, with the path involved.
     #[error("{}: {source}", printable(.path))]
     Io {

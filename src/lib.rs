@@ -20,6 +20,7 @@ pub mod gpu;
 pub mod model;
 pub mod npy;
 pub mod ops;
+pub mod session;
 
 #[cfg(target_arch = "wasm32")]
 pub mod web;

@@ -34,9 +34,16 @@ fn assert_rejected(
         cov,
         method: &Nse,
     };
-    let err = pollster::block_on(apply_batch(&mut t.model, state, &ctx, reqs, |_| {}))
-        .unwrap_err()
-        .to_string();
+    let err = pollster::block_on(apply_batch(
+        &mut t.model,
+        state,
+        &ctx,
+        reqs,
+        Default::default(),
+        |_| {},
+    ))
+    .unwrap_err()
+    .to_string();
     assert!(
         err.contains(needle),
         "expected an error mentioning {needle:?}, got: {err}"
@@ -74,6 +81,7 @@ fn edit_one(t: &mut Tiny, state: &mut EditState<nse::cpu::CpuTensor>) {
         state,
         &ctx,
         &requests()[..1],
+        Default::default(),
         |_| {},
     ))
     .unwrap();

@@ -32,7 +32,15 @@ fn run(
         cov: &t.cov,
         method,
     };
-    pollster::block_on(apply_batch(&mut t.model, state, &ctx, reqs, |_| {})).unwrap()
+    pollster::block_on(apply_batch(
+        &mut t.model,
+        state,
+        &ctx,
+        reqs,
+        Default::default(),
+        |_| {},
+    ))
+    .unwrap()
 }
 
 #[test]

@@ -82,6 +82,7 @@ fn edit_and_undo<B: Backend>(mut model: Model<B>, tok: &Tokenizer) {
         &mut state,
         &ctx,
         std::slice::from_ref(&r),
+        Default::default(),
         |_| {},
     ))
     .unwrap();

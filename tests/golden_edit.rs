@@ -12,10 +12,7 @@ mod common;
 
 use common::{Tol, assert_close, golden_json};
 use nse::cpu::CpuBackend;
-use nse::edit::{
-    ContextTemplates, EditContext, EditRequest, EditState, Hparams, Nse, apply_batch,
-    apply_batch_with_z,
-};
+use nse::edit::{ContextTemplates, EditContext, EditRequest, EditState, Hparams, Nse, apply_batch};
 use nse::eval::score_candidates;
 use nse::model::Model;
 use serde_json::Value;
@@ -119,7 +116,15 @@ fn micro3_batch_matches_the_reference() {
         cov: &cov,
         method: &Nse,
     };
-    let out = pollster::block_on(apply_batch(&mut model, &mut state, &ctx, &reqs, |_| {})).unwrap();
+    let out = pollster::block_on(apply_batch(
+        &mut model,
+        &mut state,
+        &ctx,
+        &reqs,
+        Default::default(),
+        |_| {},
+    ))
+    .unwrap();
 
     // z: token ids, lookup indices, per-step losses, h_init, z.
     for (i, z) in out.z.iter().enumerate() {
@@ -242,12 +247,15 @@ fn micro3_batch_matches_the_reference() {
     let hp1 = Hparams::parse(&g1["hparams"].to_string(), "micro-3-p1.json hparams").unwrap();
     state.rewind_to(&mut model, 0).unwrap();
     let ctx1 = EditContext { hp: &hp1, ..ctx };
-    let out1 = pollster::block_on(apply_batch_with_z(
+    let out1 = pollster::block_on(apply_batch(
         &mut model,
         &mut state,
         &ctx1,
         &reqs,
-        Some(&out.z),
+        nse::edit::BatchOptions {
+            precomputed_z: Some(&out.z),
+            ..Default::default()
+        },
         |_| {},
     ))
     .unwrap();

@@ -10,9 +10,7 @@ mod common;
 use common::{Tol, assert_close};
 use nse::cpu::CpuBackend;
 use nse::edit::target::compute_z;
-use nse::edit::{
-    ContextTemplates, EditContext, EditRequest, EditState, Hparams, Nse, apply_batch_with_z,
-};
+use nse::edit::{ContextTemplates, EditContext, EditRequest, EditState, Hparams, Nse, apply_batch};
 use nse::model::Model;
 
 fn request() -> EditRequest {
@@ -95,12 +93,15 @@ fn gpu_edit_matches_cpu() {
                 cov: &cov,
                 method: &Nse,
             };
-            let out = pollster::block_on(apply_batch_with_z(
+            let out = pollster::block_on(apply_batch(
                 &mut model,
                 &mut state,
                 &ctx,
                 std::slice::from_ref(&r),
-                Some(&zs),
+                nse::edit::BatchOptions {
+                    precomputed_z: Some(&zs),
+                    ..Default::default()
+                },
                 |_| {},
             ))
             .unwrap();

@@ -75,6 +75,7 @@ pub fn variant(e: &Error) -> &'static str {
         Error::Io { .. } => "Io",
         Error::Json { .. } => "Json",
         Error::TooLarge { .. } => "TooLarge",
+        Error::Cancelled(_) => "Cancelled",
     }
 }
 

@@ -38,7 +38,15 @@ fn edit(t: &mut Tiny, state: &mut EditState<CpuTensor>, reqs: &[EditRequest], m:
         cov: &t.cov,
         method: m,
     };
-    block_on(apply_batch(&mut t.model, state, &ctx, reqs, |_| {})).unwrap();
+    block_on(apply_batch(
+        &mut t.model,
+        state,
+        &ctx,
+        reqs,
+        Default::default(),
+        |_| {},
+    ))
+    .unwrap();
 }
 
 /// The patch of `state` on `t`, with its weights digest, through the file format.
@@ -181,6 +189,7 @@ fn undo_and_remove_entry_equal_the_runs_without_those_edits() {
         1,
         &c,
         &[&Nse],
+        None,
         |_, _| {},
     ))
     .unwrap();
@@ -224,6 +233,7 @@ fn undo_and_remove_entry_equal_the_runs_without_those_edits() {
         5,
         &c,
         &[&Nse],
+        None,
         |_, _| {},
     ))
     .unwrap_err()

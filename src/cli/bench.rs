@@ -117,8 +117,8 @@ fn forward(args: ForwardBenchArgs) -> Result<()> {
     let decode_tps = args.decode_tokens as f64 / times.decode_s;
     let peak_host = peak_rss_bytes();
     let peak_gpu = match &model {
-        super::common::AnyModel::Gpu(m) => Some(m.backend().peak_buffer_bytes()),
-        super::common::AnyModel::Cpu(_) => None,
+        crate::session::Engine::Gpu(w) => Some(w.model.backend().peak_buffer_bytes()),
+        crate::session::Engine::Cpu(_) => None,
     };
     let reference: serde_json::Value =
         serde_json::from_str(TORCH_REFERENCE).expect("committed JSON parses");

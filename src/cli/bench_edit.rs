@@ -8,17 +8,16 @@ use clap::Args;
 use serde_json::json;
 
 use super::bench::{peak_rss_bytes, write_json};
-use super::common::{AnyModel, Loaded, ModelArgs, load};
+use super::common::{Loaded, ModelArgs, load};
 use super::editor::EditorArgs;
 use crate::backend::Backend;
 use crate::edit::covariance::{second_moments, windows};
 use crate::edit::dataset::load_cases;
 use crate::edit::solve::{LayerSystem, solve_nse};
 use crate::edit::target::{DEFAULT_Z_CHUNK, ZOptions, compute_z, compute_zs};
-use crate::edit::{
-    BatchOptions, EditContext, EditRequest, EditState, Nse, apply_batch_opts, apply_batch_with_z,
-};
+use crate::edit::{BatchOptions, EditContext, EditRequest, EditState, Nse, apply_batch};
 use crate::model::{Model, ModelSource, Tokenizer};
+use crate::session::Engine;
 use crate::{Error, Result, with_model};
 
 /// The reference's timings for the same work (seconds), from the golden README.
@@ -100,8 +99,8 @@ pub fn run(args: EditBenchArgs) -> Result<()> {
     let device = with_model!(&model, m => m.backend().describe());
     let t = with_model!(&mut model, m => pollster::block_on(measure(m, &tokenizer, &source, &requests, &args)))?;
     let peak_gpu = match &model {
-        AnyModel::Gpu(m) => Some(m.backend().peak_buffer_bytes()),
-        AnyModel::Cpu(_) => None,
+        Engine::Gpu(w) => Some(w.model.backend().peak_buffer_bytes()),
+        Engine::Cpu(_) => None,
     };
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     let z_mean = mean(&t.z_seconds);
@@ -222,7 +221,7 @@ async fn measure<B: Backend>(
     let (mut z_seconds, mut z_evals) = (vec![], vec![]);
     for (i, r) in requests.iter().take(args.batch).enumerate() {
         let t0 = Instant::now();
-        let z = compute_z(model, tok, r, &editor.templates, hp, &[], |_, _| {}).await?;
+        let z = compute_z(model, tok, r, editor.templates()?, hp, &[], |_, _| {}).await?;
         z_seconds.push(t0.elapsed().as_secs_f64());
         z_evals.push(z.steps.len());
         eprintln!(
@@ -248,7 +247,7 @@ async fn measure<B: Backend>(
             model,
             tok,
             &batch,
-            &editor.templates,
+            editor.templates()?,
             hp,
             &[],
             z_opts,
@@ -272,7 +271,7 @@ async fn measure<B: Backend>(
     let resid = vec![0.5f64; requests.len() * model.config.d_model];
     let zero = vec![0.0f32; d_ff * d_ff];
     let sys = LayerSystem {
-        c: editor.cov.layer(l)?,
+        c: editor.cov()?.layer(l)?,
         p: &zero,
         d_ff,
         keys: &keys,
@@ -293,12 +292,23 @@ async fn measure<B: Backend>(
     let ctx = EditContext {
         tok,
         hp,
-        templates: &editor.templates,
-        cov: &editor.cov,
+        templates: editor.templates()?,
+        cov: editor.cov()?,
         method: &Nse,
     };
     let t0 = Instant::now();
-    apply_batch_with_z(model, &mut state, &ctx, requests, Some(&zs), |_| {}).await?;
+    apply_batch(
+        model,
+        &mut state,
+        &ctx,
+        requests,
+        crate::edit::BatchOptions {
+            precomputed_z: Some(&zs),
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .await?;
     let batch_seconds = t0.elapsed().as_secs_f64();
     for (l, w) in original {
         model.weights.layers[l].down_proj = w;
@@ -311,7 +321,7 @@ async fn measure<B: Backend>(
         z_chunk: args.z_chunk,
         ..Default::default()
     };
-    apply_batch_opts(model, &mut state, &ctx, requests, opts, |_| {}).await?;
+    apply_batch(model, &mut state, &ctx, requests, opts, |_| {}).await?;
     let end_to_end_seconds = t0.elapsed().as_secs_f64();
     Ok(Timings {
         z_seconds,

@@ -6,12 +6,12 @@ use std::time::Instant;
 use clap::{Args, ValueEnum};
 
 use crate::Result;
-use crate::cpu::CpuBackend;
 use crate::edit::EditState;
 use crate::edit::patch::Patch;
 use crate::gpu::GpuBackend;
 use crate::model::Model;
 use crate::model::load::{LoadedModel, load_path};
+use crate::session::Engine;
 
 /// File name of the default model inside `models/` (fetched by `scripts/setup.sh`).
 pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -82,27 +82,10 @@ impl ModelArgs {
     }
 }
 
-/// A model on one of the two backends, so that commands can be written once, generically.
-pub enum AnyModel {
-    Cpu(Model<CpuBackend>),
-    Gpu(Model<GpuBackend>),
-}
-
-/// Runs `$body` with `$m` bound to the concrete `Model<_>` inside an [`AnyModel`].
-#[macro_export]
-#[doc(hidden)]
-macro_rules! with_model {
-    ($any:expr, $m:ident => $body:expr) => {
-        match $any {
-            $crate::cli::common::AnyModel::Cpu($m) => $body,
-            $crate::cli::common::AnyModel::Gpu($m) => $body,
-        }
-    };
-}
-
 /// The loaded model plus facts about the load.
 pub struct Loaded {
-    pub model: AnyModel,
+    /// The model on its backend (no edit state: see [`start_editing`]).
+    pub model: Engine,
     pub tokenizer: crate::model::Tokenizer,
     pub source: crate::model::ModelSource,
     /// Seconds from reading the file to weights ready on the backend.
@@ -155,10 +138,7 @@ pub fn load_unpatched(args: &ModelArgs) -> Result<(Loaded, Option<Patch>)> {
             .ok()
             .filter(|g| !g.is_software()),
     };
-    let model = match gpu {
-        Some(g) => AnyModel::Gpu(Model::upload(g, config, weights)?),
-        None => AnyModel::Cpu(Model::upload(CpuBackend, config, weights)?),
-    };
+    let model = Engine::upload(config, weights, gpu)?;
     let load_seconds = t0.elapsed().as_secs_f64();
     Ok((
         Loaded {

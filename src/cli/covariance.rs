@@ -30,14 +30,14 @@ pub fn run(args: CovarianceArgs) -> Result<()> {
     let editor =
         with_model!(&model, m => pollster::block_on(args.editor.prepare(m, &tokenizer, &source)))?;
     std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
-    for (l, c) in editor.cov.matrices() {
+    for (l, c) in editor.cov()?.matrices() {
         let f = (c.len() as f64).sqrt() as usize;
         let path = args.out.join(format!("layer{l}.npy"));
         std::fs::write(&path, crate::npy::write_f32(&[f, f], c))
             .map_err(|e| Error::io(&path, e))?;
     }
     let manifest = serde_json::json!({
-        "model_sha256": source.sha256, "layers": editor.hp.layers, "tokens": editor.cov.tokens,
+        "model_sha256": source.sha256, "layers": editor.hp.layers, "tokens": editor.cov()?.tokens,
         "corpus": editor.hp.mom2_dataset, "window": editor.hp.mom2_window,
     });
     super::bench::write_json(&args.out.join("covariance.json"), &manifest)?;
@@ -45,7 +45,7 @@ pub fn run(args: CovarianceArgs) -> Result<()> {
         "wrote {} layers to {} ({} tokens)",
         editor.hp.layers.len(),
         args.out.display(),
-        editor.cov.tokens
+        editor.cov()?.tokens
     );
     Ok(())
 }

@@ -9,12 +9,12 @@ use serde_json::{Value, json};
 use super::bench::write_json;
 use super::check::refuse_bad_requests;
 use super::common::{Loaded, ModelArgs, load_unpatched, start_editing, write_patch};
-use super::editor::{EditorArgs, batch_progress, method_for};
+use super::editor::{EditorArgs, batch_progress};
 use crate::backend::Backend;
 use crate::edit::dataset::load_cases;
 use crate::edit::patch::Patch;
 use crate::edit::{EditContext, EditRequest, Measured, MethodKind, apply_batch};
-use crate::eval::score_candidates;
+use crate::eval::new_vs_true;
 use crate::model::Model;
 use crate::{Error, Result, with_model};
 
@@ -102,26 +102,11 @@ async fn efficacy<B: Backend>(
     tok: &crate::model::Tokenizer,
     requests: &[EditRequest],
 ) -> Result<Vec<(f32, Option<f32>)>> {
-    let mut pairs = vec![];
-    for r in requests {
-        pairs.push((r.sentence(), r.target_new.clone()));
-        if let Some(truth) = &r.target_true {
-            pairs.push((r.sentence(), truth.clone()));
-        }
-    }
-    let s = score_candidates(model, tok, &pairs).await?;
-    let mut probs = s.iter().map(|c| c.prob());
-    Ok(requests
+    let items: Vec<(String, String, Option<String>)> = requests
         .iter()
-        .map(|r| {
-            let new = probs.next().unwrap_or(f32::NAN);
-            let truth = r
-                .target_true
-                .as_ref()
-                .map(|_| probs.next().unwrap_or(f32::NAN));
-            (new, truth)
-        })
-        .collect())
+        .map(|r| (r.sentence(), r.target_new.clone(), r.target_true.clone()))
+        .collect();
+    new_vs_true(model, tok, &items).await
 }
 
 /// Efficacy in percent over the requests that have a true target (`None` when none has one:
@@ -154,11 +139,12 @@ async fn edit<B: Backend>(model: &mut Model<B>, run: &Run<'_>) -> Result<()> {
     // Templates and covariance come from the base model, before the continued patch is applied,
     // exactly as in the run that made it.
     let continuing = run.continued.map(|p| &p.hparams);
-    let editor = args
+    let mut editor = args
         .editor
         .prepare_with(model, tok, source, continuing)
         .await?;
-    let method = method_for(kind, &editor, model.config.d_ff)?;
+    editor.prepare_method(kind, model.config.d_ff)?;
+    let method = editor.method(kind)?;
     let mut state = start_editing(model, &editor.hp.layers, run.continued, &source.sha256).await?;
     let pre = efficacy(model, tok, requests).await?;
     let with_truth = requests.iter().filter(|r| r.target_true.is_some()).count();
@@ -175,9 +161,9 @@ async fn edit<B: Backend>(model: &mut Model<B>, run: &Run<'_>) -> Result<()> {
     let ctx = EditContext {
         tok,
         hp: &editor.hp,
-        templates: &editor.templates,
-        cov: &editor.cov,
-        method: method.as_ref(),
+        templates: editor.templates()?,
+        cov: editor.cov()?,
+        method,
     };
     let mut batches = vec![];
     let mut z_dump = vec![];
@@ -185,7 +171,15 @@ async fn edit<B: Backend>(model: &mut Model<B>, run: &Run<'_>) -> Result<()> {
     for (b, chunk) in requests.chunks(args.batch).enumerate() {
         let t0 = Instant::now();
         let label = format!("batch {}/{}", b + 1, requests.len().div_ceil(args.batch));
-        let out = apply_batch(model, &mut state, &ctx, chunk, batch_progress(label)).await?;
+        let out = apply_batch(
+            model,
+            &mut state,
+            &ctx,
+            chunk,
+            Default::default(),
+            batch_progress(label),
+        )
+        .await?;
         let measured = efficacy(model, tok, chunk).await?;
         if let Some(entry) = state.ledger.last_mut() {
             entry.measured = measured
@@ -244,7 +238,7 @@ async fn edit<B: Backend>(model: &mut Model<B>, run: &Run<'_>) -> Result<()> {
     let report = json!({
         "method": kind.name(), "model": source.name, "model_sha256": source.sha256,
         "hparams": editor.hp, "n_requests": requests.len(), "batch_size": args.batch,
-        "covariance": editor.cov.source,
+        "covariance": editor.cov()?.source,
         "efficacy_pre": pre_rate, "efficacy_post": post_rate,
         "per_request": requests.iter().zip(pre.iter().zip(&post)).map(|(r, (a, b))| json!({
             "request": r, "p_new_pre": a.0, "p_true_pre": a.1, "p_new_post": b.0, "p_true_post": b.1,
@@ -287,7 +281,7 @@ fn round1(v: &[f32]) -> Vec<f32> {
 /// The `--dump` document, with the reference dump's field names where they exist.
 fn dump_json(
     tok: &crate::model::Tokenizer,
-    editor: &super::editor::Editor,
+    editor: &crate::session::EditSetup,
     requests: &[EditRequest],
     zs: &[crate::edit::target::ZResult],
     batches: &[Value],
@@ -295,7 +289,7 @@ fn dump_json(
 ) -> Result<Value> {
     let mut per_request = vec![];
     for ((r, z), p) in requests.iter().zip(zs).zip(post) {
-        let kp = crate::edit::keys::KeyPrompts::new(tok, &editor.templates, &[r])?;
+        let kp = crate::edit::keys::KeyPrompts::new(tok, editor.templates()?, &[r])?;
         let key_prompts: Vec<Value> = (0..kp.texts.len())
             .map(|t| {
                 json!({
@@ -317,7 +311,7 @@ fn dump_json(
         }));
     }
     Ok(json!({
-        "hparams": editor.hp, "context_templates": editor.templates.groups,
+        "hparams": editor.hp, "context_templates": editor.templates()?.groups,
         "requests": per_request, "batches": batches,
     }))
 }

@@ -8,11 +8,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::backend::Backend;
 use crate::edit::covariance::CorpusSpec;
-use crate::edit::{
-    AlphaEdit, ContextTemplates, CovarianceSet, EditMethod, Hparams, Memit, MemitSeq, MethodKind,
-    Nse, Progress,
-};
+use crate::edit::{ContextTemplates, CovarianceSet, Hparams, Progress};
 use crate::model::{Model, ModelSource, Tokenizer};
+use crate::session::EditSetup;
 use crate::{Error, Result};
 
 /// Editing options common to `nse edit` and `nse eval`.
@@ -31,13 +29,6 @@ pub struct EditorArgs {
     /// Load precomputed statistics `layer{l}.npy` from this directory instead of computing them.
     #[arg(long)]
     pub cov_dir: Option<PathBuf>,
-}
-
-/// Everything an editing run needs besides the model and the state.
-pub struct Editor {
-    pub hp: Hparams,
-    pub templates: ContextTemplates,
-    pub cov: CovarianceSet,
 }
 
 /// The covariance corpus named by the hyperparameters: `wikitext2_raw_test` is the wikitext-2
@@ -87,13 +78,14 @@ impl EditorArgs {
         Ok((hp, templates))
     }
 
-    /// Loads hyperparameters, templates and the covariance statistics for `model`.
+    /// Loads hyperparameters, templates and the covariance statistics for `model`: an
+    /// [`EditSetup`] with both set.
     pub async fn prepare<B: Backend>(
         &self,
         model: &Model<B>,
         tok: &Tokenizer,
         source: &ModelSource,
-    ) -> Result<Editor> {
+    ) -> Result<EditSetup> {
         self.prepare_with(model, tok, source, None).await
     }
 
@@ -105,7 +97,7 @@ impl EditorArgs {
         tok: &Tokenizer,
         source: &ModelSource,
         continuing: Option<&Hparams>,
-    ) -> Result<Editor> {
+    ) -> Result<EditSetup> {
         let (hp, templates) = self
             .hparams_and_templates(model, tok, source, continuing)
             .await?;
@@ -147,18 +139,11 @@ impl EditorArgs {
             }
         };
         eprintln!("covariance: {}", cov.source);
-        Ok(Editor { hp, templates, cov })
+        let mut setup = EditSetup::new(hp)?;
+        setup.templates = Some(templates);
+        setup.set_cov(cov);
+        Ok(setup)
     }
-}
-
-/// The method object for a kind (AlphaEdit builds its null-space projectors here).
-pub fn method_for(kind: MethodKind, editor: &Editor, d_ff: usize) -> Result<Box<dyn EditMethod>> {
-    Ok(match kind {
-        MethodKind::Nse => Box::new(Nse),
-        MethodKind::MemitSeq => Box::new(MemitSeq),
-        MethodKind::Memit => Box::new(Memit),
-        MethodKind::Alphaedit => Box::new(AlphaEdit::new(editor.cov.matrices(), d_ff, &editor.hp)?),
-    })
 }
 
 /// The top-level fields whose values differ between two sets of hyperparameters.

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use super::bench::write_json;
 use super::check::refuse_bad_requests;
 use super::common::{Loaded, ModelArgs, load};
-use super::editor::{Editor, EditorArgs, batch_progress, method_for};
+use super::editor::{EditorArgs, batch_progress};
 use crate::backend::{Backend, TensorInfo};
 use crate::edit::dataset::parse_cases;
 use crate::edit::patch::Patch;
@@ -33,6 +33,7 @@ use crate::eval::{
     RunEvent, SequentialPlan, curves, evaluate,
 };
 use crate::model::{Model, ModelSource, Tokenizer};
+use crate::session::EditSetup;
 use crate::{Error, Result, with_model};
 
 #[derive(Args, Debug)]
@@ -306,7 +307,11 @@ async fn eval<B: Backend>(
 ) -> Result<()> {
     let args = run.args;
     let t_prepare = Instant::now();
-    let editor = args.editor.prepare(model, tok, source).await?;
+    let mut editor = args.editor.prepare(model, tok, source).await?;
+    for &kind in run.kinds {
+        editor.prepare_method(kind, model.config.d_ff)?;
+    }
+    let editor = editor;
     let perplexity = match run.wikitext {
         Some((path, text)) => Some(PerplexitySlice::wikitext_tail(
             text,
@@ -380,13 +385,13 @@ async fn eval<B: Backend>(
     };
 
     for &kind in run.kinds.iter().skip(saved.finished.len()) {
-        let method = method_for(kind, &editor, model.config.d_ff)?;
+        let method = editor.method(kind)?;
         let ctx = EditContext {
             tok,
             hp: &editor.hp,
-            templates: &editor.templates,
-            cov: &editor.cov,
-            method: method.as_ref(),
+            templates: editor.templates()?,
+            cov: editor.cov()?,
+            method,
         };
         let name = kind.name();
         // The method under way when the run stopped: its edits replayed, bit for bit.
@@ -518,7 +523,7 @@ async fn poison_for_tests<B: Backend>(
 fn fingerprint(
     run: &RunInputs<'_>,
     source: &ModelSource,
-    editor: &Editor,
+    editor: &EditSetup,
     backend: String,
 ) -> Value {
     let args = run.args;
@@ -534,8 +539,8 @@ fn fingerprint(
         "fluency cases": args.fluency,
         "perplexity tokens": args.ppl_tokens,
         "hparams": editor.hp,
-        "context templates": editor.templates.groups,
-        "covariance": editor.cov.source,
+        "context templates": editor.templates.as_ref().map(|t| &t.groups),
+        "covariance": editor.cov.as_ref().map(|c| &c.source),
         "backend": backend.split_whitespace().next().unwrap_or(""),
         "nse version": code["crate_version"],
         "git commit": code["git_commit"],
@@ -547,7 +552,7 @@ struct Outputs<'a> {
     run: &'a RunInputs<'a>,
     source: &'a ModelSource,
     backend: String,
-    editor: &'a Editor,
+    editor: &'a EditSetup,
     plan: &'a SequentialPlan,
     perplexity: Option<&'a PerplexitySlice>,
     prepare_seconds: f64,
@@ -579,8 +584,8 @@ impl Outputs<'_> {
             "fluency": plan.eval.fluency,
             "perplexity_slice": perplexity,
             "hparams": editor.hp,
-            "context_templates": editor.templates.groups,
-            "covariance": editor.cov.source,
+            "context_templates": editor.templates()?.groups,
+            "covariance": editor.cov()?.source,
             "pre": pre,
             "methods": runs,
             "curves": curves,

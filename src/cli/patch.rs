@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use super::common::{BackendChoice, Loaded, ModelArgs, load_unpatched, read_patch, write_patch};
-use super::editor::{EditorArgs, batch_progress, method_for};
+use super::editor::{EditorArgs, batch_progress};
 use crate::backend::Backend;
 use crate::edit::patch::Patch;
 use crate::edit::{EditContext, EditMethod, EditState, ROOT_DIGEST, history};
@@ -137,29 +137,31 @@ pub fn run(cmd: PatchCommand) -> Result<()> {
             } = load_base(&a.on)?;
             let (tokenizer, source) = (&tokenizer, &source);
             let out = with_model!(&mut model, m => pollster::block_on(async {
-                let editor = a.editor.prepare_with(m, tokenizer, source, Some(&patch.hparams)).await?;
+                let mut editor = a.editor.prepare_with(m, tokenizer, source, Some(&patch.hparams)).await?;
                 let kinds: BTreeSet<&str> = patch.entries[a.entry..].iter().map(|e| e.method.name()).collect();
-                let mut methods: Vec<Box<dyn EditMethod>> = vec![];
                 for e in &patch.entries[a.entry..] {
-                    if !methods.iter().any(|m| m.kind() == e.method) {
-                        methods.push(method_for(e.method, &editor, m.config.d_ff)?);
+                    editor.prepare_method(e.method, m.config.d_ff)?;
+                }
+                let mut refs: Vec<&dyn EditMethod> = vec![];
+                for e in &patch.entries[a.entry..] {
+                    if !refs.iter().any(|m| m.kind() == e.method) {
+                        refs.push(editor.method(e.method)?);
                     }
                 }
-                let refs: Vec<&dyn EditMethod> = methods.iter().map(Box::as_ref).collect();
                 patch.hparams.check_model(&m.config)?; // layers and the memory P needs, before allocating it
                 let mut state = EditState::new(m, &patch.hparams.layers)?;
                 patch.apply(m, &mut state, &source.sha256).await?;
                 let ctx = EditContext {
                     tok: tokenizer,
                     hp: &editor.hp,
-                    templates: &editor.templates,
-                    cov: &editor.cov,
+                    templates: editor.templates()?,
+                    cov: editor.cov()?,
                     method: refs.first().copied().unwrap_or(&crate::edit::Nse),
                 };
                 let mut bars = vec![];
                 let later = n - a.entry;
                 eprintln!("re-editing the {later} later entries ({})", kinds.into_iter().collect::<Vec<_>>().join(", "));
-                history::remove_entry(m, &mut state, a.entry - 1, &ctx, &refs, |j, p| {
+                history::remove_entry(m, &mut state, a.entry - 1, &ctx, &refs, None, |j, p| {
                     while bars.len() <= j {
                         bars.push(batch_progress(format!("entry {}/{later}", bars.len() + 1)));
                     }

@@ -102,7 +102,7 @@ pub struct EditContext<'a> {
     pub method: &'a dyn EditMethod,
 }
 
-/// Optional inputs of [`apply_batch_opts`].
+/// Optional inputs of [`apply_batch`].
 #[derive(Default, Clone, Copy)]
 pub struct BatchOptions<'a> {
     /// One target `z` per request, computed beforehand.
@@ -114,55 +114,18 @@ pub struct BatchOptions<'a> {
     pub z_chunk: usize,
 }
 
-/// Applies one batch of requests to `model` and records it in `state`.
+/// Applies one batch of requests to `model` and records it in `state`, with `opts` (targets
+/// computed beforehand, the pause hook, the z chunk; `BatchOptions::default()` for none).
+///
+/// With precomputed targets (one `z` per request, in order), as the reference driver does for
+/// NSE: they depend only on the original weights, so they can be computed once and reused across
+/// runs and methods that share them.
 ///
 /// # Errors
-/// Invalid requests, numerical failures, backend failures. On error the model's weights, `P` and
-/// the ledger are exactly as before the call.
+/// Invalid requests, numerical failures, backend failures, a cancelling pause hook, precomputed
+/// targets that do not hold one `z` per request. On error the model's weights, `P` and the
+/// ledger are exactly as before the call.
 pub async fn apply_batch<B: Backend>(
-    model: &mut Model<B>,
-    state: &mut EditState<B::Tensor>,
-    ctx: &EditContext<'_>,
-    requests: &[EditRequest],
-    progress: impl FnMut(Progress),
-) -> Result<BatchOutcome> {
-    apply_batch_opts(
-        model,
-        state,
-        ctx,
-        requests,
-        BatchOptions::default(),
-        progress,
-    )
-    .await
-}
-
-/// [`apply_batch`] with the targets `z` computed beforehand (one per request, in order), as the
-/// reference driver does for NSE: they depend only on the original weights, so they can be
-/// computed once and reused across runs and methods that share them.
-///
-/// # Errors
-/// As [`apply_batch`]; also when `precomputed` does not hold one `z` per request.
-pub async fn apply_batch_with_z<B: Backend>(
-    model: &mut Model<B>,
-    state: &mut EditState<B::Tensor>,
-    ctx: &EditContext<'_>,
-    requests: &[EditRequest],
-    precomputed: Option<&[ZResult]>,
-    progress: impl FnMut(Progress),
-) -> Result<BatchOutcome> {
-    let opts = BatchOptions {
-        precomputed_z: precomputed,
-        ..Default::default()
-    };
-    apply_batch_opts(model, state, ctx, requests, opts, progress).await
-}
-
-/// [`apply_batch`] with [`BatchOptions`].
-///
-/// # Errors
-/// As [`apply_batch`]; also when the precomputed targets do not hold one `z` per request.
-pub async fn apply_batch_opts<B: Backend>(
     model: &mut Model<B>,
     state: &mut EditState<B::Tensor>,
     ctx: &EditContext<'_>,
@@ -220,8 +183,9 @@ async fn run_batch<B: Backend>(
 ) -> Result<BatchOutcome> {
     let hp = ctx.hp;
     let pause = || async {
-        if let Some(p) = opts.pause {
-            p().await;
+        match opts.pause {
+            Some(p) => p().await,
+            None => Ok(()),
         }
     };
     let (d, d_ff) = (model.config.d_model, model.config.d_ff);
@@ -286,7 +250,7 @@ async fn run_batch<B: Backend>(
             edited: edited.len(),
             residuals: residuals.clone(),
         });
-        pause().await;
+        pause().await?;
         let mut record = RoundRecord {
             round: m,
             residual_norms: residuals,
@@ -347,7 +311,7 @@ async fn run_batch<B: Backend>(
                 layer: l,
                 n_selected: s,
             });
-            pause().await;
+            pause().await?;
             record.layers.push(LayerRecord {
                 layer: l,
                 keys: kh.keys,
@@ -378,7 +342,7 @@ async fn run_batch<B: Backend>(
 
     // P_l += K Kᵀ with the post-batch keys of every request (spec §5.2): one pass, all layers.
     progress(Progress::PastKeys);
-    pause().await;
+    pause().await?;
     let p_keys = keys_at(model, &kp_all, &hp.layers).await?;
     if let Some(l) = p_keys
         .iter()

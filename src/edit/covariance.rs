@@ -76,6 +76,21 @@ pub async fn second_moments<B: Backend>(
     model: &Model<B>,
     windows: &[Vec<u32>],
     layers: &[usize],
+    on_progress: impl FnMut(usize, usize),
+) -> Result<(BTreeMap<usize, Vec<f32>>, usize)> {
+    second_moments_with(model, windows, layers, None, on_progress).await
+}
+
+/// [`second_moments`] with a `pause` awaited after every window: the page yields to the event
+/// loop there, and a cancelled job stops there (nothing is kept).
+///
+/// # Errors
+/// A backend failure, too little memory for the sums, or the pause hook's error (cancelled).
+pub async fn second_moments_with<B: Backend>(
+    model: &Model<B>,
+    windows: &[Vec<u32>],
+    layers: &[usize],
+    pause: Option<crate::edit::target::Pause<'_>>,
     mut on_progress: impl FnMut(usize, usize),
 ) -> Result<(BTreeMap<usize, Vec<f32>>, usize)> {
     let be = model.backend();
@@ -125,6 +140,9 @@ pub async fn second_moments<B: Backend>(
             }
         }
         on_progress(done, total);
+        if let Some(p) = pause {
+            p().await?;
+        }
     }
     let cov = sums
         .into_iter()

@@ -4,16 +4,18 @@
 //! followed by re-editing the requests of every later entry, because their updates and keys
 //! were computed on top of entry `k` and are not valid without it.
 
-use super::batch::{BatchOutcome, EditContext, Progress, apply_batch};
+use super::batch::{BatchOptions, BatchOutcome, EditContext, Progress, apply_batch};
 use super::method::EditMethod;
 use super::state::{EditState, LedgerEntry};
+use super::target::Pause;
 use crate::backend::Backend;
 use crate::model::Model;
 use crate::{Error, Result};
 
 /// Removes ledger entry `k` (0-based) and re-applies the requests of each later entry as the
 /// batch it was, with its own method (taken from `methods` by kind; `ctx` gives everything
-/// else). `progress(j, p)` reports re-applied batch `j`.
+/// else). `progress(j, p)` reports re-applied batch `j`; `pause` is awaited between steps, as in
+/// [`apply_batch`] (a cancellation puts everything back too).
 ///
 /// # Errors
 /// `k` outside the ledger, a method missing from `methods`, or a failed batch; the model, `P`
@@ -24,6 +26,7 @@ pub async fn remove_entry<B: Backend>(
     k: usize,
     ctx: &EditContext<'_>,
     methods: &[&dyn EditMethod],
+    pause: Option<Pause<'_>>,
     mut progress: impl FnMut(usize, Progress),
 ) -> Result<Vec<BatchOutcome>> {
     let n = state.ledger.len();
@@ -55,12 +58,23 @@ pub async fn remove_entry<B: Backend>(
             method: *method,
             ..*ctx
         };
-        match apply_batch(model, state, &ctx, &e.requests, |p| progress(j, p)).await {
+        let opts = BatchOptions {
+            pause,
+            ..Default::default()
+        };
+        match apply_batch(model, state, &ctx, &e.requests, opts, |p| progress(j, p)).await {
             Ok(out) => outcomes.push(out),
             Err(err) => {
                 // Put the old history back: the removed entry and the later ones, bit for bit.
                 state.rewind_to(model, k)?;
                 state.replay(model, &removed)?;
+                if let Error::Cancelled(_) = err {
+                    return Err(Error::Cancelled(format!(
+                        "removing entry {} stopped while re-applying entry {}; the ledger was put back as it was",
+                        k + 1,
+                        k + 2 + j
+                    )));
+                }
                 return Err(Error::input(format!(
                     "removing entry {} failed while re-applying entry {} ({err}); the ledger \
                      was put back as it was",

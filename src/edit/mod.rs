@@ -29,10 +29,7 @@ pub mod target;
 pub mod templates;
 pub mod zproblem;
 
-pub use batch::{
-    BatchOptions, BatchOutcome, EditContext, Progress, apply_batch, apply_batch_opts,
-    apply_batch_with_z,
-};
+pub use batch::{BatchOptions, BatchOutcome, EditContext, Progress, apply_batch};
 pub use covariance::CovarianceSet;
 pub use dataset::{Case, Probes};
 pub use hparams::{Hparams, TargetSpace};

@@ -71,8 +71,10 @@ pub fn target_ids(tok: &Tokenizer, request: &EditRequest, space: TargetSpace) ->
 }
 
 /// Awaited between steps: the page passes a zero-delay timer so that it repaints while an edit
-/// runs on a backend that never waits (the cpu backend in wasm).
-pub type Pause<'a> = &'a dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+/// runs on a backend that never waits (the cpu backend in wasm). It returns
+/// [`crate::Error::Cancelled`] to stop the job at this step (the job then undoes what it did).
+pub type Pause<'a> =
+    &'a dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = crate::Result<()>>>>;
 
 /// Optimises `z` for one request. `originals` are the original `down_proj` of the edited layers
 /// (empty to use the current weights, as MEMIT-seq does). `on_step(i, loss)` reports progress.
@@ -204,7 +206,7 @@ async fn optimise<B: Backend>(
             }
         }
         if let Some(p) = pause {
-            p().await;
+            p().await?;
         }
         if going.is_empty() {
             break;

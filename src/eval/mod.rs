@@ -31,7 +31,7 @@ pub mod zsre;
 
 pub use evaluate::{Aggregate, DatasetKind, EvalOptions, EvalReport, EvalStep, evaluate};
 pub use fluency::FluencyOptions;
-pub use probs::{CandidateScore, score_candidates};
+pub use probs::{CandidateScore, new_vs_true, score_candidates};
 pub use sequential::{
     Curve, MethodRun, MethodRunner, MethodSoFar, RunEvent, SequentialPlan, curves, run_method,
 };

@@ -117,3 +117,39 @@ pub async fn argmax_at<B: Backend>(
     let logits = fwd.logits.expect("logits were requested");
     be.read_u32(&be.argmax(&logits)?).await
 }
+
+/// `(P(new), P(true))` of each `(prompt, new, true)` item after its prompt, as `exp(−mean token
+/// NLL)` ([`score_candidates`], one packed pass for all); P(true) is `None` without a true
+/// target. The one place that compares a new target with the true one on a prompt: the command
+/// line's efficacy, the page's comparison and ledger, the session's success rates.
+///
+/// # Errors
+/// As [`score_candidates`].
+pub async fn new_vs_true<B: Backend>(
+    model: &Model<B>,
+    tok: &Tokenizer,
+    items: &[(String, String, Option<String>)],
+) -> Result<Vec<(f32, Option<f32>)>> {
+    let mut pairs = vec![];
+    for (prompt, new, truth) in items {
+        let prompt = prompt.trim_end().to_string();
+        pairs.push((prompt.clone(), new.trim().to_string()));
+        if let Some(t) = truth {
+            pairs.push((prompt, t.trim().to_string()));
+        }
+    }
+    let scores = score_candidates(model, tok, &pairs).await?;
+    let mut probs = scores.iter().map(CandidateScore::prob);
+    Ok(items
+        .iter()
+        .map(|(_, _, truth)| {
+            let new = probs.next().expect("one score per pair");
+            (
+                new,
+                truth
+                    .as_ref()
+                    .map(|_| probs.next().expect("one score per pair")),
+            )
+        })
+        .collect())
+}

@@ -308,13 +308,20 @@ impl<'c> MethodRunner<'c> {
         let chunk = &cases[b * plan.batch_size..((b + 1) * plan.batch_size).min(cases.len())];
         let requests: Vec<EditRequest> = chunk.iter().map(|c| c.request.clone()).collect();
         let t = clock_now();
-        let out = apply_batch(model, state, ctx, &requests, |progress| {
-            on_event(RunEvent::Edit {
-                batch: b,
-                of,
-                progress,
-            })
-        })
+        let out = apply_batch(
+            model,
+            state,
+            ctx,
+            &requests,
+            Default::default(),
+            |progress| {
+                on_event(RunEvent::Edit {
+                    batch: b,
+                    of,
+                    progress,
+                })
+            },
+        )
         .await
         .map_err(|e| match e {
             Error::Numeric(msg) => Error::Numeric(format!(

@@ -2,6 +2,7 @@
 
 use super::forward::Model;
 use crate::backend::Backend;
+use crate::edit::target::Pause;
 use crate::{Error, Result};
 
 /// How the next token is chosen.
@@ -22,6 +23,8 @@ pub struct Generation {
     pub top5_first: Vec<(u32, f32)>,
     /// True when generation stopped at the end-of-sequence token.
     pub stopped_at_eos: bool,
+    /// True when the pause hook cancelled it (see [`generate_with`]).
+    pub cancelled: bool,
 }
 
 /// A small seeded generator (SplitMix64) for sampling: reproducible on every platform.
@@ -60,12 +63,31 @@ pub async fn generate<B: Backend>(
     sampling: Sampling,
     mut on_token: impl FnMut(u32),
 ) -> Result<Generation> {
+    let step = |g: &Generation| on_token(*g.ids.last().expect("a token arrived"));
+    generate_with(model, prompt, max_tokens, sampling, None, step).await
+}
+
+/// [`generate`] for interactive front ends: `on_token` sees the generation so far after each
+/// token (its ids, and the first position's top 5 from the first token on), and `pause` is
+/// awaited between tokens. When `pause` says [`Error::Cancelled`] (a stop button), generation
+/// ends there and what was generated is returned, with `cancelled` set.
+///
+/// # Errors
+/// As [`generate`]; a pause error other than a cancellation.
+pub async fn generate_with<B: Backend>(
+    model: &Model<B>,
+    prompt: &[u32],
+    max_tokens: usize,
+    sampling: Sampling,
+    pause: Option<Pause<'_>>,
+    mut on_token: impl FnMut(&Generation),
+) -> Result<Generation> {
     model.check_tokens(prompt, "prompt")?;
     let ctx = model.config.max_ctx;
     if prompt.len() + max_tokens > ctx {
         return Err(Error::input(format!(
             "prompt of {} tokens + {max_tokens} new tokens exceeds the context of {ctx} tokens; \
-             shorten the prompt or lower --max-tokens",
+             shorten the prompt or ask for fewer new tokens (--max-tokens)",
             prompt.len()
         )));
     }
@@ -82,9 +104,20 @@ pub async fn generate<B: Backend>(
         ids: vec![],
         top5_first: vec![],
         stopped_at_eos: false,
+        cancelled: false,
     };
     let mut input = prompt.to_vec();
     for step in 0..max_tokens {
+        if let Some(p) = pause {
+            match p().await {
+                Ok(()) => {}
+                Err(Error::Cancelled(_)) => {
+                    out.cancelled = true;
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let logits = model.forward_cached(&mut cache, &input)?; // (1, V)
         if step == 0 {
             out.top5_first = top5(&be.read(&be.log_softmax(&logits)?).await?);
@@ -97,7 +130,7 @@ pub async fn generate<B: Backend>(
             }
         };
         out.ids.push(next);
-        on_token(next);
+        on_token(&out);
         if Some(next) == model.config.eos_id {
             out.stopped_at_eos = true;
             break;

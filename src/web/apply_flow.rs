@@ -5,12 +5,11 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use super::editing::{self, RequestProbes};
-use super::ledger_ops;
-use super::session::{Session, with_bench, with_model};
+use super::session::Session;
 use super::{App, compare_ui, cov, dom, ledger_ui, storage};
+use crate::Result;
 use crate::edit::{EditRequest, MethodKind, Progress};
-use crate::{Error, Result};
+use crate::session::{ApplyOptions, RequestProbes};
 
 /// Applies `items` in batches of `batch` with `kind`, then shows the ledger and the comparison.
 pub(crate) async fn apply_requests(
@@ -81,16 +80,13 @@ async fn apply_in(
             Some(base),
             &format!("{prefix}finding the unedited model's answers…"),
         );
-        with_bench!(&mut s.engine, w => editing::fill_true_targets(w, &s.tokenizer, &mut requests).await)?;
-        let setup = s
-            .editing
-            .as_mut()
-            .map_err(|why| Error::input(why.clone()))?;
-        let shower = ProgressShower::new(app, prefix, base, scale, requests.len(), &setup.hp);
-        let note = String::new();
-        let outcome = with_bench!(&mut s.engine, w => editing::apply(
-            w, setup, &s.tokenizer, &requests, probes, kind, note, |p| shower.show(&p)
-        ).await);
+        s.fill_true_targets(&mut requests).await?;
+        let shower = ProgressShower::new(app, prefix, base, scale, requests.len(), &s.setup()?.hp);
+        let outcome = s
+            .apply(&requests, probes, kind, ApplyOptions::default(), |p| {
+                shower.show(&p)
+            })
+            .await;
         if let Err(e) = outcome {
             shower.failed();
             return Err(e);
@@ -114,10 +110,7 @@ pub(crate) async fn ensure_ready(
     kind: MethodKind,
     force_cov: bool,
 ) -> Result<()> {
-    let setup = s
-        .editing
-        .as_mut()
-        .map_err(|why| Error::input(why.clone()))?;
+    let setup = s.setup()?;
     if setup.cov.is_none() || force_cov {
         let budget = dom::int_input(
             &app.edit.cov_budget,
@@ -137,9 +130,7 @@ pub(crate) async fn ensure_ready(
         } else {
             cov::Compute::IfMissing { budget }
         };
-        let set = with_model!(&s.engine, m => cov::obtain(
-            m, &s.tokenizer, &s.source.sha256, &hp, db.as_deref(), compute, &report
-        ).await);
+        let set = cov::obtain(s, db.as_deref(), compute, &report).await;
         let set = match set {
             Ok(set) => set,
             Err(e) => {
@@ -150,17 +141,17 @@ pub(crate) async fn ensure_ready(
         let text = format!("Covariance: {}; layers {:?}.", set.source, hp.layers);
         app.edit.stage("cov", "done", &text);
         app.edit.cov_status.set_inner_text(&text);
-        setup.set_cov(set);
+        s.setup_mut()?.set_cov(set);
     } else {
         app.edit
             .stage("cov", "done", "Covariance: ready (loaded earlier).");
     }
-    if setup.templates.is_none() {
+    if s.setup()?.templates.is_none() {
         app.status.progress(
             None,
             "Sampling the context templates from the unedited model…",
         );
-        with_bench!(&mut s.engine, w => editing::ensure_templates(w, setup, &s.tokenizer).await)?;
+        s.ensure_templates().await?;
     }
     if kind == MethodKind::Alphaedit {
         app.edit.stage(
@@ -172,11 +163,7 @@ pub(crate) async fn ensure_ready(
             .progress(None, "AlphaEdit: building the null-space projectors…");
         dom::let_paint().await;
         let d_ff = s.config().d_ff;
-        let setup = s
-            .editing
-            .as_mut()
-            .map_err(|why| Error::input(why.clone()))?;
-        setup.prepare_alphaedit(d_ff)?;
+        s.setup_mut()?.prepare_method(kind, d_ff)?;
         app.edit
             .stage("projectors", "done", "AlphaEdit: projectors ready.");
     }
@@ -214,15 +201,18 @@ pub(crate) async fn save(app: &App, s: &Session, kind: MethodKind) {
         return;
     };
     let Ok(setup) = &s.editing else { return };
-    let result = with_bench!(&s.engine, w => {
-        let state = w.edits.as_ref().expect("editing is available");
-        if state.ledger.is_empty() {
-            storage::clear_ledger(&db, &s.source.sha256).await
-        } else {
-            let record = ledger_ops::ledger_record(&s.source, setup, state, kind);
+    let result = match s.ledger_patch() {
+        Ok(p) if p.entries.is_empty() => storage::clear_ledger(&db, &s.source.sha256).await,
+        Ok(patch) => {
+            let record = storage::LedgerRecord {
+                patch: patch.to_bytes(),
+                meta: serde_json::to_string(&setup.meta).expect("ledger records serialise"),
+                method: kind.name().into(),
+            };
             storage::save_ledger(&db, &s.source.sha256, &record).await
         }
-    });
+        Err(e) => Err(e),
+    };
     match result {
         Ok(()) => app.ledger.set_saved(&format!(
             "Saved in this browser (IndexedDB, key {}…) at {}.",

@@ -9,11 +9,10 @@ use std::rc::Rc;
 use web_sys::{HtmlButtonElement, HtmlElement, HtmlInputElement, HtmlSelectElement};
 
 use super::dom::{self, by_testid, set_attr, svg};
-use super::editing::{self, RequestProbes};
-use super::ledger_ops;
-use super::session::{Session, with_bench};
+use super::session::Session;
 use super::{App, apply_flow, edit_ui, ledger_ui, loader};
 use crate::edit::{Case, EditRequest, MethodKind};
+use crate::session::{ApplyOptions, RequestProbes, Rewind};
 use crate::{Error, Result};
 
 /// The CounterFact cases the page ships (copied by `scripts/setup.sh`).
@@ -149,16 +148,9 @@ async fn run(app: &App, s: &mut Session) -> Result<usize> {
     apply_flow::ensure_ready(app, s, kind, false).await?;
 
     // Set the user's ledger aside: the run starts from the original model.
-    let setup = s
-        .editing
-        .as_mut()
-        .map_err(|why| Error::input(why.clone()))?;
-    let (saved, saved_meta) = with_bench!(&mut s.engine, w => {
-        let state = w.edits.as_mut().expect("editing is available");
-        let saved = ledger_ops::current_patch(&s.source, setup, state);
-        state.rewind_to(&mut w.model, 0)?;
-        (saved, std::mem::take(&mut setup.meta))
-    });
+    let saved = s.ledger_patch()?;
+    let saved_meta = s.setup()?.meta.clone();
+    s.rewind(Rewind::All, |_, _| {}).await?;
     view.runs.borrow_mut().push(Run {
         method: kind,
         points: vec![],
@@ -166,11 +158,7 @@ async fn run(app: &App, s: &mut Session) -> Result<usize> {
     let result = edit_and_measure(app, s, &items, batch, kind).await;
 
     // Put the user's ledger back, bit for bit.
-    let setup = s
-        .editing
-        .as_mut()
-        .map_err(|why| Error::input(why.clone()))?;
-    with_bench!(&mut s.engine, w => ledger_ops::replace_ledger(w, setup, &s.source, &saved, saved_meta).await)?;
+    s.replace_ledger(&saved, saved_meta).await?;
     result
 }
 
@@ -196,10 +184,6 @@ async fn edit_and_measure(
         view.status.set_inner_text(&format!("{label}: editing…"));
         let requests: Vec<EditRequest> = chunk.iter().map(|(r, _)| r.clone()).collect();
         let probes = chunk.iter().map(|(_, p)| p.clone()).collect();
-        let setup = s
-            .editing
-            .as_mut()
-            .map_err(|why| Error::input(why.clone()))?;
         let base = b as f64 / n_batches as f64;
         let progress = |p: crate::edit::Progress| {
             let what = match p {
@@ -215,9 +199,11 @@ async fn edit_and_measure(
             };
             app.status.progress(Some(base), &format!("{label}: {what}"));
         };
-        with_bench!(&mut s.engine, w => editing::apply(
-            w, setup, &s.tokenizer, &requests, probes, kind, "benchmark".into(), progress
-        ).await)?;
+        let opts = ApplyOptions {
+            note: "benchmark".into(),
+            ..Default::default()
+        };
+        s.apply(&requests, probes, kind, opts, progress).await?;
         done += chunk.len();
         view.status.set_inner_text(&format!(
             "{label}: measuring the {done} cases edited so far…"
@@ -227,7 +213,7 @@ async fn edit_and_measure(
             &format!("{label}: measuring…"),
         );
         let cases: Vec<(EditRequest, RequestProbes)> = items[..done].to_vec();
-        let rates = with_bench!(&s.engine, w => ledger_ops::success_rates(&w.model, &s.tokenizer, &cases).await)?;
+        let rates = s.success_rates(&cases).await?;
         if let Some(run) = view.runs.borrow_mut().last_mut() {
             run.points.push((done, rates));
         }

@@ -8,10 +8,10 @@ use web_sys::{HtmlButtonElement, HtmlElement, HtmlInputElement, HtmlTextAreaElem
 
 use super::App;
 use super::dom::{self, by_testid, child, set_attr};
-use super::editing::{self, Probe, ProbeOut, RequestProbes};
-use super::session::{Session, with_bench};
+use super::session::Session;
 use crate::Result;
 use crate::edit::EditRequest;
+use crate::session::{Probe, ProbeOut, RequestProbes};
 
 /// Handles on the compare panel.
 pub(crate) struct CompareView {
@@ -120,7 +120,7 @@ fn edit_request(app: &App, s: &Session) -> Option<EditRequest> {
 }
 
 fn last_request(s: &Session) -> Option<EditRequest> {
-    with_bench!(&s.engine, w => w.edits.as_ref().and_then(|st| st.ledger.last()).and_then(|e| e.requests.last().cloned()))
+    s.ledger().last().and_then(|e| e.requests.last().cloned())
 }
 
 /// A true target for `r`: its own, a ledger request's for the same prompt and new target, or
@@ -129,20 +129,18 @@ async fn with_truth(s: &mut Session, r: EditRequest) -> Result<EditRequest> {
     if r.target_true.is_some() {
         return Ok(r);
     }
-    let from_ledger = with_bench!(&s.engine, w => w.edits.as_ref().and_then(|st| {
-        st.ledger
-            .iter()
-            .flat_map(|e| &e.requests)
-            .rev()
-            .find(|x| x.sentence() == r.sentence() && x.target_new == r.target_new)
-            .and_then(|x| x.target_true.clone())
-    }));
+    let from_ledger = s
+        .ledger()
+        .iter()
+        .flat_map(|e| &e.requests)
+        .rev()
+        .find(|x| x.sentence() == r.sentence() && x.target_new == r.target_new)
+        .and_then(|x| x.target_true.clone());
     let mut reqs = [r];
     if let Some(t) = from_ledger {
         reqs[0].target_true = Some(t);
     } else {
-        let tok = s.tokenizer.clone();
-        with_bench!(&mut s.engine, w => editing::fill_true_targets(w, &tok, &mut reqs).await)?;
+        s.fill_true_targets(&mut reqs).await?;
     }
     let [r] = reqs;
     Ok(r)
@@ -200,9 +198,7 @@ async fn compare(app: &App, s: &mut Session, request: EditRequest) -> Result<usi
             .map(|l| ("probe", l.to_string())),
     );
     let probes: Vec<Probe> = kinds.iter().map(|(_, p)| probe(p.clone())).collect();
-    let tok = s.tokenizer.clone();
-    let (original, edited) =
-        with_bench!(&mut s.engine, w => editing::compare(w, &tok, &probes).await)?;
+    let (original, edited) = s.compare(&probes).await?;
     view.edit_prompt.set_inner_text(&format!(
         "{} → new {:?}, true {:?}",
         r.sentence(),

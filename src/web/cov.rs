@@ -11,11 +11,10 @@ use wasm_bindgen::{JsCast, JsValue};
 
 use super::dom;
 use super::loader::fetch_bytes;
+use super::session::Session;
 use super::storage::{self, COVARIANCE, Db};
-use crate::backend::Backend;
-use crate::edit::covariance::{second_moments, windows};
+use crate::edit::covariance::windows;
 use crate::edit::{CovarianceSet, Hparams};
-use crate::model::{Model, Tokenizer};
 use crate::{Error, Result};
 
 /// Where the statistic of the default model is shipped (written by `nse covariance`).
@@ -54,16 +53,16 @@ pub(crate) enum Compute {
 ///
 /// # Errors
 /// A malformed shipped file, a missing corpus, or a failure of the computation.
-pub(crate) async fn obtain<B: Backend>(
-    model: &Model<B>,
-    tok: &Tokenizer,
-    model_sha256: &str,
-    hp: &Hparams,
+pub(crate) async fn obtain(
+    s: &mut Session,
     db: Option<&Db>,
     compute: Compute,
     report: Report<'_>,
 ) -> Result<CovarianceSet> {
-    let d_ff = model.config.d_ff;
+    let d_ff = s.config().d_ff;
+    let hp = s.setup()?.hp.clone();
+    let model_sha256 = s.source.sha256.clone();
+    let model_sha256 = model_sha256.as_str();
     let (budget, force_compute) = match compute {
         Compute::IfMissing { budget } => (budget, false),
         Compute::Now { budget } => (budget, true),
@@ -88,7 +87,7 @@ pub(crate) async fn obtain<B: Backend>(
             return Ok(set);
         }
     }
-    let set = compute_in_page(model, tok, hp, budget, report).await?;
+    let set = compute_in_page(s, &hp, budget, report).await?;
     if let Some(db) = db {
         let key = storage::cov_key(
             model_sha256,
@@ -211,11 +210,12 @@ async fn fetch_shipped(
     Ok(Some((set, corpus, manifest.window.unwrap_or(0))))
 }
 
-/// Computes the statistic over the first `budget` tokens of [`CORPUS_URL`], one window at a
-/// time with a yield after each, so the page stays responsive on the cpu backend too.
-async fn compute_in_page<B: Backend>(
-    model: &Model<B>,
-    tok: &Tokenizer,
+/// Computes the statistic over the first `budget` tokens of [`CORPUS_URL`] with the library's
+/// loop ([`Session::compute_covariance`]), reporting after every window; the session's pause hook
+/// yields to the event loop there, so the page stays responsive on the cpu backend too, and a
+/// cancel stops it there.
+async fn compute_in_page(
+    s: &mut Session,
     hp: &Hparams,
     budget: usize,
     report: Report<'_>,
@@ -231,60 +231,20 @@ async fn compute_in_page<B: Backend>(
         ))
     })?;
     let text = String::from_utf8_lossy(&text);
-    let wins = windows(&text, tok, hp.mom2_window, budget)?;
-    covariance_in_steps(model, &wins, &hp.layers, report, CORPUS_NAME).await
-}
-
-/// `C_l` over `windows`, window by window: each window's `E[k kᵀ]` (from
-/// [`second_moments`]) is weighted by its tokens and summed in f64, with a yield in between.
-///
-/// # Errors
-/// A backend failure.
-pub async fn covariance_in_steps<B: Backend>(
-    model: &Model<B>,
-    windows: &[Vec<u32>],
-    layers: &[usize],
-    report: Report<'_>,
-    corpus: &str,
-) -> Result<CovarianceSet> {
-    let d_ff = model.config.d_ff;
-    let total: usize = windows.iter().map(Vec::len).sum();
-    let mut sums: BTreeMap<usize, Vec<f64>> = layers
-        .iter()
-        .map(|&l| (l, vec![0.0; d_ff * d_ff]))
-        .collect();
+    let wins = windows(&text, &s.tokenizer, hp.mom2_window, budget)?;
     let t0 = dom::now_ms();
-    let mut done = 0;
-    for w in windows {
-        let (c, n) = second_moments(model, std::slice::from_ref(w), layers, |_, _| {}).await?;
-        for (l, c) in c {
-            for (s, x) in sums.get_mut(&l).expect("a sum per layer").iter_mut().zip(c) {
-                *s += x as f64 * n as f64;
-            }
-        }
-        done += n;
-        let rate = done as f64 / ((dom::now_ms() - t0) / 1000.0).max(1e-3);
-        let left = (total - done) as f64 / rate.max(1e-9);
-        report(
-            done as f64 / total as f64,
-            &format!(
-                "Covariance: computing in this page, {done} of {total} tokens ({rate:.0} tokens/s, about {left:.0} s left)"
-            ),
-        );
-        dom::yield_now().await;
-    }
-    let m = sums
-        .into_iter()
-        .map(|(l, s)| {
-            (
-                l,
-                s.into_iter().map(|x| (x / total as f64) as f32).collect(),
-            )
+    let mut set = s
+        .compute_covariance(&wins, CORPUS_NAME, |done, total| {
+            let rate = done as f64 / ((dom::now_ms() - t0) / 1000.0).max(1e-3);
+            let left = (total - done) as f64 / rate.max(1e-9);
+            report(
+                done as f64 / total as f64,
+                &format!(
+                    "Covariance: computing in this page, {done} of {total} tokens ({rate:.0} tokens/s, about {left:.0} s left)"
+                ),
+            );
         })
-        .collect();
-    Ok(CovarianceSet::new(
-        m,
-        total,
-        format!("{corpus}, {total} tokens, computed in this page"),
-    ))
+        .await?;
+    set.source.push_str(", computed in this page");
+    Ok(set)
 }

@@ -9,13 +9,13 @@ use wasm_bindgen::JsCast;
 use web_sys::{HtmlButtonElement, HtmlElement, HtmlInputElement, HtmlSelectElement};
 
 use super::dom::{self, by_testid, child, set_attr};
-use super::editing::RequestProbes;
-use super::session::Session;
+use super::session::{FORM_CONTEXT_MARGIN, Session};
 use super::{App, apply_flow};
 use crate::edit::check::CheckReport;
 use crate::edit::dataset::parse_records;
 use crate::edit::subject::{SubjectTokens, locate_subject};
 use crate::edit::{Case, EditRequest, MethodKind, Probes};
+use crate::session::RequestProbes;
 use crate::{Error, Result};
 
 /// Handles on the edit panel.
@@ -110,9 +110,12 @@ impl EditView {
                 .editing
                 .as_ref()
                 .map_err(|why| Error::input(why.clone()))?;
-            setup.with_check(&s.tokenizer, s.config().max_ctx, |spec| {
-                spec.check_request(&r)
-            })?;
+            setup.with_check(
+                &s.tokenizer,
+                s.config().max_ctx,
+                FORM_CONTEXT_MARGIN,
+                |spec| spec.check_request(&r),
+            )?;
         }
         Ok(r)
     }
@@ -312,7 +315,7 @@ async fn read_dataset(app: &Rc<App>) {
         .await
         .and_then(|bytes| parse_records(&String::from_utf8_lossy(&bytes), &name))
         .and_then(|records| {
-            app.with_session(|s| s.check_records(&records, None))
+            app.with_session(|s| s.check_records(&records, None, FORM_CONTEXT_MARGIN))
                 .unwrap_or_else(|| CheckReport::schema(&records, None))
                 .into_result()?;
             Ok(records.into_iter().flatten().collect::<Vec<Case>>())
@@ -357,7 +360,7 @@ async fn apply_dataset(app: &Rc<App>) {
     };
     let records: Vec<_> = cases[..n].iter().cloned().map(Ok).collect();
     let checked = app
-        .with_session(|s| s.check_records(&records, Some(batch)))
+        .with_session(|s| s.check_records(&records, Some(batch), FORM_CONTEXT_MARGIN))
         .map(|report| report.into_result());
     if let Some(Err(e)) = checked {
         v.dataset_status

@@ -9,10 +9,9 @@ use web_sys::{HtmlButtonElement, HtmlElement, HtmlInputElement, HtmlTextAreaElem
 
 use super::App;
 use super::dom::{self, by_testid, create, now_ms, set_attr};
-use super::session::with_model;
-use crate::backend::Backend;
-use crate::model::{Model, Tokenizer};
-use crate::ops::softmax::top_k;
+use super::session::{self, BackendKind, Session};
+use crate::model::Tokenizer;
+use crate::model::generate::Sampling;
 use crate::{Error, Result};
 
 /// Largest number of new tokens the page accepts in one go.
@@ -28,8 +27,8 @@ pub(crate) struct GenerateView {
     output: HtmlElement,
     top5: HtmlElement,
     stats: HtmlElement,
-    /// Set by the stop button, read between tokens.
-    cancel: Cell<bool>,
+    /// A generation is running (the stop button then cancels it).
+    running: Cell<bool>,
 }
 
 /// How a generation ended.
@@ -50,7 +49,7 @@ impl GenerateView {
             output: by_testid("generate-output"),
             top5: by_testid("top5-list"),
             stats: by_testid("generate-stats"),
-            cancel: Cell::new(false),
+            running: Cell::new(false),
         }
     }
 
@@ -72,7 +71,7 @@ impl GenerateView {
     }
 
     fn begin(&self, prompt: &str) {
-        self.cancel.set(false);
+        self.running.set(true);
         self.stop.set_disabled(false);
         self.echo.set_text_content(Some(prompt));
         self.output.set_text_content(Some(""));
@@ -82,6 +81,7 @@ impl GenerateView {
     }
 
     fn end(&self, state: &str, stats: &str) {
+        self.running.set(false);
         self.stop.set_disabled(true);
         self.stats.set_inner_text(stats);
         set_attr(&self.output, "data-state", state);
@@ -133,7 +133,9 @@ pub(crate) fn wire(app: &Rc<App>) {
     });
     let a = Rc::clone(app);
     dom::on(&app.generate.stop, "click", move |_| {
-        a.generate.cancel.set(true)
+        if a.generate.running.get() {
+            session::request_cancel();
+        }
     });
 }
 
@@ -154,9 +156,7 @@ async fn generate(app: &Rc<App>) {
     view.begin(&prompt);
     let t0 = now_ms();
     let result = match view.max_tokens() {
-        Ok(max) => {
-            with_model!(&session.engine, m => run(m, &session.tokenizer, &prompt, max, view).await)
-        }
+        Ok(max) => run(&session, &prompt, max, view).await,
         Err(e) => Err(e),
     };
     let secs = (now_ms() - t0) / 1000.0;
@@ -175,7 +175,7 @@ async fn generate(app: &Rc<App>) {
                 &format!(
                     "{} tokens in {secs:.1} s ({rate:.2} tokens/s) on {}{why}",
                     s.tokens,
-                    session.kind().id()
+                    BackendKind::of(&session).id()
                 ),
             );
             app.put_session(session);
@@ -195,66 +195,36 @@ async fn generate(app: &Rc<App>) {
     app.end();
 }
 
-/// Greedy decoding with the KV cache, showing each token as it arrives.
-///
-/// Unlike [`crate::model::generate`], this yields to the event loop after every token, so the
-/// page repaints even on the cpu backend, whose forward pass never awaits, and the stop button
-/// is heard between tokens.
-async fn run<B: Backend>(
-    model: &Model<B>,
-    tok: &Tokenizer,
+/// Greedy decoding with the session (the library's decoder), showing each token as it arrives;
+/// the session's pause hook yields to the event loop between tokens, so the page repaints even on
+/// the cpu backend, and the stop button is heard there.
+async fn run(
+    session: &Session,
     prompt: &str,
     max_tokens: usize,
     view: &GenerateView,
 ) -> Result<Summary> {
-    let ids = tok.encode(prompt)?;
-    model.check_tokens(&ids, "prompt")?;
-    let ctx = model.config.max_ctx;
-    if ids.len() + max_tokens > ctx {
-        return Err(Error::input(format!(
-            "the prompt's {} tokens + {max_tokens} new tokens exceed the model's context of \
-             {ctx} tokens; shorten the prompt or ask for fewer tokens",
-            ids.len()
-        )));
-    }
     dom::let_paint().await;
-    let be = model.backend();
-    let mut cache = model.new_cache(ids.len() + max_tokens)?;
-    let mut input = ids;
-    let mut out: Vec<u32> = Vec::new();
-    let mut summary = Summary {
-        tokens: 0,
-        stopped_at_eos: false,
-        cancelled: false,
-    };
-    for step in 0..max_tokens {
-        if view.cancel.get() {
-            summary.cancelled = true;
-            break;
-        }
-        let logits = model.forward_cached(&mut cache, &input)?; // (1, V)
-        if step == 0 {
-            let logp = be.read(&be.log_softmax(&logits)?).await?; // (V)
-            let rows: Vec<(u32, f32)> = top_k(&logp, 5)
-                .into_iter()
-                .map(|j| (j as u32, logp[j].exp()))
-                .collect();
-            view.show_top5(tok, &rows);
-        }
-        let next = be.read_u32(&be.argmax(&logits)?).await?[0];
-        summary.tokens += 1;
-        if Some(next) == model.config.eos_id {
-            summary.stopped_at_eos = true;
-            break;
-        }
-        out.push(next);
-        view.output.set_text_content(Some(&tok.decode(&out)?));
-        view.stats.set_inner_text(&format!(
-            "Generating… {} of at most {max_tokens} tokens",
-            out.len()
-        ));
-        input = vec![next];
-        dom::yield_now().await;
-    }
-    Ok(summary)
+    let tok = &session.tokenizer;
+    let eos = session.config().eos_id;
+    let g = session
+        .generate(prompt, max_tokens, Sampling::Greedy, |g| {
+            if g.ids.len() == 1 {
+                view.show_top5(tok, &g.top5_first);
+            }
+            let text: Vec<u32> = g.ids.iter().copied().filter(|&t| Some(t) != eos).collect();
+            if let Ok(text) = tok.decode(&text) {
+                view.output.set_text_content(Some(&text));
+            }
+            view.stats.set_inner_text(&format!(
+                "Generating… {} of at most {max_tokens} tokens",
+                g.ids.len()
+            ));
+        })
+        .await?;
+    Ok(Summary {
+        tokens: g.ids.len(),
+        stopped_at_eos: g.stopped_at_eos,
+        cancelled: g.cancelled,
+    })
 }

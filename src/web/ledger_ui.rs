@@ -9,12 +9,11 @@ use wasm_bindgen::JsCast;
 use web_sys::{HtmlButtonElement, HtmlElement};
 
 use super::dom::{self, by_testid, child, set_attr};
-use super::editing::{self, EntryMeta};
-use super::ledger_ops;
-use super::session::{Session, with_bench};
+use super::session::Session;
 use super::{App, apply_flow, compare_ui, neuron_view, storage};
 use crate::edit::patch::Patch;
 use crate::edit::{LedgerEntry, MethodKind};
+use crate::session::{EntryMeta, Rewind};
 use crate::{Error, Result};
 
 /// Handles on the ledger panel.
@@ -78,7 +77,7 @@ pub(crate) fn render(app: &App, s: &Session) {
         neuron_view::render(app, None, &[], 0, 0);
         return;
     };
-    let ledger: Vec<LedgerEntry> = with_bench!(&s.engine, w => w.edits.as_ref().map(|st| st.ledger.clone()).unwrap_or_default());
+    let ledger: &[LedgerEntry] = s.ledger();
     view.entries.set(ledger.len());
     let n_requests: usize = ledger.iter().map(|e| e.requests.len()).sum();
     let summary = match ledger.len() {
@@ -164,7 +163,7 @@ pub(crate) fn render(app: &App, s: &Session) {
         }
     }
     let (d, d_ff) = (s.config().d_model, s.config().d_ff);
-    neuron_view::render(app, Some(&setup.hp.layers), &ledger, d, d_ff);
+    neuron_view::render(app, Some(&setup.hp.layers), ledger, d, d_ff);
 }
 
 fn plural(n: usize) -> &'static str {
@@ -227,17 +226,6 @@ pub(crate) fn wire(app: &Rc<App>) {
     });
 }
 
-/// What to take back.
-#[derive(Clone, Copy)]
-enum Rewind {
-    /// The last entry (bit-exact).
-    Last,
-    /// Every entry: the original model.
-    All,
-    /// Entry `k`; the later ones are re-applied.
-    Remove(usize),
-}
-
 async fn rewind_job(app: &Rc<App>, what: Rewind) {
     if !app.begin() {
         return;
@@ -263,106 +251,28 @@ async fn rewind_job(app: &Rc<App>, what: Rewind) {
     app.end();
 }
 
+/// The library's rewind; a removal first gets every method of the later edits ready (the
+/// covariance may not be loaded yet after a reload).
 async fn rewind(app: &App, s: &mut Session, what: Rewind) -> Result<String> {
-    let n = s.n_entries();
-    let setup = s
-        .editing
-        .as_mut()
-        .map_err(|why| Error::input(why.clone()))?;
-    let keep = match what {
-        Rewind::Last => n.saturating_sub(1),
-        Rewind::All => 0,
-        Rewind::Remove(k) => k.min(n),
-    };
-    let later: Vec<(LedgerEntry, EntryMeta)> = with_bench!(&mut s.engine, w => {
-        let state = w.edits.as_mut().expect("editing is available");
-        let later: Vec<LedgerEntry> = state.ledger[keep..].to_vec();
-        state.rewind_to(&mut w.model, keep)?;
-        later
-    })
-    .into_iter()
-    .zip(
-        setup
-            .meta
-            .drain(keep..)
-            .chain(std::iter::repeat_with(EntryMeta::default)),
-    )
-    .collect();
-    let Rewind::Remove(k) = what else {
-        return Ok(match what {
-            Rewind::All => {
-                "Back to the original model: every edit was taken back, bit-exact".into()
-            }
-            _ => format!(
-                "Undid edit #{}: weights and P are bit-exact as before it",
-                n
-            ),
-        });
-    };
-    // Re-apply the entries after k, each as the batch it was, with its own method.
-    let previous = later.clone();
-    let reapply = later.into_iter().skip(1).collect::<Vec<_>>();
-    let count = reapply.len();
-    let mut result = Ok(());
-    for (j, (entry, meta)) in reapply.into_iter().enumerate() {
+    if let Rewind::Remove(k) = what {
+        let mut kinds: Vec<MethodKind> = s.ledger().iter().skip(k + 1).map(|e| e.method).collect();
+        kinds.dedup();
+        for kind in kinds {
+            apply_flow::ensure_ready(app, s, kind, false).await?;
+        }
+    }
+    s.rewind(what, |j, count| {
+        let Rewind::Remove(k) = what else { return };
         app.status.progress(
-            None,
+            Some(j as f64 / count.max(1) as f64),
             &format!(
                 "Re-applying edit {} of {count} after removing #{}…",
                 j + 1,
                 k + 1
             ),
         );
-        if let Err(e) = reapply_entry(app, s, entry, meta, k).await {
-            result = Err(e);
-            break;
-        }
-    }
-    if let Err(e) = result {
-        // Put everything back as it was before the removal (bit-exact replay of the old entries).
-        let setup = s
-            .editing
-            .as_mut()
-            .map_err(|why| Error::input(why.clone()))?;
-        with_bench!(&mut s.engine, w => {
-            let state = w.edits.as_mut().expect("editing is available");
-            state.rewind_to(&mut w.model, keep)?;
-            setup.meta.truncate(keep);
-            for (entry, meta) in previous {
-                let patch = Patch::new(&s.source.name, &s.source.sha256, &setup.hp, vec![entry]);
-                patch.apply(&mut w.model, state, &s.source.sha256).await?;
-                setup.meta.push(meta);
-            }
-        });
-        return Err(Error::input(format!(
-            "Removing edit #{} failed while re-applying the later edits ({e}); the ledger was put back as it was",
-            k + 1
-        )));
-    }
-    Ok(format!(
-        "Removed edit #{} and re-applied the {count} later edit{}",
-        k + 1,
-        plural(count)
-    ))
-}
-
-async fn reapply_entry(
-    app: &App,
-    s: &mut Session,
-    entry: LedgerEntry,
-    meta: EntryMeta,
-    removed: usize,
-) -> Result<()> {
-    apply_flow::ensure_ready(app, s, entry.method, false).await?;
-    let setup = s
-        .editing
-        .as_mut()
-        .map_err(|why| Error::input(why.clone()))?;
-    let note = format!("re-applied after removing edit #{}", removed + 1);
-    with_bench!(&mut s.engine, w => editing::apply(
-        w, setup, &s.tokenizer, &entry.requests, meta.probes, entry.method, note, |_| {}
-    ).await)?;
-    Ok(())
+    })
+    .await
 }
 
 /// Restores the ledger saved for this model (after a load), before the page is handed over.
@@ -378,8 +288,7 @@ pub(crate) async fn restore(app: &App, s: &mut Session) {
     let restored = async {
         let patch = Patch::from_bytes(&record.patch, "the ledger saved in this browser")?;
         let meta: Vec<EntryMeta> = serde_json::from_str(&record.meta).unwrap_or_default();
-        let setup = s.editing.as_mut().map_err(|why| Error::input(why.clone()))?;
-        with_bench!(&mut s.engine, w => ledger_ops::replace_ledger(w, setup, &s.source, &patch, meta).await)?;
+        s.replace_ledger(&patch, meta).await?;
         Ok::<_, Error>(patch.entries.len())
     }
     .await;

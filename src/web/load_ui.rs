@@ -141,7 +141,7 @@ pub(crate) async fn load(app: &Rc<App>, source: LoadSource) {
 async fn load_session(app: &App, source: LoadSource, kind: BackendKind) -> Result<Session> {
     let status = &app.status;
     let loading = |what: &str| status.set_model(ModelState::Loading, kind.id(), &[what]);
-    let mut from_cache = false;
+    app.set_from_cache(false);
     let loaded = match source {
         LoadSource::Default => {
             loading(&format!("Loading {DEFAULT_MODEL_URL}…"));
@@ -154,7 +154,7 @@ async fn load_session(app: &App, source: LoadSource, kind: BackendKind) -> Resul
                 show_read(app, what, done, total)
             })
             .await?;
-            from_cache = cached;
+            app.set_from_cache(cached);
             decode(app, || {
                 crate::model::load::load_gguf(&bytes, default_model_name())
             })
@@ -188,7 +188,7 @@ async fn load_session(app: &App, source: LoadSource, kind: BackendKind) -> Resul
     loading(&format!("Loading {}…", loaded.source.name));
     let weights_bytes = 4 * loaded.config.n_params() as u64;
     match kind {
-        BackendKind::Cpu => Session::on_cpu(loaded, from_cache),
+        BackendKind::Cpu => session::on_cpu(loaded),
         BackendKind::WebGpu => {
             status.progress(Some(DECODE_DONE), "Opening the WebGPU device…");
             let gpu = GpuBackend::new().await?;
@@ -204,7 +204,7 @@ async fn load_session(app: &App, source: LoadSource, kind: BackendKind) -> Resul
                 WebGpuSupport::Adapter(facts) => facts,
                 _ => Default::default(),
             };
-            let mut session = Session::on_gpu(loaded, gpu, &facts, from_cache).await?;
+            let mut session = session::on_gpu(loaded, gpu, &facts).await?;
             if let Some(cap) = cap {
                 session
                     .device

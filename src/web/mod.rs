@@ -5,10 +5,10 @@
 //! - `webgpu`: does the browser have WebGPU, and what is its adapter?
 //! - `loader`: model bytes from `fetch` (kept in the Cache API) or the file picker.
 //! - [`storage`]: IndexedDB (the ledger, the covariance statistics).
-//! - `session`: the loaded model on the WebGPU or cpu backend, with its editing state.
+//! - `session`: the page's side of the library's [`crate::session::Session`] (the model on the
+//!   WebGPU or cpu backend with its editing state): the device line, the pause/cancel hook.
 //! - `status`: status line, progress bar, WebGPU notice, error banner.
 //! - `load_ui`: the model panel and the load flow (which also restores the saved ledger).
-//! - `editing`: the editing work, generic over the backend and free of the DOM.
 //! - [`cov`]: the covariance statistic: stored, shipped, or computed in the page.
 //! - `edit_ui`, `apply_flow`: the edit form and the jobs that apply edits and save the ledger.
 //! - `compare_ui`: the original and the edited model side by side.
@@ -17,17 +17,15 @@
 //! - `bench_ui`: the sequential benchmark with its live plot.
 //! - `generate_ui`: the generate panel (prompt, streamed tokens, top-5 next-token probabilities).
 //!
-//! Everything runs on the page's main thread: there is no Web Worker. Long work is cut into
-//! steps with a yield to the event loop between them (every downloaded chunk, every generated
-//! token, every z step, round and layer of an edit through the batch procedure's `pause` hook,
-//! every covariance window), so the page repaints and stays responsive. On the WebGPU backend
+//! The engine work goes through the library's [`crate::session::Session`]; this module is the
+//! DOM, the browser's storage and the covariance's sources. Everything still runs on the page's
+//! main thread (moving the session into a Web Worker is issue 11's next step). Long work is cut
+//! into steps with a yield to the event loop between them (every downloaded chunk, and through
+//! the session's pause hook every generated token, z step, round and layer of an edit, probe and
+//! covariance window), so the page repaints and its stop buttons are heard. On the WebGPU backend
 //! the arithmetic runs in the GPU process and the main thread mostly waits; on the cpu backend
 //! one step (a z step, a layer's f64 solve) runs for up to a few seconds without a repaint.
-//! A worker would remove those pauses, but the engine, its GPU device, the weights and the
-//! ledger would then live in the worker behind a message protocol mirroring every panel's
-//! needs, and the DOM code would lose its direct, typed access to the session: not worth it
-//! while the steps are this short. Decoding the weights (a few seconds) is the other pause,
-//! announced before it starts.
+//! Decoding the weights (a few seconds) is the other pause, announced before it starts.
 //!
 //! The page is built from panels that share one [`App`]. A panel that runs a job calls
 //! [`App::begin`], takes the session out with [`App::take_session`], works on it (mutably if
@@ -40,9 +38,7 @@ mod compare_ui;
 pub mod cov;
 mod dom;
 mod edit_ui;
-mod editing;
 mod generate_ui;
-mod ledger_ops;
 mod ledger_ui;
 mod load_ui;
 mod loader;
@@ -82,6 +78,8 @@ pub(crate) struct App {
     db: RefCell<Option<Rc<Db>>>,
     /// The loaded model; `None` while none is loaded or while a job has taken it out.
     session: RefCell<Option<Session>>,
+    /// The loaded model's bytes came from the browser's cache (no download).
+    from_cache: Cell<bool>,
     /// A job (load, generate) is running.
     busy: Cell<bool>,
     /// What the browser offers, probed once at start-up.
@@ -94,6 +92,7 @@ impl App {
         if self.busy.replace(true) {
             return false;
         }
+        session::clear_cancel();
         self.set_controls_enabled(false);
         true
     }
@@ -155,14 +154,14 @@ impl App {
     pub(crate) fn show_model(&self) {
         match &*self.session.borrow() {
             Some(s) => {
-                let bytes = if s.from_cache {
+                let bytes = if self.from_cache.get() {
                     "Model bytes: from cache (this browser's Cache Storage; nothing was downloaded)"
                 } else {
                     "Model bytes: downloaded or read from a file"
                 };
                 self.status.set_model(
                     ModelState::Ready,
-                    s.kind().id(),
+                    session::BackendKind::of(s).id(),
                     &[&format!("Ready: {}", s.model_line()), &s.device, bytes],
                 );
                 self.edit
@@ -174,6 +173,11 @@ impl App {
                 &["No model loaded: load the default model or pick a model file."],
             ),
         }
+    }
+
+    /// Records whether the model being loaded came from the browser's cache.
+    pub(crate) fn set_from_cache(&self, cached: bool) {
+        self.from_cache.set(cached);
     }
 
     pub(crate) fn webgpu(&self) -> WebGpuSupport {
@@ -196,6 +200,7 @@ pub fn start() {
         bench: BenchView::find(),
         db: RefCell::new(None),
         session: RefCell::new(None),
+        from_cache: Cell::new(false),
         busy: Cell::new(false),
         webgpu: RefCell::new(WebGpuSupport::NoApi),
     });

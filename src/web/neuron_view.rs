@@ -3,8 +3,8 @@
 
 use super::App;
 use super::dom::{self, by_testid, child, set_attr, svg};
-use super::ledger_ops::neuron_norms;
 use crate::edit::LedgerEntry;
+use crate::session::ledger::neuron_norms;
 
 /// Neurons listed in the top list.
 const TOP: usize = 10;

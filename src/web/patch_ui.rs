@@ -8,11 +8,10 @@ use wasm_bindgen::JsCast;
 use web_sys::{HtmlAnchorElement, HtmlButtonElement, HtmlElement, HtmlInputElement};
 
 use super::dom::{self, by_testid, child, set_attr};
-use super::ledger_ops;
-use super::session::{Session, with_bench, with_model};
+use super::session::{Session, fmt_bytes};
 use super::{App, apply_flow, compare_ui, ledger_ui, loader};
 use crate::edit::patch::Patch;
-use crate::model::export::{export_safetensors, hf_config_json};
+use crate::model::export::hf_config_json;
 use crate::{Error, Result};
 
 /// Handles on the export controls.
@@ -85,9 +84,7 @@ async fn export_patch(app: &Rc<App>) {
         return;
     };
     let result = async {
-        let setup = s.editing.as_ref().map_err(|why| Error::input(why.clone()))?;
-        let mut patch = with_bench!(&s.engine, w => ledger_ops::current_patch(&s.source, setup, w.edits.as_ref().expect("editing is available")));
-        patch.weights_sha256 = Some(with_bench!(&s.engine, w => w.edits.as_ref().expect("editing is available").weights_digest(&w.model).await)?);
+        let patch = s.export_patch().await?;
         let bytes = patch.to_bytes();
         let name = format!("{}-{}-edits.nsepatch", stem(&s), patch.entries.len());
         dom::download(&name, &bytes, "application/octet-stream")?;
@@ -120,10 +117,9 @@ async fn import_patch(app: &Rc<App>, file: web_sys::File) {
     let result = async {
         let bytes = loader::read_file(&file, |_, _| {}).await?;
         let patch = Patch::from_bytes(&bytes, &name)?;
-        let setup = s.editing.as_mut().map_err(|why| Error::input(why.clone()))?;
-        let meta = ledger_ops::imported_meta(&patch, &format!("imported from {name}"));
-        let before = with_bench!(&s.engine, w => w.edits.as_ref().map_or(0, |st| st.ledger.len()));
-        with_bench!(&mut s.engine, w => ledger_ops::replace_ledger(w, setup, &s.source, &patch, meta).await)?;
+        let before = s.n_entries();
+        s.import_patch(&patch, &format!("imported from {name}"))
+            .await?;
         Ok::<_, Error>((patch.entries.len(), before))
     }
     .await;
@@ -167,13 +163,8 @@ async fn export_model(app: &Rc<App>) {
         "Reading the weights back and writing model.safetensors (F32)…",
     );
     dom::let_paint().await;
-    let edits = s.n_entries().to_string();
     let result = async {
-        let meta = [
-            ("base_model_sha256", s.source.sha256.as_str()),
-            ("nse_ledger_entries", edits.as_str()),
-        ];
-        let bytes = with_model!(&s.engine, m => export_safetensors(m, &meta).await)?;
+        let bytes = s.export_model().await?;
         let stem = stem(&s);
         dom::download(
             &format!("{stem}-edited.safetensors"),
@@ -183,7 +174,7 @@ async fn export_model(app: &Rc<App>) {
         let status = &app.patch.status;
         status.set_inner_text(&format!(
             "Downloaded {stem}-edited.safetensors ({}); save these beside it: ",
-            super::session::fmt_bytes(bytes.len() as u64)
+            fmt_bytes(bytes.len() as u64)
         ));
         let config = hf_config_json(s.config());
         let tokenizer = s.tokenizer.to_json()?;

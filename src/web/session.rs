@@ -1,16 +1,35 @@
-//! The loaded model on one backend, with its tokenizer, where it came from, and its editing
-//! state (the original `down_proj` of the edited layers, `P`, the ledger).
+//! The page's side of the library's [`Session`]: which backend, the device line, the hooks that
+//! let the page repaint and cancel between the engine's steps, and the page's ways out of a
+//! refused upload.
 
-use crate::backend::Backend;
-use crate::cpu::CpuBackend;
-use crate::edit::check::CheckReport;
-use crate::edit::{Case, EditState, Hparams};
+use std::cell::Cell;
+
+use super::dom;
+use super::webgpu::AdapterFacts;
 use crate::gpu::GpuBackend;
-use crate::model::{HostTensor, LoadedModel, Model, ModelConfig, ModelSource, Tokenizer, Weights};
+use crate::model::{HostTensor, LoadedModel, Weights};
+use crate::session::Hooks;
+pub(crate) use crate::session::{Session, fmt_bytes};
 use crate::{Error, Result};
 
-use super::editing::EditSetup;
-use super::webgpu::AdapterFacts;
+/// Context tokens a request leaves free in the page: room for what the page generates after the
+/// prompt (the unedited model's answer, the comparison's continuations).
+pub(crate) const FORM_CONTEXT_MARGIN: usize = 16;
+
+thread_local! {
+    /// Set by a stop or cancel button; the running job stops at its next step.
+    static CANCEL: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Asks the running job to stop at its next step.
+pub(crate) fn request_cancel() {
+    CANCEL.with(|c| c.set(true));
+}
+
+/// Clears a cancel request (at the start of every job).
+pub(crate) fn clear_cancel() {
+    CANCEL.with(|c| c.set(false));
+}
 
 /// Which backend runs the model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,199 +56,59 @@ impl BackendKind {
             BackendKind::WebGpu
         }
     }
-}
 
-/// A model on one backend with its editing state.
-pub(crate) struct Workbench<B: Backend> {
-    pub model: Model<B>,
-    /// `None` when editing is unavailable for this model (see [`Session::editing`]).
-    pub edits: Option<EditState<B::Tensor>>,
-}
-
-/// The model's weights on a backend.
-pub(crate) enum Engine {
-    Gpu(Workbench<GpuBackend>),
-    Cpu(Workbench<CpuBackend>),
-}
-
-/// Runs `$body` with `$m` bound to the engine's `&Model<B>`, whichever the backend.
-macro_rules! with_model {
-    ($engine:expr, $m:ident => $body:expr) => {
-        match $engine {
-            $crate::web::session::Engine::Gpu(w) => {
-                let $m = &w.model;
-                $body
-            }
-            $crate::web::session::Engine::Cpu(w) => {
-                let $m = &w.model;
-                $body
-            }
-        }
-    };
-}
-pub(crate) use with_model;
-
-/// Runs `$body` with `$w` bound to the engine's [`Workbench`] (as `&` or `&mut`, following
-/// `$engine`), whichever the backend.
-macro_rules! with_bench {
-    ($engine:expr, $w:ident => $body:expr) => {
-        match $engine {
-            $crate::web::session::Engine::Gpu($w) => $body,
-            $crate::web::session::Engine::Cpu($w) => $body,
-        }
-    };
-}
-pub(crate) use with_bench;
-
-/// A model ready to run.
-pub(crate) struct Session {
-    pub engine: Engine,
-    pub tokenizer: Tokenizer,
-    pub source: ModelSource,
-    /// One line about the device: backend, adapter, limits.
-    pub device: String,
-    /// The model bytes came from the browser's cache (no download).
-    pub from_cache: bool,
-    /// Hyperparameters, templates, covariance and the ledger's page-side records; `Err` says
-    /// why this model cannot be edited here.
-    pub editing: std::result::Result<EditSetup, String>,
-}
-
-impl Session {
-    /// Uploads a decoded model to the cpu backend (the weights move, nothing is copied).
-    pub(crate) fn on_cpu(loaded: LoadedModel, from_cache: bool) -> Result<Session> {
-        let model = Model::upload(CpuBackend, loaded.config, loaded.weights)?;
-        let (edits, editing) = editing_for(&model, &loaded.source)?;
-        Ok(Session {
-            device: "CPU backend · single-threaded on the page's main thread (faer GEMM)".into(),
-            engine: Engine::Cpu(Workbench { model, edits }),
-            tokenizer: loaded.tokenizer,
-            source: loaded.source,
-            from_cache,
-            editing,
-        })
-    }
-
-    /// Uploads a decoded model to a WebGPU device, then reads a weight back so that the upload
-    /// has really finished (and any device error surfaces here, not at the first prompt).
-    ///
-    /// # Errors
-    /// [`Error::BufferTooLarge`] for a tensor over the adapter's limits (with a hint for this
-    /// page), a lost device, or any other GPU failure.
-    pub(crate) async fn on_gpu(
-        loaded: LoadedModel,
-        gpu: GpuBackend,
-        facts: &AdapterFacts,
-        from_cache: bool,
-    ) -> Result<Session> {
-        let device = gpu_line(&gpu, facts);
-        let model = Model::upload(gpu.clone(), loaded.config, loaded.weights).map_err(|e| {
-            gpu.destroy();
-            page_hint(e)
-        })?;
-        if let Err(e) = model.backend().read(&model.weights.norm).await {
-            gpu.destroy();
-            return Err(e);
-        }
-        let (edits, editing) = match editing_for(&model, &loaded.source) {
-            Ok(x) => x,
-            Err(e) => {
-                gpu.destroy();
-                return Err(e);
-            }
-        };
-        Ok(Session {
-            engine: Engine::Gpu(Workbench { model, edits }),
-            tokenizer: loaded.tokenizer,
-            source: loaded.source,
-            device,
-            from_cache,
-            editing,
-        })
-    }
-
-    /// The library's check of dataset records (`CheckSpec::check_records`, probes included)
-    /// against this model; the schema alone when the model cannot be edited here.
-    pub(crate) fn check_records(
-        &self,
-        records: &[std::result::Result<Case, String>],
-        batch: Option<usize>,
-    ) -> CheckReport {
-        match &self.editing {
-            Ok(setup) => setup.with_check(&self.tokenizer, self.config().max_ctx, |spec| {
-                spec.check_records(records, batch, true)
-            }),
-            Err(_) => CheckReport::schema(records, batch),
-        }
-    }
-
-    pub(crate) fn config(&self) -> &ModelConfig {
-        with_model!(&self.engine, m => &m.config)
-    }
-
-    /// Edited requests in the ledger (0 when editing is unavailable).
-    pub(crate) fn n_entries(&self) -> usize {
-        with_bench!(&self.engine, w => w.edits.as_ref().map_or(0, |s| s.ledger.len()))
-    }
-
-    pub(crate) fn kind(&self) -> BackendKind {
-        match self.engine {
-            Engine::Gpu(_) => BackendKind::WebGpu,
-            Engine::Cpu(_) => BackendKind::Cpu,
-        }
-    }
-
-    /// One line about the model: name, format, size, parameters, shape.
-    pub(crate) fn model_line(&self) -> String {
-        let c = self.config();
-        format!(
-            "{} ({}, {}, {} parameters: {} layer{}, d {}, vocabulary {})",
-            self.source.name,
-            self.source.format.to_uppercase(),
-            fmt_bytes(self.source.bytes),
-            fmt_count(c.n_params() as u64),
-            c.n_layers,
-            if c.n_layers == 1 { "" } else { "s" },
-            c.d_model,
-            c.vocab_size
-        )
-    }
-
-    /// Frees the model now: a GPU device is destroyed at once rather than when the browser's
-    /// garbage collector gets to it.
-    pub(crate) fn release(self) {
-        if let Engine::Gpu(w) = &self.engine {
-            w.model.backend().destroy();
+    /// The backend a session runs on.
+    pub(crate) fn of(s: &Session) -> Self {
+        if s.engine.is_gpu() {
+            BackendKind::WebGpu
+        } else {
+            BackendKind::Cpu
         }
     }
 }
 
-/// The editing state of a freshly uploaded model: the shipped hyperparameters for its name
-/// (`Err` with the reason when none ship or they do not fit), and an empty ledger.
+/// The page's hooks: a yield to the event loop between steps (so that the page repaints and its
+/// buttons are heard), which stops the job when a cancel was requested; `performance.now()`.
+fn page_hooks() -> Hooks {
+    Hooks {
+        pause: Some(Box::new(|| {
+            Box::pin(async {
+                dom::yield_now().await;
+                if CANCEL.with(Cell::get) {
+                    Err(Error::Cancelled("stopped by the user".into()))
+                } else {
+                    Ok(())
+                }
+            })
+        })),
+        clock: dom::now_ms,
+    }
+}
+
+/// Uploads a decoded model to the cpu backend (the weights move, nothing is copied).
+pub(crate) fn on_cpu(loaded: LoadedModel) -> Result<Session> {
+    let device = "CPU backend · single-threaded on the page's main thread (faer GEMM)".into();
+    let mut s = Session::on_cpu(loaded, device)?;
+    s.hooks = page_hooks();
+    Ok(s)
+}
+
+/// Uploads a decoded model to a WebGPU device (see [`Session::on_gpu`]).
 ///
 /// # Errors
-/// Only a backend failure while copying the original `down_proj` matrices.
-#[allow(clippy::type_complexity)]
-fn editing_for<B: Backend>(
-    model: &Model<B>,
-    source: &ModelSource,
-) -> Result<(
-    Option<EditState<B::Tensor>>,
-    std::result::Result<EditSetup, String>,
-)> {
-    let hp = Hparams::for_model(&source.name).and_then(|hp| {
-        hp.check_model(&model.config)?;
-        Ok(hp)
-    });
-    let setup = match hp.and_then(EditSetup::new) {
-        Ok(setup) => setup,
-        Err(e) => {
-            let why = format!("editing is not available for this model: {e}");
-            return Ok((None, Err(why)));
-        }
-    };
-    let state = EditState::new(model, &setup.hp.layers)?;
-    Ok((Some(state), Ok(setup)))
+/// [`Error::BufferTooLarge`] for a tensor over the adapter's limits (with a hint for this page),
+/// a lost device, or any other GPU failure.
+pub(crate) async fn on_gpu(
+    loaded: LoadedModel,
+    gpu: GpuBackend,
+    facts: &AdapterFacts,
+) -> Result<Session> {
+    let device = gpu_line(&gpu, facts);
+    let mut s = Session::on_gpu(loaded, gpu, device)
+        .await
+        .map_err(page_hint)?;
+    s.hooks = page_hooks();
+    Ok(s)
 }
 
 /// Refuses a model with a tensor over `cap` bytes, as the GPU backend refuses one over the
@@ -285,37 +164,5 @@ fn page_hint(e: Error) -> Error {
             "{e}. In this page: choose “CPU” under Backend and load the model again."
         )),
         e => e,
-    }
-}
-
-/// `93.4 MB`, `1 GiB` for exact powers of two (adapter limits), `512 B`.
-pub(crate) fn fmt_bytes(n: u64) -> String {
-    const GIB: u64 = 1 << 30;
-    const MIB: u64 = 1 << 20;
-    if n >= GIB && n.is_multiple_of(GIB) {
-        format!("{} GiB", n / GIB)
-    } else if n >= MIB && n.is_multiple_of(MIB) {
-        format!("{} MiB", n / MIB)
-    } else if n >= 1_000_000_000 {
-        format!("{:.2} GB", n as f64 / 1e9)
-    } else if n >= 1_000_000 {
-        format!("{:.1} MB", n as f64 / 1e6)
-    } else if n >= 1_000 {
-        format!("{:.1} kB", n as f64 / 1e3)
-    } else {
-        format!("{n} B")
-    }
-}
-
-/// `134.5 M`, `1.24 B`.
-fn fmt_count(n: u64) -> String {
-    if n >= 1_000_000_000 {
-        format!("{:.2} B", n as f64 / 1e9)
-    } else if n >= 1_000_000 {
-        format!("{:.1} M", n as f64 / 1e6)
-    } else if n >= 1_000 {
-        format!("{:.1} k", n as f64 / 1e3)
-    } else {
-        n.to_string()
     }
 }

@@ -1,0 +1,387 @@
+//! The editing session every front end drives: a model on either backend with its tokenizer,
+//! where it came from, and its editing state (hyperparameters, templates, covariance, the edit
+//! state with the ledger, and the front end's record of each ledger entry).
+//!
+//! The command line and the page are views over it: they parse arguments or read the DOM, call
+//! these operations and show what they return. Everything here is backend-independent, free of
+//! the DOM and tested natively (`tests/session.rs`).
+//!
+//! - [`Engine`] is the one dispatch from the two backends to generic code ([`with_model!`],
+//!   [`with_bench!`]).
+//! - [`setup`]: [`EditSetup`], everything an edit needs besides the model and its state.
+//! - `work`: generation, scores, applying requests, the original against the edited model.
+//! - `ledger`: undo, remove edit k with replay, patch import and export, the neurons that moved,
+//!   the success rates of edited cases.
+//!
+//! Long operations await the session's [`Hooks::pause`] between steps (every generated token,
+//! z step, round, layer, probe and covariance window): the page yields to its event loop there,
+//! and a hook that returns [`Error::Cancelled`] stops the job at that step. A cancelled or failed
+//! edit leaves the weights, `P`, the ledger and the page records exactly as before it.
+
+pub mod ledger;
+pub mod setup;
+pub mod work;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::backend::Backend;
+use crate::cpu::CpuBackend;
+use crate::edit::target::Pause;
+use crate::edit::{EditState, Hparams, LedgerEntry};
+use crate::gpu::GpuBackend;
+use crate::model::{LoadedModel, Model, ModelConfig, ModelSource, Tokenizer};
+use crate::{Error, Result};
+
+pub use ledger::Rewind;
+pub use setup::{EditSetup, EntryMeta, RequestProbes};
+pub use work::{ApplyOptions, Probe, ProbeOut};
+
+/// A model on one backend with its edit state.
+pub struct Workbench<B: Backend> {
+    pub model: Model<B>,
+    /// `None` when editing is unavailable for this model (see [`Session::editing`]) or not
+    /// started (the command line's read-only commands).
+    pub edits: Option<EditState<B::Tensor>>,
+}
+
+/// The model's weights on one of the two backends.
+pub enum Engine {
+    Cpu(Workbench<CpuBackend>),
+    Gpu(Workbench<GpuBackend>),
+}
+
+/// Runs `$body` with `$m` bound to the engine's model, whichever the backend: `&mut Model<_>`
+/// for `with_model!(&mut engine, m => …)`, else `&Model<_>`.
+#[macro_export]
+macro_rules! with_model {
+    (&mut $engine:expr, $m:ident => $body:expr) => {
+        match &mut $engine {
+            $crate::session::Engine::Cpu(w) => {
+                let $m = &mut w.model;
+                $body
+            }
+            $crate::session::Engine::Gpu(w) => {
+                let $m = &mut w.model;
+                $body
+            }
+        }
+    };
+    ($engine:expr, $m:ident => $body:expr) => {
+        match $engine {
+            $crate::session::Engine::Cpu(w) => {
+                let $m = &w.model;
+                $body
+            }
+            $crate::session::Engine::Gpu(w) => {
+                let $m = &w.model;
+                $body
+            }
+        }
+    };
+}
+
+/// Runs `$body` with `$w` bound to the engine's [`Workbench`] (as `&` or `&mut`, following
+/// `$engine`), whichever the backend.
+#[macro_export]
+macro_rules! with_bench {
+    ($engine:expr, $w:ident => $body:expr) => {
+        match $engine {
+            $crate::session::Engine::Cpu($w) => $body,
+            $crate::session::Engine::Gpu($w) => $body,
+        }
+    };
+}
+
+impl Engine {
+    /// Uploads host weights to `gpu`, or to the cpu backend when `gpu` is `None`.
+    ///
+    /// # Errors
+    /// A tensor over the adapter's limits, or another backend failure.
+    pub fn upload(
+        loaded_config: ModelConfig,
+        weights: crate::model::Weights<crate::model::HostTensor>,
+        gpu: Option<GpuBackend>,
+    ) -> Result<Engine> {
+        Ok(match gpu {
+            Some(g) => Engine::Gpu(Workbench {
+                model: Model::upload(g, loaded_config, weights)?,
+                edits: None,
+            }),
+            None => Engine::Cpu(Workbench {
+                model: Model::upload(CpuBackend, loaded_config, weights)?,
+                edits: None,
+            }),
+        })
+    }
+
+    /// The model's configuration.
+    pub fn config(&self) -> &ModelConfig {
+        with_model!(self, m => &m.config)
+    }
+
+    /// True on the GPU backend.
+    pub fn is_gpu(&self) -> bool {
+        matches!(self, Engine::Gpu(_))
+    }
+
+    /// The ledger (empty when editing has not started).
+    pub fn ledger(&self) -> &[LedgerEntry] {
+        with_bench!(self, w => w.edits.as_ref().map_or(&[][..], |s| s.ledger.as_slice()))
+    }
+
+    /// One line about the backend (adapter, driver; threads for the cpu backend).
+    pub fn describe(&self) -> String {
+        with_model!(self, m => m.backend().describe())
+    }
+}
+
+/// The pause hook a front end installs (see the module documentation).
+pub type PauseFn = dyn Fn() -> Pin<Box<dyn Future<Output = Result<()>>>>;
+
+/// What the session asks of its front end.
+pub struct Hooks {
+    /// Awaited between steps; `None` never pauses or cancels.
+    pub pause: Option<Box<PauseFn>>,
+    /// Milliseconds since some fixed point (the page's `performance.now()`; `Instant` natively).
+    pub clock: fn() -> f64,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Hooks {
+            pause: None,
+            clock: default_clock,
+        }
+    }
+}
+
+impl Hooks {
+    pub(crate) fn pause(&self) -> Option<Pause<'_>> {
+        self.pause.as_deref()
+    }
+
+    /// Awaits the pause hook, if any.
+    pub(crate) async fn step(&self) -> Result<()> {
+        match &self.pause {
+            Some(p) => p().await,
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn default_clock() -> f64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_secs_f64()
+        * 1000.0
+}
+
+/// `Instant` panics in wasm32-unknown-unknown: the page installs `performance.now()`.
+#[cfg(target_arch = "wasm32")]
+fn default_clock() -> f64 {
+    0.0
+}
+
+/// A model ready to run and edit.
+pub struct Session {
+    pub engine: Engine,
+    pub tokenizer: Tokenizer,
+    pub source: ModelSource,
+    /// One line about the device: backend, adapter, limits.
+    pub device: String,
+    /// Hyperparameters, templates, covariance and the front end's records of the ledger; `Err`
+    /// says why this model cannot be edited.
+    pub editing: std::result::Result<EditSetup, String>,
+    pub hooks: Hooks,
+}
+
+impl Session {
+    /// A session over an uploaded engine, with the shipped hyperparameters for the model's name
+    /// (editing is unavailable, with the reason, when none ship or they do not fit) and an empty
+    /// ledger.
+    ///
+    /// # Errors
+    /// Only a backend failure while copying the original `down_proj` matrices.
+    pub fn new(
+        engine: Engine,
+        tokenizer: Tokenizer,
+        source: ModelSource,
+        device: String,
+    ) -> Result<Session> {
+        let hp = Hparams::for_model(&source.name).and_then(|hp| {
+            hp.check_model(engine.config())?;
+            Ok(hp)
+        });
+        let mut s = Session {
+            engine,
+            tokenizer,
+            source,
+            device,
+            editing: Err(String::new()),
+            hooks: Hooks::default(),
+        };
+        match hp.and_then(EditSetup::new) {
+            Ok(setup) => s.start_editing(setup)?,
+            Err(e) => s.editing = Err(format!("editing is not available for this model: {e}")),
+        }
+        Ok(s)
+    }
+
+    /// Uploads a decoded model to the cpu backend (the weights move, nothing is copied).
+    ///
+    /// # Errors
+    /// As [`Session::new`].
+    pub fn on_cpu(loaded: LoadedModel, device: String) -> Result<Session> {
+        let engine = Engine::upload(loaded.config, loaded.weights, None)?;
+        Session::new(engine, loaded.tokenizer, loaded.source, device)
+    }
+
+    /// Uploads a decoded model to `gpu`, then reads a weight back so that the upload has really
+    /// finished (and a device error surfaces here, not at the first prompt). The device is
+    /// destroyed on failure.
+    ///
+    /// # Errors
+    /// [`Error::BufferTooLarge`] for a tensor over the adapter's limits, a lost device, or any
+    /// other GPU failure.
+    pub async fn on_gpu(loaded: LoadedModel, gpu: GpuBackend, device: String) -> Result<Session> {
+        let engine = match Engine::upload(loaded.config, loaded.weights, Some(gpu.clone())) {
+            Ok(e) => e,
+            Err(e) => {
+                gpu.destroy();
+                return Err(e);
+            }
+        };
+        let check = with_model!(&engine, m => m.backend().read(&m.weights.norm).await.map(|_| ()));
+        let session =
+            check.and_then(|()| Session::new(engine, loaded.tokenizer, loaded.source, device));
+        if session.is_err() {
+            gpu.destroy();
+        }
+        session
+    }
+
+    /// Uses `setup` for editing from now on, with a fresh edit state (an empty ledger) on the
+    /// current weights, which must be the original model's.
+    ///
+    /// # Errors
+    /// Layers the model does not have, too little memory for `P`, a backend failure.
+    pub fn start_editing(&mut self, setup: EditSetup) -> Result<()> {
+        setup.hp.check_model(self.engine.config())?;
+        with_bench!(&mut self.engine, w => {
+            w.edits = Some(EditState::new(&w.model, &setup.hp.layers)?);
+        });
+        self.editing = Ok(setup);
+        Ok(())
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        self.engine.config()
+    }
+
+    /// The ledger (empty when editing is unavailable).
+    pub fn ledger(&self) -> &[LedgerEntry] {
+        self.engine.ledger()
+    }
+
+    /// Edits (batches) in the ledger.
+    pub fn n_entries(&self) -> usize {
+        self.ledger().len()
+    }
+
+    /// The editing setup, or why this model cannot be edited.
+    ///
+    /// # Errors
+    /// [`Error::Input`] with the reason editing is unavailable.
+    pub fn setup(&self) -> Result<&EditSetup> {
+        self.editing
+            .as_ref()
+            .map_err(|why| Error::input(why.clone()))
+    }
+
+    /// [`Session::setup`], mutably.
+    ///
+    /// # Errors
+    /// As [`Session::setup`].
+    pub fn setup_mut(&mut self) -> Result<&mut EditSetup> {
+        self.editing
+            .as_mut()
+            .map_err(|why| Error::input(why.clone()))
+    }
+
+    /// The library's check of dataset records (`CheckSpec::check_records`, probes included)
+    /// against this model, keeping `margin` tokens of the context free; the schema alone when
+    /// the model cannot be edited.
+    pub fn check_records(
+        &self,
+        records: &[std::result::Result<crate::edit::Case, String>],
+        batch: Option<usize>,
+        margin: usize,
+    ) -> crate::edit::check::CheckReport {
+        match &self.editing {
+            Ok(setup) => setup.with_check(&self.tokenizer, self.config().max_ctx, margin, |spec| {
+                spec.check_records(records, batch, true)
+            }),
+            Err(_) => crate::edit::check::CheckReport::schema(records, batch),
+        }
+    }
+
+    /// One line about the model: name, format, size, parameters, shape.
+    pub fn model_line(&self) -> String {
+        let c = self.config();
+        format!(
+            "{} ({}, {}, {} parameters: {} layer{}, d {}, vocabulary {})",
+            self.source.name,
+            self.source.format.to_uppercase(),
+            fmt_bytes(self.source.bytes),
+            fmt_count(c.n_params() as u64),
+            c.n_layers,
+            if c.n_layers == 1 { "" } else { "s" },
+            c.d_model,
+            c.vocab_size
+        )
+    }
+
+    /// Frees the model now: a GPU device is destroyed at once rather than when the last handle
+    /// is dropped (in a browser, whenever the garbage collector gets to it).
+    pub fn release(self) {
+        if let Engine::Gpu(w) = &self.engine {
+            w.model.backend().destroy();
+        }
+    }
+}
+
+/// `93.4 MB`, `1 GiB` for exact powers of two (adapter limits), `512 B`.
+pub fn fmt_bytes(n: u64) -> String {
+    const GIB: u64 = 1 << 30;
+    const MIB: u64 = 1 << 20;
+    if n >= GIB && n.is_multiple_of(GIB) {
+        format!("{} GiB", n / GIB)
+    } else if n >= MIB && n.is_multiple_of(MIB) {
+        format!("{} MiB", n / MIB)
+    } else if n >= 1_000_000_000 {
+        format!("{:.2} GB", n as f64 / 1e9)
+    } else if n >= 1_000_000 {
+        format!("{:.1} MB", n as f64 / 1e6)
+    } else if n >= 1_000 {
+        format!("{:.1} kB", n as f64 / 1e3)
+    } else {
+        format!("{n} B")
+    }
+}
+
+/// `134.5 M`, `1.24 B`.
+fn fmt_count(n: u64) -> String {
+    if n >= 1_000_000_000 {
+        format!("{:.2} B", n as f64 / 1e9)
+    } else if n >= 1_000_000 {
+        format!("{:.1} M", n as f64 / 1e6)
+    } else if n >= 1_000 {
+        format!("{:.1} k", n as f64 / 1e3)
+    } else {
+        n.to_string()
+    }
+}
