@@ -6,14 +6,17 @@
 // Checks, in one browser profile:
 //   1. the form validates as you type: a prompt without the subject, or a subject cut mid-word
 //      ("Washingto"), is refused with the reason, apply is disabled;
-//   2. "The Eiffel Tower is located in the city of" → Rome: the edited model says " Rome" and the
+//   2. Cancel stops that edit at its first z step: no ledger row, the model is the original;
+//   3. "The Eiffel Tower is located in the city of" → Rome: the edited model says " Rome" and the
 //      original still " Paris" (with P(new)/P(true) beside them); "The capital of Germany is" is
 //      unchanged; the ledger has one successful row; every stage ran; the neuron view is drawn;
-//   3. the ledger exports as a .nsepatch; the same patch for another model is refused;
-//   4. a reload restores the ledger from IndexedDB and the model from the browser cache;
-//   5. undo gives back the original model: output and probabilities as before the edit;
-//   6. the exported ledger continues on the command line (`nse edit --patch`) and imports back:
-//      both edits in the ledger, and the page's weights digest equals the command line's.
+//   4. the ledger exports as a .nsepatch; the same patch for another model is refused;
+//   5. a reload restores the ledger from IndexedDB and the model from the browser cache;
+//   6. undo gives back the original model: output and probabilities as before the edit;
+//   7. the exported ledger continues on the command line (`nse edit --patch`) and imports back:
+//      both edits in the ledger, and the page's weights digest equals the command line's;
+//   8. the benchmark (1 edit) runs the library's sequential run with a checkpoint per batch,
+//      draws the three series, and gives the 2-edit ledger back with the same weights digest.
 // And, in a second profile, a model over the page's binding limit (?max_binding=) is refused
 // with a message naming the tensor, and the page stays usable.
 // Screenshots: artifacts/e2e/editor-*.png.
@@ -46,6 +49,7 @@ const CLI_EDIT = {
   prompt: 'The mother tongue of {} is', subject: 'Danielle Darrieux', target_new: 'English', target_true: 'French',
 };
 let exported = null; // the page's exported patch
+let digests = null; // the continued patch's manifest (its weights digest)
 
 /// The page is idle (no job running) and the comparison is not running.
 async function idle(until, what, timeout) {
@@ -154,6 +158,35 @@ await session(`editor session (${BACKEND})`, { webgpu: true, query: QUERY, viewp
     const last = await page.$eval(`${tid('token-view')} [data-subject-last="true"]`, (e) => e.textContent);
     console.log(`  subject-last token: ${JSON.stringify(last)}`);
     expect(/Tower/.test(last), `the subject-last token is ${last}`);
+  });
+
+  await check('Cancel stops an edit at its next step: the ledger stays empty and the model the original', async () => {
+    await page.fill(tid('subject-input'), EDIT.subject);
+    await page.fill(tid('target-input'), EDIT.target);
+    await page.fill(tid('prompt-input'), EDIT.prompt);
+    expect(await page.isDisabled(tid('cancel-button')), 'Cancel is enabled with no job running');
+    await page.click(tid('apply-button'));
+    // The first z step has run: cancel there.
+    await until('the first z step', () => (window.__nseProgress ?? []).some((l) => /z 1\/1: step \d+, loss/.test(l)),
+      null, EDIT_TIMEOUT_MS);
+    expect(await page.isEnabled(tid('cancel-button')), 'Cancel is disabled while the edit runs');
+    const t0 = Date.now();
+    // A programmatic click: the engine still runs on the page's main thread, which takes input
+    // only between the edit's steps (seconds apart on the cpu backend), longer than
+    // Playwright's input dispatch waits. The handler runs at the next step's yield.
+    await page.$eval(tid('cancel-button'), (b) => b.click());
+    await until('the cancelled edit', () => document.body.dataset.busy === 'false', null, EDIT_TIMEOUT_MS);
+    const label = await page.textContent(tid('progress-label'));
+    console.log(`  stopped ${((Date.now() - t0) / 1000).toFixed(1)} s after the click: ${label}`);
+    expect(/Cancelled: the model, P and the saved ledger are as they were before this job/.test(label), `label: ${label}`);
+    await noError(page);
+    expect((await ledgerRows(page)).length === 0, 'the cancelled edit is in the ledger');
+    // The comparison on the page (made before the edit, on the unedited model) still holds.
+    const row = await editRow(page);
+    expect(row.original === row.edited && row.originalNew === row.editedNew,
+      `the edited side differs from the original after a cancel: ${JSON.stringify(row)}`);
+    expect(await page.isDisabled(tid('cancel-button')), 'Cancel stays enabled after the job');
+    await page.evaluate(() => { window.__nseProgress = []; });
   });
 
   await check(`apply "${EDIT.prompt}" → ${EDIT.target} on ${BACKEND}: the edited model says Rome, the original Paris`, async () => {
@@ -283,6 +316,33 @@ await session(`editor session (${BACKEND})`, { webgpu: true, query: QUERY, viewp
     expect(again.entries.map((e) => e.digest).join() === manifest.entries.map((e) => e.digest).join(),
       'the page and the command line disagree on the history');
     await page.screenshot({ path: path.join(SHOTS, 'editor-continued.png'), fullPage: true });
+    digests = manifest;
+  });
+
+  await check('the benchmark runs the library\'s sequential run and gives the ledger back bit-exact', async () => {
+    await page.fill(tid('bench-n-input'), '1');
+    await page.fill(tid('bench-batch-input'), '1');
+    await page.selectOption(tid('bench-method-select'), 'nse');
+    const t0 = Date.now();
+    await page.click(tid('bench-button'));
+    await until('the benchmark', () => /^Done:/.test(document.querySelector('[data-testid="bench-status"]').textContent)
+      || !document.querySelector('[data-testid="error-message"]').hidden, null, EDIT_TIMEOUT_MS);
+    await idle(until, 'the benchmark job', EDIT_TIMEOUT_MS);
+    await noError(page);
+    const status = await page.textContent(tid('bench-status'));
+    // One point per metric: the checkpoint after the batch.
+    const series = await page.$$eval(`${tid('bench-plot')} ${tid('bench-series')}`,
+      (els) => els.map((e) => [e.dataset.metric, e.getAttribute('points').trim().split(/\s+/).length]));
+    console.log(`  ${((Date.now() - t0) / 1000).toFixed(1)} s: ${status}; series ${JSON.stringify(series)}`);
+    expect(/Done: 1 edits/.test(status), `status: ${status}`);
+    expect(['rewrite', 'paraphrase', 'neighborhood'].every((m) => series.some(([k, n]) => k === m && n === 1)),
+      `series: ${JSON.stringify(series)}`);
+    const rows = await ledgerRows(page);
+    expect(rows.length === 2, `the user's ledger was not given back: ${JSON.stringify(rows)}`);
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click(tid('export-button'))]);
+    const after = manifestOf(fs.readFileSync(await download.path())).manifest;
+    expect(after.weights_sha256 === digests.weights_sha256, 'the weights after the benchmark are not the ledger\'s');
+    await page.screenshot({ path: path.join(SHOTS, 'editor-bench.png'), fullPage: true });
   });
 });
 

@@ -69,22 +69,7 @@ fn request(prompt: &str, subject: &str, target: &str) -> EditRequest {
 
 /// One good batch, so that "as it was" includes an earlier edit.
 fn edit_one(t: &mut Tiny, state: &mut EditState<nse::cpu::CpuTensor>) {
-    let ctx = EditContext {
-        tok: &t.tok,
-        hp: &t.hp,
-        templates: &t.templates,
-        cov: &t.cov,
-        method: &Nse,
-    };
-    pollster::block_on(apply_batch(
-        &mut t.model,
-        state,
-        &ctx,
-        &requests()[..1],
-        Default::default(),
-        |_| {},
-    ))
-    .unwrap();
+    t.apply(state, &requests()[..1], &Nse).unwrap();
 }
 
 #[test]

@@ -14,10 +14,7 @@ use nse::edit::keys::{KeyPrompts, keys_and_h, keys_and_h_resumed, keys_at};
 use nse::edit::patch::Patch;
 use nse::edit::subject::subject_last_index;
 use nse::edit::target::{ZOptions, ZProblem, compute_z, compute_zs, norm};
-use nse::edit::{
-    BatchOutcome, EditContext, EditMethod, EditRequest, EditState, Memit, MemitSeq, Nse,
-    apply_batch,
-};
+use nse::edit::{BatchOutcome, EditMethod, EditRequest, EditState, Memit, MemitSeq, Nse};
 
 fn run(
     t: &mut Tiny,
@@ -25,22 +22,7 @@ fn run(
     reqs: &[EditRequest],
     method: &dyn EditMethod,
 ) -> BatchOutcome {
-    let ctx = EditContext {
-        tok: &t.tok,
-        hp: &t.hp,
-        templates: &t.templates,
-        cov: &t.cov,
-        method,
-    };
-    pollster::block_on(apply_batch(
-        &mut t.model,
-        state,
-        &ctx,
-        reqs,
-        Default::default(),
-        |_| {},
-    ))
-    .unwrap()
+    t.apply(state, reqs, method).unwrap()
 }
 
 #[test]

@@ -122,7 +122,7 @@ fn attention_backward_packed_causal_and_subsets() {
 #[test]
 fn attention_rejects_heads_wider_than_the_kernel() {
     let Some(g) = gpu() else { return };
-    let hd = nse::ops::attention::MAX_HEAD_DIM + 2;
+    let hd = nse::gpu::kernels::attention::MAX_HEAD_DIM + 2;
     let s = AttnShape {
         n_heads: 1,
         n_kv_heads: 1,

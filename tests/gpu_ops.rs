@@ -15,7 +15,8 @@ use common::gpu_vs_cpu::{assert_ids, check, rand, read, read_u32, up, up_u32};
 use common::{Rng, TOL_EXACT, TOL_F32_ELEMENTWISE, TOL_F32_REDUCTION, gpu};
 use nse::backend::{Backend, Transpose};
 use nse::cpu::CpuBackend;
-use nse::ops::matmul::{MatmulDims, gpu_matmul_kernel};
+use nse::gpu::kernels::matmul::gpu_matmul_kernel;
+use nse::ops::matmul::MatmulDims;
 
 const WIDTHS: [usize; 6] = [1, 3, 7, 33, 65, 129];
 

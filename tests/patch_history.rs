@@ -14,7 +14,7 @@ use nse::cpu::CpuTensor;
 use nse::edit::patch::Patch;
 use nse::edit::{
     EditContext, EditMethod, EditRequest, EditState, LedgerEntry, MemitSeq, Nse, ROOT_DIGEST,
-    apply_batch, history,
+    history,
 };
 use pollster::block_on;
 
@@ -31,22 +31,7 @@ fn ctx<'a>(t: &'a Tiny, method: &'a dyn EditMethod) -> EditContext<'a> {
 }
 
 fn edit(t: &mut Tiny, state: &mut EditState<CpuTensor>, reqs: &[EditRequest], m: &dyn EditMethod) {
-    let ctx = EditContext {
-        tok: &t.tok,
-        hp: &t.hp,
-        templates: &t.templates,
-        cov: &t.cov,
-        method: m,
-    };
-    block_on(apply_batch(
-        &mut t.model,
-        state,
-        &ctx,
-        reqs,
-        Default::default(),
-        |_| {},
-    ))
-    .unwrap();
+    t.apply(state, reqs, m).unwrap();
 }
 
 /// The patch of `state` on `t`, with its weights digest, through the file format.

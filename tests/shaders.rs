@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 use nse::gpu::SHADERS;
-use nse::ops::{attention, elementwise, embedding, matmul, rms_norm, rope, rows, softmax};
+use nse::gpu::kernels::{attention, elementwise, embedding, matmul, rms_norm, rope, rows, softmax};
 
 fn parse(name: &str, src: &str) -> naga::Module {
     naga::front::wgsl::parse_str(src)

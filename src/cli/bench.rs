@@ -9,7 +9,7 @@ use std::time::Instant;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::common::{Loaded, ModelArgs, load};
+use super::common::{Loaded, ModelArgs, load, peak_rss_bytes, write_json};
 use crate::backend::Backend;
 use crate::model::Model;
 use crate::{Error, Result, with_model};
@@ -195,26 +195,4 @@ fn kind_of<B: Backend>(b: &B) -> &'static str {
     } else {
         "gpu"
     }
-}
-
-/// Writes pretty JSON, creating the parent directory.
-pub fn write_json(path: &std::path::Path, value: &serde_json::Value) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
-    let text = serde_json::to_string_pretty(value).expect("JSON values serialise");
-    std::fs::write(path, text).map_err(|e| Error::io(path, e))
-}
-
-/// Peak resident set size of this process (Linux `VmHWM`), 0 where unknown.
-pub fn peak_rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
 }

@@ -7,8 +7,8 @@ use std::time::Instant;
 use clap::Args;
 use serde_json::json;
 
-use super::bench::{peak_rss_bytes, write_json};
 use super::common::{Loaded, ModelArgs, load};
+use super::common::{peak_rss_bytes, write_json};
 use super::editor::EditorArgs;
 use crate::backend::Backend;
 use crate::edit::covariance::{second_moments, windows};

@@ -9,9 +9,11 @@ use crate::Result;
 use crate::edit::EditState;
 use crate::edit::patch::Patch;
 use crate::gpu::GpuBackend;
-use crate::model::Model;
 use crate::model::load::{LoadedModel, load_path};
 use crate::session::Engine;
+
+/// File name of the patch inside `nse edit --out`.
+pub const PATCH_FILE: &str = "patch.nsepatch";
 
 /// File name of the default model inside `models/` (fetched by `scripts/setup.sh`).
 pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -84,7 +86,7 @@ impl ModelArgs {
 
 /// The loaded model plus facts about the load.
 pub struct Loaded {
-    /// The model on its backend (no edit state: see [`start_editing`]).
+    /// The model on its backend (no edit state: editing commands make a session of it).
     pub model: Engine,
     pub tokenizer: crate::model::Tokenizer,
     pub source: crate::model::ModelSource,
@@ -94,7 +96,7 @@ pub struct Loaded {
 
 /// Loads the model named by `args` onto the chosen backend, with `--patch` applied (for the
 /// commands that only run the model; editing commands continue a patch with
-/// [`load_unpatched`] and [`start_editing`] instead).
+/// [`load_unpatched`] and an editing session instead).
 pub fn load(args: &ModelArgs) -> Result<Loaded> {
     let t0 = Instant::now();
     let (mut loaded, patch) = load_unpatched(args)?;
@@ -134,9 +136,21 @@ pub fn load_unpatched(args: &ModelArgs) -> Result<(Loaded, Option<Patch>)> {
     let gpu = match args.backend {
         BackendChoice::Cpu => None,
         BackendChoice::Gpu => Some(pollster::block_on(GpuBackend::new())?),
-        BackendChoice::Auto => pollster::block_on(GpuBackend::new())
-            .ok()
-            .filter(|g| !g.is_software()),
+        BackendChoice::Auto => match pollster::block_on(GpuBackend::new()) {
+            Ok(g) if !g.is_software() => Some(g),
+            Ok(g) => {
+                eprintln!(
+                    "backend: cpu (the only GPU adapter, {}, is a software rasterizer and slower \
+                     than the cpu backend; --backend gpu uses it anyway)",
+                    g.describe_adapter()
+                );
+                None
+            }
+            Err(_) => {
+                eprintln!("backend: cpu (no GPU adapter found)");
+                None
+            }
+        },
     };
     let model = Engine::upload(config, weights, gpu)?;
     let load_seconds = t0.elapsed().as_secs_f64();
@@ -173,7 +187,7 @@ pub fn read_patch(path: &Path) -> Result<Patch> {
 /// the `.nsepatch` extension, which `nse edit --out` makes a directory), else `path`.
 pub fn patch_file(path: &Path) -> PathBuf {
     if path.is_dir() || path.extension().is_none_or(|e| e != "nsepatch") {
-        path.join(super::edit::PATCH_FILE)
+        path.join(PATCH_FILE)
     } else {
         path.to_path_buf()
     }
@@ -190,22 +204,24 @@ pub fn write_patch(out: &Path, patch: &Patch) -> Result<(PathBuf, usize)> {
     Ok((file, bytes.len()))
 }
 
-/// A fresh edit state for `layers`, continuing `patch` when there is one (its entries replayed
-/// bit for bit and its weights digest checked).
-pub async fn start_editing<B: crate::Backend>(
-    model: &mut Model<B>,
-    layers: &[usize],
-    patch: Option<&Patch>,
-    sha256: &str,
-) -> Result<EditState<B::Tensor>> {
-    let mut state = EditState::new(model, layers)?;
-    if let Some(p) = patch {
-        p.apply(model, &mut state, sha256).await?;
-        eprintln!(
-            "continuing from a patch of {} edit(s) in {} batch(es)",
-            p.n_requests(),
-            p.entries.len()
-        );
+/// Writes pretty JSON, creating the parent directory.
+pub fn write_json(path: &std::path::Path, value: &serde_json::Value) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| crate::Error::io(dir, e))?;
     }
-    Ok(state)
+    let text = serde_json::to_string_pretty(value).expect("JSON values serialise");
+    std::fs::write(path, text).map_err(|e| crate::Error::io(path, e))
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`), 0 where unknown.
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
 }

@@ -40,7 +40,7 @@ pub fn run(args: CovarianceArgs) -> Result<()> {
         "model_sha256": source.sha256, "layers": editor.hp.layers, "tokens": editor.cov()?.tokens,
         "corpus": editor.hp.mom2_dataset, "window": editor.hp.mom2_window,
     });
-    super::bench::write_json(&args.out.join("covariance.json"), &manifest)?;
+    super::common::write_json(&args.out.join("covariance.json"), &manifest)?;
     println!(
         "wrote {} layers to {} ({} tokens)",
         editor.hp.layers.len(),

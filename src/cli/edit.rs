@@ -6,20 +6,14 @@ use std::time::Instant;
 use clap::Args;
 use serde_json::{Value, json};
 
-use super::bench::write_json;
 use super::check::refuse_bad_requests;
-use super::common::{Loaded, ModelArgs, load_unpatched, start_editing, write_patch};
+use super::common::{Loaded, ModelArgs, PATCH_FILE, load_unpatched, write_json, write_patch};
 use super::editor::{EditorArgs, batch_progress};
-use crate::backend::Backend;
 use crate::edit::dataset::load_cases;
 use crate::edit::patch::Patch;
-use crate::edit::{EditContext, EditRequest, Measured, MethodKind, apply_batch};
-use crate::eval::new_vs_true;
-use crate::model::Model;
+use crate::edit::{EditRequest, MethodKind};
+use crate::session::{ApplyOptions, Session};
 use crate::{Error, Result, with_model};
-
-/// File name of the patch inside `--out`.
-pub const PATCH_FILE: &str = "patch.nsepatch";
 
 #[derive(Args, Debug)]
 pub struct EditArgs {
@@ -67,46 +61,48 @@ pub fn run(args: EditArgs) -> Result<()> {
     let (loaded, patch) = load_unpatched(&args.model)?;
     let continuing = patch.as_ref().map(|p| &p.hparams);
     refuse_bad_requests(&args.editor, &loaded, &cases, args.batch, false, continuing)?;
+    let requests: Vec<EditRequest> = cases.into_iter().map(|c| c.request).collect();
+    let mut session = editing_session(loaded, &args.editor, patch.as_ref())?;
+    pollster::block_on(edit(&mut session, method, &requests, patch.as_ref(), &args))
+}
+
+/// The model as an editing session with the editor's setup (templates and covariance from the
+/// base model, exactly as in the run that made a continued patch), continuing `patch` when there
+/// is one (its entries replayed bit for bit and its weights digest checked).
+pub fn editing_session(
+    loaded: Loaded,
+    editor: &EditorArgs,
+    patch: Option<&Patch>,
+) -> Result<Session> {
     let Loaded {
-        mut model,
+        model,
         tokenizer,
         source,
         ..
     } = loaded;
-    let requests: Vec<EditRequest> = cases.into_iter().map(|c| c.request).collect();
-    let run = Run {
-        tok: &tokenizer,
-        source: &source,
-        kind: method,
-        requests: &requests,
-        continued: patch.as_ref(),
-        args: &args,
-    };
-    with_model!(&mut model, m => pollster::block_on(edit(m, &run)))
-}
-
-/// What one `nse edit` run works from.
-struct Run<'a> {
-    tok: &'a crate::model::Tokenizer,
-    source: &'a crate::model::ModelSource,
-    kind: MethodKind,
-    requests: &'a [EditRequest],
-    /// The patch this run continues (`--patch`).
-    continued: Option<&'a Patch>,
-    args: &'a EditArgs,
+    let device = model.describe();
+    let continuing = patch.map(|p| &p.hparams);
+    let setup = with_model!(&model, m => pollster::block_on(editor.prepare_with(m, &tokenizer, &source, continuing)))?;
+    let mut session = Session::new(model, tokenizer, source, device)?;
+    session.start_editing(setup)?;
+    if let Some(p) = patch {
+        pollster::block_on(session.import_patch(p, "continued"))?;
+        eprintln!(
+            "continuing from a patch of {} edit(s) in {} batch(es)",
+            p.n_requests(),
+            p.entries.len()
+        );
+    }
+    Ok(session)
 }
 
 /// P(new) and P(true) on the edit prompt, per request (P(true) is `None` without a true target).
-async fn efficacy<B: Backend>(
-    model: &Model<B>,
-    tok: &crate::model::Tokenizer,
-    requests: &[EditRequest],
-) -> Result<Vec<(f32, Option<f32>)>> {
+async fn efficacy(s: &Session, requests: &[EditRequest]) -> Result<Vec<(f32, Option<f32>)>> {
     let items: Vec<(String, String, Option<String>)> = requests
         .iter()
         .map(|r| (r.sentence(), r.target_new.clone(), r.target_true.clone()))
         .collect();
-    new_vs_true(model, tok, &items).await
+    s.score(&items).await
 }
 
 /// Efficacy in percent over the requests that have a true target (`None` when none has one:
@@ -127,26 +123,14 @@ fn prob_cell(p: Option<f32>) -> String {
     p.map_or_else(|| "-".into(), |p| format!("{p:.4}"))
 }
 
-async fn edit<B: Backend>(model: &mut Model<B>, run: &Run<'_>) -> Result<()> {
-    let Run {
-        tok,
-        source,
-        kind,
-        requests,
-        args,
-        ..
-    } = *run;
-    // Templates and covariance come from the base model, before the continued patch is applied,
-    // exactly as in the run that made it.
-    let continuing = run.continued.map(|p| &p.hparams);
-    let mut editor = args
-        .editor
-        .prepare_with(model, tok, source, continuing)
-        .await?;
-    editor.prepare_method(kind, model.config.d_ff)?;
-    let method = editor.method(kind)?;
-    let mut state = start_editing(model, &editor.hp.layers, run.continued, &source.sha256).await?;
-    let pre = efficacy(model, tok, requests).await?;
+async fn edit(
+    session: &mut Session,
+    kind: MethodKind,
+    requests: &[EditRequest],
+    continued: Option<&Patch>,
+    args: &EditArgs,
+) -> Result<()> {
+    let pre = efficacy(session, requests).await?;
     let with_truth = requests.iter().filter(|r| r.target_true.is_some()).count();
     match success_rate(&pre) {
         Some(rate) => eprintln!(
@@ -158,35 +142,21 @@ async fn edit<B: Backend>(model: &mut Model<B>, run: &Run<'_>) -> Result<()> {
         ),
     }
 
-    let ctx = EditContext {
-        tok,
-        hp: &editor.hp,
-        templates: editor.templates()?,
-        cov: editor.cov()?,
-        method,
-    };
     let mut batches = vec![];
     let mut z_dump = vec![];
     let t_all = Instant::now();
     for (b, chunk) in requests.chunks(args.batch).enumerate() {
         let t0 = Instant::now();
         let label = format!("batch {}/{}", b + 1, requests.len().div_ceil(args.batch));
-        let out = apply_batch(
-            model,
-            &mut state,
-            &ctx,
-            chunk,
-            Default::default(),
-            batch_progress(label),
-        )
-        .await?;
-        let measured = efficacy(model, tok, chunk).await?;
-        if let Some(entry) = state.ledger.last_mut() {
-            entry.measured = measured
-                .into_iter()
-                .map(|(p_new, p_true)| Measured { p_new, p_true })
-                .collect();
-        }
+        let out = session
+            .apply(
+                chunk,
+                vec![],
+                kind,
+                ApplyOptions::default(),
+                batch_progress(label),
+            )
+            .await?;
         let secs = t0.elapsed().as_secs_f64();
         eprintln!(
             "batch {} done in {secs:.1} s: residuals {:?} → {:?}",
@@ -201,7 +171,7 @@ async fn edit<B: Backend>(model: &mut Model<B>, run: &Run<'_>) -> Result<()> {
         }));
         z_dump.extend(out.z);
     }
-    let post = efficacy(model, tok, requests).await?;
+    let post = efficacy(session, requests).await?;
     let (pre_rate, post_rate) = (success_rate(&pre), success_rate(&post));
     println!(
         "{:<52} {:>10} {:>10} {:>11} {:>10}",
@@ -232,9 +202,11 @@ async fn edit<B: Backend>(model: &mut Model<B>, run: &Run<'_>) -> Result<()> {
     );
 
     std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
-    let patch = Patch::of_state(&source.name, &source.sha256, &editor.hp, &state, model).await?;
+    let patch = session.export_patch().await?;
     let (patch_path, n_bytes) = write_patch(&args.out.join(PATCH_FILE), &patch)?;
-    let earlier = run.continued.map_or(0, Patch::n_requests);
+    let earlier = continued.map_or(0, Patch::n_requests);
+    let source = &session.source;
+    let editor = session.setup()?;
     let report = json!({
         "method": kind.name(), "model": source.name, "model_sha256": source.sha256,
         "hparams": editor.hp, "n_requests": requests.len(), "batch_size": args.batch,
@@ -267,7 +239,14 @@ async fn edit<B: Backend>(model: &mut Model<B>, run: &Run<'_>) -> Result<()> {
     );
 
     if let Some(path) = &args.dump {
-        let dump = dump_json(tok, &editor, requests, &z_dump, &batches, &post)?;
+        let dump = dump_json(
+            &session.tokenizer,
+            editor,
+            requests,
+            &z_dump,
+            &batches,
+            &post,
+        )?;
         write_json(path, &dump)?;
         println!("wrote dump {}", path.display());
     }

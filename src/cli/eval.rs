@@ -17,8 +17,8 @@ use clap::Args;
 use indicatif::ProgressBar;
 use serde_json::{Value, json};
 
-use super::bench::write_json;
 use super::check::refuse_bad_requests;
+use super::common::write_json;
 use super::common::{Loaded, ModelArgs, load};
 use super::editor::{EditorArgs, batch_progress};
 use crate::backend::{Backend, TensorInfo};
@@ -449,7 +449,7 @@ async fn eval<B: Backend>(
         loop {
             poison_for_tests(model, &editor.hp, runner.done().batches.len() + 1).await?;
             let more = runner
-                .step(model, &mut state, tok, &ctx, &mut on_event)
+                .step(model, &mut state, tok, &ctx, None, &mut on_event)
                 .await?;
             // Saved after every batch: a stopped run loses at most the batch under way.
             let patch =

@@ -69,6 +69,7 @@ enum Command {
 /// Entry point of the `nse` binary: parses arguments, runs, and exits non-zero with the error's
 /// message on failure.
 pub fn main() {
+    quiet_headless_vulkan();
     let cli = Cli::parse();
     if let Err(e) = data::init(cli.data_dir) {
         eprintln!("error: {e}");
@@ -90,4 +91,35 @@ pub fn main() {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
+}
+
+/// On a headless machine the Vulkan loader's Wayland support prints "error: XDG_RUNTIME_DIR is
+/// invalid or not set in the environment." (twice) whenever the GPU is probed: noise that reads
+/// as a failure. When the variable is unset or not a directory, point it at a private directory
+/// of ours, which silences it; the backend chosen is said in one line instead (`common::load`).
+fn quiet_headless_vulkan() {
+    let set = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(std::path::PathBuf::from)
+        .is_some_and(|p| p.is_dir());
+    if set {
+        return;
+    }
+    #[cfg(unix)]
+    let owner = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").map_or(0, |m| m.uid())
+    };
+    #[cfg(not(unix))]
+    let owner = 0;
+    let dir = std::env::temp_dir().join(format!("nse-runtime-{owner}"));
+    if std::fs::create_dir_all(&dir).is_err() {
+        return;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+    }
+    // SAFETY: the first thing `main` does, before any other thread exists.
+    unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
 }

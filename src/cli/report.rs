@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::bench::write_json;
+use super::common::write_json;
 use crate::eval::merge::{markdown_table, merge};
 use crate::{Error, Result};
 

@@ -1,14 +1,19 @@
 //! The cpu backend: the [`crate::ops`] references behind the [`Backend`] interface.
 //!
 //! Not a second-class path: it is what tests, CI and GPU-less users run, and the page's fallback
-//! when WebGPU is missing. Matmuls go through faer (SIMD, threaded natively); the other ops are the
-//! plain-loop references, parallel over rows natively.
+//! when WebGPU is missing. Matmuls (`matmul`) and attention (`attention`) go through faer (SIMD,
+//! threaded natively); the other ops are the plain-loop references, parallel over rows natively.
+//! `simd` keeps faer's AVX-512 state from slowing down the rest of the process.
+
+pub mod attention;
+pub mod matmul;
+pub(crate) mod simd;
 
 use std::future::Future;
 
 use crate::Result;
 use crate::backend::{AttnShape, Backend, DType, TensorInfo, Transpose};
-use crate::ops::{attention, elementwise, embedding, matmul, rms_norm, rope, rows, softmax};
+use crate::ops::{elementwise, embedding, rms_norm, rope, rows, softmax};
 
 /// Storage of a [`CpuTensor`].
 #[derive(Clone, Debug, PartialEq)]
@@ -164,7 +169,7 @@ impl Backend for CpuBackend {
     }
 
     fn matmul(&self, a: &CpuTensor, b: &CpuTensor, t: Transpose) -> Result<CpuTensor> {
-        let dims = matmul::MatmulDims::from_shapes(&a.shape, &b.shape, t);
+        let dims = crate::ops::matmul::MatmulDims::from_shapes(&a.shape, &b.shape, t);
         let mut c = vec![0.0; dims.m * dims.n];
         matmul::matmul_into(&mut c, a.f32(), b.f32(), dims, t, false);
         Ok(CpuTensor::from_f32(c, &[dims.m, dims.n]))
@@ -177,7 +182,7 @@ impl Backend for CpuBackend {
         b: &CpuTensor,
         t: Transpose,
     ) -> Result<()> {
-        let dims = matmul::MatmulDims::from_shapes(&a.shape, &b.shape, t);
+        let dims = crate::ops::matmul::MatmulDims::from_shapes(&a.shape, &b.shape, t);
         assert_eq!(c.shape, [dims.m, dims.n], "matmul_acc: output shape");
         matmul::matmul_into(c.f32_mut(), a.f32(), b.f32(), dims, t, true);
         Ok(())
@@ -227,7 +232,7 @@ impl Backend for CpuBackend {
         dout: &CpuTensor,
         shape: AttnShape,
     ) -> Result<(CpuTensor, CpuTensor, CpuTensor)> {
-        let (dq, dk, dv) = attention::attention_backward(
+        let (dq, dk, dv) = crate::ops::attention::attention_backward(
             q.f32(),
             k.f32(),
             v.f32(),

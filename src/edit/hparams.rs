@@ -146,7 +146,9 @@ mod float_or_inf {
 pub const SMOLLM2_135M: &str = include_str!("../../hparams/SmolLM2-135M-Instruct.json");
 
 impl Hparams {
-    /// Parses a hyperparameter file and checks it against the model's depth.
+    /// Parses a hyperparameter file and checks its values on their own ([`Hparams::validate`]:
+    /// layers, policies, finite numbers); the fit to a model's depth and memory is
+    /// [`Hparams::check_model`].
     pub fn parse(text: &str, path: &str) -> Result<Self> {
         let h: Hparams = serde_json::from_str(text).map_err(|e| Error::Json {
             path: path.into(),

@@ -73,7 +73,7 @@ impl Factored {
 /// # Errors
 /// [`Error::Numeric`] when `G` is not positive definite or the residual check fails.
 pub fn solve_nse(sys: &LayerSystem, sel: &[usize], lambda: f64) -> Result<Factored> {
-    let _simd = crate::ops::ClearUpperOnDrop;
+    let _simd = crate::cpu::simd::ClearUpperOnDrop;
     let s = sel.len();
     let (d_ff, n) = (sys.d_ff, sys.n);
     let ks = Mat::<f64>::from_fn(s, n, |a, r| sys.keys[r * d_ff + sel[a]] as f64); // K_S (|S|, n)
@@ -102,7 +102,7 @@ pub fn solve_nse(sys: &LayerSystem, sel: &[usize], lambda: f64) -> Result<Factor
 /// AlphaEdit over all neurons: `Δ = R · (A⁻¹ Π K)ᵀ` with `A = Π (P + K Kᵀ) + L2 · I`, given the
 /// null-space projector `proj (d_ff, d_ff)`.
 pub fn solve_alphaedit(sys: &LayerSystem, proj: &[f64], l2: f64) -> Result<Factored> {
-    let _simd = crate::ops::ClearUpperOnDrop;
+    let _simd = crate::cpu::simd::ClearUpperOnDrop;
     let (f, n) = (sys.d_ff, sys.n);
     let k = Mat::<f64>::from_fn(f, n, |j, r| sys.keys[r * f + j] as f64); // (d_ff, n)
     let pi = Mat::<f64>::from_fn(f, f, |a, b| proj[a * f + b]);
@@ -126,7 +126,7 @@ pub fn solve_alphaedit(sys: &LayerSystem, proj: &[f64], l2: f64) -> Result<Facto
 /// The null-space projector `Π = U₀ U₀ᵀ` over the eigenvectors of `C` whose eigenvalues are below
 /// `threshold` (AlphaEdit). `c (d_ff, d_ff)` → `(d_ff, d_ff)` f64.
 pub fn nullspace_projector(c: &[f32], d_ff: usize, threshold: f64) -> Result<Vec<f64>> {
-    let _simd = crate::ops::ClearUpperOnDrop;
+    let _simd = crate::cpu::simd::ClearUpperOnDrop;
     let cm = Mat::<f64>::from_fn(d_ff, d_ff, |a, b| c[a * d_ff + b] as f64);
     let evd = cm
         .self_adjoint_eigen(Side::Lower)

@@ -12,8 +12,9 @@ use super::solve::Factored;
 use sha2::{Digest, Sha256};
 
 use crate::backend::{Backend, Transpose};
+use crate::cpu::matmul::matmul_into;
 use crate::model::Model;
-use crate::ops::matmul::{MatmulDims, matmul_into};
+use crate::ops::matmul::MatmulDims;
 use crate::{Error, Result};
 
 /// One layer update as applied: `W_l[:, cols] += expand(update)` in round `round`.

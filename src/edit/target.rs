@@ -8,27 +8,13 @@
 
 use serde::Serialize;
 
-use super::hparams::{Hparams, TargetSpace};
+use super::hparams::Hparams;
 use super::request::EditRequest;
 use super::templates::ContextTemplates;
-pub use super::zproblem::ZProblem;
+pub use super::zproblem::{KL_PROMPT, ZProblem, ZStep, norm, target_ids};
 use crate::backend::Backend;
 use crate::model::{Model, Tokenizer};
 use crate::{Error, Result};
-
-/// The KL anchor prompt.
-pub const KL_PROMPT: &str = "{} is a";
-
-/// One forward evaluation of the z loop.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-pub struct ZStep {
-    pub loss: f32,
-    pub nll: f32,
-    pub kl: f32,
-    pub wd: f32,
-    /// Mean over the rewriting prompts of `exp(−NLL)`.
-    pub prob: f32,
-}
 
 /// The result of [`compute_z`], with everything the dump records.
 #[derive(Clone, Debug, Serialize)]
@@ -47,27 +33,6 @@ pub struct ZResult {
     pub lookup_idxs: Vec<usize>,
     /// One entry per forward evaluation (the last is the exit evaluation, with no step after).
     pub steps: Vec<ZStep>,
-}
-
-/// Tokens of the target string under the hazard-H1 policy (leading BOS stripped).
-pub fn target_ids(tok: &Tokenizer, request: &EditRequest, space: TargetSpace) -> Result<Vec<u32>> {
-    let text = match space {
-        TargetSpace::Space if !request.target_new.starts_with(' ') => {
-            format!(" {}", request.target_new)
-        }
-        _ => request.target_new.clone(),
-    };
-    let mut ids = tok.encode(&text)?;
-    if tok.bos_id().is_some() && ids.first().copied() == tok.bos_id() {
-        ids.remove(0);
-    }
-    if ids.is_empty() {
-        return Err(Error::input(format!(
-            "the target {:?} encodes to no token; type a non-empty target",
-            request.target_new
-        )));
-    }
-    Ok(ids)
 }
 
 /// Awaited between steps: the page passes a zero-delay timer so that it repaints while an edit
@@ -256,14 +221,6 @@ async fn optimise<B: Backend>(
         });
     }
     Ok(out)
-}
-
-/// Euclidean norm, accumulated in f64.
-pub fn norm(v: &[f32]) -> f32 {
-    v.iter()
-        .map(|&x| (x as f64) * (x as f64))
-        .sum::<f64>()
-        .sqrt() as f32
 }
 
 /// Adam with PyTorch's defaults (β = (0.9, 0.999), ε = 1e-8) and its update arithmetic.

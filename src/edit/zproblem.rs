@@ -7,13 +7,17 @@
 //! sum of the losses has, with respect to each request's `δ`, that request's gradient, and one
 //! packed forward and backward serve them all. A request that stops early leaves the layout
 //! ([`ZProblem::retain`]); the others go on without its rows.
+//!
+//! The z loop's shared definitions live here too (the KL anchor prompt, the target's tokens,
+//! [`ZStep`], [`norm`]); `super::target`, the loop itself, re-exports them.
 
 use std::ops::Range;
 
-use super::hparams::Hparams;
+use serde::Serialize;
+
+use super::hparams::{Hparams, TargetSpace};
 use super::request::EditRequest;
 use super::subject::locate_subject;
-use super::target::{KL_PROMPT, ZStep, norm, target_ids};
 use super::templates::{ContextTemplates, rewriting_prompts};
 use crate::backend::{Backend, TensorInfo};
 use crate::model::{BlockActs, BlockRows, ForwardSpec, Model, Packed, PartialKv, Tokenizer};
@@ -523,4 +527,47 @@ async fn zero_rows<B: Backend>(be: &B, t: &B::Tensor, rows: &[u32]) -> Result<B:
         v[r as usize * width..(r as usize + 1) * width].fill(0.0);
     }
     be.upload_owned("fixed keys/values", v, t.shape())
+}
+
+/// The KL anchor prompt.
+pub const KL_PROMPT: &str = "{} is a";
+
+/// One forward evaluation of the z loop.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct ZStep {
+    pub loss: f32,
+    pub nll: f32,
+    pub kl: f32,
+    pub wd: f32,
+    /// Mean over the rewriting prompts of `exp(−NLL)`.
+    pub prob: f32,
+}
+
+/// Tokens of the target string under the hazard-H1 policy (leading BOS stripped).
+pub fn target_ids(tok: &Tokenizer, request: &EditRequest, space: TargetSpace) -> Result<Vec<u32>> {
+    let text = match space {
+        TargetSpace::Space if !request.target_new.starts_with(' ') => {
+            format!(" {}", request.target_new)
+        }
+        _ => request.target_new.clone(),
+    };
+    let mut ids = tok.encode(&text)?;
+    if tok.bos_id().is_some() && ids.first().copied() == tok.bos_id() {
+        ids.remove(0);
+    }
+    if ids.is_empty() {
+        return Err(Error::input(format!(
+            "the target {:?} encodes to no token; type a non-empty target",
+            request.target_new
+        )));
+    }
+    Ok(ids)
+}
+
+/// Euclidean norm, accumulated in f64.
+pub fn norm(v: &[f32]) -> f32 {
+    v.iter()
+        .map(|&x| (x as f64) * (x as f64))
+        .sum::<f64>()
+        .sqrt() as f32
 }

@@ -2,7 +2,7 @@
 //! and `summarize.py` compute it.
 //!
 //! Per case and prompt kind (rewrite, paraphrase, neighborhood), each prompt is scored with both
-//! candidates by [`score_candidates`] (mean token NLL of `" " + candidate`). Then, per case:
+//! candidates by [`new_vs_true`] (the mean token NLL of `" " + candidate`). Then, per case:
 //! - `*_success`: mean over the kind's prompts of `NLL(true) > NLL(new)` (rewrite, paraphrase)
 //!   or `NLL(true) < NLL(new)` (neighborhood);
 //! - `*_diff`: mean of `exp(−NLL(new)) − exp(−NLL(true))` (rewrite, paraphrase) or of
@@ -17,7 +17,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::probs::{CandidateScore, score_candidates};
+use super::probs::{CandidateScore, new_vs_true};
 use super::realistic::{greedy_says, rate};
 use crate::backend::Backend;
 use crate::edit::{Case, Probes};
@@ -254,13 +254,13 @@ pub fn case_from_scores(
 /// Scores every case on `model`.
 ///
 /// # Errors
-/// See [`case_prompts`] and [`score_candidates`].
+/// See [`case_prompts`] and [`new_vs_true`].
 pub async fn counterfact_cases<B: Backend>(
     model: &Model<B>,
     tok: &Tokenizer,
     cases: &[Case],
 ) -> Result<Vec<CfCase>> {
-    let mut pairs = vec![];
+    let mut items = vec![];
     let mut said = vec![];
     let mut counts = vec![];
     for case in cases {
@@ -269,15 +269,19 @@ pub async fn counterfact_cases<B: Backend>(
         let truth = r.target_true.clone().expect("checked by case_prompts");
         for (k, kind) in prompts.iter().enumerate() {
             for p in kind {
-                pairs.push((p.clone(), r.target_new.clone()));
-                pairs.push((p.clone(), truth.clone()));
+                items.push((p.clone(), r.target_new.clone(), Some(truth.clone())));
                 let expected = if k < 2 { &r.target_new } else { &truth };
                 said.push((p.clone(), expected.clone()));
             }
         }
         counts.push(prompts.map(|k| k.len()));
     }
-    let scores = score_candidates(model, tok, &pairs).await?;
+    // Per prompt: the new target's score, then the true one's.
+    let scores: Vec<CandidateScore> = new_vs_true(model, tok, &items)
+        .await?
+        .into_iter()
+        .flat_map(|(n, t)| [n, t.expect("a truth was given")])
+        .collect();
     let says = greedy_says(model, tok, &said).await?;
     let (mut at, mut at_said) = (0, 0);
     Ok(cases

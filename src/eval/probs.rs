@@ -118,10 +118,11 @@ pub async fn argmax_at<B: Backend>(
     be.read_u32(&be.argmax(&logits)?).await
 }
 
-/// `(P(new), P(true))` of each `(prompt, new, true)` item after its prompt, as `exp(−mean token
-/// NLL)` ([`score_candidates`], one packed pass for all); P(true) is `None` without a true
-/// target. The one place that compares a new target with the true one on a prompt: the command
-/// line's efficacy, the page's comparison and ledger, the session's success rates.
+/// The scores of each `(prompt, new, true)` item after its prompt: the new target's and, when
+/// there is a true target, the true one's ([`score_candidates`], one packed pass for all; use
+/// [`CandidateScore::prob`] for P = exp(−mean token NLL)). The one place that compares a new
+/// target with the true one on a prompt: CounterFact's metrics, the command line's efficacy, the
+/// session's scores, comparison and success rates.
 ///
 /// # Errors
 /// As [`score_candidates`].
@@ -129,7 +130,7 @@ pub async fn new_vs_true<B: Backend>(
     model: &Model<B>,
     tok: &Tokenizer,
     items: &[(String, String, Option<String>)],
-) -> Result<Vec<(f32, Option<f32>)>> {
+) -> Result<Vec<(CandidateScore, Option<CandidateScore>)>> {
     let mut pairs = vec![];
     for (prompt, new, truth) in items {
         let prompt = prompt.trim_end().to_string();
@@ -138,17 +139,16 @@ pub async fn new_vs_true<B: Backend>(
             pairs.push((prompt, t.trim().to_string()));
         }
     }
-    let scores = score_candidates(model, tok, &pairs).await?;
-    let mut probs = scores.iter().map(CandidateScore::prob);
+    let mut scores = score_candidates(model, tok, &pairs).await?.into_iter();
     Ok(items
         .iter()
         .map(|(_, _, truth)| {
-            let new = probs.next().expect("one score per pair");
+            let new = scores.next().expect("one score per pair");
             (
                 new,
                 truth
                     .as_ref()
-                    .map(|_| probs.next().expect("one score per pair")),
+                    .map(|_| scores.next().expect("one score per pair")),
             )
         })
         .collect())

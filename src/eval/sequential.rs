@@ -16,7 +16,10 @@ use serde::{Deserialize, Serialize};
 
 use super::evaluate::{EvalOptions, EvalReport, EvalStep, clock_now, elapsed, evaluate};
 use crate::backend::Backend;
-use crate::edit::{BatchOutcome, Case, EditContext, EditRequest, EditState, Progress, apply_batch};
+use crate::edit::target::Pause;
+use crate::edit::{
+    BatchOptions, BatchOutcome, Case, EditContext, EditRequest, EditState, Progress, apply_batch,
+};
 use crate::edit::{MethodKind, target::norm};
 use crate::model::{Model, Tokenizer};
 use crate::{Error, Result};
@@ -243,7 +246,10 @@ pub async fn run_method<B: Backend>(
     mut on_event: impl FnMut(RunEvent),
 ) -> Result<MethodRun> {
     let mut runner = MethodRunner::new(cases, plan, MethodSoFar::default(), state)?;
-    while runner.step(model, state, tok, ctx, &mut on_event).await? {}
+    while runner
+        .step(model, state, tok, ctx, None, &mut on_event)
+        .await?
+    {}
     runner.finish(ctx.method.kind())
 }
 
@@ -286,7 +292,8 @@ impl<'c> MethodRunner<'c> {
     }
 
     /// Applies the next batch, and evaluates the cases edited so far when a checkpoint falls
-    /// after it. Returns whether batches remain.
+    /// after it; `pause` is the batch's pause hook (see [`apply_batch`]). Returns whether batches
+    /// remain.
     ///
     /// # Errors
     /// A batch that fails (the model then holds the batches before it), an evaluation failure.
@@ -296,6 +303,7 @@ impl<'c> MethodRunner<'c> {
         state: &mut EditState<B::Tensor>,
         tok: &Tokenizer,
         ctx: &EditContext<'_>,
+        pause: Option<Pause<'_>>,
         on_event: &mut impl FnMut(RunEvent),
     ) -> Result<bool> {
         let (plan, cases) = (self.plan, self.cases);
@@ -308,20 +316,17 @@ impl<'c> MethodRunner<'c> {
         let chunk = &cases[b * plan.batch_size..((b + 1) * plan.batch_size).min(cases.len())];
         let requests: Vec<EditRequest> = chunk.iter().map(|c| c.request.clone()).collect();
         let t = clock_now();
-        let out = apply_batch(
-            model,
-            state,
-            ctx,
-            &requests,
-            Default::default(),
-            |progress| {
-                on_event(RunEvent::Edit {
-                    batch: b,
-                    of,
-                    progress,
-                })
-            },
-        )
+        let opts = BatchOptions {
+            pause,
+            ..Default::default()
+        };
+        let out = apply_batch(model, state, ctx, &requests, opts, |progress| {
+            on_event(RunEvent::Edit {
+                batch: b,
+                of,
+                progress,
+            })
+        })
         .await
         .map_err(|e| match e {
             Error::Numeric(msg) => Error::Numeric(format!(

@@ -7,12 +7,14 @@
 //! - `encoder`: one pending command encoder that ops record into, and kernel dispatch.
 //! - `readback`: async readback that works natively and on the web.
 //! - `registry`: the list of shaders ([`SHADERS`]) and the pipeline cache.
-//! - `ops`: the [`crate::Backend`] implementation, which calls the launchers that sit beside
-//!   the CPU references in [`crate::ops`].
+//! - `kernels`: one launcher file per op family (bind, set constants, dispatch); the CPU
+//!   references they implement are in [`crate::ops`].
+//! - `ops`: the [`crate::Backend`] implementation, which calls the launchers.
 
 mod buffer;
 mod context;
 mod encoder;
+pub mod kernels;
 mod ops;
 mod readback;
 mod registry;

@@ -1,12 +1,12 @@
 //! [`Backend`] for [`GpuBackend`]: tensor creation and readback here, every op through its
-//! launcher beside the CPU reference in [`crate::ops`].
+//! launcher in `super::kernels`.
 
 use std::future::Future;
 
+use super::kernels::{attention, elementwise, embedding, matmul, rms_norm, rope, rows, softmax};
 use super::{GpuBackend, GpuTensor};
 use crate::Result;
 use crate::backend::{AttnShape, Backend, DType, TensorInfo, Transpose};
-use crate::ops::{attention, elementwise, embedding, matmul, rms_norm, rope, rows, softmax};
 
 impl Backend for GpuBackend {
     type Tensor = GpuTensor;
@@ -57,7 +57,7 @@ impl Backend for GpuBackend {
     }
 
     fn matmul(&self, a: &GpuTensor, b: &GpuTensor, t: Transpose) -> Result<GpuTensor> {
-        let dims = matmul::MatmulDims::from_shapes(a.shape(), b.shape(), t);
+        let dims = crate::ops::matmul::MatmulDims::from_shapes(a.shape(), b.shape(), t);
         let c = self.empty("matmul output", &[dims.m, dims.n], DType::F32)?;
         matmul::launch_matmul(self, &c, a, b, t, false)?;
         Ok(c)

@@ -3,43 +3,10 @@
 //! of the others (the z optimisation's shortcut).
 
 use super::batch::Packed;
-use super::forward::{KvCache, Model};
+use super::forward::Model;
+use super::kv::{Ctx, Kv, PartialKv};
 use crate::Result;
 use crate::backend::{Backend, Transpose};
-
-/// How attention finds its keys and values inside one block.
-pub(super) enum Kv<'c, T> {
-    /// Packed self-attention over the batch's own rows.
-    Packed,
-    /// Append to the cache at `pos0`, then attend over the cache.
-    Cache {
-        cache: &'c mut KvCache<T>,
-        pos0: usize,
-    },
-    /// Only some rows of a packed batch run (see [`PartialKv`]).
-    Partial(&'c PartialKv<T>),
-}
-
-/// Fixed keys and values of a packed batch in which only some rows are recomputed: the rows
-/// that do not depend on what changes keep their keys and values from an earlier pass, the
-/// recomputed rows (`rows`) are scattered in (their entries in `k`/`v` must be zero), and the
-/// recomputed queries attend over the whole layout with their original ranges.
-///
-/// # Shapes
-/// `k[l], v[l] (N, Hkv·hd)` per block `l` (empty for blocks that never run partially);
-/// `rows (R)` u32, the recomputed rows' indices in the packed layout.
-pub struct PartialKv<T> {
-    pub k: Vec<Option<T>>,
-    pub v: Vec<Option<T>>,
-    pub rows: T,
-}
-
-/// Per-call tensors shared by all blocks.
-pub(super) struct Ctx<'c, T> {
-    pub(super) positions: &'c T,
-    pub(super) ranges: &'c T,
-    pub(super) kv: Kv<'c, T>,
-}
 
 /// A [`Packed`] batch's index tensors on the backend, uploaded once and shared by all blocks
 /// (and by the backward pass).

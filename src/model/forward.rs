@@ -7,9 +7,10 @@
 use std::collections::BTreeMap;
 
 use super::batch::Packed;
-use super::block::{Ctx, Kv};
 use super::config::ModelConfig;
 use super::host::HostTensor;
+pub use super::kv::KvCache;
+use super::kv::{Ctx, Kv};
 use super::weights::Weights;
 use crate::backend::{AttnShape, Backend, TensorInfo, Transpose};
 use crate::ops::rope::rope_table;
@@ -96,31 +97,6 @@ pub struct ForwardOutput<T> {
     pub mlp_key: BTreeMap<usize, T>,
     /// The residual stream after the last block that ran, `(N, d)`.
     pub hidden: T,
-}
-
-/// Per-layer key/value cache for incremental decoding.
-pub struct KvCache<T> {
-    pub(super) k: Vec<T>,
-    pub(super) v: Vec<T>,
-    len: usize,
-    capacity: usize,
-}
-
-impl<T> KvCache<T> {
-    /// Tokens already in the cache.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// True when nothing has been decoded yet.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Maximum number of tokens.
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
 }
 
 impl<B: Backend> Model<B> {

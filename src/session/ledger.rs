@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use super::work::{edit_prompt_scores, entry_meta};
+use super::work::{edit_prompt_scores, entry_meta, scores_of};
 use super::{EditSetup, EntryMeta, RequestProbes, Session, Workbench};
 use crate::backend::Backend;
 use crate::edit::patch::Patch;
@@ -104,8 +104,9 @@ impl Session {
                 }
             }).await?;
             let mut scores = vec![];
-            for e in &state.ledger[k..] {
-                scores.push(edit_prompt_scores(&w.model, &self.tokenizer, &e.requests).await);
+            for e in state.ledger[k..].iter_mut() {
+                e.measured = edit_prompt_scores(&w.model, &self.tokenizer, &e.requests).await;
+                scores.push(scores_of(&e.measured));
             }
             (outcomes, scores)
         });

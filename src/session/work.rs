@@ -7,9 +7,11 @@ use crate::backend::Backend;
 use crate::edit::covariance::second_moments_with;
 use crate::edit::{
     BatchOptions, BatchOutcome, ContextTemplates, CovarianceSet, EditContext, EditRequest,
-    MethodKind, Progress, apply_batch,
+    Measured, MethodKind, Progress, apply_batch,
 };
-use crate::eval::new_vs_true;
+use crate::eval::{
+    CandidateScore, MethodRunner, MethodSoFar, RunEvent, SequentialPlan, new_vs_true,
+};
 use crate::model::generate::{Generation, Sampling, generate_with};
 use crate::model::{Model, Tokenizer};
 use crate::{Result, with_bench, with_model};
@@ -75,7 +77,8 @@ impl Session {
         &self,
         items: &[(String, String, Option<String>)],
     ) -> Result<Vec<(f32, Option<f32>)>> {
-        with_model!(&self.engine, m => new_vs_true(m, &self.tokenizer, items).await)
+        let scores = with_model!(&self.engine, m => new_vs_true(m, &self.tokenizer, items).await)?;
+        Ok(probs(&scores))
     }
 
     /// Samples the context templates from the original model unless they are fixed or sampled.
@@ -183,14 +186,66 @@ impl Session {
             let state = w.edits.as_mut().expect("editing is available");
             let outcome = apply_batch(&mut w.model, state, &ctx, requests, bopts, progress).await?;
             // Scoring failures leave the edit standing (the scores are then unknown).
-            let scores = edit_prompt_scores(&w.model, &self.tokenizer, requests).await;
-            (outcome, scores)
+            let measured = edit_prompt_scores(&w.model, &self.tokenizer, requests).await;
+            let entry = state.ledger.last_mut().expect("the batch was recorded");
+            entry.measured = measured.clone();
+            (outcome, scores_of(&measured))
         });
         probes.resize_with(requests.len(), RequestProbes::default);
         let seconds = ((self.hooks.clock)() - t0) / 1000.0;
         let meta = entry_meta(&outcome, probes, scores, seconds, opts.note);
         self.setup_mut()?.meta.push(meta);
         Ok(outcome)
+    }
+
+    /// A sequential run of `cases` (the benchmark, [`crate::eval::sequential`]) from the current
+    /// ledger, which must be empty: set the user's ledger aside first.
+    ///
+    /// # Errors
+    /// Editing unavailable, an invalid plan, edits in the ledger.
+    pub fn sequential<'c>(
+        &self,
+        cases: &'c [crate::edit::Case],
+        plan: &'c SequentialPlan,
+    ) -> Result<MethodRunner<'c>> {
+        self.setup()?;
+        with_bench!(&self.engine, w => MethodRunner::new(
+            cases, plan, MethodSoFar::default(), w.edits.as_ref().expect("editing is available")
+        ))
+    }
+
+    /// The next batch of `runner` with `kind` (and its evaluation when a checkpoint falls after
+    /// it), with the session's pause hook. Returns whether batches remain.
+    ///
+    /// # Errors
+    /// As [`MethodRunner::step`]; cancellation included (the batch is then rolled back).
+    pub async fn sequential_step(
+        &mut self,
+        runner: &mut MethodRunner<'_>,
+        kind: MethodKind,
+        mut on_event: impl FnMut(RunEvent),
+    ) -> Result<bool> {
+        self.ensure_templates().await?;
+        let d_ff = self.config().d_ff;
+        let setup = self
+            .editing
+            .as_mut()
+            .map_err(|w| crate::Error::input(w.clone()))?;
+        setup.prepare_method(kind, d_ff)?;
+        let setup = &*setup;
+        let ctx = EditContext {
+            tok: &self.tokenizer,
+            hp: &setup.hp,
+            templates: setup.templates()?,
+            cov: setup.cov()?,
+            method: setup.method(kind)?,
+        };
+        let pause = self.hooks.pause();
+        let tok = &self.tokenizer;
+        with_bench!(&mut self.engine, w => {
+            let state = w.edits.as_mut().expect("editing is available");
+            runner.step(&mut w.model, state, tok, &ctx, pause, &mut on_event).await
+        })
     }
 
     /// The original and the edited model on the same probes: `(original, edited)`. Without
@@ -209,6 +264,16 @@ impl Session {
             Ok((original, edited))
         })
     }
+}
+
+/// `(P(new), P(true))` of [`new_vs_true`]'s scores.
+pub(crate) fn probs(
+    scores: &[(CandidateScore, Option<CandidateScore>)],
+) -> Vec<(f32, Option<f32>)> {
+    scores
+        .iter()
+        .map(|(n, t)| (n.prob(), t.as_ref().map(CandidateScore::prob)))
+        .collect()
 }
 
 /// The record of a batch just applied.
@@ -237,21 +302,42 @@ pub(crate) fn entry_meta(
     }
 }
 
-/// `(P(new), P(true))` of each request on its own prompt; `None` without a true target or when
-/// scoring fails.
+/// P(new) and P(true) of each request on its own prompt, as a patch records them: P(true) `None`
+/// without a true target, NaN when scoring fails (the edit itself stands).
 pub(crate) async fn edit_prompt_scores<B: Backend>(
     model: &Model<B>,
     tok: &Tokenizer,
     requests: &[EditRequest],
-) -> Vec<Option<(f32, f32)>> {
+) -> Vec<Measured> {
     let items: Vec<(String, String, Option<String>)> = requests
         .iter()
         .map(|r| (r.sentence(), r.target_new.clone(), r.target_true.clone()))
         .collect();
     match new_vs_true(model, tok, &items).await {
-        Ok(s) => s.into_iter().map(|(n, t)| t.map(|t| (n, t))).collect(),
-        Err(_) => vec![None; requests.len()],
+        Ok(s) => probs(&s)
+            .into_iter()
+            .map(|(p_new, p_true)| Measured { p_new, p_true })
+            .collect(),
+        Err(_) => vec![
+            Measured {
+                p_new: f32::NAN,
+                p_true: None
+            };
+            requests.len()
+        ],
     }
+}
+
+/// The records' `(P(new), P(true))`: known only with a true target and a finite score.
+pub(crate) fn scores_of(measured: &[Measured]) -> Vec<Option<(f32, f32)>> {
+    measured
+        .iter()
+        .map(|m| {
+            m.p_true
+                .filter(|_| m.p_new.is_finite())
+                .map(|t| (m.p_new, t))
+        })
+        .collect()
 }
 
 /// Runs `f` on the original model: the original `down_proj` matrices are swapped in (O(1), no
@@ -319,7 +405,8 @@ async fn run_probes<B: Backend>(
             &[(p.prompt.clone(), p.target_new.clone(), Some(truth.clone()))],
         )
         .await?;
-        let (p_new, p_true) = (scores[0].0, scores[0].1.expect("a truth was given"));
+        let (p_new, p_true) = probs(&scores)[0];
+        let p_true = p_true.expect("a truth was given");
         let prompt = p.prompt.trim_end().to_string();
         let says = crate::eval::realistic::greedy_says(
             model,

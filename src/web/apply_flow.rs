@@ -5,11 +5,11 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use super::session::Session;
+use super::session::{self, Session};
 use super::{App, compare_ui, cov, dom, ledger_ui, storage};
-use crate::Result;
 use crate::edit::{EditRequest, MethodKind, Progress};
-use crate::session::{ApplyOptions, RequestProbes};
+use crate::session::{ApplyOptions, RequestProbes, Rewind};
+use crate::{Error, Result};
 
 /// Applies `items` in batches of `batch` with `kind`, then shows the ledger and the comparison.
 pub(crate) async fn apply_requests(
@@ -31,6 +31,8 @@ pub(crate) async fn apply_requests(
     app.edit.reset_stages();
     let t0 = dom::now_ms();
     let n = items.len();
+    let start = s.n_entries();
+    let mut cancelled = false;
     match apply_in(app, &mut s, items, batch, kind).await {
         Ok(()) => {
             let secs = (dom::now_ms() - t0) / 1000.0;
@@ -44,15 +46,41 @@ pub(crate) async fn apply_requests(
                 &format!("Applied {what} with {} in {secs:.1} s.", kind.name()),
             );
         }
+        Err(Error::Cancelled(_)) => {
+            cancelled = true;
+            session::clear_cancel();
+            match roll_back(app, &mut s, start, kind).await {
+                Ok(()) => app.status.progress(
+                    Some(0.0),
+                    "Cancelled: the model, P and the saved ledger are as they were before this job.",
+                ),
+                Err(e) => app
+                    .status
+                    .show_error(&format!("Cancelled, but the rollback failed: {e}")),
+            }
+        }
         Err(e) => {
-            app.status.show_error(&format!(
-                "The edit failed and was rolled back (the model, P and the saved ledger are as before it): {e}"
-            ));
+            let kept = s.n_entries() - start;
+            let text = if kept == 0 {
+                format!(
+                    "The edit failed and was rolled back (the model, P and the saved ledger are as before it): {e}"
+                )
+            } else {
+                format!(
+                    "Batch {} failed and was rolled back; the {kept} batch{} before it stay applied and saved: {e}",
+                    kept + 1,
+                    if kept == 1 { "" } else { "es" }
+                )
+            };
+            app.status.show_error(&text);
             app.status.progress(Some(0.0), "The edit failed.");
         }
     }
     ledger_ui::render(app, &s);
-    compare_ui::run(app, &mut s).await;
+    if !cancelled {
+        // After a cancel the model is as before the job: the comparison shown still holds.
+        compare_ui::run(app, &mut s).await;
+    }
     app.put_session(s);
     app.end();
 }
@@ -99,6 +127,16 @@ async fn apply_in(
         save(app, s, kind).await;
         ledger_ui::render(app, s);
     }
+    Ok(())
+}
+
+/// Takes back the batches a cancelled job applied (each bit-exact) and saves the ledger as it
+/// was before the job.
+async fn roll_back(app: &App, s: &mut Session, start: usize, kind: MethodKind) -> Result<()> {
+    while s.n_entries() > start {
+        s.rewind(Rewind::Last, |_, _| {}).await?;
+    }
+    save(app, s, kind).await;
     Ok(())
 }
 

@@ -10,9 +10,10 @@ use web_sys::{HtmlButtonElement, HtmlElement, HtmlInputElement, HtmlSelectElemen
 
 use super::dom::{self, by_testid, set_attr, svg};
 use super::session::Session;
-use super::{App, apply_flow, edit_ui, ledger_ui, loader};
-use crate::edit::{Case, EditRequest, MethodKind};
-use crate::session::{ApplyOptions, RequestProbes, Rewind};
+use super::{App, apply_flow, ledger_ui, loader};
+use crate::edit::{Case, MethodKind, Progress};
+use crate::eval::{Aggregate, EvalOptions, RunEvent, SequentialPlan};
+use crate::session::Rewind;
 use crate::{Error, Result};
 
 /// The CounterFact cases the page ships (copied by `scripts/setup.sh`).
@@ -141,10 +142,6 @@ async fn run(app: &App, s: &mut Session) -> Result<usize> {
     let n = dom::int_input(&view.n, "edits", 1, all.len())?;
     let batch = dom::int_input(&view.batch, "batch size", 1, 64)?;
     let kind = MethodKind::parse(&view.method.value())?;
-    let items: Vec<(EditRequest, RequestProbes)> = all[..n]
-        .iter()
-        .map(|c| (c.request.clone(), edit_ui::case_probes(c)))
-        .collect();
     apply_flow::ensure_ready(app, s, kind, false).await?;
 
     // Set the user's ledger aside: the run starts from the original model.
@@ -155,77 +152,99 @@ async fn run(app: &App, s: &mut Session) -> Result<usize> {
         method: kind,
         points: vec![],
     });
-    let result = edit_and_measure(app, s, &items, batch, kind).await;
+    let result = edit_and_measure(app, s, &all[..n], batch, kind).await;
 
     // Put the user's ledger back, bit for bit.
     s.replace_ledger(&saved, saved_meta).await?;
     result
 }
 
+/// The library's sequential run ([`crate::eval::sequential`], as `nse eval` runs it) with a
+/// checkpoint after every batch: the CounterFact success rates of the cases edited so far.
 async fn edit_and_measure(
     app: &App,
     s: &mut Session,
-    items: &[(EditRequest, RequestProbes)],
+    cases: &[Case],
     batch: usize,
     kind: MethodKind,
 ) -> Result<usize> {
     let view = &app.bench;
-    let n_batches = items.len().div_ceil(batch);
+    let plan = SequentialPlan {
+        batch_size: batch,
+        checkpoint_every: 1,
+        eval: EvalOptions::default(),
+    };
+    let mut runner = s.sequential(cases, &plan)?;
+    let n_batches = cases.len().div_ceil(batch);
     let mut done = 0;
-    for (b, chunk) in items.chunks(batch).enumerate() {
+    loop {
         if view.cancel.get() {
             break;
         }
+        let b = runner.done().batches.len();
         let label = format!(
             "Benchmark ({}), batch {} of {n_batches}",
             kind.name(),
             b + 1
         );
         view.status.set_inner_text(&format!("{label}: editing…"));
-        let requests: Vec<EditRequest> = chunk.iter().map(|(r, _)| r.clone()).collect();
-        let probes = chunk.iter().map(|(_, p)| p.clone()).collect();
         let base = b as f64 / n_batches as f64;
-        let progress = |p: crate::edit::Progress| {
-            let what = match p {
-                crate::edit::Progress::Z {
-                    request,
-                    step,
-                    loss,
-                    ..
-                } => format!("z {}: step {}, loss {loss:.3}", request + 1, step + 1),
-                crate::edit::Progress::Round { round, .. } => format!("round {}", round + 1),
-                crate::edit::Progress::Layer { layer, .. } => format!("layer {layer}"),
-                crate::edit::Progress::PastKeys => "past keys".into(),
-            };
-            app.status.progress(Some(base), &format!("{label}: {what}"));
+        let more = s
+            .sequential_step(&mut runner, kind, |e| {
+                let what = match e {
+                    RunEvent::Edit { progress, .. } => match progress {
+                        Progress::Z {
+                            request,
+                            step,
+                            loss,
+                            ..
+                        } => {
+                            format!("z {}: step {}, loss {loss:.3}", request + 1, step + 1)
+                        }
+                        Progress::Round { round, .. } => format!("round {}", round + 1),
+                        Progress::Layer { layer, .. } => format!("layer {layer}"),
+                        Progress::PastKeys => "past keys".into(),
+                    },
+                    RunEvent::BatchDone { .. } => "measuring the cases edited so far…".into(),
+                    RunEvent::Evaluating { edits, .. } => {
+                        format!("measuring the {edits} cases edited so far…")
+                    }
+                    RunEvent::CheckpointDone { .. } => "measured".into(),
+                };
+                app.status.progress(Some(base), &format!("{label}: {what}"));
+            })
+            .await?;
+        let Some(cp) = runner.done().checkpoints.last() else {
+            break;
         };
-        let opts = ApplyOptions {
-            note: "benchmark".into(),
-            ..Default::default()
+        done = cp.edits;
+        let rates = match &cp.eval.agg {
+            Aggregate::CounterFact(a) => [
+                Some(a.rewrite_success),
+                Some(a.paraphrase_success),
+                Some(a.neighborhood_success),
+            ],
+            Aggregate::Zsre(_) => [None; 3],
         };
-        s.apply(&requests, probes, kind, opts, progress).await?;
-        done += chunk.len();
-        view.status.set_inner_text(&format!(
-            "{label}: measuring the {done} cases edited so far…"
-        ));
-        app.status.progress(
-            Some((b + 1) as f64 / n_batches as f64),
-            &format!("{label}: measuring…"),
-        );
-        let cases: Vec<(EditRequest, RequestProbes)> = items[..done].to_vec();
-        let rates = s.success_rates(&cases).await?;
         if let Some(run) = view.runs.borrow_mut().last_mut() {
             run.points.push((done, rates));
         }
-        draw(view, items.len());
+        draw(view, cases.len());
         let pct = |x: Option<f64>| x.map_or("–".into(), |v| format!("{v:.0}%"));
         view.status.set_inner_text(&format!(
             "{done} of {} edits: rewrite {}, paraphrase {}, neighbourhood {}.",
-            items.len(),
+            cases.len(),
             pct(rates[0]),
             pct(rates[1]),
             pct(rates[2])
         ));
+        app.status.progress(
+            Some((b + 1) as f64 / n_batches as f64),
+            &format!("{label}: measured."),
+        );
+        if !more {
+            break;
+        }
     }
     Ok(done)
 }

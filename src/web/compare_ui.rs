@@ -148,6 +148,8 @@ async fn with_truth(s: &mut Session, r: EditRequest) -> Result<EditRequest> {
 
 /// Runs the comparison (as part of the caller's job) and shows it.
 pub(crate) async fn run(app: &App, s: &mut Session) {
+    // A cancel pressed during the job's earlier part (an edit) stopped that part, not this one.
+    super::session::clear_cancel();
     let view = &app.compare;
     let Some(request) = edit_request(app, s) else {
         view.set_state("idle", "Nothing to compare yet: type a valid edit above.");

@@ -114,6 +114,7 @@ impl App {
         self.ledger.set_enabled(enabled && editable);
         self.patch.set_enabled(enabled && loaded, editable, entries);
         self.bench.set_enabled(enabled, editable);
+        self.status.cancel.set_disabled(enabled);
         let body = dom::document().body().expect("the page has a body");
         dom::set_attr(&body, "data-busy", if enabled { "false" } else { "true" });
     }
@@ -204,6 +205,7 @@ pub fn start() {
         busy: Cell::new(false),
         webgpu: RefCell::new(WebGpuSupport::NoApi),
     });
+    dom::on(&app.status.cancel, "click", |_| session::request_cancel());
     load_ui::wire(&app);
     generate_ui::wire(&app);
     edit_ui::wire(&app);

@@ -36,6 +36,8 @@ pub(crate) struct StatusView {
     label: HtmlElement,
     notice: HtmlElement,
     error: HtmlElement,
+    /// Stops the running job at its next step (enabled while one runs).
+    pub(crate) cancel: web_sys::HtmlButtonElement,
 }
 
 impl StatusView {
@@ -48,6 +50,7 @@ impl StatusView {
             label: by_testid("progress-label"),
             notice: by_testid("webgpu-notice"),
             error: by_testid("error-message"),
+            cancel: by_testid("cancel-button"),
         }
     }
 

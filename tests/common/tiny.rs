@@ -4,9 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use nse::cpu::CpuBackend;
+use nse::cpu::{CpuBackend, CpuTensor};
 use nse::edit::covariance::{second_moments, windows};
-use nse::edit::{ContextTemplates, CovarianceSet, EditRequest, Hparams};
+use nse::edit::{
+    BatchOutcome, ContextTemplates, CovarianceSet, EditContext, EditMethod, EditRequest, EditState,
+    Hparams, apply_batch,
+};
 use nse::model::{Arch, HostTensor, LayerWeights, Model, ModelConfig, Tokenizer, Weights};
 
 use super::Rng;
@@ -98,6 +101,32 @@ pub struct Tiny {
     pub hp: Hparams,
     pub templates: ContextTemplates,
     pub cov: CovarianceSet,
+}
+
+impl Tiny {
+    /// One batch of `reqs` with `method`: the engine's `apply_batch`, without options.
+    pub fn apply(
+        &mut self,
+        state: &mut EditState<CpuTensor>,
+        reqs: &[EditRequest],
+        method: &dyn EditMethod,
+    ) -> nse::Result<BatchOutcome> {
+        let ctx = EditContext {
+            tok: &self.tok,
+            hp: &self.hp,
+            templates: &self.templates,
+            cov: &self.cov,
+            method,
+        };
+        pollster::block_on(apply_batch(
+            &mut self.model,
+            state,
+            &ctx,
+            reqs,
+            Default::default(),
+            |_| {},
+        ))
+    }
 }
 
 /// Builds the tiny model and its covariance over 1,024 tokens of wikitext-2.

@@ -1,0 +1,159 @@
+//! The launchers of `shaders/attention.wgsl`, `shaders/attention_backward.wgsl`, the WGSL kernels
+//! of `crate::ops::attention`
+//! (the CPU reference is the specification; tests/gpu_ops.rs checks the kernels against it).
+
+use crate::backend::{AttnShape, DType, TensorInfo};
+use crate::gpu::{Dispatch, GpuBackend, GpuTensor, u32_of};
+use crate::{Error, Result};
+
+/// Invocations per workgroup of the attention kernels (one per (row, head)).
+pub const ATTENTION_WG: u32 = 64;
+/// Widest head the kernels' private accumulators hold.
+pub const MAX_HEAD_DIM: usize = 128;
+
+/// Checks the shapes (panics: caller bugs) and the head width (an error: a model property).
+fn check_shapes(
+    q: &GpuTensor,
+    k: &GpuTensor,
+    v: &GpuTensor,
+    ranges: &GpuTensor,
+    s: AttnShape,
+) -> Result<()> {
+    assert!(
+        s.n_kv_heads > 0 && s.n_heads.is_multiple_of(s.n_kv_heads),
+        "attention: {s:?} does not group"
+    );
+    assert_eq!(
+        q.width(),
+        s.n_heads * s.head_dim,
+        "attention: q width for {s:?}"
+    );
+    assert_eq!(
+        k.width(),
+        s.n_kv_heads * s.head_dim,
+        "attention: k width for {s:?}"
+    );
+    assert_eq!(v.shape(), k.shape(), "attention: v shape");
+    ranges.expect_dtype(DType::U32, "attention ranges");
+    assert_eq!(
+        ranges.len(),
+        2 * q.len() / q.width().max(1),
+        "attention: one range per query row"
+    );
+    if s.head_dim > MAX_HEAD_DIM {
+        return Err(Error::Gpu(format!(
+            "attention heads of width {} exceed the GPU kernels' maximum of {MAX_HEAD_DIM}; use the cpu backend \
+             (--backend cpu)",
+            s.head_dim
+        )));
+    }
+    Ok(())
+}
+
+/// GPU [`attention_forward`](crate::ops::attention::attention_forward). An empty key range (a caller bug) gives a zero row.
+///
+/// # Shapes
+/// `q (Nq, Hq·hd)`, `k (Nk, Hkv·hd)`, `v (Nk, Hkv·hd)`, `ranges (Nq, 2)` u32 → `(Nq, Hq·hd)`.
+pub(crate) fn launch_attention(
+    gpu: &GpuBackend,
+    q: &GpuTensor,
+    k: &GpuTensor,
+    v: &GpuTensor,
+    ranges: &GpuTensor,
+    s: AttnShape,
+) -> Result<GpuTensor> {
+    check_shapes(q, k, v, ranges, s)?;
+    let out = gpu.empty("attention output", q.shape(), DType::F32)?;
+    let len = u32_of(q.len() / s.head_dim.max(1));
+    let nk = u32_of(k.len() / k.width().max(1));
+    let scale = 1.0 / (s.head_dim as f32).sqrt();
+    gpu.dispatch(&Dispatch {
+        shader: "attention",
+        entry: "main",
+        overrides: &[],
+        params: &[
+            len,
+            nk,
+            u32_of(s.n_heads),
+            u32_of(s.head_dim),
+            u32_of(s.n_heads / s.n_kv_heads),
+            scale.to_bits(),
+        ],
+        bindings: &[
+            (1, q.buffer()),
+            (2, k.buffer()),
+            (3, v.buffer()),
+            (4, ranges.buffer()),
+            (5, out.buffer()),
+        ],
+        workgroups: u64::from(len).div_ceil(u64::from(ATTENTION_WG)),
+    })?;
+    Ok(out)
+}
+
+/// GPU [`attention_backward`](crate::ops::attention::attention_backward) for any ranges (queries and keys may be different rows).
+///
+/// # Shapes
+/// As [`launch_attention`], plus `dout (Nq, Hq·hd)` → `(dq, dk, dv)` shaped like `q, k, v`.
+pub(crate) fn launch_attention_backward(
+    gpu: &GpuBackend,
+    q: &GpuTensor,
+    k: &GpuTensor,
+    v: &GpuTensor,
+    ranges: &GpuTensor,
+    dout: &GpuTensor,
+    s: AttnShape,
+) -> Result<(GpuTensor, GpuTensor, GpuTensor)> {
+    check_shapes(q, k, v, ranges, s)?;
+    assert_eq!(dout.shape(), q.shape(), "attention_backward: dout shape");
+    let n = q.len() / q.width().max(1);
+    let nk = k.len() / k.width().max(1);
+    let stats = gpu.empty("attention_backward stats", &[n, s.n_heads, 2], DType::F32)?;
+    let dq = gpu.empty("attention_backward dq", q.shape(), DType::F32)?;
+    let dk = gpu.empty("attention_backward dk", k.shape(), DType::F32)?;
+    let dv = gpu.empty("attention_backward dv", v.shape(), DType::F32)?;
+    let scale = 1.0 / (s.head_dim as f32).sqrt();
+    let common = [
+        (1, q.buffer()),
+        (2, k.buffer()),
+        (3, v.buffer()),
+        (4, ranges.buffer()),
+        (5, dout.buffer()),
+    ];
+    let shape_params = [
+        u32_of(n),
+        u32_of(nk),
+        u32_of(s.n_heads),
+        u32_of(s.head_dim),
+        u32_of(s.n_heads / s.n_kv_heads),
+        scale.to_bits(),
+    ];
+    for (entry, rows, heads, outputs) in [
+        (
+            "dq_pass",
+            n,
+            s.n_heads,
+            vec![(6, stats.buffer()), (7, dq.buffer())],
+        ),
+        (
+            "dkv_pass",
+            nk,
+            s.n_kv_heads,
+            vec![(6, stats.buffer()), (8, dk.buffer()), (9, dv.buffer())],
+        ),
+    ] {
+        let len = u32_of(rows * heads);
+        let mut params = vec![len];
+        params.extend(shape_params);
+        let bindings: Vec<(u32, &wgpu::Buffer)> = common.iter().copied().chain(outputs).collect();
+        gpu.dispatch(&Dispatch {
+            shader: "attention_backward",
+            entry,
+            overrides: &[],
+            params: &params,
+            bindings: &bindings,
+            workgroups: u64::from(len).div_ceil(u64::from(ATTENTION_WG)),
+        })?;
+    }
+    Ok((dq, dk, dv))
+}

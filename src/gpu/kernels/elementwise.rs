@@ -1,0 +1,94 @@
+//! The launchers of `shaders/add.wgsl`, `shaders/silu_mul.wgsl`, the WGSL kernels of
+//! `crate::ops::elementwise`
+//! (the CPU reference is the specification; tests/gpu_ops.rs checks the kernels against it).
+
+use crate::backend::{DType, TensorInfo};
+use crate::gpu::{Dispatch, GpuBackend, GpuTensor, u32_of};
+
+/// Invocations per workgroup of `shaders/add.wgsl`.
+pub const ADD_WG: u32 = 256;
+/// Invocations per workgroup of `shaders/silu_mul.wgsl`.
+pub const SILU_MUL_WG: u32 = 256;
+
+/// The vec4s covering `t`'s elements (the kernels work four at a time, padding included).
+fn vec4s(t: &GpuTensor) -> u32 {
+    u32_of(t.len().div_ceil(4))
+}
+
+/// GPU `a + b`.
+///
+/// # Shapes
+/// `a (N, D)`, `b (N, D)` → `(N, D)`.
+pub(crate) fn launch_add(
+    gpu: &GpuBackend,
+    a: &GpuTensor,
+    b: &GpuTensor,
+) -> crate::Result<GpuTensor> {
+    assert_eq!(a.shape(), b.shape(), "add: shapes differ");
+    let out = gpu.empty("add output", a.shape(), DType::F32)?;
+    let n = vec4s(a);
+    gpu.dispatch(&Dispatch {
+        shader: "add",
+        entry: "main",
+        overrides: &[],
+        params: &[n],
+        bindings: &[(1, a.buffer()), (2, b.buffer()), (3, out.buffer())],
+        workgroups: u64::from(n).div_ceil(u64::from(ADD_WG)),
+    })?;
+    Ok(out)
+}
+
+/// GPU `silu(gate) · up`.
+///
+/// # Shapes
+/// `gate (N, F)`, `up (N, F)` → `(N, F)`.
+pub(crate) fn launch_silu_mul(
+    gpu: &GpuBackend,
+    gate: &GpuTensor,
+    up: &GpuTensor,
+) -> crate::Result<GpuTensor> {
+    assert_eq!(gate.shape(), up.shape(), "silu_mul: shapes differ");
+    let out = gpu.empty("silu_mul output", gate.shape(), DType::F32)?;
+    let n = vec4s(gate);
+    gpu.dispatch(&Dispatch {
+        shader: "silu_mul",
+        entry: "forward",
+        overrides: &[],
+        params: &[n],
+        bindings: &[(1, gate.buffer()), (2, up.buffer()), (4, out.buffer())],
+        workgroups: u64::from(n).div_ceil(u64::from(SILU_MUL_WG)),
+    })?;
+    Ok(out)
+}
+
+/// GPU gradients of [`silu_mul_forward`](crate::ops::elementwise::silu_mul_forward): `(d gate, d up)`.
+///
+/// # Shapes
+/// `gate, up, dy (N, F)` → two `(N, F)`.
+pub(crate) fn launch_silu_mul_backward(
+    gpu: &GpuBackend,
+    gate: &GpuTensor,
+    up: &GpuTensor,
+    dy: &GpuTensor,
+) -> crate::Result<(GpuTensor, GpuTensor)> {
+    assert_eq!(gate.shape(), up.shape(), "silu_mul_backward: shapes differ");
+    assert_eq!(gate.shape(), dy.shape(), "silu_mul_backward: shapes differ");
+    let d_gate = gpu.empty("silu_mul d gate", gate.shape(), DType::F32)?;
+    let d_up = gpu.empty("silu_mul d up", gate.shape(), DType::F32)?;
+    let n = vec4s(gate);
+    gpu.dispatch(&Dispatch {
+        shader: "silu_mul",
+        entry: "backward",
+        overrides: &[],
+        params: &[n],
+        bindings: &[
+            (1, gate.buffer()),
+            (2, up.buffer()),
+            (3, dy.buffer()),
+            (4, d_gate.buffer()),
+            (5, d_up.buffer()),
+        ],
+        workgroups: u64::from(n).div_ceil(u64::from(SILU_MUL_WG)),
+    })?;
+    Ok((d_gate, d_up))
+}

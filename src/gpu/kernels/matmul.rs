@@ -1,0 +1,71 @@
+//! The launchers of `shaders/matmul.wgsl`, `shaders/matmul_vec4.wgsl`, the WGSL kernels of
+//! `crate::ops::matmul`
+//! (the CPU reference is the specification; tests/gpu_ops.rs checks the kernels against it).
+
+use crate::backend::{TensorInfo, Transpose};
+use crate::gpu::{Dispatch, GpuBackend, GpuTensor, u32_of};
+use crate::ops::matmul::MatmulDims;
+
+/// Invocations per side of a matmul workgroup.
+pub const TILE: u32 = 8;
+/// Outputs per invocation per side (a 4×4 register block).
+pub const BLOCK: u32 = 4;
+/// Invocations per matmul workgroup (`TILE²`).
+pub const MATMUL_WG: u32 = TILE * TILE;
+
+/// The kernel (shader, entry point) the gpu backend uses for a product of `dims` and `t`: a
+/// vec4 path when the contiguous dimension allows whole-vec4 loads, else the general one.
+pub fn gpu_matmul_kernel(dims: MatmulDims, t: Transpose) -> (&'static str, &'static str) {
+    let MatmulDims { m, k, n } = dims;
+    match t {
+        Transpose::NT if k % 4 == 0 => ("matmul_vec4", "nt"),
+        Transpose::NN if n % 4 == 0 => ("matmul_vec4", "nn"),
+        Transpose::TN if m % 4 == 0 && n % 4 == 0 => ("matmul_vec4", "tn"),
+        _ => ("matmul", "main"),
+    }
+}
+
+/// GPU `c = op(a) · op(b)`, or `c += …` with `accumulate`.
+///
+/// # Shapes
+/// `a (M, K)` or `(K, M)`, `b (K, N)` or `(N, K)`, `c (M, N)`.
+pub(crate) fn launch_matmul(
+    gpu: &GpuBackend,
+    c: &GpuTensor,
+    a: &GpuTensor,
+    b: &GpuTensor,
+    t: Transpose,
+    accumulate: bool,
+) -> crate::Result<()> {
+    let dims = MatmulDims::from_shapes(a.shape(), b.shape(), t);
+    let MatmulDims { m, k, n } = dims;
+    assert_eq!(c.shape(), [m, n], "matmul: output shape");
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let span = (TILE * BLOCK) as usize;
+    let tiles_n = n.div_ceil(span);
+    let tiles = m.div_ceil(span) * tiles_n;
+    let (shader, entry) = gpu_matmul_kernel(dims, t);
+    let acc = f64::from(u8::from(accumulate));
+    let general = [
+        ("TRANS_A", f64::from(u8::from(t.a))),
+        ("TRANS_B", f64::from(u8::from(t.b))),
+        ("ACCUMULATE", acc),
+    ];
+    let vec4 = [("ACCUMULATE", acc)];
+    gpu.dispatch(&Dispatch {
+        shader,
+        entry,
+        overrides: if shader == "matmul" { &general } else { &vec4 },
+        params: &[
+            u32_of(m),
+            u32_of(n),
+            u32_of(k),
+            u32_of(tiles_n),
+            u32_of(tiles),
+        ],
+        bindings: &[(1, a.buffer()), (2, b.buffer()), (3, c.buffer())],
+        workgroups: tiles as u64,
+    })
+}
