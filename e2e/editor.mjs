@@ -6,13 +6,17 @@
 // Checks, in one browser profile:
 //   1. the form validates as you type: a prompt without the subject, or a subject cut mid-word
 //      ("Washingto"), is refused with the reason, apply is disabled;
+//   1b. the paraphrase and neighbourhood fields follow the subject (another subject's are set
+//      aside, empty with a hint, and come back with their subject);
 //   2. Cancel stops that edit at its first z step: no ledger row, the model is the original;
 //   3. "The Eiffel Tower is located in the city of" → Rome: the edited model says " Rome" and the
 //      original still " Paris" (with P(new)/P(true) beside them); "The capital of Germany is" is
 //      unchanged; the ledger has one successful row; every stage ran; the neuron view is drawn;
 //   4. the ledger exports as a .nsepatch; the same patch for another model is refused;
-//   5. a reload restores the ledger from IndexedDB and the model from the browser cache;
-//   6. undo gives back the original model: output and probabilities as before the edit;
+//   5. a reload restores the ledger from IndexedDB and the model from the browser cache, and the
+//      form shows the restored edit;
+//   6. undo gives back the original model: output and probabilities as before the edit; text
+//      generated before the undo is marked stale;
 //   7. the exported ledger continues on the command line (`nse edit --patch`) and imports back:
 //      both edits in the ledger, and the page's weights digest equals the command line's;
 //   8. the benchmark (1 edit) runs the library's sequential run with a checkpoint per batch,
@@ -160,6 +164,31 @@ await session(`editor session (${BACKEND})`, { webgpu: true, query: QUERY, viewp
     expect(/Tower/.test(last), `the subject-last token is ${last}`);
   });
 
+  await check('the paraphrase and neighbourhood fields follow the subject (issue 12.1)', async () => {
+    const fields = async () => ({
+      para: await page.inputValue(tid('paraphrase-input')),
+      neigh: await page.inputValue(tid('neighborhood-input')),
+      hint: await page.getAttribute(tid('paraphrase-input'), 'placeholder'),
+    });
+    await page.fill(tid('subject-input'), EDIT.subject);
+    const eiffel = await fields();
+    expect(/Eiffel Tower/.test(eiffel.para), `the example's paraphrase: ${JSON.stringify(eiffel)}`);
+    await page.fill(tid('prompt-input'), 'Howard Glacier is located in');
+    await page.fill(tid('subject-input'), 'Howard Glacier');
+    const howard = await fields();
+    console.log(`  Howard Glacier: ${JSON.stringify(howard)}`);
+    expect(howard.para === '' && howard.neigh === '' && /Howard Glacier/.test(howard.hint),
+      `the Eiffel Tower probes stayed for another subject: ${JSON.stringify(howard)}`);
+    await page.fill(tid('paraphrase-input'), 'Howard Glacier lies in');
+    await page.fill(tid('subject-input'), EDIT.subject);
+    await page.fill(tid('prompt-input'), EDIT.prompt);
+    const back = await fields();
+    expect(back.para === eiffel.para && back.neigh === eiffel.neigh, `the example's probes did not come back: ${JSON.stringify(back)}`);
+    await page.fill(tid('subject-input'), 'Howard Glacier');
+    expect((await fields()).para === 'Howard Glacier lies in', 'the typed paraphrase was lost');
+    await page.fill(tid('subject-input'), EDIT.subject);
+  });
+
   await check('Cancel stops an edit at its next step: the ledger stays empty and the model the original', async () => {
     await page.fill(tid('subject-input'), EDIT.subject);
     await page.fill(tid('target-input'), EDIT.target);
@@ -277,9 +306,20 @@ await session(`editor session (${BACKEND})`, { webgpu: true, query: QUERY, viewp
     console.log(`  after the reload: original ${JSON.stringify(row.original)}, edited ${JSON.stringify(row.edited)}`);
     expect(row.edited.startsWith(' Rome') && row.original.startsWith(' Paris'), 'the restored edit does not hold');
     expect(row.editedNew === before.editedNew, `P(new) ${row.editedNew} after the restore, ${before.editedNew} before`);
+    // The form shows the restored edit (issue 12.2): its true target is the one the ledger
+    // recorded (the unedited model's answer), where the page's example leaves the field empty.
+    const truth = await page.inputValue(tid('target-true-input'));
+    const subject = await page.inputValue(tid('subject-input'));
+    console.log(`  the form after the reload: subject ${JSON.stringify(subject)}, true target ${JSON.stringify(truth)}`);
+    expect(subject === EDIT.subject && truth === 'Paris', `the form does not show the restored edit (${subject}, ${truth})`);
   });
 
-  await check('undo gives back the original model, bit for bit', async () => {
+  await check('undo gives back the original model, bit for bit; older generated text is marked stale', async () => {
+    await page.fill(tid('max-tokens-input'), '4');
+    await page.click(tid('generate-button'));
+    await until('the generation', () => document.querySelector('[data-testid="generate-output"]').dataset.state === 'done',
+      null, COMPARE_TIMEOUT_MS);
+    await idle(until, 'the generation job', COMPARE_TIMEOUT_MS);
     await page.click(tid('undo-button'));
     await idle(until, 'the undo and its comparison', COMPARE_TIMEOUT_MS);
     await noError(page);
@@ -288,6 +328,11 @@ await session(`editor session (${BACKEND})`, { webgpu: true, query: QUERY, viewp
     console.log(`  after undo: ${JSON.stringify(row.edited)} P(new) ${row.editedNew} P(true) ${row.editedTrue}`);
     expect(row.edited === before.original && row.editedNew === before.originalNew
       && row.editedTrue === before.originalTrue, 'the undone model differs from the original');
+    // Issue 12.3: the text generated by the edited model is marked as coming from it.
+    const state = await page.getAttribute(tid('generate-output'), 'data-state');
+    const stats = await page.textContent(tid('generate-stats'));
+    console.log(`  generate output after undo: ${state}: ${stats}`);
+    expect(state === 'stale' && /before the ledger last changed/.test(stats), `generate output ${state}: ${stats}`);
     await page.screenshot({ path: path.join(SHOTS, 'editor-after-undo.png'), fullPage: true });
   });
 

@@ -82,7 +82,9 @@ fi
 #    corpus when the page computes the statistic itself).
 if ! grep -qs "$MODEL_SHA256" www/models/cov/covariance.json; then
   say "computing the covariance statistic for the page (150,000 wikitext-2 tokens)"
-  cargo run --quiet --bin nse -- covariance --backend cpu --out www/models/cov
+  # NSE_SETUP_RELEASE=1 (scripts/run.sh) builds it in the release profile that run.sh uses next,
+  # instead of a second, dev-profile build of the whole crate.
+  cargo run --quiet ${NSE_SETUP_RELEASE:+--release} --bin nse -- covariance --backend cpu --out www/models/cov
 fi
 for f in data/counterfact_easyedit/counterfact-edit.json data/wikitext/wikitext-2-raw_wiki.test.raw; do
   cmp -s "$f" "www/models/$(basename "$f")" || cp "$f" www/models/

@@ -5,13 +5,11 @@
 
 use std::collections::BTreeMap;
 
-use super::work::{edit_prompt_scores, entry_meta, scores_of};
+use super::work::{context, edit_prompt_scores, entry_meta, scores_of};
 use super::{EditSetup, EntryMeta, RequestProbes, Session, Workbench};
 use crate::backend::Backend;
 use crate::edit::patch::Patch;
-use crate::edit::{
-    EditContext, EditMethod, EditRequest, EditState, LedgerEntry, Measured, MethodKind, history,
-};
+use crate::edit::{EditMethod, EditRequest, EditState, LedgerEntry, Measured, MethodKind, history};
 use crate::model::ModelSource;
 use crate::model::export::export_safetensors;
 use crate::{Error, Result, with_bench, with_model};
@@ -70,27 +68,19 @@ impl Session {
             Rewind::Remove(k) => k,
         };
         // Every method the later entries were made with, ready before anything changes.
-        self.ensure_templates().await?;
-        let d_ff = self.config().d_ff;
         let kinds: Vec<MethodKind> = self.ledger()[k + 1..].iter().map(|e| e.method).collect();
-        let setup = self.editing.as_mut().map_err(|w| Error::input(w.clone()))?;
         for &kind in &kinds {
-            setup.prepare_method(kind, d_ff)?;
+            self.ready_for(kind).await?;
         }
-        let setup = &*setup;
+        let setup = self.editing.as_ref().map_err(|w| Error::input(w.clone()))?;
         let mut methods: Vec<&dyn EditMethod> = vec![];
         for &kind in &kinds {
             if !methods.iter().any(|m| m.kind() == kind) {
                 methods.push(setup.method(kind)?);
             }
         }
-        let ctx = EditContext {
-            tok: &self.tokenizer,
-            hp: &setup.hp,
-            templates: setup.templates()?,
-            cov: setup.cov()?,
-            method: &crate::edit::Nse,
-        };
+        // remove_entry takes each later entry's method from `methods`.
+        let ctx = context(&self.tokenizer, setup, MethodKind::Nse)?;
         let count = kinds.len();
         let clock = self.hooks.clock;
         let mut started = vec![];

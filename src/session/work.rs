@@ -2,7 +2,7 @@
 //! covariance, applying requests, and the original against the edited model on the same probes
 //! (the original `down_proj` matrices are swapped in and out: never two copies of the weights).
 
-use super::{EntryMeta, Hooks, RequestProbes, Session, Workbench};
+use super::{EditSetup, EntryMeta, Hooks, RequestProbes, Session, Workbench};
 use crate::backend::Backend;
 use crate::edit::covariance::second_moments_with;
 use crate::edit::{
@@ -161,21 +161,12 @@ impl Session {
         opts: ApplyOptions,
         progress: impl FnMut(Progress),
     ) -> Result<BatchOutcome> {
-        self.ensure_templates().await?;
-        let d_ff = self.config().d_ff;
+        self.ready_for(kind).await?;
         let setup = self
             .editing
-            .as_mut()
+            .as_ref()
             .map_err(|w| crate::Error::input(w.clone()))?;
-        setup.prepare_method(kind, d_ff)?;
-        let setup = &*setup;
-        let ctx = EditContext {
-            tok: &self.tokenizer,
-            hp: &setup.hp,
-            templates: setup.templates()?,
-            cov: setup.cov()?,
-            method: setup.method(kind)?,
-        };
+        let ctx = context(&self.tokenizer, setup, kind)?;
         let t0 = (self.hooks.clock)();
         let bopts = BatchOptions {
             pause: self.hooks.pause(),
@@ -225,21 +216,12 @@ impl Session {
         kind: MethodKind,
         mut on_event: impl FnMut(RunEvent),
     ) -> Result<bool> {
-        self.ensure_templates().await?;
-        let d_ff = self.config().d_ff;
+        self.ready_for(kind).await?;
         let setup = self
             .editing
-            .as_mut()
+            .as_ref()
             .map_err(|w| crate::Error::input(w.clone()))?;
-        setup.prepare_method(kind, d_ff)?;
-        let setup = &*setup;
-        let ctx = EditContext {
-            tok: &self.tokenizer,
-            hp: &setup.hp,
-            templates: setup.templates()?,
-            cov: setup.cov()?,
-            method: setup.method(kind)?,
-        };
+        let ctx = context(&self.tokenizer, setup, kind)?;
         let pause = self.hooks.pause();
         let tok = &self.tokenizer;
         with_bench!(&mut self.engine, w => {
@@ -264,6 +246,30 @@ impl Session {
             Ok((original, edited))
         })
     }
+}
+
+impl Session {
+    /// Gets `kind` ready: the templates sampled, AlphaEdit's projectors built.
+    pub(crate) async fn ready_for(&mut self, kind: MethodKind) -> Result<()> {
+        self.ensure_templates().await?;
+        let d_ff = self.config().d_ff;
+        self.setup_mut()?.prepare_method(kind, d_ff)
+    }
+}
+
+/// The edit context of `kind` over a ready `setup` (see [`Session::ready_for`]).
+pub(crate) fn context<'a>(
+    tok: &'a Tokenizer,
+    setup: &'a EditSetup,
+    kind: MethodKind,
+) -> Result<EditContext<'a>> {
+    Ok(EditContext {
+        tok,
+        hp: &setup.hp,
+        templates: setup.templates()?,
+        cov: setup.cov()?,
+        method: setup.method(kind)?,
+    })
 }
 
 /// `(P(new), P(true))` of [`new_vs_true`]'s scores.

@@ -2,6 +2,7 @@
 //! paraphrase, a neighbourhood prompt and the user's own probes: greedy continuations and
 //! P(new), P(true).
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use web_sys::{HtmlButtonElement, HtmlElement, HtmlInputElement, HtmlTextAreaElement};
@@ -27,6 +28,12 @@ pub(crate) struct CompareView {
     rows: HtmlElement,
     /// The edit prompt's row (the first `compare-row` of the page).
     edit_row: HtmlElement,
+    /// The subject the paraphrase and neighbourhood fields were written for (`None` until the
+    /// form is first read).
+    owner: RefCell<Option<String>>,
+    /// Fields set aside per subject `(subject, paraphrase, neighbourhood)`, given back when the
+    /// form returns to that subject.
+    stash: RefCell<Vec<(String, String, String)>>,
 }
 
 impl CompareView {
@@ -52,6 +59,8 @@ impl CompareView {
             ],
             rows: by_testid("compare-probe-rows"),
             edit_row: by_testid("compare-row"),
+            owner: RefCell::new(None),
+            stash: RefCell::new(vec![]),
         }
     }
 
@@ -73,14 +82,60 @@ impl CompareView {
         }
     }
 
-    /// Puts a dataset case's first paraphrase and neighbourhood prompt into the fields.
-    pub(crate) fn fill_probes(&self, p: &RequestProbes) {
-        if let Some(x) = p.paraphrase.first() {
-            self.paraphrase.set_value(x);
+    /// Puts a request's first paraphrase and neighbourhood prompt into the fields (empty when it
+    /// has none), as the probes of `subject`.
+    pub(crate) fn fill_probes(&self, subject: &str, p: &RequestProbes) {
+        self.paraphrase
+            .set_value(p.paraphrase.first().map_or("", String::as_str));
+        self.neighborhood
+            .set_value(p.neighborhood.first().map_or("", String::as_str));
+        *self.owner.borrow_mut() = Some(subject.trim().to_string());
+        self.hint(subject.trim());
+    }
+
+    /// Keeps the paraphrase and neighbourhood fields about the form's subject: when the subject
+    /// changes, the fields written for the old one are set aside (and given back if the form
+    /// returns to it) and the new subject's are shown, empty with a hint when it has none. A
+    /// paraphrase about another subject would make the comparison meaningless.
+    pub(crate) fn follow_subject(&self, subject: &str) {
+        let subject = subject.trim();
+        let mut owner = self.owner.borrow_mut();
+        match owner.as_deref() {
+            None => *owner = Some(subject.to_string()),
+            Some(o) if o == subject => {}
+            Some(o) => {
+                let mut stash = self.stash.borrow_mut();
+                let (para, neigh) = (self.paraphrase.value(), self.neighborhood.value());
+                stash.retain(|(s, _, _)| s != o);
+                if !para.trim().is_empty() || !neigh.trim().is_empty() {
+                    stash.push((o.to_string(), para, neigh));
+                }
+                let (para, neigh) = stash
+                    .iter()
+                    .find(|(s, _, _)| s == subject)
+                    .map(|(_, p, n)| (p.clone(), n.clone()))
+                    .unwrap_or_default();
+                self.paraphrase.set_value(&para);
+                self.neighborhood.set_value(&neigh);
+                *owner = Some(subject.to_string());
+            }
         }
-        if let Some(x) = p.neighborhood.first() {
-            self.neighborhood.set_value(x);
-        }
+        self.hint(subject);
+    }
+
+    /// Placeholders that say what belongs in the empty fields.
+    fn hint(&self, subject: &str) {
+        let about = if subject.is_empty() {
+            "the subject".to_string()
+        } else {
+            format!("“{subject}”")
+        };
+        self.paraphrase.set_placeholder(&format!(
+            "Optional: your prompt about {about} in other words"
+        ));
+        self.neighborhood.set_placeholder(&format!(
+            "Optional: a prompt about another subject with the same true answer (not about {about})"
+        ));
     }
 
     fn set_state(&self, state: &str, text: &str) {

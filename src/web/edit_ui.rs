@@ -216,9 +216,18 @@ impl EditView {
         dom::clear(&self.stages);
     }
 
-    /// Fills the form from a dataset case (and the compare panel's probes from its probes).
+    /// The subject as typed.
+    pub(crate) fn subject(&self) -> String {
+        self.subject.value()
+    }
+
+    /// Fills the form from a dataset case.
     fn fill_from(&self, case: &Case) {
-        let r = &case.request;
+        self.fill_request(&case.request);
+    }
+
+    /// Fills the form with a request.
+    pub(crate) fn fill_request(&self, r: &EditRequest) {
         self.prompt.set_value(&r.sentence());
         self.subject.set_value(&r.subject);
         self.target.set_value(&r.target_new);
@@ -331,7 +340,8 @@ async fn read_dataset(app: &Rc<App>) {
                 dom::set_attr(&details, "open", "");
             }
             v.fill_from(&cases[0]);
-            app.compare.fill_probes(&case_probes(&cases[0]));
+            app.compare
+                .fill_probes(&cases[0].request.subject, &case_probes(&cases[0]));
             *v.cases.borrow_mut() = cases;
             app.validate_form();
         }

@@ -1,7 +1,7 @@
 //! The generate panel: a prompt, greedy generation streamed into the page token by token, and
 //! the top-5 probabilities of the first generated token.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use wasm_bindgen::JsCast;
@@ -29,6 +29,8 @@ pub(crate) struct GenerateView {
     stats: HtmlElement,
     /// A generation is running (the stop button then cancels it).
     running: Cell<bool>,
+    /// The ledger's head (its last entry's digest, or `root`) when the shown text was generated.
+    made_with: RefCell<Option<String>>,
 }
 
 /// How a generation ended.
@@ -50,6 +52,7 @@ impl GenerateView {
             top5: by_testid("top5-list"),
             stats: by_testid("generate-stats"),
             running: Cell::new(false),
+            made_with: RefCell::new(None),
         }
     }
 
@@ -85,6 +88,23 @@ impl GenerateView {
         self.stop.set_disabled(true);
         self.stats.set_inner_text(stats);
         set_attr(&self.output, "data-state", state);
+    }
+
+    /// Marks the shown text as stale when the ledger has changed since it was generated (an
+    /// edit, undo, removal or import): it came from a model that no longer exists.
+    pub(crate) fn follow_ledger(&self, head: &str) {
+        let stale = self
+            .made_with
+            .borrow()
+            .as_deref()
+            .is_some_and(|h| h != head);
+        if stale && self.output.get_attribute("data-state").as_deref() == Some("done") {
+            set_attr(&self.output, "data-state", "stale");
+            self.stats.set_inner_text(
+                "This text came from the model as it was before the ledger last changed (an edit, \
+                 undo, removal or import); press Generate to see what the current model says.",
+            );
+        }
     }
 
     /// Rows of `token  probability` with a bar, most likely first.
@@ -170,6 +190,7 @@ async fn generate(app: &Rc<App>) {
                 ""
             };
             let rate = s.tokens as f64 / secs.max(1e-3);
+            *view.made_with.borrow_mut() = Some(ledger_head(&session));
             view.end(
                 "done",
                 &format!(
@@ -227,4 +248,11 @@ async fn run(
         stopped_at_eos: g.stopped_at_eos,
         cancelled: g.cancelled,
     })
+}
+
+/// The ledger's head: its last entry's digest, or `root` for the original model.
+pub(crate) fn ledger_head(s: &Session) -> String {
+    s.ledger()
+        .last()
+        .map_or_else(|| crate::edit::ROOT_DIGEST.to_string(), |e| e.digest())
 }

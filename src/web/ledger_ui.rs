@@ -68,6 +68,8 @@ impl LedgerView {
 
 /// Shows the session's ledger, its page records and the neurons it moved.
 pub(crate) fn render(app: &App, s: &Session) {
+    app.generate
+        .follow_ledger(&super::generate_ui::ledger_head(s));
     let view = &app.ledger;
     dom::clear(&view.list);
     let Ok(setup) = &s.editing else {

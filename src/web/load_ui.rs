@@ -113,6 +113,7 @@ pub(crate) async fn load(app: &Rc<App>, source: LoadSource) {
             // The ledger saved for this model (if any) is replayed before the page is handed over.
             ledger_ui::restore(app, &mut session).await;
             ledger_ui::render(app, &session);
+            show_last_edit(app, &session);
             app.edit.validate(Some(&session));
             let edited = session.n_entries() > 0;
             app.put_session(session);
@@ -213,6 +214,25 @@ async fn load_session(app: &App, source: LoadSource, kind: BackendKind) -> Resul
             Ok(session)
         }
     }
+}
+
+/// After a restore, the form and the comparison's probes show the ledger's last request, so that
+/// the comparison that follows is about the user's own edit, not the page's example.
+fn show_last_edit(app: &App, s: &Session) {
+    let Some(entry) = s.ledger().last() else {
+        return;
+    };
+    let Some(r) = entry.requests.last() else {
+        return;
+    };
+    let probes = s
+        .setup()
+        .ok()
+        .and_then(|setup| setup.meta.get(s.n_entries() - 1))
+        .and_then(|m| m.probes.last().cloned())
+        .unwrap_or_default();
+    app.edit.fill_request(r);
+    app.compare.fill_probes(&r.subject, &probes);
 }
 
 /// The byte-progress part of the bar.

@@ -147,6 +147,7 @@ impl App {
 
     /// Validates the edit form against the loaded model (tokens, targets) when one is idle.
     pub(crate) fn validate_form(&self) {
+        self.compare.follow_subject(&self.edit.subject());
         let session = self.session.borrow();
         self.edit.validate(session.as_ref());
     }
