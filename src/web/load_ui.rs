@@ -53,6 +53,12 @@ impl LoadControls {
         self.backend.set_disabled(!enabled);
     }
 
+    /// Once a model is loaded, loading one is no longer the page's main action: the button turns
+    /// secondary (the first load leaves it primary until it succeeds).
+    pub(crate) fn model_loaded(&self) {
+        dom::set_attr(&self.default_button, "class", "secondary");
+    }
+
     /// The backend chosen for the next load.
     pub(crate) fn backend(&self) -> BackendKind {
         BackendKind::from_id(&self.backend.value())
@@ -114,6 +120,7 @@ pub(crate) async fn load(app: &Rc<App>, source: LoadSource) {
             ledger_ui::restore(app, &mut session).await;
             ledger_ui::render(app, &session);
             show_last_edit(app, &session);
+            app.loader.model_loaded();
             app.edit.validate(Some(&session));
             let edited = session.n_entries() > 0;
             app.put_session(session);
