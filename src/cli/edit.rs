@@ -83,8 +83,7 @@ pub fn editing_session(
     let device = model.describe();
     let continuing = patch.map(|p| &p.hparams);
     let setup = with_model!(&model, m => pollster::block_on(editor.prepare_with(m, &tokenizer, &source, continuing)))?;
-    let mut session = Session::new(model, tokenizer, source, device)?;
-    session.start_editing(setup)?;
+    let mut session = Session::with_editing(model, tokenizer, source, device, Ok(setup))?;
     if let Some(p) = patch {
         pollster::block_on(session.import_patch(p, "continued"))?;
         eprintln!(

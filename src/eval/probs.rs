@@ -66,14 +66,7 @@ pub async fn score_candidates<B: Backend>(
                 rows.push(packed.row(s, start + j - 1) as u32);
             }
         }
-        let fwd = model.forward(
-            &packed,
-            &ForwardSpec {
-                logits: LogitRows::Rows(rows),
-                ..Default::default()
-            },
-        )?;
-        let logits = fwd.logits.expect("logits were requested");
+        let logits = logits_at(model, &packed, rows)?;
         let logp = be.read(&be.log_softmax(&logits)?).await?;
         let mut r = 0;
         for target in &targets {
@@ -107,15 +100,20 @@ pub async fn argmax_at<B: Backend>(
     let be = model.backend();
     let packed = Packed::new(seqs);
     let rows = at.iter().map(|&(s, i)| packed.row(s, i) as u32).collect();
+    let logits = logits_at(model, &packed, rows)?;
+    be.read_u32(&be.argmax(&logits)?).await
+}
+
+/// The logits `(rows, V)` at the given rows of one packed forward pass.
+fn logits_at<B: Backend>(model: &Model<B>, packed: &Packed, rows: Vec<u32>) -> Result<B::Tensor> {
     let fwd = model.forward(
-        &packed,
+        packed,
         &ForwardSpec {
             logits: LogitRows::Rows(rows),
             ..Default::default()
         },
     )?;
-    let logits = fwd.logits.expect("logits were requested");
-    be.read_u32(&be.argmax(&logits)?).await
+    Ok(fwd.logits.expect("logits were requested"))
 }
 
 /// The scores of each `(prompt, new, true)` item after its prompt: the new target's and, when

@@ -1,15 +1,14 @@
 //! Whole-ledger operations of a session: undo, back to the original, remove edit k and re-apply
 //! the later ones, the patch of the current ledger (export), replacing the ledger with a patch
-//! (import, restore, the benchmark's set-aside), model export, the neurons the ledger moved, and
-//! the success rates of edited cases.
+//! (import, restore, the benchmark's set-aside), model export, and the neurons the ledger moved.
 
 use std::collections::BTreeMap;
 
 use super::work::{context, edit_prompt_scores, entry_meta, scores_of};
-use super::{EditSetup, EntryMeta, RequestProbes, Session, Workbench};
+use super::{EditSetup, EntryMeta, Session, Workbench, setup_of, setup_of_mut};
 use crate::backend::Backend;
 use crate::edit::patch::Patch;
-use crate::edit::{EditMethod, EditRequest, EditState, LedgerEntry, Measured, MethodKind, history};
+use crate::edit::{EditMethod, EditState, LedgerEntry, Measured, MethodKind, history};
 use crate::model::ModelSource;
 use crate::model::export::export_safetensors;
 use crate::{Error, Result, with_bench, with_model};
@@ -54,7 +53,7 @@ impl Session {
         let k = match what {
             Rewind::Last | Rewind::All => {
                 let keep = if what == Rewind::All { 0 } else { n - 1 };
-                let setup = self.editing.as_mut().map_err(|w| Error::input(w.clone()))?;
+                let setup = setup_of_mut(&mut self.editing)?;
                 with_bench!(&mut self.engine, w => {
                     w.edits.as_mut().expect("editing is available").rewind_to(&mut w.model, keep)?;
                 });
@@ -68,20 +67,23 @@ impl Session {
             Rewind::Remove(k) => k,
         };
         // Every method the later entries were made with, ready before anything changes.
-        let kinds: Vec<MethodKind> = self.ledger()[k + 1..].iter().map(|e| e.method).collect();
+        let mut kinds: Vec<MethodKind> = vec![];
+        for e in &self.ledger()[k + 1..] {
+            if !kinds.contains(&e.method) {
+                kinds.push(e.method);
+            }
+        }
+        let count = self.n_entries() - k - 1;
         for &kind in &kinds {
             self.ready_for(kind).await?;
         }
-        let setup = self.editing.as_ref().map_err(|w| Error::input(w.clone()))?;
-        let mut methods: Vec<&dyn EditMethod> = vec![];
-        for &kind in &kinds {
-            if !methods.iter().any(|m| m.kind() == kind) {
-                methods.push(setup.method(kind)?);
-            }
-        }
+        let setup = setup_of(&self.editing)?;
+        let methods = kinds
+            .iter()
+            .map(|&kind| setup.method(kind))
+            .collect::<Result<Vec<&dyn EditMethod>>>()?;
         // remove_entry takes each later entry's method from `methods`.
         let ctx = context(&self.tokenizer, setup, MethodKind::Nse)?;
-        let count = kinds.len();
         let clock = self.hooks.clock;
         let mut started = vec![];
         let pause = self.hooks.pause();
@@ -101,7 +103,7 @@ impl Session {
             (outcomes, scores)
         });
         started.push(clock());
-        let setup = self.editing.as_mut().map_err(|w| Error::input(w.clone()))?;
+        let setup = setup_of_mut(&mut self.editing)?;
         let old: Vec<EntryMeta> = setup
             .meta
             .drain(k.min(setup.meta.len())..)
@@ -154,7 +156,7 @@ impl Session {
     /// Editing unavailable, a patch for another model (nothing changed), one made with other
     /// edited layers, or a replay failure (the previous ledger is then replayed back).
     pub async fn replace_ledger(&mut self, patch: &Patch, meta: Vec<EntryMeta>) -> Result<()> {
-        let setup = self.editing.as_mut().map_err(|w| Error::input(w.clone()))?;
+        let setup = setup_of_mut(&mut self.editing)?;
         with_bench!(&mut self.engine, w => replace_in(w, setup, &self.source, patch, meta).await)
     }
 
@@ -179,57 +181,6 @@ impl Session {
             ("nse_ledger_entries", edits.as_str()),
         ];
         with_model!(&self.engine, m => export_safetensors(m, &meta).await)
-    }
-
-    /// Per edited layer, `‖ΔW[:, j]‖` of every neuron `j` for the sum of the ledger's updates.
-    pub fn neuron_norms(&self) -> BTreeMap<usize, Vec<f32>> {
-        let c = self.config();
-        let layers = self
-            .setup()
-            .map(|s| s.hp.layers.clone())
-            .unwrap_or_default();
-        neuron_norms(self.ledger(), &layers, c.d_model, c.d_ff)
-    }
-
-    /// Success rates in percent of CounterFact-style cases on the current model:
-    /// `[rewrite, paraphrase, neighbourhood]` — P(new) > P(true) on the edit prompt and on the
-    /// paraphrases, P(true) > P(new) on the neighbourhood prompts (averaged per case, then over
-    /// cases). Cases without a true target or without probes of a kind are left out of that kind.
-    ///
-    /// # Errors
-    /// A prompt the model cannot take, a backend failure, cancelled.
-    pub async fn success_rates(
-        &self,
-        cases: &[(EditRequest, RequestProbes)],
-    ) -> Result<[Option<f64>; 3]> {
-        let mut per_kind: [Vec<f64>; 3] = [vec![], vec![], vec![]];
-        for (r, probes) in cases {
-            let Some(truth) = &r.target_true else {
-                continue;
-            };
-            let kinds: [(&[String], bool); 3] = [
-                (&[r.sentence()], true),
-                (&probes.paraphrase, true),
-                (&probes.neighborhood, false),
-            ];
-            for (k, (prompts, new_wins)) in kinds.into_iter().enumerate() {
-                if prompts.is_empty() {
-                    continue;
-                }
-                let items: Vec<(String, String, Option<String>)> = prompts
-                    .iter()
-                    .map(|p| (p.clone(), r.target_new.clone(), Some(truth.clone())))
-                    .collect();
-                let scores = self.score(&items).await?;
-                let ok = scores
-                    .iter()
-                    .filter(|(n, t)| (*n > t.expect("a truth was given")) == new_wins)
-                    .count();
-                per_kind[k].push(100.0 * ok as f64 / prompts.len() as f64);
-                self.hooks.step().await?;
-            }
-        }
-        Ok(per_kind.map(|v| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)))
     }
 }
 

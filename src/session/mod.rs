@@ -9,9 +9,10 @@
 //! - [`Engine`] is the one dispatch from the two backends to generic code ([`with_model!`],
 //!   [`with_bench!`]).
 //! - [`setup`]: [`EditSetup`], everything an edit needs besides the model and its state.
-//! - `work`: generation, scores, applying requests, the original against the edited model.
-//! - `ledger`: undo, remove edit k with replay, patch import and export, the neurons that moved,
-//!   the success rates of edited cases.
+//! - `work`: generation, scores, the covariance, applying requests, the original against the
+//!   edited model, the sequential benchmark.
+//! - `ledger`: undo, remove edit k with replay, patch import and export, model export, the
+//!   neurons that moved.
 //!
 //! Long operations await the session's [`Hooks::pause`] between steps (every generated token,
 //! z step, round, layer, probe and covariance window): the page yields to its event loop there,
@@ -99,17 +100,17 @@ impl Engine {
     /// # Errors
     /// A tensor over the adapter's limits, or another backend failure.
     pub fn upload(
-        loaded_config: ModelConfig,
+        config: ModelConfig,
         weights: crate::model::Weights<crate::model::HostTensor>,
         gpu: Option<GpuBackend>,
     ) -> Result<Engine> {
         Ok(match gpu {
             Some(g) => Engine::Gpu(Workbench {
-                model: Model::upload(g, loaded_config, weights)?,
+                model: Model::upload(g, config, weights)?,
                 edits: None,
             }),
             None => Engine::Cpu(Workbench {
-                model: Model::upload(CpuBackend, loaded_config, weights)?,
+                model: Model::upload(CpuBackend, config, weights)?,
                 edits: None,
             }),
         })
@@ -143,7 +144,7 @@ pub type PauseFn = dyn Fn() -> Pin<Box<dyn Future<Output = Result<()>>>>;
 pub struct Hooks {
     /// Awaited between steps; `None` never pauses or cancels.
     pub pause: Option<Box<PauseFn>>,
-    /// Milliseconds since some fixed point (the page's `performance.now()`; `Instant` natively).
+    /// Milliseconds since some fixed point (the page's `Date.now()`; an `Instant` natively).
     pub clock: fn() -> f64,
 }
 
@@ -180,7 +181,7 @@ fn default_clock() -> f64 {
         * 1000.0
 }
 
-/// `Instant` panics in wasm32-unknown-unknown: the page installs `performance.now()`.
+/// `Instant` panics in wasm32-unknown-unknown: the page installs `Date.now()`.
 #[cfg(target_arch = "wasm32")]
 fn default_clock() -> f64 {
     0.0
@@ -216,6 +217,24 @@ impl Session {
             hp.check_model(engine.config())?;
             Ok(hp)
         });
+        let setup = hp
+            .and_then(EditSetup::new)
+            .map_err(|e| format!("editing is not available for this model: {e}"));
+        Session::with_editing(engine, tokenizer, source, device, setup)
+    }
+
+    /// A session editing with `setup` (the command line's, from its arguments), or not at all
+    /// (`Err` with the reason), with an empty ledger.
+    ///
+    /// # Errors
+    /// Layers the model does not have, too little memory for `P`, a backend failure.
+    pub fn with_editing(
+        engine: Engine,
+        tokenizer: Tokenizer,
+        source: ModelSource,
+        device: String,
+        setup: std::result::Result<EditSetup, String>,
+    ) -> Result<Session> {
         let mut s = Session {
             engine,
             tokenizer,
@@ -224,9 +243,9 @@ impl Session {
             editing: Err(String::new()),
             hooks: Hooks::default(),
         };
-        match hp.and_then(EditSetup::new) {
+        match setup {
             Ok(setup) => s.start_editing(setup)?,
-            Err(e) => s.editing = Err(format!("editing is not available for this model: {e}")),
+            Err(why) => s.editing = Err(why),
         }
         Ok(s)
     }
@@ -297,9 +316,7 @@ impl Session {
     /// # Errors
     /// [`Error::Input`] with the reason editing is unavailable.
     pub fn setup(&self) -> Result<&EditSetup> {
-        self.editing
-            .as_ref()
-            .map_err(|why| Error::input(why.clone()))
+        setup_of(&self.editing)
     }
 
     /// [`Session::setup`], mutably.
@@ -307,9 +324,7 @@ impl Session {
     /// # Errors
     /// As [`Session::setup`].
     pub fn setup_mut(&mut self) -> Result<&mut EditSetup> {
-        self.editing
-            .as_mut()
-            .map_err(|why| Error::input(why.clone()))
+        setup_of_mut(&mut self.editing)
     }
 
     /// The library's check of dataset records (`CheckSpec::check_records`, probes included)
@@ -352,6 +367,19 @@ impl Session {
             w.model.backend().destroy();
         }
     }
+}
+
+/// [`Session::setup`] on the field alone, so that a method can borrow the session's other
+/// fields (the engine, the tokenizer) beside it.
+pub(crate) fn setup_of(editing: &std::result::Result<EditSetup, String>) -> Result<&EditSetup> {
+    editing.as_ref().map_err(|why| Error::input(why.clone()))
+}
+
+/// [`Session::setup_mut`] on the field alone (see [`setup_of`]).
+pub(crate) fn setup_of_mut(
+    editing: &mut std::result::Result<EditSetup, String>,
+) -> Result<&mut EditSetup> {
+    editing.as_mut().map_err(|why| Error::input(why.clone()))
 }
 
 /// `93.4 MB`, `1 GiB` for exact powers of two (adapter limits), `512 B`.

@@ -2,7 +2,9 @@
 //! covariance, applying requests, and the original against the edited model on the same probes
 //! (the original `down_proj` matrices are swapped in and out: never two copies of the weights).
 
-use super::{EditSetup, EntryMeta, Hooks, RequestProbes, Session, Workbench};
+use super::{
+    EditSetup, EntryMeta, Hooks, RequestProbes, Session, Workbench, setup_of, setup_of_mut,
+};
 use crate::backend::Backend;
 use crate::edit::covariance::second_moments_with;
 use crate::edit::{
@@ -86,10 +88,7 @@ impl Session {
     /// # Errors
     /// Editing unavailable, a backend failure.
     pub async fn ensure_templates(&mut self) -> Result<()> {
-        let setup = self
-            .editing
-            .as_mut()
-            .map_err(|w| crate::Error::input(w.clone()))?;
+        let setup = setup_of_mut(&mut self.editing)?;
         if setup.templates.is_none() {
             let (tok, seed) = (&self.tokenizer, setup.hp.template_seed);
             let t = with_bench!(&mut self.engine, w => {
@@ -113,7 +112,7 @@ impl Session {
         on_progress: impl FnMut(usize, usize),
     ) -> Result<CovarianceSet> {
         let layers = self.setup()?.hp.layers.clone();
-        let pause = self.hooks.pause.as_deref();
+        let pause = self.hooks.pause();
         let (m, n) = with_bench!(&mut self.engine, w => {
             with_original(w, async |m| second_moments_with(m, windows, &layers, pause, on_progress).await).await
         })?;
@@ -162,11 +161,7 @@ impl Session {
         progress: impl FnMut(Progress),
     ) -> Result<BatchOutcome> {
         self.ready_for(kind).await?;
-        let setup = self
-            .editing
-            .as_ref()
-            .map_err(|w| crate::Error::input(w.clone()))?;
-        let ctx = context(&self.tokenizer, setup, kind)?;
+        let ctx = context(&self.tokenizer, setup_of(&self.editing)?, kind)?;
         let t0 = (self.hooks.clock)();
         let bopts = BatchOptions {
             pause: self.hooks.pause(),
@@ -217,11 +212,7 @@ impl Session {
         mut on_event: impl FnMut(RunEvent),
     ) -> Result<bool> {
         self.ready_for(kind).await?;
-        let setup = self
-            .editing
-            .as_ref()
-            .map_err(|w| crate::Error::input(w.clone()))?;
-        let ctx = context(&self.tokenizer, setup, kind)?;
+        let ctx = context(&self.tokenizer, setup_of(&self.editing)?, kind)?;
         let pause = self.hooks.pause();
         let tok = &self.tokenizer;
         with_bench!(&mut self.engine, w => {
@@ -383,7 +374,7 @@ async fn greedy<B: Backend>(
 }
 
 /// The first word of a continuation (`" Paris, France"` → `"Paris"`): the answer a model gives.
-pub fn first_word(text: &str) -> Option<String> {
+fn first_word(text: &str) -> Option<String> {
     let w: String = text
         .split_whitespace()
         .next()?

@@ -11,12 +11,12 @@ use web_sys::{HtmlButtonElement, HtmlElement, HtmlInputElement, HtmlSelectElemen
 use super::dom::{self, by_testid, child, set_attr};
 use super::session::{FORM_CONTEXT_MARGIN, Session};
 use super::{App, apply_flow};
+use crate::Result;
 use crate::edit::check::CheckReport;
 use crate::edit::dataset::parse_records;
 use crate::edit::subject::{SubjectTokens, locate_subject};
 use crate::edit::{Case, EditRequest, MethodKind, Probes};
 use crate::session::RequestProbes;
-use crate::{Error, Result};
 
 /// Handles on the edit panel.
 pub(crate) struct EditView {
@@ -106,11 +106,7 @@ impl EditView {
             truth,
         )?;
         if let Some(s) = session {
-            let setup = s
-                .editing
-                .as_ref()
-                .map_err(|why| Error::input(why.clone()))?;
-            setup.with_check(
+            s.setup()?.with_check(
                 &s.tokenizer,
                 s.config().max_ctx,
                 FORM_CONTEXT_MARGIN,

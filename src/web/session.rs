@@ -68,7 +68,7 @@ impl BackendKind {
 }
 
 /// The page's hooks: a yield to the event loop between steps (so that the page repaints and its
-/// buttons are heard), which stops the job when a cancel was requested; `performance.now()`.
+/// buttons are heard), which stops the job when a cancel was requested; `Date.now()` as the clock.
 fn page_hooks() -> Hooks {
     Hooks {
         pause: Some(Box::new(|| {
