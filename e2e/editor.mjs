@@ -4,11 +4,14 @@
 // 230 s; E2E_BACKEND=webgpu runs the same checks there).
 //
 // Checks, in one browser profile:
+//   0. the page never freezes while its engine (a Web Worker) loads the model: no main-thread
+//      task over 100 ms (Long Tasks API), nor during the edit (3) and a comparison (3b);
 //   1. the form validates as you type: a prompt without the subject, or a subject cut mid-word
 //      ("Washingto"), is refused with the reason, apply is disabled;
 //   1b. the paraphrase and neighbourhood fields follow the subject (another subject's are set
 //      aside, empty with a hint, and come back with their subject);
-//   2. Cancel stops that edit at its first z step: no ledger row, the model is the original;
+//   2. Cancel (a real click) stops that edit at its first z step: no ledger row, the model is
+//      the original; text typed during the edit appears at once;
 //   3. "The Eiffel Tower is located in the city of" → Rome: the edited model says " Rome" and the
 //      original still " Paris" (with P(new)/P(true) beside them); "The capital of Germany is" is
 //      unchanged; the ledger has one successful row; every stage ran; the neuron view is drawn;
@@ -21,7 +24,10 @@
 //      both edits in the ledger, and the page's weights digest equals the command line's;
 //   8. the benchmark (1 edit) runs the library's sequential run with a checkpoint per batch,
 //      draws the three series, and gives the 2-edit ledger back with the same weights digest.
-// And, in a second profile, a model over the page's binding limit (?max_binding=) is refused
+// In a second profile (?test_panic=edit), a panic in the engine in the middle of an edit is
+// contained: the page shows it and stays usable, and "Restart engine" loads the model from the
+// cache with the ledger as IndexedDB held it before the crashed job.
+// And, in a third profile, a model over the page's binding limit (?max_binding=) is refused
 // with a message naming the tensor, and the page stays usable.
 // Screenshots: artifacts/e2e/editor-*.png.
 
@@ -31,7 +37,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {
-  LOAD_TIMEOUT_MS, SHOTS, check, expect, finish, session, tid, waitForModel,
+  LOAD_TIMEOUT_MS, LONG_TASK_LIMIT_MS, SHOTS, check, expect, finish, longestTask, session, tid, waitForModel,
 } from './lib.mjs';
 
 const BACKEND = process.env.E2E_BACKEND ?? 'cpu';
@@ -59,6 +65,13 @@ let digests = null; // the continued patch's manifest (its weights digest)
 async function idle(until, what, timeout) {
   await until(what, () => document.body.dataset.busy === 'false'
     && document.querySelector('[data-testid="compare-status"]').dataset.state !== 'running', null, timeout);
+}
+
+/// The form's check has come back from the engine (it runs in the worker, so a verdict on the
+/// tokens arrives a moment after the keystroke).
+async function checked(page) {
+  await page.waitForFunction(() => document.querySelector('[data-testid="validation-message"]')
+    .dataset.state !== 'checking', null, { timeout: 10_000 });
 }
 
 async function ledgerRows(page) {
@@ -134,12 +147,19 @@ function continueOnTheCommandLine(patchBytes) {
 let before = null; // the edit row before the edit (the original model)
 
 await session(`editor session (${BACKEND})`, { webgpu: true, query: QUERY, viewport: VIEWPORT }, async (page, until) => {
-  await check('the form validates as you type; a prompt without the subject cannot be applied', async () => {
+  await check('the page never freezes while the engine loads the model (worker, longest task < 100 ms)', async () => {
     await waitForModel(page, until, BACKEND);
     await idle(until, 'the page to be idle after loading', LOAD_TIMEOUT_MS);
+    const longest = await longestTask(page);
+    console.log(`  longest main-thread task from navigation to the loaded model: ${longest.toFixed(0)} ms`);
+    expect(longest < LONG_TASK_LIMIT_MS, `a ${longest} ms task froze the page while loading`);
+  });
+
+  await check('the form validates as you type; a prompt without the subject cannot be applied', async () => {
     await page.fill(tid('prompt-input'), UNRELATED);
     await page.fill(tid('subject-input'), EDIT.subject);
     await page.fill(tid('target-input'), EDIT.target);
+    await checked(page);
     const state = await page.getAttribute(tid('validation-message'), 'data-state');
     const message = await page.textContent(tid('validation-message'));
     console.log(`  validation: ${message}`);
@@ -150,6 +170,7 @@ await session(`editor session (${BACKEND})`, { webgpu: true, query: QUERY, viewp
     // A typo cut mid-word: the subject's last token cannot be placed, and the form says why.
     await page.fill(tid('prompt-input'), 'I live in Washington');
     await page.fill(tid('subject-input'), 'Washingto');
+    await checked(page);
     const typo = await page.textContent(tid('validation-message'));
     console.log(`  typo: ${typo}`);
     expect(await page.getAttribute(tid('validation-message'), 'data-state') === 'error'
@@ -157,6 +178,7 @@ await session(`editor session (${BACKEND})`, { webgpu: true, query: QUERY, viewp
     expect(await page.isDisabled(tid('apply-button')), 'apply is enabled for a subject that cannot be placed');
     await page.fill(tid('subject-input'), EDIT.subject);
     await page.fill(tid('prompt-input'), EDIT.prompt);
+    await checked(page);
     expect(await page.getAttribute(tid('validation-message'), 'data-state') === 'ok', 'the valid request is refused');
     expect(await page.isEnabled(tid('apply-button')), 'apply is disabled for a valid request');
     const last = await page.$eval(`${tid('token-view')} [data-subject-last="true"]`, (e) => e.textContent);
@@ -199,11 +221,18 @@ await session(`editor session (${BACKEND})`, { webgpu: true, query: QUERY, viewp
     await until('the first z step', () => (window.__nseProgress ?? []).some((l) => /z 1\/1: step \d+, loss/.test(l)),
       null, EDIT_TIMEOUT_MS);
     expect(await page.isEnabled(tid('cancel-button')), 'Cancel is disabled while the edit runs');
+    // Text typed during the edit appears at once: the engine works in its worker.
+    const typed = Date.now();
+    await page.fill(tid('generate-prompt-input'), '');
+    await page.type(tid('generate-prompt-input'), 'typed during the edit');
+    const typeMs = Date.now() - typed;
+    const value = await page.inputValue(tid('generate-prompt-input'));
+    console.log(`  typed 21 characters during the edit in ${typeMs} ms`);
+    expect(value === 'typed during the edit' && typeMs < 2000, `typing took ${typeMs} ms: ${JSON.stringify(value)}`);
+    await page.fill(tid('generate-prompt-input'), 'The capital of France is');
     const t0 = Date.now();
-    // A programmatic click: the engine still runs on the page's main thread, which takes input
-    // only between the edit's steps (seconds apart on the cpu backend), longer than
-    // Playwright's input dispatch waits. The handler runs at the next step's yield.
-    await page.$eval(tid('cancel-button'), (b) => b.click());
+    // A real click: the page takes input at once; the engine stops at its next step.
+    await page.click(tid('cancel-button'));
     await until('the cancelled edit', () => document.body.dataset.busy === 'false', null, EDIT_TIMEOUT_MS);
     const label = await page.textContent(tid('progress-label'));
     console.log(`  stopped ${((Date.now() - t0) / 1000).toFixed(1)} s after the click: ${label}`);
@@ -222,6 +251,7 @@ await session(`editor session (${BACKEND})`, { webgpu: true, query: QUERY, viewp
     await page.fill(tid('subject-input'), EDIT.subject);
     await page.fill(tid('target-input'), EDIT.target);
     await page.fill(tid('probes-input'), UNRELATED);
+    await longestTask(page);
     const t0 = Date.now();
     await page.click(tid('apply-button'));
     await until('the edit row of the ledger', (sel) => document.querySelector(sel) !== null
@@ -229,10 +259,12 @@ await session(`editor session (${BACKEND})`, { webgpu: true, query: QUERY, viewp
     const editSecs = (Date.now() - t0) / 1000;
     await idle(until, 'the comparison after the edit', COMPARE_TIMEOUT_MS);
     const allSecs = (Date.now() - t0) / 1000;
+    const longest = await longestTask(page);
     await noError(page);
     const row = await editRow(page);
     before = row;
-    console.log(`  edit ${editSecs.toFixed(1)} s, with the comparison ${allSecs.toFixed(1)} s`);
+    console.log(`  edit ${editSecs.toFixed(1)} s, with the comparison ${allSecs.toFixed(1)} s; longest main-thread task ${longest.toFixed(0)} ms`);
+    expect(longest < LONG_TASK_LIMIT_MS, `a ${longest} ms task froze the page during the edit`);
     console.log(`  original: ${JSON.stringify(row.original)} P(new) ${row.originalNew} P(true) ${row.originalTrue}`);
     console.log(`  edited:   ${JSON.stringify(row.edited)} P(new) ${row.editedNew} P(true) ${row.editedTrue}`);
     expect(row.original.startsWith(' Paris'), `the original says ${JSON.stringify(row.original)}`);
@@ -262,6 +294,19 @@ await session(`editor session (${BACKEND})`, { webgpu: true, query: QUERY, viewp
     expect(layers.length === 5 && layers.every((n) => n > 0) && top.length === 10, 'the neuron view is empty');
     await page.screenshot({ path: path.join(SHOTS, 'editor-after-edit.png') });
     await page.screenshot({ path: path.join(SHOTS, 'editor-after-edit-full.png'), fullPage: true });
+  });
+
+  await check('a comparison keeps the page responsive (longest task < 100 ms)', async () => {
+    await longestTask(page);
+    const t0 = Date.now();
+    await page.click(tid('compare-button'));
+    await until('the comparison to start', () => document.body.dataset.busy === 'true', null, 10_000);
+    await idle(until, 'the comparison', COMPARE_TIMEOUT_MS);
+    const longest = await longestTask(page);
+    const row = await editRow(page);
+    console.log(`  compared in ${((Date.now() - t0) / 1000).toFixed(1)} s; longest main-thread task ${longest.toFixed(0)} ms`);
+    expect(longest < LONG_TASK_LIMIT_MS, `a ${longest} ms task froze the page during the comparison`);
+    expect(row.edited === before.edited && row.editedNew === before.editedNew, 'the comparison changed');
   });
 
   await check('the ledger exports as a .nsepatch; a patch for another model is refused', async () => {
@@ -388,6 +433,52 @@ await session(`editor session (${BACKEND})`, { webgpu: true, query: QUERY, viewp
     const after = manifestOf(fs.readFileSync(await download.path())).manifest;
     expect(after.weights_sha256 === digests.weights_sha256, 'the weights after the benchmark are not the ledger\'s');
     await page.screenshot({ path: path.join(SHOTS, 'editor-bench.png'), fullPage: true });
+  });
+});
+
+await session('crash session', {
+  webgpu: true, query: `${QUERY || '?'}&test_panic=edit`, viewport: VIEWPORT,
+  // The test hook's panic, as the engine's worker reports it to the console.
+  allowConsole: [/test hook/, /engine crashed/, /RuntimeError/, /unreachable/, /panicked/],
+}, async (page, until) => {
+  await check('a panic in the engine mid-edit is contained: message, Restart engine, ledger restored from IndexedDB', async () => {
+    expect(exported, 'needs the patch exported by the editor session');
+    await waitForModel(page, until, BACKEND);
+    await idle(until, 'the page to be idle after loading', LOAD_TIMEOUT_MS);
+    // A saved ledger to come back to: the page's exported edit, imported (and saved).
+    await page.setInputFiles(tid('import-input'), {
+      name: 'page.nsepatch', mimeType: 'application/octet-stream', buffer: exported,
+    });
+    await idle(until, 'the import', COMPARE_TIMEOUT_MS);
+    expect((await ledgerRows(page)).length === 1, 'the import did not land');
+    // The next edit panics at its first z step (the ?test_panic=edit hook).
+    await page.fill(tid('prompt-input'), 'The mother tongue of Danielle Darrieux is');
+    await page.fill(tid('subject-input'), 'Danielle Darrieux');
+    await page.fill(tid('target-input'), 'English');
+    await checked(page);
+    await page.click(tid('apply-button'));
+    await until('the crash message', (sel) => !document.querySelector(sel).hidden, tid('crash-message'), EDIT_TIMEOUT_MS);
+    const message = await page.textContent(tid('crash-message'));
+    console.log(`  crash: ${message.slice(0, 160)}…`);
+    expect(/test hook/.test(message) && /Restart engine/.test(message), `crash message: ${message}`);
+    expect(await page.isVisible(tid('restart-engine-button')), 'no Restart engine button');
+    // The page itself lives: it repaints and takes input.
+    await page.fill(tid('generate-prompt-input'), 'still alive');
+    expect(await page.inputValue(tid('generate-prompt-input')) === 'still alive', 'the page no longer takes input');
+    await page.screenshot({ path: path.join(SHOTS, 'editor-crash.png') });
+    await page.click(tid('restart-engine-button'));
+    await waitForModel(page, until, BACKEND);
+    await idle(until, 'the restarted engine and its comparison', COMPARE_TIMEOUT_MS);
+    expect(await page.isHidden(tid('crash-message')), 'the crash message stays after the restart');
+    const rows = await ledgerRows(page);
+    console.log(`  after the restart: ${rows.map((r) => r.text).join(' | ')}`);
+    // IndexedDB holds the ledger as it was before the crashed job: the imported edit only.
+    expect(rows.length === 1 && /Rome/.test(rows[0].text), `ledger after the restart: ${JSON.stringify(rows)}`);
+    const row = await editRow(page);
+    expect(row.edited.startsWith(' Rome') && row.editedNew === before.editedNew,
+      `the restored edit does not hold: ${JSON.stringify(row)}`);
+    const status = await page.textContent(tid('model-status'));
+    expect(/from cache/.test(status), `the restart downloaded the model again: ${status}`);
   });
 });
 

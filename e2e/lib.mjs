@@ -52,7 +52,15 @@ export async function withPage({ webgpu, allowConsole = [], routes = {}, initScr
   const report = (msg) => { problems.push(msg); fail(new Error(msg)); };
   try {
     // Records every text the progress label shows (window.__nseProgress), to check byte progress.
+    // Records every main-thread task over 50 ms (window.__nseLongTasks: [{start, duration}]), to
+    // check that the page never freezes while its engine works in the worker.
     await ctx.addInitScript(() => {
+      window.__nseLongTasks = [];
+      try {
+        new PerformanceObserver((list) => {
+          for (const e of list.getEntries()) window.__nseLongTasks.push({ start: e.startTime, duration: e.duration });
+        }).observe({ type: 'longtask', buffered: true });
+      } catch { /* no Long Tasks API: the checks that need it fail on an empty record */ }
       window.__nseProgress = [];
       document.addEventListener('DOMContentLoaded', () => {
         const label = document.querySelector('[data-testid="progress-label"]');
@@ -92,6 +100,18 @@ export async function waitForModel(page, until, backend) {
     return el && el.dataset.state === 'ready' && el.dataset.backend === be;
   }, [tid('model-status'), backend], LOAD_TIMEOUT_MS);
 }
+
+/// The longest main-thread task (ms) recorded since the last call, and forgets them.
+export async function longestTask(page) {
+  return page.evaluate(() => {
+    const longest = Math.max(0, ...window.__nseLongTasks.map((t) => t.duration));
+    window.__nseLongTasks = [];
+    return longest;
+  });
+}
+
+/// The longest main-thread task the page may have while its engine works (issue 11).
+export const LONG_TASK_LIMIT_MS = 100;
 
 export function expect(cond, msg) {
   if (!cond) throw new Error(msg);

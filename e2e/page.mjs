@@ -5,7 +5,9 @@
 //   1. the default model loads on WebGPU (SwiftShader here) and the status names the adapter;
 //   2. "The capital of France is" + 4 tokens streams " Paris" into the page, with a top-5 list;
 //   3. a garbage .gguf from the file picker shows a clear error and the page stays usable;
-//   4. without --enable-unsafe-webgpu the page explains in plain words and runs on the cpu.
+//   4. without --enable-unsafe-webgpu the page explains in plain words and runs on the cpu;
+//   5. the engine's worker refuses a message of another protocol version, one of an unknown
+//      kind, and a second job while one runs, each with a coded error, and keeps working.
 // Any page error or console error fails the check it happens in.
 // Prints a pass/fail summary and exits non-zero on any failure. Screenshots: artifacts/e2e/.
 
@@ -181,6 +183,52 @@ await session('no-WebGPU browser session', { webgpu: false, allowConsole: EXPECT
     console.log(`  output on cpu: ${JSON.stringify(out.text)}; ${out.stats}`);
     expect(out.text.startsWith(' Paris'), `cpu output ${JSON.stringify(out.text)}`);
     await page.screenshot({ path: path.join(SHOTS, 'no-webgpu-cpu.png'), fullPage: true });
+  });
+});
+
+await session('engine protocol session', {
+  webgpu: false, query: '?backend=cpu&expose_engine=1', allowConsole: EXPECTED_WITHOUT_WEBGPU,
+}, async (page, until) => {
+  await check('the engine refuses a stale or unknown message and a second job, and keeps working', async () => {
+    await waitForModel(page, until, 'cpu');
+    await until('the page to be idle', () => document.body.dataset.busy === 'false', null, 60_000);
+    // Posts a raw message to the engine's worker (?expose_engine=1) and waits for its outcome.
+    const ask = (msg) => page.evaluate((m) => new Promise((resolve) => {
+      const w = window.nseEngine;
+      const on = (e) => {
+        if (e.data?.id === m.id && e.data.body?.type === 'done') {
+          w.removeEventListener('message', on);
+          resolve(e.data.body.outcome);
+        }
+      };
+      w.addEventListener('message', on);
+      w.postMessage(m);
+    }), msg);
+    // PROTOCOL_VERSION is 1 (src/session/protocol.rs).
+    const stale = await ask({ v: 999, id: 90001, request: { kind: 'hello' } });
+    console.log(`  another version: ${JSON.stringify(stale)}`);
+    expect(stale.Err?.code === 'Protocol' && /reload/.test(stale.Err.message) && /999/.test(stale.Err.message),
+      `another version: ${JSON.stringify(stale)}`);
+    const unknown = await ask({ v: 1, id: 90002, request: { kind: 'format_disk' } });
+    console.log(`  unknown kind: ${JSON.stringify(unknown)}`);
+    expect(unknown.Err?.code === 'Protocol' && /reload/.test(unknown.Err.message), `unknown kind: ${JSON.stringify(unknown)}`);
+    const hello = await ask({ v: 1, id: 90003, request: { kind: 'hello' } });
+    expect(hello.Ok?.reply === 'ready' && hello.Ok.version === 1, `hello: ${JSON.stringify(hello)}`);
+    // A second job while one runs (a long generation) is refused; the first is unharmed.
+    await page.fill(tid('generate-prompt-input'), 'The capital of France is');
+    await page.fill(tid('max-tokens-input'), '200');
+    await page.click(tid('generate-button'));
+    await until('the generation to start', () => document.body.dataset.busy === 'true', null, 10_000);
+    const second = await ask({ v: 1, id: 90004, request: { kind: 'export_patch' } });
+    console.log(`  a second job: ${JSON.stringify(second)}`);
+    expect(second.Err?.code === 'Busy' && /generating/.test(second.Err.message), `second job: ${JSON.stringify(second)}`);
+    await page.click(tid('stop-button'));
+    await until('the stopped generation', () => document.body.dataset.busy === 'false', null, 60_000);
+    const stats = await page.textContent(tid('generate-stats'));
+    console.log(`  the generation: ${stats}`);
+    expect(/\(stopped\)/.test(stats), `the generation was not stopped by the user: ${stats}`);
+    const out = await generate(page, until, 'The capital of France is', 2);
+    expect(out.text.startsWith(' Paris'), `after the refusals the engine says ${JSON.stringify(out.text)}`);
   });
 });
 

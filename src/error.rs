@@ -119,6 +119,26 @@ pub enum Error {
 }
 
 impl Error {
+    /// A stable name of the kind of error, for programs (the page's protocol, the JS API): the
+    /// message may change wording, the code does not.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Format { .. } | Error::MissingTensor { .. } | Error::TensorShape { .. } => {
+                "BadModelFile"
+            }
+            Error::Unsupported { .. } => "Unsupported",
+            Error::Input(_) => "BadInput",
+            Error::Gpu(_) => "Gpu",
+            Error::BufferTooLarge { .. } => "ModelTooLarge",
+            Error::DeviceLost(_) => "DeviceLost",
+            Error::Numeric(_) => "Numeric",
+            Error::Cancelled(_) => "Cancelled",
+            Error::Io { .. } => "Io",
+            Error::Json { .. } => "BadJson",
+            Error::TooLarge { .. } => "TooLarge",
+        }
+    }
+
     /// A [`Error::Format`] for `path`.
     pub fn format(path: impl Into<String>, msg: impl Into<String>) -> Self {
         Error::Format {

@@ -14,7 +14,8 @@ use crate::model::export::export_safetensors;
 use crate::{Error, Result, with_bench, with_model};
 
 /// What to take back.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "take", content = "entry", rename_all = "snake_case")]
 pub enum Rewind {
     /// The last entry (bit-exact).
     Last,

@@ -20,6 +20,7 @@
 //! edit leaves the weights, `P`, the ledger and the page records exactly as before it.
 
 pub mod ledger;
+pub mod protocol;
 pub mod setup;
 pub mod work;
 

@@ -39,7 +39,7 @@ pub struct Probe {
 }
 
 /// What one model says after one probe.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ProbeOut {
     /// Greedy continuation ([`PROBE_TOKENS`] tokens).
     pub text: String,

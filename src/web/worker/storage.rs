@@ -1,5 +1,5 @@
-//! Browser storage: IndexedDB for the edit ledger and the covariance statistics, the Cache API
-//! for the downloaded model bytes.
+//! Browser storage, in the engine's worker: IndexedDB for the edit ledger and the covariance
+//! statistics (the Cache API, for the downloaded model bytes, is in `loader`).
 //!
 //! IndexedDB writes are transactional: [`Db::put`] resolves only when its transaction has
 //! committed, and a failed or aborted transaction leaves the stored value as it was. The page
@@ -36,10 +36,11 @@ impl Db {
     /// No IndexedDB (a private window of some browsers, or storage switched off), or the
     /// browser refused to open it.
     pub async fn open(name: &str) -> Result<Db> {
-        let window = web_sys::window().ok_or_else(|| Error::input("no window"))?;
-        let factory = window
-            .indexed_db()
-            .map_err(|e| js_err("IndexedDB is not available", e))?
+        // `indexedDB` of the global scope: the engine's worker in the page (the page's main
+        // thread never opens it), a window in the browser tests.
+        let factory = Reflect::get(&js_sys::global(), &JsValue::from_str("indexedDB"))
+            .ok()
+            .and_then(|f| f.dyn_into::<web_sys::IdbFactory>().ok())
             .ok_or_else(|| {
                 Error::input("this browser offers no IndexedDB, so nothing can be saved")
             })?;

@@ -9,10 +9,24 @@ use web_sys::{
     ResponseInit,
 };
 
-use super::dom::{self, js_error};
 use crate::model::LoadedModel;
 use crate::model::load::{load_gguf, load_safetensors};
+use crate::web::js::js_error;
 use crate::{Error, Result};
+
+fn scope() -> web_sys::WorkerGlobalScope {
+    js_sys::global().unchecked_into()
+}
+
+/// `url` resolved against the page's address: the worker runs from a `blob:` URL, against which
+/// a relative URL means nothing, so the page passes its base as `globalThis.NSE_BASE`.
+pub(crate) fn absolute(url: &str) -> String {
+    let base = Reflect::get(&js_sys::global(), &JsValue::from_str("NSE_BASE"))
+        .ok()
+        .and_then(|b| b.as_string());
+    base.and_then(|b| web_sys::Url::new_with_base(url, &b).ok())
+        .map_or_else(|| url.to_string(), |u| u.href())
+}
 
 /// Downloads `url` into memory, calling `on_progress(bytes_so_far, total)` after every chunk
 /// (`total` from `Content-Length`, when the server sends it).
@@ -31,7 +45,8 @@ pub(crate) async fn fetch_bytes(
 async fn fetch_ok(url: &str, method: &str) -> Result<Response> {
     let init = RequestInit::new();
     init.set_method(method);
-    let response = JsFuture::from(dom::window().fetch_with_str_and_init(url, &init))
+    let url = &absolute(url);
+    let response = JsFuture::from(scope().fetch_with_str_and_init(url, &init))
         .await
         .map_err(|e| js_error(&format!("could not download {url}"), e))?;
     let response: Response = response
@@ -93,6 +108,7 @@ pub(crate) async fn fetch_cached(
     url: &str,
     mut on_progress: impl FnMut(u64, Option<u64>, bool),
 ) -> Result<(Vec<u8>, bool)> {
+    let url = &absolute(url);
     let cache = open_cache().await;
     if let Some(cache) = &cache
         && let Some(cached) = cached_response(cache, url).await
@@ -122,7 +138,7 @@ pub(crate) async fn fetch_cached(
 }
 
 async fn open_cache() -> Option<Cache> {
-    let caches = dom::window().caches().ok()?;
+    let caches = scope().caches().ok()?;
     JsFuture::from(caches.open(MODEL_CACHE))
         .await
         .ok()?

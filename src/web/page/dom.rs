@@ -1,11 +1,12 @@
-//! Small DOM helpers: find the page's elements by `data-testid`, attach listeners, turn
-//! JavaScript exceptions into [`Error`]s, and give the browser's event loop a turn.
+//! Small DOM helpers: find the page's elements by `data-testid`, attach listeners, offer
+//! downloads, read the page's URL and number boxes.
 
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::{Document, Element, Event, EventTarget, Window};
 
 use crate::Error;
+pub(crate) use crate::web::js::js_error;
 
 pub(crate) fn window() -> Window {
     web_sys::window().expect("the page runs in a window")
@@ -52,50 +53,6 @@ pub(crate) fn on(target: &EventTarget, event: &str, f: impl FnMut(Event) + 'stat
     callback.forget();
 }
 
-/// A JavaScript exception (or rejected promise) as an [`Error`], with what we were doing.
-pub(crate) fn js_error(doing: &str, e: JsValue) -> Error {
-    let text = e
-        .dyn_ref::<js_sys::Error>()
-        .map(|e| String::from(e.message()))
-        .or_else(|| e.as_string())
-        .unwrap_or_else(|| format!("{e:?}"));
-    Error::input(format!("{doing}: {text}"))
-}
-
-/// Milliseconds since the epoch (for durations shown on the page).
-pub(crate) fn now_ms() -> f64 {
-    js_sys::Date::now()
-}
-
-/// Resolves after `ms` milliseconds through `setTimeout`, on a later macrotask.
-///
-/// Awaiting it hands the event loop back to the browser, which then handles input and repaints
-/// before the next slice of work. `sleep_ms(0)` is the cheapest yield; a frame's worth (16 ms)
-/// makes sure a label set just before a long synchronous step is painted first.
-pub(crate) async fn sleep_ms(ms: i32) {
-    let promise = js_sys::Promise::new(&mut |resolve, _reject| {
-        if window()
-            .set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms)
-            .is_err()
-        {
-            // No timer: resolve at once rather than never.
-            let _ = resolve.call0(&JsValue::NULL);
-        }
-    });
-    // This promise never rejects.
-    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
-}
-
-/// One turn of the event loop (see [`sleep_ms`]).
-pub(crate) async fn yield_now() {
-    sleep_ms(0).await;
-}
-
-/// Long enough for the browser to paint what was just written to the DOM.
-pub(crate) async fn let_paint() {
-    sleep_ms(20).await;
-}
-
 /// A new SVG element `<tag>`.
 pub(crate) fn svg(tag: &str) -> Element {
     document()
@@ -103,12 +60,13 @@ pub(crate) fn svg(tag: &str) -> Element {
         .unwrap_or_else(|_| panic!("cannot create an SVG <{tag}> element"))
 }
 
-/// Offers `bytes` as a file download named `name`.
+/// Offers `bytes` (as the engine handed them over, never copied into this thread's wasm memory)
+/// as a file download named `name`.
 ///
 /// # Errors
 /// The browser refused to make the blob or its URL.
-pub(crate) fn download(name: &str, bytes: &[u8], mime: &str) -> crate::Result<()> {
-    let parts = js_sys::Array::of1(&js_sys::Uint8Array::from(bytes).into());
+pub(crate) fn download(name: &str, bytes: &js_sys::Uint8Array, mime: &str) -> crate::Result<()> {
+    let parts = js_sys::Array::of1(bytes);
     let options = web_sys::BlobPropertyBag::new();
     options.set_type(mime);
     let blob = web_sys::Blob::new_with_u8_array_sequence_and_options(&parts, &options)

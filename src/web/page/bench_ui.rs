@@ -8,16 +8,10 @@ use std::rc::Rc;
 
 use web_sys::{HtmlButtonElement, HtmlElement, HtmlInputElement, HtmlSelectElement};
 
+use super::App;
 use super::dom::{self, by_testid, set_attr, svg};
-use super::session::Session;
-use super::{App, apply_flow, ledger_ui, loader};
-use crate::edit::{Case, MethodKind, Progress};
-use crate::eval::{Aggregate, EvalOptions, RunEvent, SequentialPlan};
-use crate::session::Rewind;
-use crate::{Error, Result};
-
-/// The CounterFact cases the page ships (copied by `scripts/setup.sh`).
-const CASES_URL: &str = "models/counterfact-edit.json";
+use crate::edit::MethodKind;
+use crate::session::protocol::Request;
 const METRICS: [(&str, &str); 3] = [
     ("rewrite", "#2f6fde"),
     ("paraphrase", "#1f7a3d"),
@@ -42,9 +36,9 @@ pub(crate) struct BenchView {
     stop: HtmlButtonElement,
     status: HtmlElement,
     plot: HtmlElement,
-    cancel: Cell<bool>,
     runs: RefCell<Vec<Run>>,
-    cases: RefCell<Option<Rc<Vec<Case>>>>,
+    /// The number of edits of the running benchmark (the plot's x range).
+    n_edits: Cell<usize>,
 }
 
 impl BenchView {
@@ -57,14 +51,26 @@ impl BenchView {
             stop: by_testid("bench-stop-button"),
             status: by_testid("bench-status"),
             plot: by_testid("bench-plot"),
-            cancel: Cell::new(false),
             runs: RefCell::new(vec![]),
-            cases: RefCell::new(None),
+            n_edits: Cell::new(1),
         }
     }
 
     pub(crate) fn set_enabled(&self, enabled: bool, editable: bool) {
         self.button.set_disabled(!(enabled && editable));
+    }
+
+    /// The benchmark's status line (an engine event).
+    pub(crate) fn set_status(&self, text: &str) {
+        self.status.set_inner_text(text);
+    }
+
+    /// A measurement after a batch (an engine event): added to the running run and drawn.
+    pub(crate) fn add_point(&self, edits: usize, rates: [Option<f64>; 3]) {
+        if let Some(run) = self.runs.borrow_mut().last_mut() {
+            run.points.push((edits, rates));
+        }
+        draw(self, self.n_edits.get());
     }
 }
 
@@ -76,177 +82,46 @@ pub(crate) fn wire(app: &Rc<App>) {
     });
     let a = Rc::clone(app);
     dom::on(&app.bench.stop, "click", move |_| {
-        a.bench.cancel.set(true);
+        a.send(Request::StopBench);
         a.bench.stop.set_disabled(true);
     });
 }
 
+/// Runs the benchmark in the engine; its measurements arrive as events and are drawn as they
+/// come.
 async fn run_job(app: &Rc<App>) {
+    let view = &app.bench;
+    let read = || -> crate::Result<(usize, usize, MethodKind)> {
+        Ok((
+            dom::int_input(&view.n, "edits", 1, 100_000)?,
+            dom::int_input(&view.batch, "batch size", 1, 64)?,
+            MethodKind::parse(&view.method.value())?,
+        ))
+    };
+    let (n, batch, method) = match read() {
+        Ok(x) => x,
+        Err(e) => return app.status.show_error(&e.to_string()),
+    };
     if !app.begin() {
         return;
     }
-    app.status.clear_error();
-    let view = &app.bench;
-    view.cancel.set(false);
     view.stop.set_disabled(false);
-    let Some(mut s) = app.take_session() else {
-        app.end();
-        return;
-    };
-    let t0 = dom::now_ms();
-    match run(app, &mut s).await {
-        Ok(done) => {
-            let secs = (dom::now_ms() - t0) / 1000.0;
-            view.status.set_inner_text(&format!(
-                "Done: {done} edits in {secs:.1} s; your ledger is back."
-            ));
-            app.status
-                .progress(Some(1.0), &format!("Benchmark done in {secs:.1} s."));
-        }
-        Err(e) => {
-            view.status.set_inner_text(&format!("Stopped: {e}"));
-            app.status.show_error(&format!("The benchmark failed: {e}"));
-        }
-    }
-    view.stop.set_disabled(true);
-    ledger_ui::render(app, &s);
-    app.put_session(s);
-    app.end();
-}
-
-/// The shipped cases, downloaded and parsed once.
-async fn cases(app: &App) -> Result<Rc<Vec<Case>>> {
-    if let Some(c) = app.bench.cases.borrow().as_ref() {
-        return Ok(Rc::clone(c));
-    }
-    app.status
-        .progress(None, &format!("Downloading {CASES_URL}…"));
-    let bytes = loader::fetch_bytes(CASES_URL, |_, _| {})
-        .await
-        .map_err(|e| {
-            Error::input(format!(
-                "{e} (run `bash scripts/setup.sh`, which copies CounterFact there)"
-            ))
-        })?;
-    let c = Rc::new(crate::edit::dataset::parse_cases(
-        &String::from_utf8_lossy(&bytes),
-        CASES_URL,
-    )?);
-    *app.bench.cases.borrow_mut() = Some(Rc::clone(&c));
-    Ok(c)
-}
-
-async fn run(app: &App, s: &mut Session) -> Result<usize> {
-    let view = &app.bench;
-    let all = cases(app).await?;
-    let n = dom::int_input(&view.n, "edits", 1, all.len())?;
-    let batch = dom::int_input(&view.batch, "batch size", 1, 64)?;
-    let kind = MethodKind::parse(&view.method.value())?;
-    apply_flow::ensure_ready(app, s, kind, false).await?;
-
-    // Set the user's ledger aside: the run starts from the original model.
-    let saved = s.ledger_patch()?;
-    let saved_meta = s.setup()?.meta.clone();
-    s.rewind(Rewind::All, |_, _| {}).await?;
+    view.n_edits.set(n);
     view.runs.borrow_mut().push(Run {
-        method: kind,
+        method,
         points: vec![],
     });
-    let result = edit_and_measure(app, s, &all[..n], batch, kind).await;
-
-    // Put the user's ledger back, bit for bit.
-    s.replace_ledger(&saved, saved_meta).await?;
-    result
-}
-
-/// The library's sequential run ([`crate::eval::sequential`], as `nse eval` runs it) with a
-/// checkpoint after every batch: the CounterFact success rates of the cases edited so far.
-async fn edit_and_measure(
-    app: &App,
-    s: &mut Session,
-    cases: &[Case],
-    batch: usize,
-    kind: MethodKind,
-) -> Result<usize> {
-    let view = &app.bench;
-    let plan = SequentialPlan {
-        batch_size: batch,
-        checkpoint_every: 1,
-        eval: EvalOptions::default(),
+    let request = Request::Bench {
+        n,
+        batch,
+        method,
+        cov_budget: app.edit.cov_budget.value().trim().parse().unwrap_or(0),
     };
-    let mut runner = s.sequential(cases, &plan)?;
-    let n_batches = cases.len().div_ceil(batch);
-    let mut done = 0;
-    loop {
-        if view.cancel.get() {
-            break;
-        }
-        let b = runner.done().batches.len();
-        let label = format!(
-            "Benchmark ({}), batch {} of {n_batches}",
-            kind.name(),
-            b + 1
-        );
-        view.status.set_inner_text(&format!("{label}: editing…"));
-        let base = b as f64 / n_batches as f64;
-        let more = s
-            .sequential_step(&mut runner, kind, |e| {
-                let what = match e {
-                    RunEvent::Edit { progress, .. } => match progress {
-                        Progress::Z {
-                            request,
-                            step,
-                            loss,
-                            ..
-                        } => {
-                            format!("z {}: step {}, loss {loss:.3}", request + 1, step + 1)
-                        }
-                        Progress::Round { round, .. } => format!("round {}", round + 1),
-                        Progress::Layer { layer, .. } => format!("layer {layer}"),
-                        Progress::PastKeys => "past keys".into(),
-                    },
-                    RunEvent::BatchDone { .. } => "measuring the cases edited so far…".into(),
-                    RunEvent::Evaluating { edits, .. } => {
-                        format!("measuring the {edits} cases edited so far…")
-                    }
-                    RunEvent::CheckpointDone { .. } => "measured".into(),
-                };
-                app.status.progress(Some(base), &format!("{label}: {what}"));
-            })
-            .await?;
-        let Some(cp) = runner.done().checkpoints.last() else {
-            break;
-        };
-        done = cp.edits;
-        let rates = match &cp.eval.agg {
-            Aggregate::CounterFact(a) => [
-                Some(a.rewrite_success),
-                Some(a.paraphrase_success),
-                Some(a.neighborhood_success),
-            ],
-            Aggregate::Zsre(_) => [None; 3],
-        };
-        if let Some(run) = view.runs.borrow_mut().last_mut() {
-            run.points.push((done, rates));
-        }
-        draw(view, cases.len());
-        let pct = |x: Option<f64>| x.map_or("–".into(), |v| format!("{v:.0}%"));
-        view.status.set_inner_text(&format!(
-            "{done} of {} edits: rewrite {}, paraphrase {}, neighbourhood {}.",
-            cases.len(),
-            pct(rates[0]),
-            pct(rates[1]),
-            pct(rates[2])
-        ));
-        app.status.progress(
-            Some((b + 1) as f64 / n_batches as f64),
-            &format!("{label}: measured."),
-        );
-        if !more {
-            break;
-        }
+    if let Err(f) = app.call(request).await {
+        app.status.show_error(&f.message);
     }
-    Ok(done)
+    view.stop.set_disabled(true);
+    app.end();
 }
 
 /// Redraws the plot: success (%) of the cases edited so far against the number of edits.

@@ -2,21 +2,18 @@
 //! last token marked), the method, "Apply" with its stages, and the dataset import that
 //! applies cases in batches.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::rc::Rc;
 
+use js_sys::Array;
 use wasm_bindgen::JsCast;
 use web_sys::{HtmlButtonElement, HtmlElement, HtmlInputElement, HtmlSelectElement};
 
 use super::dom::{self, by_testid, child, set_attr};
-use super::session::{FORM_CONTEXT_MARGIN, Session};
-use super::{App, apply_flow};
+use super::{App, compare_ui};
 use crate::Result;
-use crate::edit::check::CheckReport;
-use crate::edit::dataset::parse_records;
-use crate::edit::subject::{SubjectTokens, locate_subject};
-use crate::edit::{Case, EditRequest, MethodKind, Probes};
-use crate::session::RequestProbes;
+use crate::edit::{EditRequest, MethodKind};
+use crate::session::protocol::{Checked, Item, Reply, Request, TokenView};
 
 /// Handles on the edit panel.
 pub(crate) struct EditView {
@@ -42,8 +39,10 @@ pub(crate) struct EditView {
     valid: Cell<bool>,
     /// No job is running and a model that can be edited is loaded.
     ready: Cell<bool>,
-    /// Cases of the imported dataset.
-    cases: RefCell<Vec<Case>>,
+    /// Cases of the dataset the engine read last (0: none).
+    cases: Cell<usize>,
+    /// Counts the form's checks; an answer for an older one is dropped.
+    check_seq: Cell<u32>,
 }
 
 impl EditView {
@@ -69,7 +68,8 @@ impl EditView {
             dataset_status: by_testid("dataset-status"),
             valid: Cell::new(false),
             ready: Cell::new(false),
-            cases: RefCell::new(vec![]),
+            cases: Cell::new(0),
+            check_seq: Cell::new(0),
         }
     }
 
@@ -79,7 +79,7 @@ impl EditView {
         self.apply.set_disabled(!(enabled && self.valid.get()));
         self.cov_recompute.set_disabled(!enabled);
         self.dataset_apply
-            .set_disabled(!enabled || self.cases.borrow().is_empty());
+            .set_disabled(!enabled || self.cases.get() == 0);
         self.dataset_input.set_disabled(!enabled);
     }
 
@@ -94,77 +94,54 @@ impl EditView {
         MethodKind::parse(&self.method.value()).unwrap_or(MethodKind::Nse)
     }
 
-    /// The request in the form, checked against the tokenizer and the hyperparameters when a
-    /// session is given.
-    pub(crate) fn request(&self, session: Option<&Session>) -> Result<EditRequest> {
+    /// The request in the form, checked against the form's own rules (the engine checks it
+    /// against the model).
+    pub(crate) fn request(&self) -> Result<EditRequest> {
         let truth = self.target_true.value();
         let truth = Some(truth.trim()).filter(|t| !t.is_empty());
-        let r = EditRequest::from_sentence(
+        EditRequest::from_sentence(
             &self.prompt.value(),
             &self.subject.value(),
             &self.target.value(),
             truth,
-        )?;
-        if let Some(s) = session {
-            s.setup()?.with_check(
-                &s.tokenizer,
-                s.config().max_ctx,
-                FORM_CONTEXT_MARGIN,
-                |spec| spec.check_request(&r),
-            )?;
-        }
-        Ok(r)
+        )
     }
 
-    /// Validates the form and shows the verdict and the tokens.
-    pub(crate) fn validate(&self, session: Option<&Session>) {
-        let result = self.request(session);
-        self.valid.set(result.is_ok());
-        match &result {
-            Ok(r) => {
-                set_attr(&self.validation, "data-state", "ok");
-                let truth = r
-                    .target_true
-                    .as_deref()
-                    .map_or("the unedited model's answer".to_string(), |t| {
-                        format!("{t:?}")
-                    });
-                self.validation.set_inner_text(&format!(
-                    "Ready: “{}” → {:?} (true target: {truth}).",
-                    r.sentence(),
-                    r.target_new
-                ));
-            }
-            Err(e) => {
-                set_attr(&self.validation, "data-state", "error");
-                self.validation.set_inner_text(&e.to_string());
-            }
-        }
-        if let (Ok(r), Some(s)) = (&result, session) {
-            self.show_tokens(r, s);
-        } else if result.is_err() {
-            dom::clear(&self.tokens);
-        }
+    /// Shows the verdict: `state` is `ok`, `error` or `checking`.
+    fn verdict(&self, state: &str, text: &str) {
+        self.valid.set(state == "ok");
+        set_attr(&self.validation, "data-state", state);
+        self.validation.set_inner_text(text);
         self.set_enabled(self.ready.get());
     }
 
+    /// "Ready: …" for a request the engine can place.
+    fn ready_text(r: &EditRequest) -> String {
+        let truth = r
+            .target_true
+            .as_deref()
+            .map_or("the unedited model's answer".to_string(), |t| {
+                format!("{t:?}")
+            });
+        format!(
+            "Ready: “{}” → {:?} (true target: {truth}).",
+            r.sentence(),
+            r.target_new
+        )
+    }
+
     /// The prompt's tokens; the subject's tokens are marked, its last one strongly.
-    fn show_tokens(&self, r: &EditRequest, s: &Session) {
+    fn show_tokens(&self, tokens: &[TokenView], first: usize, last: usize) {
         dom::clear(&self.tokens);
-        let tok = &s.tokenizer;
-        let Ok(SubjectTokens { ids, last, .. }) = locate_subject(tok, &r.prompt, &r.subject) else {
-            return;
-        };
-        let first = r
-            .prompt
-            .find("{}")
-            .and_then(|at| tok.encode(&r.prompt[..at]).ok())
-            .map_or(0, |p| p.len());
-        for (i, &id) in ids.iter().enumerate() {
-            let text = tok.decode(&[id]).unwrap_or_default();
-            let span = child(&self.tokens, "span", Some("token"), &text.replace(' ', "·"));
+        for (i, t) in tokens.iter().enumerate() {
+            let span = child(
+                &self.tokens,
+                "span",
+                Some("token"),
+                &t.text.replace(' ', "·"),
+            );
             set_attr(&span, "data-index", &i.to_string());
-            set_attr(&span, "title", &format!("token {i}: id {id}"));
+            set_attr(&span, "title", &format!("token {i}: id {}", t.id));
             if (first..=last).contains(&i) {
                 set_attr(
                     &span,
@@ -184,7 +161,7 @@ impl EditView {
         set_attr(&note, "class", "hint");
         note.set_text_content(Some(&format!(
             "  {} tokens; the subject's last token is #{last}: the edit writes at that position.",
-            ids.len()
+            tokens.len()
         )));
     }
 
@@ -217,11 +194,6 @@ impl EditView {
         self.subject.value()
     }
 
-    /// Fills the form from a dataset case.
-    fn fill_from(&self, case: &Case) {
-        self.fill_request(&case.request);
-    }
-
     /// Fills the form with a request.
     pub(crate) fn fill_request(&self, r: &EditRequest) {
         self.prompt.set_value(&r.sentence());
@@ -232,24 +204,68 @@ impl EditView {
     }
 }
 
-/// The probes a dataset case brings.
-pub(crate) fn case_probes(case: &Case) -> RequestProbes {
-    match &case.probes {
-        Probes::CounterFact {
-            paraphrase,
-            neighborhood,
-        } => RequestProbes {
-            paraphrase: paraphrase.clone(),
-            neighborhood: neighborhood.clone(),
-        },
-        Probes::Zsre {
-            paraphrase, loc, ..
-        } => RequestProbes {
-            paraphrase: paraphrase.clone(),
-            neighborhood: vec![loc.clone()],
-        },
-        Probes::None => RequestProbes::default(),
+/// Checks the form: its own rules at once, then (when a model is loaded and idle) the engine's
+/// check against the tokenizer and the hyperparameters. Until the engine has answered, the
+/// request is not ready.
+pub(crate) fn validate(app: &Rc<App>) {
+    let v = &app.edit;
+    let seq = v.check_seq.get().wrapping_add(1);
+    v.check_seq.set(seq);
+    let r = match v.request() {
+        Ok(r) => r,
+        Err(e) => {
+            dom::clear(&v.tokens);
+            return v.verdict("error", &e.to_string());
+        }
+    };
+    if app.model().is_none() {
+        return v.verdict("ok", &EditView::ready_text(&r));
     }
+    if app.busy.get() {
+        return v.verdict(
+            "checking",
+            "Checked against the model when the running job ends.",
+        );
+    }
+    v.verdict("checking", "Checking against the model's tokenizer…");
+    let a = Rc::clone(app);
+    wasm_bindgen_futures::spawn_local(async move {
+        let outcome = a.call(Request::Check { request: r.clone() }).await;
+        let v = &a.edit;
+        if v.check_seq.get() != seq {
+            return;
+        }
+        match outcome {
+            Ok(Reply::Checked {
+                checked:
+                    Checked::Ok {
+                        tokens,
+                        first,
+                        last,
+                    },
+            }) => {
+                v.show_tokens(&tokens, first, last);
+                v.verdict("ok", &EditView::ready_text(&r));
+            }
+            Ok(Reply::Checked {
+                checked: Checked::Refused { message },
+            }) => {
+                dom::clear(&v.tokens);
+                v.verdict("error", &message);
+            }
+            Ok(Reply::Checked {
+                checked: Checked::NoModel,
+            }) => v.verdict("ok", &EditView::ready_text(&r)),
+            Ok(Reply::Checked {
+                checked: Checked::Busy,
+            }) => v.verdict(
+                "checking",
+                "Checked against the model when the running job ends.",
+            ),
+            Ok(other) => v.verdict("error", &format!("unexpected answer {other:?}")),
+            Err(f) => v.verdict("error", &f.message),
+        }
+    });
 }
 
 /// Wires the form, the apply button, the covariance button and the dataset import.
@@ -279,7 +295,7 @@ pub(crate) fn wire(app: &Rc<App>) {
     let a = Rc::clone(app);
     dom::on(&v.cov_recompute, "click", move |_| {
         let a = Rc::clone(&a);
-        wasm_bindgen_futures::spawn_local(async move { apply_flow::recompute_cov(&a).await });
+        wasm_bindgen_futures::spawn_local(async move { recompute_cov(&a).await });
     });
     let a = Rc::clone(app);
     dom::on(&v.dataset_input, "change", move |_| {
@@ -293,9 +309,14 @@ pub(crate) fn wire(app: &Rc<App>) {
     });
 }
 
-/// Applies the request in the form.
+/// The cov budget box, checked by the engine when it computes.
+fn cov_budget(app: &App) -> usize {
+    app.edit.cov_budget.value().trim().parse().unwrap_or(0)
+}
+
+/// Applies the request in the form, then compares.
 async fn apply_form(app: &Rc<App>) {
-    let request = match app.edit.request(None) {
+    let request = match app.edit.request() {
         Ok(r) => r,
         Err(e) => {
             app.status.show_error(&format!("Cannot apply: {e}"));
@@ -303,60 +324,103 @@ async fn apply_form(app: &Rc<App>) {
         }
     };
     let probes = app.compare.form_probes();
-    let kind = app.edit.method();
-    apply_flow::apply_requests(app, vec![(request, probes)], 1, kind).await;
+    let request = Request::Apply {
+        items: vec![Item { request, probes }],
+        batch: 1,
+        method: app.edit.method(),
+        cov_budget: cov_budget(app),
+    };
+    apply_job(app, request).await;
 }
 
-/// Reads the picked dataset file and checks every record with the library's check (against
-/// the loaded model when one is idle, else the schema alone; "Apply" checks again).
+/// Runs an apply request as a job and shows the comparison after it.
+async fn apply_job(app: &Rc<App>, request: Request) {
+    if !app.begin() {
+        return;
+    }
+    app.edit.reset_stages();
+    match app.call(request).await {
+        Ok(Reply::Edited { cancelled, .. }) => {
+            if !cancelled {
+                // After a cancel the model is as before the job: the comparison shown holds.
+                compare_ui::run(app).await;
+            }
+        }
+        Ok(_) => {}
+        Err(f) => {
+            app.status.show_error(&f.message);
+            if f.code != "Crashed" {
+                compare_ui::run(app).await;
+            }
+        }
+    }
+    app.end();
+}
+
+/// Recomputes the covariance (the "recompute" button).
+async fn recompute_cov(app: &Rc<App>) {
+    if !app.begin() {
+        return;
+    }
+    app.edit.reset_stages();
+    let budget = cov_budget(app);
+    if let Err(f) = app.call(Request::Covariance { budget }).await {
+        app.status.show_error(&f.message);
+    }
+    app.end();
+}
+
+/// Hands the picked dataset file to the engine, which reads it and checks every record against
+/// the loaded model.
 async fn read_dataset(app: &Rc<App>) {
     let v = &app.edit;
     let Some(file) = v.dataset_input.files().and_then(|l| l.get(0)) else {
         return;
     };
     v.dataset_input.set_value("");
+    if !app.begin() {
+        return;
+    }
     let name = file.name();
-    let parsed = super::loader::read_file(&file, |_, _| {})
-        .await
-        .and_then(|bytes| parse_records(&String::from_utf8_lossy(&bytes), &name))
-        .and_then(|records| {
-            app.with_session(|s| s.check_records(&records, None, FORM_CONTEXT_MARGIN))
-                .unwrap_or_else(|| CheckReport::schema(&records, None))
-                .into_result()?;
-            Ok(records.into_iter().flatten().collect::<Vec<Case>>())
-        });
-    match parsed {
-        Ok(cases) => {
+    let (outcome, _) = app
+        .call_with(
+            Request::ReadDataset { name: name.clone() },
+            Array::of1(&file),
+        )
+        .await;
+    match outcome {
+        Ok(Reply::Dataset { name, cases, first }) => {
             v.dataset_status.set_inner_text(&format!(
-                "{name}: {} cases. The form shows the first; “Apply in batches” edits the first N.",
-                cases.len()
+                "{name}: {cases} cases. The form shows the first; “Apply in batches” edits the first N."
             ));
-            v.dataset_n.set_value(&cases.len().min(4).to_string());
+            v.dataset_n.set_value(&cases.min(4).to_string());
             if let Ok(Some(details)) = v.dataset_input.closest("details") {
                 dom::set_attr(&details, "open", "");
             }
-            v.fill_from(&cases[0]);
+            v.fill_request(&first.request);
             app.compare
-                .fill_probes(&cases[0].request.subject, &case_probes(&cases[0]));
-            *v.cases.borrow_mut() = cases;
-            app.validate_form();
+                .fill_probes(&first.request.subject, &first.probes);
+            v.cases.set(cases);
         }
-        Err(e) => {
-            v.cases.borrow_mut().clear();
-            v.dataset_status.set_inner_text(&format!("Not loaded: {e}"));
+        Ok(other) => app
+            .status
+            .show_error(&format!("unexpected answer {other:?}")),
+        Err(f) => {
+            v.cases.set(0);
+            v.dataset_status
+                .set_inner_text(&format!("Not loaded: {}", f.message));
             app.status
-                .show_error(&format!("Could not read the dataset: {e}"));
-            v.set_enabled(v.ready.get());
+                .show_error(&format!("Could not read the dataset: {}", f.message));
         }
     }
+    app.end();
 }
 
-/// Applies the first N imported cases in batches, after the library's check of those N in
-/// those batches (duplicates within a batch included).
+/// Applies the first N cases of the dataset in batches (the engine checks those N in those
+/// batches first, duplicates within a batch included).
 async fn apply_dataset(app: &Rc<App>) {
     let v = &app.edit;
-    let cases = v.cases.borrow().clone();
-    let n = match dom::int_input(&v.dataset_n, "cases to apply", 1, cases.len().max(1)) {
+    let n = match dom::int_input(&v.dataset_n, "cases to apply", 1, v.cases.get().max(1)) {
         Ok(n) => n,
         Err(e) => return app.status.show_error(&e.to_string()),
     };
@@ -364,18 +428,15 @@ async fn apply_dataset(app: &Rc<App>) {
         Ok(b) => b,
         Err(e) => return app.status.show_error(&e.to_string()),
     };
-    let records: Vec<_> = cases[..n].iter().cloned().map(Ok).collect();
-    let checked = app
-        .with_session(|s| s.check_records(&records, Some(batch), FORM_CONTEXT_MARGIN))
-        .map(|report| report.into_result());
-    if let Some(Err(e)) = checked {
+    let request = Request::ApplyDataset {
+        n,
+        batch,
+        method: v.method(),
+        cov_budget: cov_budget(app),
+    };
+    apply_job(app, request).await;
+    if let Some(e) = app.status.error_text() {
         v.dataset_status
             .set_inner_text(&format!("Not applied: {e}"));
-        return app.status.show_error(&format!("Cannot apply: {e}"));
     }
-    let items = cases[..n]
-        .iter()
-        .map(|c| (c.request.clone(), case_probes(c)))
-        .collect();
-    apply_flow::apply_requests(app, items, batch, v.method()).await;
 }

@@ -1,15 +1,15 @@
-//! The page's side of the library's [`Session`]: which backend, the device line, the hooks that
-//! let the page repaint and cancel between the engine's steps, and the page's ways out of a
-//! refused upload.
+//! The worker's side of the library's [`Session`]: which backend, the device line, the hooks
+//! that let the worker hear the page (a cancel) between the engine's steps, and the page's ways
+//! out of a refused upload.
 
 use std::cell::Cell;
 
-use super::dom;
-use super::webgpu::AdapterFacts;
 use crate::gpu::GpuBackend;
 use crate::model::{HostTensor, LoadedModel, Weights};
 use crate::session::Hooks;
+use crate::session::protocol::{AdapterFacts, Backend};
 pub(crate) use crate::session::{Session, fmt_bytes};
+use crate::web::js;
 use crate::{Error, Result};
 
 /// Context tokens a request leaves free in the page: room for what the page generates after the
@@ -31,49 +31,22 @@ pub(crate) fn clear_cancel() {
     CANCEL.with(|c| c.set(false));
 }
 
-/// Which backend runs the model.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum BackendKind {
-    /// Browser WebGPU through wgpu and the WGSL kernels.
-    WebGpu,
-    /// The plain-Rust backend, single-threaded in the page.
-    Cpu,
-}
-
-impl BackendKind {
-    /// The `<select>` value and `data-backend` attribute.
-    pub(crate) fn id(self) -> &'static str {
-        match self {
-            BackendKind::WebGpu => "webgpu",
-            BackendKind::Cpu => "cpu",
-        }
-    }
-
-    pub(crate) fn from_id(id: &str) -> Self {
-        if id == "cpu" {
-            BackendKind::Cpu
-        } else {
-            BackendKind::WebGpu
-        }
-    }
-
-    /// The backend a session runs on.
-    pub(crate) fn of(s: &Session) -> Self {
-        if s.engine.is_gpu() {
-            BackendKind::WebGpu
-        } else {
-            BackendKind::Cpu
-        }
+/// The backend a session runs on.
+pub(crate) fn backend_of(s: &Session) -> Backend {
+    if s.engine.is_gpu() {
+        Backend::Webgpu
+    } else {
+        Backend::Cpu
     }
 }
 
-/// The page's hooks: a yield to the event loop between steps (so that the page repaints and its
-/// buttons are heard), which stops the job when a cancel was requested; `Date.now()` as the clock.
+/// The worker's hooks: a yield to the event loop between steps (so that a cancel message is
+/// heard), which stops the job when a cancel was requested; `Date.now()` as the clock.
 fn page_hooks() -> Hooks {
     Hooks {
         pause: Some(Box::new(|| {
             Box::pin(async {
-                dom::yield_now().await;
+                js::yield_now().await;
                 if CANCEL.with(Cell::get) {
                     Err(Error::Cancelled("stopped by the user".into()))
                 } else {
@@ -81,13 +54,13 @@ fn page_hooks() -> Hooks {
                 }
             })
         })),
-        clock: dom::now_ms,
+        clock: js::now_ms,
     }
 }
 
 /// Uploads a decoded model to the cpu backend (the weights move, nothing is copied).
 pub(crate) fn on_cpu(loaded: LoadedModel) -> Result<Session> {
-    let device = "CPU backend · single-threaded on the page's main thread (faer GEMM)".into();
+    let device = "CPU backend · single-threaded in the page's engine worker (faer GEMM)".into();
     let mut s = Session::on_cpu(loaded, device)?;
     s.hooks = page_hooks();
     Ok(s)

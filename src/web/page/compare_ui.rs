@@ -9,10 +9,8 @@ use web_sys::{HtmlButtonElement, HtmlElement, HtmlInputElement, HtmlTextAreaElem
 
 use super::App;
 use super::dom::{self, by_testid, child, set_attr};
-use super::session::Session;
-use crate::Result;
-use crate::edit::EditRequest;
-use crate::session::{Probe, ProbeOut, RequestProbes};
+use crate::session::protocol::{Compared, ProbePrompt, Reply, Request};
+use crate::session::{ProbeOut, RequestProbes};
 
 /// Handles on the compare panel.
 pub(crate) struct CompareView {
@@ -149,136 +147,109 @@ pub(crate) fn wire(app: &Rc<App>) {
     let a = Rc::clone(app);
     dom::on(&app.compare.button, "click", move |_| {
         let a = Rc::clone(&a);
-        wasm_bindgen_futures::spawn_local(async move {
-            a.status.clear_error();
-            job(&a).await;
-        });
+        wasm_bindgen_futures::spawn_local(async move { job(&a).await });
     });
 }
 
-/// The comparison as a job of its own. It starts (and the page turns busy) before the first
-/// await, so a caller that ends its own job just before leaves no idle moment in between.
-pub(crate) async fn job(app: &App) {
+/// The comparison as a job of its own.
+pub(crate) async fn job(app: &Rc<App>) {
     if !app.begin() {
         return;
     }
-    if let Some(mut s) = app.take_session() {
-        run(app, &mut s).await;
-        app.put_session(s);
-    }
+    run(app).await;
     app.end();
 }
 
-/// The request the edit row compares: the form's when valid, else the last ledger request.
-fn edit_request(app: &App, s: &Session) -> Option<EditRequest> {
-    app.edit.request(Some(s)).ok().or_else(|| last_request(s))
-}
-
-fn last_request(s: &Session) -> Option<EditRequest> {
-    s.ledger().last().and_then(|e| e.requests.last().cloned())
-}
-
-/// A true target for `r`: its own, a ledger request's for the same prompt and new target, or
-/// the unedited model's answer.
-async fn with_truth(s: &mut Session, r: EditRequest) -> Result<EditRequest> {
-    if r.target_true.is_some() {
-        return Ok(r);
-    }
-    let from_ledger = s
-        .ledger()
-        .iter()
-        .flat_map(|e| &e.requests)
-        .rev()
-        .find(|x| x.sentence() == r.sentence() && x.target_new == r.target_new)
-        .and_then(|x| x.target_true.clone());
-    let mut reqs = [r];
-    if let Some(t) = from_ledger {
-        reqs[0].target_true = Some(t);
-    } else {
-        s.fill_true_targets(&mut reqs).await?;
-    }
-    let [r] = reqs;
-    Ok(r)
-}
-
-/// Runs the comparison (as part of the caller's job) and shows it.
-pub(crate) async fn run(app: &App, s: &mut Session) {
-    // A cancel pressed during the job's earlier part (an edit) stopped that part, not this one.
-    super::session::clear_cancel();
-    let view = &app.compare;
-    let Some(request) = edit_request(app, s) else {
-        view.set_state("idle", "Nothing to compare yet: type a valid edit above.");
-        return;
+/// The probes below the edit prompt: the paraphrase, the neighbourhood prompt, the user's own.
+fn probes(view: &CompareView) -> Vec<ProbePrompt> {
+    let p = view.form_probes();
+    let mut out: Vec<ProbePrompt> = vec![];
+    let mut add = |kind: &str, prompt: String| {
+        out.push(ProbePrompt {
+            kind: kind.into(),
+            prompt,
+        })
     };
+    p.paraphrase.into_iter().for_each(|x| add("paraphrase", x));
+    p.neighborhood
+        .into_iter()
+        .for_each(|x| add("neighborhood", x));
+    view.own
+        .value()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .for_each(|l| add("probe", l.to_string()));
+    out
+}
+
+/// Runs the comparison (as part of the caller's job) and shows it: the form's request when the
+/// engine can place it, else the ledger's last request.
+pub(crate) async fn run(app: &App) {
+    let view = &app.compare;
     view.set_state("running", "Comparing the original and the edited model…");
-    app.status
-        .progress(None, "Comparing the original and the edited model…");
-    dom::let_paint().await;
-    let t0 = dom::now_ms();
-    match compare(app, s, request).await {
-        Ok(n) => {
-            let secs = (dom::now_ms() - t0) / 1000.0;
+    let request = Request::Compare {
+        request: app.edit.request().ok(),
+        probes: probes(view),
+    };
+    match app.call(request).await {
+        Ok(Reply::Compared { compared: Some(c) }) => {
+            show(view, &c);
             view.set_state(
                 "done",
-                &format!("Compared {n} prompts on both models in {secs:.1} s."),
+                &format!(
+                    "Compared {} prompts on both models in {:.1} s.",
+                    c.rows.len(),
+                    c.secs
+                ),
             );
-            app.status
-                .progress(Some(1.0), &format!("Compared in {secs:.1} s."));
         }
-        Err(e) => {
-            view.set_state("error", &format!("The comparison failed: {e}"));
-            app.status
-                .show_error(&format!("The comparison failed: {e}"));
-            app.status.progress(Some(0.0), "The comparison failed.");
+        Ok(Reply::Compared { compared: None }) => {
+            view.set_state("idle", "Nothing to compare yet: type a valid edit above.");
+        }
+        Ok(other) => view.set_state("error", &format!("unexpected answer {other:?}")),
+        Err(f) => {
+            view.set_state("error", &f.message);
+            app.status.show_error(&f.message);
         }
     }
 }
 
-async fn compare(app: &App, s: &mut Session, request: EditRequest) -> Result<usize> {
-    let view = &app.compare;
-    let r = with_truth(s, request).await?;
-    let probe = |prompt: String| Probe {
-        prompt,
-        target_new: r.target_new.clone(),
-        target_true: r.target_true.clone(),
-    };
-    let mut kinds = vec![("edit", r.sentence())];
-    let p = view.form_probes();
-    kinds.extend(p.paraphrase.into_iter().map(|x| ("paraphrase", x)));
-    kinds.extend(p.neighborhood.into_iter().map(|x| ("neighborhood", x)));
-    kinds.extend(
-        view.own
-            .value()
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(|l| ("probe", l.to_string())),
-    );
-    let probes: Vec<Probe> = kinds.iter().map(|(_, p)| probe(p.clone())).collect();
-    let (original, edited) = s.compare(&probes).await?;
+fn show(view: &CompareView, c: &Compared) {
+    let r = &c.request;
     view.edit_prompt.set_inner_text(&format!(
         "{} → new {:?}, true {:?}",
         r.sentence(),
         r.target_new,
         r.target_true.as_deref().unwrap_or("?")
     ));
-    show_cells(&view.original, &original[0]);
-    show_cells(&view.edited, &edited[0]);
-    let changed = original[0].text != edited[0].text;
+    let Some(first) = c.rows.first() else { return };
+    show_cells(&view.original, &first.original);
+    show_cells(&view.edited, &first.edited);
+    let changed = first.original.text != first.edited.text;
     set_attr(
         &view.edit_row,
         "data-changed",
         if changed { "true" } else { "false" },
     );
     dom::clear(&view.rows);
-    for (i, (kind, prompt)) in kinds.iter().enumerate().skip(1) {
+    for row in c.rows.iter().skip(1) {
         let tr = child(&view.rows, "tr", Some("compare-row"), "");
-        set_attr(&tr, "data-kind", kind);
+        set_attr(&tr, "data-kind", &row.kind);
         let th = child(&tr, "th", None, "");
         set_attr(&th, "scope", "row");
-        set_attr(&child(&th, "span", None, kind_label(kind)), "class", "kind");
-        child(&th, "span", Some("compare-prompt"), &format!(" {prompt}"));
-        for (side, out) in [("original", &original[i]), ("edited", &edited[i])] {
+        set_attr(
+            &child(&th, "span", None, kind_label(&row.kind)),
+            "class",
+            "kind",
+        );
+        child(
+            &th,
+            "span",
+            Some("compare-prompt"),
+            &format!(" {}", row.prompt),
+        );
+        for (side, out) in [("original", &row.original), ("edited", &row.edited)] {
             let td = child(&tr, "td", None, "");
             set_attr(
                 &child(&td, "div", Some(&format!("compare-{side}")), &out.text),
@@ -293,10 +264,9 @@ async fn compare(app: &App, s: &mut Session, request: EditRequest) -> Result<usi
             );
             set_attr(&probs, "class", "probs");
         }
-        let changed = original[i].text != edited[i].text;
+        let changed = row.original.text != row.edited.text;
         set_attr(&tr, "data-changed", if changed { "true" } else { "false" });
     }
-    Ok(kinds.len())
 }
 
 fn kind_label(kind: &str) -> &'static str {

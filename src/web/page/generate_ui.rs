@@ -8,10 +8,8 @@ use wasm_bindgen::JsCast;
 use web_sys::{HtmlButtonElement, HtmlElement, HtmlInputElement, HtmlTextAreaElement};
 
 use super::App;
-use super::dom::{self, by_testid, create, now_ms, set_attr};
-use super::session::{self, BackendKind, Session};
-use crate::model::Tokenizer;
-use crate::model::generate::Sampling;
+use super::dom::{self, by_testid, create, set_attr};
+use crate::session::protocol::{Reply, Request};
 use crate::{Error, Result};
 
 /// Largest number of new tokens the page accepts in one go.
@@ -29,15 +27,10 @@ pub(crate) struct GenerateView {
     stats: HtmlElement,
     /// A generation is running (the stop button then cancels it).
     running: Cell<bool>,
+    /// Its token budget.
+    max: Cell<usize>,
     /// The ledger's head (its last entry's digest, or `root`) when the shown text was generated.
     made_with: RefCell<Option<String>>,
-}
-
-/// How a generation ended.
-struct Summary {
-    tokens: usize,
-    stopped_at_eos: bool,
-    cancelled: bool,
 }
 
 impl GenerateView {
@@ -52,6 +45,7 @@ impl GenerateView {
             top5: by_testid("top5-list"),
             stats: by_testid("generate-stats"),
             running: Cell::new(false),
+            max: Cell::new(0),
             made_with: RefCell::new(None),
         }
     }
@@ -73,7 +67,8 @@ impl GenerateView {
         }
     }
 
-    fn begin(&self, prompt: &str) {
+    fn begin(&self, prompt: &str, max_tokens: usize) {
+        self.max.set(max_tokens);
         self.running.set(true);
         self.stop.set_disabled(false);
         self.echo.set_text_content(Some(prompt));
@@ -88,6 +83,25 @@ impl GenerateView {
         self.stop.set_disabled(true);
         self.stats.set_inner_text(stats);
         set_attr(&self.output, "data-state", state);
+    }
+
+    /// Shows the generation so far (an engine event).
+    pub(crate) fn show_token(&self, text: &str, n: usize) {
+        if !self.running.get() {
+            return;
+        }
+        self.output.set_text_content(Some(text));
+        self.stats.set_inner_text(&format!(
+            "Generating… {n} of at most {} tokens",
+            self.max.get()
+        ));
+    }
+
+    /// Ends a generation that the engine's crash interrupted.
+    pub(crate) fn abandon(&self) {
+        if self.running.get() {
+            self.end("error", "The engine stopped during this generation.");
+        }
     }
 
     /// Marks the shown text as stale when the ledger has changed since it was generated (an
@@ -108,17 +122,15 @@ impl GenerateView {
     }
 
     /// Rows of `token  probability` with a bar, most likely first.
-    fn show_top5(&self, tok: &Tokenizer, rows: &[(u32, f32)]) {
+    pub(crate) fn show_top5(&self, rows: &[(u32, String, f32)]) {
         self.top5.set_inner_text("");
-        for &(id, p) in rows {
+        for (id, text, p) in rows {
+            let p = *p;
             let li = create("li");
             set_attr(&li, "data-testid", "top5-row");
             set_attr(&li, "data-token-id", &id.to_string());
             let token = create("code");
-            token.set_text_content(Some(&format!(
-                "{:?}",
-                tok.token_str(id).unwrap_or_default()
-            )));
+            token.set_text_content(Some(&format!("{text:?}")));
             let bar = create("span");
             set_attr(&bar, "class", "bar");
             set_attr(&bar, "style", &format!("width: {:.1}%", 100.0 * p));
@@ -154,105 +166,66 @@ pub(crate) fn wire(app: &Rc<App>) {
     let a = Rc::clone(app);
     dom::on(&app.generate.stop, "click", move |_| {
         if a.generate.running.get() {
-            session::request_cancel();
+            a.send(Request::Cancel);
         }
     });
 }
 
-/// Generates from the prompt box with the loaded model.
+/// Generates from the prompt box with the loaded model; the engine posts each token as it
+/// arrives.
 async fn generate(app: &Rc<App>) {
     if !app.begin() {
         return;
     }
-    app.status.clear_error();
     let view = &app.generate;
-    let Some(session) = app.take_session() else {
-        app.status
-            .show_error("No model is loaded yet: wait for it to load, or load one above.");
-        app.end();
-        return;
-    };
     let prompt = view.prompt.value();
-    view.begin(&prompt);
-    let t0 = now_ms();
-    let result = match view.max_tokens() {
-        Ok(max) => run(&session, &prompt, max, view).await,
-        Err(e) => Err(e),
+    let max_tokens = match view.max_tokens() {
+        Ok(n) => n,
+        Err(e) => {
+            app.status.show_error(&format!("Generation failed: {e}"));
+            app.end();
+            return;
+        }
     };
-    let secs = (now_ms() - t0) / 1000.0;
-    match result {
-        Ok(s) => {
-            let why = if s.cancelled {
+    view.begin(&prompt, max_tokens);
+    let head = app.model().map(|m| m.head);
+    match app.call(Request::Generate { prompt, max_tokens }).await {
+        Ok(Reply::Generated {
+            tokens,
+            stopped_at_eos,
+            cancelled,
+            secs,
+            backend,
+        }) => {
+            let why = if cancelled {
                 " (stopped)"
-            } else if s.stopped_at_eos {
+            } else if stopped_at_eos {
                 " (the model ended its answer)"
             } else {
                 ""
             };
-            let rate = s.tokens as f64 / secs.max(1e-3);
-            *view.made_with.borrow_mut() = Some(ledger_head(&session));
+            let rate = tokens as f64 / secs.max(1e-3);
+            *view.made_with.borrow_mut() = head;
             view.end(
                 "done",
                 &format!(
-                    "{} tokens in {secs:.1} s ({rate:.2} tokens/s) on {}{why}",
-                    s.tokens,
-                    BackendKind::of(&session).id()
+                    "{tokens} tokens in {secs:.1} s ({rate:.2} tokens/s) on {}{why}",
+                    backend.id()
                 ),
             );
-            app.put_session(session);
         }
-        Err(e) => {
+        Ok(other) => {
             view.end("error", "");
-            app.status.show_error(&format!("Generation failed: {e}"));
-            if matches!(e, Error::DeviceLost(_)) {
-                // The weights were on the lost device: nothing is left to run.
-                session.release();
+            app.status
+                .show_error(&format!("Generation failed: unexpected answer {other:?}"));
+        }
+        Err(f) => {
+            view.end("error", "");
+            app.status.show_error(&f.message);
+            if f.code == "DeviceLost" {
                 app.show_model();
-            } else {
-                app.put_session(session);
             }
         }
     }
     app.end();
-}
-
-/// Greedy decoding with the session (the library's decoder), showing each token as it arrives;
-/// the session's pause hook yields to the event loop between tokens, so the page repaints even on
-/// the cpu backend, and the stop button is heard there.
-async fn run(
-    session: &Session,
-    prompt: &str,
-    max_tokens: usize,
-    view: &GenerateView,
-) -> Result<Summary> {
-    dom::let_paint().await;
-    let tok = &session.tokenizer;
-    let eos = session.config().eos_id;
-    let g = session
-        .generate(prompt, max_tokens, Sampling::Greedy, |g| {
-            if g.ids.len() == 1 {
-                view.show_top5(tok, &g.top5_first);
-            }
-            let text: Vec<u32> = g.ids.iter().copied().filter(|&t| Some(t) != eos).collect();
-            if let Ok(text) = tok.decode(&text) {
-                view.output.set_text_content(Some(&text));
-            }
-            view.stats.set_inner_text(&format!(
-                "Generating… {} of at most {max_tokens} tokens",
-                g.ids.len()
-            ));
-        })
-        .await?;
-    Ok(Summary {
-        tokens: g.ids.len(),
-        stopped_at_eos: g.stopped_at_eos,
-        cancelled: g.cancelled,
-    })
-}
-
-/// The ledger's head: its last entry's digest, or `root` for the original model.
-pub(crate) fn ledger_head(s: &Session) -> String {
-    s.ledger()
-        .last()
-        .map_or_else(|| crate::edit::ROOT_DIGEST.to_string(), |e| e.digest())
 }

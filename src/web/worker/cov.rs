@@ -9,12 +9,12 @@ use js_sys::{Array, Float32Array, Object, Reflect};
 use serde::Deserialize;
 use wasm_bindgen::{JsCast, JsValue};
 
-use super::dom;
 use super::loader::fetch_bytes;
 use super::session::Session;
 use super::storage::{self, COVARIANCE, Db};
 use crate::edit::covariance::windows;
 use crate::edit::{CovarianceSet, Hparams};
+use crate::web::js;
 use crate::{Error, Result};
 
 /// Where the statistic of the default model is shipped (written by `nse covariance`).
@@ -37,7 +37,7 @@ struct Manifest {
 }
 
 /// Reports `(fraction done, what is happening)`.
-pub type Report<'a> = &'a dyn Fn(f64, &str);
+pub(crate) type Report<'a> = &'a dyn Fn(f64, &str);
 
 /// When to compute the statistic in the page, and over how many tokens.
 #[derive(Clone, Copy, Debug)]
@@ -199,7 +199,7 @@ async fn fetch_shipped(
         let bytes = fetch_bytes(&url, |_, _| {}).await?;
         let c = crate::edit::covariance::matrix_from_npy(&bytes, &url, d_ff)?;
         m.insert(l, c);
-        dom::yield_now().await;
+        js::yield_now().await;
     }
     let corpus = manifest.corpus.unwrap_or_else(|| CORPUS_NAME.into());
     let source = format!(
@@ -232,10 +232,10 @@ async fn compute_in_page(
     })?;
     let text = String::from_utf8_lossy(&text);
     let wins = windows(&text, &s.tokenizer, hp.mom2_window, budget)?;
-    let t0 = dom::now_ms();
+    let t0 = js::now_ms();
     let mut set = s
         .compute_covariance(&wins, CORPUS_NAME, |done, total| {
-            let rate = done as f64 / ((dom::now_ms() - t0) / 1000.0).max(1e-3);
+            let rate = done as f64 / ((js::now_ms() - t0) / 1000.0).max(1e-3);
             let left = (total - done) as f64 / rate.max(1e-9);
             report(
                 done as f64 / total as f64,

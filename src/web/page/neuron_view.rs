@@ -1,30 +1,24 @@
 //! Which neurons the ledger moved: per edited layer, a bar chart (inline SVG) of
 //! `‖ΔW[:, j]‖` over the `d_ff` neurons, and the most-moved neurons of all layers.
 
-use super::App;
 use super::dom::{self, by_testid, child, set_attr, svg};
-use crate::edit::LedgerEntry;
-use crate::session::ledger::neuron_norms;
+use crate::session::protocol::ModelView;
 
 /// Neurons listed in the top list.
 const TOP: usize = 10;
 /// Height of one layer's chart, in SVG units (the width is `d_ff`).
 const HEIGHT: f32 = 40.0;
 
-/// Draws the view for `ledger` (empty for no edits); `layers` is `None` without editing.
-pub(crate) fn render(
-    _app: &App,
-    layers: Option<&[usize]>,
-    ledger: &[LedgerEntry],
-    d: usize,
-    d_ff: usize,
-) {
+/// Draws the view for the model's ledger (`None`: no model, or editing unavailable); the engine
+/// computed the norms.
+pub(crate) fn render(model: Option<&ModelView>) {
     let view: web_sys::HtmlElement = by_testid("neuron-view");
     let top_list: web_sys::HtmlElement = by_testid("neuron-top-list");
     dom::clear(&view);
     dom::clear(&top_list);
-    let Some(layers) = layers else { return };
-    if ledger.is_empty() {
+    let Some(m) = model else { return };
+    let d_ff = m.d_ff;
+    if m.entries.is_empty() {
         child(
             &view,
             "p",
@@ -33,14 +27,15 @@ pub(crate) fn render(
         );
         return;
     }
-    let norms = neuron_norms(ledger, layers, d, d_ff);
+    let norms = &m.neurons;
     let max = norms
-        .values()
-        .flatten()
+        .iter()
+        .flat_map(|(_, n)| n)
         .fold(0.0f32, |m, &x| m.max(x))
         .max(f32::MIN_POSITIVE);
     let mut all: Vec<(usize, usize, f32)> = vec![];
-    for (&l, n) in &norms {
+    for (l, n) in norms {
+        let l = *l;
         let row = child(&view, "div", Some("neuron-layer"), "");
         set_attr(&row, "data-layer", &l.to_string());
         set_attr(&row, "class", "neuron-layer");

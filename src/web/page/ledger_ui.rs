@@ -9,12 +9,10 @@ use wasm_bindgen::JsCast;
 use web_sys::{HtmlButtonElement, HtmlElement};
 
 use super::dom::{self, by_testid, child, set_attr};
-use super::session::Session;
-use super::{App, apply_flow, compare_ui, neuron_view, storage};
-use crate::edit::patch::Patch;
-use crate::edit::{LedgerEntry, MethodKind};
+use super::{App, compare_ui, neuron_view};
+use crate::edit::MethodKind;
+use crate::session::protocol::{EntryView, Reply, Request};
 use crate::session::{EntryMeta, Rewind};
-use crate::{Error, Result};
 
 /// Handles on the ledger panel.
 pub(crate) struct LedgerView {
@@ -66,20 +64,25 @@ impl LedgerView {
     }
 }
 
-/// Shows the session's ledger, its page records and the neurons it moved.
-pub(crate) fn render(app: &App, s: &Session) {
-    app.generate
-        .follow_ledger(&super::generate_ui::ledger_head(s));
+/// Shows the ledger of the engine's last snapshot, its records and the neurons it moved.
+pub(crate) fn render(app: &App) {
     let view = &app.ledger;
     dom::clear(&view.list);
-    let Ok(setup) = &s.editing else {
+    let Some(m) = app.model() else {
+        view.entries.set(0);
+        view.status.set_inner_text("No model is loaded.");
+        neuron_view::render(None);
+        return;
+    };
+    app.generate.follow_ledger(&m.head);
+    if m.not_editable.is_some() {
         view.entries.set(0);
         view.status
             .set_inner_text("Editing is not available for this model.");
-        neuron_view::render(app, None, &[], 0, 0);
+        neuron_view::render(None);
         return;
-    };
-    let ledger: &[LedgerEntry] = s.ledger();
+    }
+    let ledger: &[EntryView] = &m.entries;
     view.entries.set(ledger.len());
     let n_requests: usize = ledger.iter().map(|e| e.requests.len()).sum();
     let summary = match ledger.len() {
@@ -90,7 +93,7 @@ pub(crate) fn render(app: &App, s: &Session) {
     view.status.set_text_content(Some(&summary));
     let _ = view.status.append_child(&view.saved);
     for (k, entry) in ledger.iter().enumerate() {
-        let meta = setup.meta.get(k).cloned().unwrap_or_default();
+        let meta = &entry.meta;
         for (i, r) in entry.requests.iter().enumerate() {
             let li = child(&view.list, "li", Some("ledger-row"), "");
             set_attr(&li, "data-entry", &k.to_string());
@@ -139,7 +142,7 @@ pub(crate) fn render(app: &App, s: &Session) {
                 &li,
                 "div",
                 Some("ledger-details"),
-                &details(entry.method, &meta, i, score),
+                &details(entry.method, meta, i, score),
             );
             if i == 0 {
                 let b = child(
@@ -164,8 +167,7 @@ pub(crate) fn render(app: &App, s: &Session) {
             }
         }
     }
-    let (d, d_ff) = (s.config().d_model, s.config().d_ff);
-    neuron_view::render(app, Some(&setup.hp.layers), ledger, d, d_ff);
+    neuron_view::render(Some(&m));
 }
 
 fn plural(n: usize) -> &'static str {
@@ -232,77 +234,15 @@ async fn rewind_job(app: &Rc<App>, what: Rewind) {
     if !app.begin() {
         return;
     }
-    app.status.clear_error();
-    let Some(mut s) = app.take_session() else {
-        app.end();
-        return;
+    let request = Request::Rewind {
+        what,
+        method: app.edit.method(),
+        cov_budget: app.edit.cov_budget.value().trim().parse().unwrap_or(0),
     };
-    let t0 = dom::now_ms();
-    match rewind(app, &mut s, what).await {
-        Ok(text) => {
-            let secs = (dom::now_ms() - t0) / 1000.0;
-            app.status
-                .progress(Some(1.0), &format!("{text} ({secs:.1} s)."));
-            apply_flow::save(app, &s, app.edit.method()).await;
-        }
-        Err(e) => app.status.show_error(&e.to_string()),
+    match app.call(request).await {
+        Ok(Reply::Edited { .. }) => compare_ui::run(app).await,
+        Ok(_) => {}
+        Err(f) => app.status.show_error(&f.message),
     }
-    render(app, &s);
-    compare_ui::run(app, &mut s).await;
-    app.put_session(s);
     app.end();
-}
-
-/// The library's rewind; a removal first gets every method of the later edits ready (the
-/// covariance may not be loaded yet after a reload).
-async fn rewind(app: &App, s: &mut Session, what: Rewind) -> Result<String> {
-    if let Rewind::Remove(k) = what {
-        let mut kinds: Vec<MethodKind> = s.ledger().iter().skip(k + 1).map(|e| e.method).collect();
-        kinds.dedup();
-        for kind in kinds {
-            apply_flow::ensure_ready(app, s, kind, false).await?;
-        }
-    }
-    s.rewind(what, |j, count| {
-        let Rewind::Remove(k) = what else { return };
-        app.status.progress(
-            Some(j as f64 / count.max(1) as f64),
-            &format!(
-                "Re-applying edit {} of {count} after removing #{}…",
-                j + 1,
-                k + 1
-            ),
-        );
-    })
-    .await
-}
-
-/// Restores the ledger saved for this model (after a load), before the page is handed over.
-pub(crate) async fn restore(app: &App, s: &mut Session) {
-    let (Some(db), Ok(_)) = (app.db(), &s.editing) else {
-        return;
-    };
-    let record = match storage::load_ledger(&db, &s.source.sha256).await {
-        Ok(Some(r)) => r,
-        Ok(None) => return,
-        Err(e) => return app.status.show_error(&e.to_string()),
-    };
-    let restored = async {
-        let patch = Patch::from_bytes(&record.patch, "the ledger saved in this browser")?;
-        let meta: Vec<EntryMeta> = serde_json::from_str(&record.meta).unwrap_or_default();
-        s.replace_ledger(&patch, meta).await?;
-        Ok::<_, Error>(patch.entries.len())
-    }
-    .await;
-    match restored {
-        Ok(n) => {
-            if let Ok(kind) = MethodKind::parse(&record.method) {
-                app.edit.method.set_value(kind.name());
-            }
-            app.ledger.set_saved(&format!("Restored {n} edit{} saved in this browser.", plural(n)));
-        }
-        Err(e) => app.status.show_error(&format!(
-            "The ledger saved in this browser could not be restored ({e}); it stays saved, untouched"
-        )),
-    }
 }

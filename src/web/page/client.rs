@@ -1,0 +1,368 @@
+//! The page's handle on the engine's worker: starts it from the page's own wasm binary, posts
+//! [`ToWorker`] requests, routes the worker's [`Event`]s to the page and resolves each request
+//! with its [`Outcome`]. A crash of the worker (a panic, an out-of-memory abort, a script that
+//! fails to load) ends every pending request with a `Crashed` failure and is reported once.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use js_sys::{Array, Function, Promise, Reflect};
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{ErrorEvent, Worker, WorkerOptions, WorkerType};
+
+use super::dom;
+use crate::Result;
+use crate::session::protocol::{
+    Body, Event, Failure, FromWorker, Outcome, PROTOCOL_VERSION, Reply, Request, ToWorker,
+    WebGpuSupport, check_version,
+};
+use crate::web::js::js_error;
+
+/// How long the worker may take to start (download and compile the wasm, probe WebGPU).
+const START_TIMEOUT_MS: i32 = 60_000;
+
+/// What the page does with the worker's events and with a crash.
+pub(crate) type EventSink = Rc<dyn Fn(Event)>;
+
+/// Where the engine runs.
+#[derive(Clone)]
+enum Engine {
+    /// A dedicated Web Worker (the page's normal mode).
+    Worker(Worker),
+    /// The page's own thread (`?engine=main`): the same engine and messages without the thread,
+    /// for the benchmark's comparison of what the worker costs and gains.
+    InPage,
+}
+
+/// The running worker and the requests waiting for it.
+pub(crate) struct Client {
+    worker: RefCell<Option<Engine>>,
+    next_id: Cell<u32>,
+    /// `resolve` of each pending request's promise, by id.
+    pending: Rc<RefCell<HashMap<u32, Function>>>,
+    sink: EventSink,
+    /// Set once the worker has crashed (until it is restarted).
+    crashed: Rc<Cell<bool>>,
+    /// The worker's listeners, kept alive with it.
+    listeners: RefCell<Vec<Listener>>,
+}
+
+/// A JavaScript event listener owned by Rust.
+type Listener = Closure<dyn FnMut(JsValue)>;
+
+/// The marker a crashed worker's pending requests resolve with.
+const CRASHED: &str = "nse-worker-crashed";
+
+impl Client {
+    pub(crate) fn new(sink: EventSink) -> Self {
+        Client {
+            worker: RefCell::new(None),
+            next_id: Cell::new(1),
+            pending: Rc::new(RefCell::new(HashMap::new())),
+            sink,
+            crashed: Rc::new(Cell::new(false)),
+            listeners: RefCell::new(vec![]),
+        }
+    }
+
+    /// Starts a worker (ending any previous one) and waits for it to say it is ready.
+    ///
+    /// # Errors
+    /// The page's script and wasm cannot be found, the browser refused the worker, or it did not
+    /// start in time.
+    pub(crate) async fn start(&self) -> Result<WebGpuSupport> {
+        self.stop("the engine was restarted");
+        self.crashed.set(false);
+        let ready = Promise::new(&mut |resolve, _| {
+            self.pending.borrow_mut().insert(0, resolve);
+        });
+        if dom::query_param("engine").as_deref() == Some("main") {
+            let on_message = self.message_handler();
+            let deliver: Function = on_message.as_ref().unchecked_ref::<Function>().clone();
+            self.listeners.borrow_mut().push(on_message);
+            *self.worker.borrow_mut() = Some(Engine::InPage);
+            crate::web::worker::start_in_page(deliver);
+        } else {
+            let worker = spawn()?;
+            self.listen(&worker);
+            if dom::query_param("expose_engine").as_deref() == Some("1") {
+                // Test hook: the e2e test posts raw messages (another version, an unknown kind,
+                // a second job) to the worker and reads its answers.
+                let _ = Reflect::set(&dom::window(), &"nseEngine".into(), &worker);
+            }
+            *self.worker.borrow_mut() = Some(Engine::Worker(worker));
+        }
+        let timeout = Promise::new(&mut |resolve, _| {
+            let _ = dom::window().set_timeout_with_callback_and_timeout_and_arguments_1(
+                &resolve,
+                START_TIMEOUT_MS,
+                &JsValue::from_str("timeout"),
+            );
+        });
+        let first = JsFuture::from(Promise::race(&Array::of2(&ready, &timeout)))
+            .await
+            .unwrap_or(JsValue::UNDEFINED);
+        if first.as_string().as_deref() == Some("timeout") {
+            self.stop("it did not start");
+            return Err(crate::Error::input(
+                "the engine did not start within a minute; reload the page",
+            ));
+        }
+        match decode(&first) {
+            Ok(Reply::Ready { webgpu, .. }) => Ok(webgpu),
+            Ok(other) => Err(crate::Error::input(format!(
+                "the engine answered {other:?} instead of starting; reload the page"
+            ))),
+            Err(f) => Err(crate::Error::input(f.message)),
+        }
+    }
+
+    /// The handler of the engine's messages (a `MessageEvent`, or `{data}` in the page).
+    fn message_handler(&self) -> Listener {
+        let pending = Rc::clone(&self.pending);
+        let sink = Rc::clone(&self.sink);
+        let crashed = Rc::clone(&self.crashed);
+        Closure::<dyn FnMut(JsValue)>::new(move |e: JsValue| {
+            let data = Reflect::get(&e, &"data".into()).unwrap_or(JsValue::UNDEFINED);
+            let msg: FromWorker = match serde_wasm_bindgen::from_value(data.clone()) {
+                Ok(m) => m,
+                Err(err) => {
+                    web_sys::console::error_1(
+                        &format!("nse: a message from the engine cannot be read: {err}").into(),
+                    );
+                    return;
+                }
+            };
+            if let Err(f) = check_version(msg.v) {
+                crash(&pending, &sink, &crashed, &f.message);
+                return;
+            }
+            match msg.body {
+                Body::Event {
+                    event: Event::Crashed { message },
+                } => crash(&pending, &sink, &crashed, &message),
+                Body::Event { event } => sink(event),
+                Body::Done { .. } => {
+                    let resolve = pending.borrow_mut().remove(&msg.id);
+                    if let Some(resolve) = resolve {
+                        let _ = resolve.call1(&JsValue::NULL, &data);
+                    }
+                }
+            }
+        })
+    }
+
+    fn listen(&self, worker: &Worker) {
+        let on_message = self.message_handler();
+        let pending = Rc::clone(&self.pending);
+        let sink = Rc::clone(&self.sink);
+        let crashed = Rc::clone(&self.crashed);
+        let on_error = Closure::<dyn FnMut(JsValue)>::new(move |e: JsValue| {
+            let text = e
+                .dyn_ref::<ErrorEvent>()
+                .map(|e| e.message())
+                .filter(|m| !m.is_empty())
+                .unwrap_or_else(|| "the engine's script failed".into());
+            if let Some(e) = e.dyn_ref::<web_sys::Event>() {
+                // Handled here: shown in the page, not reported again as an uncaught error.
+                e.prevent_default();
+            }
+            crash(&pending, &sink, &crashed, &text);
+        });
+        worker.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        worker.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+        let mut listeners = self.listeners.borrow_mut();
+        listeners.clear();
+        listeners.push(on_message);
+        listeners.push(on_error);
+    }
+
+    /// Ends the worker, failing its pending requests with `why`.
+    pub(crate) fn stop(&self, why: &str) {
+        if let Some(Engine::Worker(w)) = self.worker.borrow_mut().take() {
+            w.terminate();
+        }
+        fail_pending(&self.pending, why);
+    }
+
+    /// The worker has crashed and not been restarted.
+    pub(crate) fn crashed(&self) -> bool {
+        self.crashed.get()
+    }
+
+    /// Posts `request` with `attach` (files, bytes) and waits for its outcome; returns it with
+    /// what the worker attached.
+    pub(crate) async fn call(&self, request: Request, attach: Option<Array>) -> (Outcome, Array) {
+        let Some(worker) = self.worker.borrow().clone() else {
+            return (
+                Err(crashed_failure("the engine is not running")),
+                Array::new(),
+            );
+        };
+        let id = self.next_id.get();
+        self.next_id.set(id.wrapping_add(1).max(1));
+        let msg = ToWorker {
+            v: PROTOCOL_VERSION,
+            id,
+            request,
+        };
+        let serializer = serde_wasm_bindgen::Serializer::json_compatible();
+        let value = match serde::Serialize::serialize(&msg, &serializer) {
+            Ok(v) => v,
+            Err(e) => {
+                return (
+                    Err(Failure::protocol(&format!("cannot encode a request: {e}"))),
+                    Array::new(),
+                );
+            }
+        };
+        if let Some(attach) = attach {
+            let _ = Reflect::set(&value, &"attach".into(), &attach);
+        }
+        let done = Promise::new(&mut |resolve, _| {
+            self.pending.borrow_mut().insert(id, resolve);
+        });
+        if let Err(e) = deliver(&worker, &value) {
+            self.pending.borrow_mut().remove(&id);
+            let e = js_error("cannot send the request to the engine", e);
+            return (Err(Failure::from(e)), Array::new());
+        }
+        let data = JsFuture::from(done).await.unwrap_or(JsValue::UNDEFINED);
+        let attach = Reflect::get(&data, &"attach".into())
+            .ok()
+            .and_then(|a| a.dyn_into::<Array>().ok())
+            .unwrap_or_default();
+        (decode(&data), attach)
+    }
+
+    /// Posts a request that is answered at once (cancel, a check) without waiting for it.
+    pub(crate) fn send(&self, request: Request) {
+        let Some(worker) = self.worker.borrow().clone() else {
+            return;
+        };
+        let id = self.next_id.get();
+        self.next_id.set(id.wrapping_add(1).max(1));
+        let msg = ToWorker {
+            v: PROTOCOL_VERSION,
+            id,
+            request,
+        };
+        let serializer = serde_wasm_bindgen::Serializer::json_compatible();
+        if let Ok(value) = serde::Serialize::serialize(&msg, &serializer) {
+            let _ = deliver(&worker, &value);
+        }
+    }
+}
+
+/// Hands a message to the engine.
+fn deliver(engine: &Engine, value: &JsValue) -> std::result::Result<(), JsValue> {
+    match engine {
+        Engine::Worker(w) => w.post_message(value),
+        Engine::InPage => {
+            crate::web::worker::receive_in_page(value.clone());
+            Ok(())
+        }
+    }
+}
+
+/// The outcome in a `Done` message, or the crash marker's failure.
+fn decode(data: &JsValue) -> Outcome {
+    if let Some(why) = data.as_string() {
+        return Err(crashed_failure(why.strip_prefix(CRASHED).unwrap_or(&why)));
+    }
+    match serde_wasm_bindgen::from_value::<FromWorker>(data.clone()) {
+        Ok(FromWorker {
+            body: Body::Done { outcome },
+            ..
+        }) => outcome,
+        Ok(_) => Err(Failure::protocol("an event where an answer was expected")),
+        Err(e) => Err(Failure::protocol(&format!("an unreadable answer: {e}"))),
+    }
+}
+
+fn crashed_failure(why: &str) -> Failure {
+    Failure {
+        code: "Crashed".into(),
+        message: format!("the engine stopped ({})", why.trim_start_matches(": ")),
+    }
+}
+
+fn fail_pending(pending: &RefCell<HashMap<u32, Function>>, why: &str) {
+    let waiting: Vec<Function> = pending.borrow_mut().drain().map(|(_, f)| f).collect();
+    for resolve in waiting {
+        let _ = resolve.call1(
+            &JsValue::NULL,
+            &JsValue::from_str(&format!("{CRASHED}: {why}")),
+        );
+    }
+}
+
+/// Reports a crash once and ends the requests that were waiting.
+fn crash(
+    pending: &RefCell<HashMap<u32, Function>>,
+    sink: &EventSink,
+    crashed: &Cell<bool>,
+    message: &str,
+) {
+    if crashed.replace(true) {
+        return;
+    }
+    fail_pending(pending, message);
+    sink(Event::Crashed {
+        message: message.to_string(),
+    });
+}
+
+/// Starts the engine's worker: a small module script (from a `blob:` URL) that imports the
+/// page's own wasm-bindgen glue and instantiates the page's wasm, whose entry point then sees it
+/// runs in a worker. The glue and the wasm are the files Trunk preloads for the page (so the
+/// browser's cache serves them), found through their `<link>`s.
+fn spawn() -> Result<Worker> {
+    let doc = dom::document();
+    let base = doc
+        .base_uri()
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| dom::window().location().href().unwrap_or_default());
+    let href = |selector: &str, what: &str| -> Result<String> {
+        let href = doc
+            .query_selector(selector)
+            .ok()
+            .flatten()
+            .and_then(|l| l.get_attribute("href"))
+            .ok_or_else(|| {
+                crate::Error::input(format!(
+                    "the page has no {what} to start its engine from (a <link> {selector}); \
+                     rebuild it with `trunk build --release`"
+                ))
+            })?;
+        web_sys::Url::new_with_base(&href, &base)
+            .map(|u| u.href())
+            .map_err(|e| js_error("a bad script address", e))
+    };
+    let glue = href("link[rel=modulepreload][href$='.js']", "script")?;
+    let wasm = href("link[rel=preload][href$='.wasm']", "wasm binary")?;
+    let lit = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
+    let script = format!(
+        "globalThis.NSE_BASE = {};\nimport init from {};\nawait init({{ module_or_path: {} }});\n",
+        lit(&base),
+        lit(&glue),
+        lit(&wasm)
+    );
+    let parts = Array::of1(&JsValue::from_str(&script));
+    let options = web_sys::BlobPropertyBag::new();
+    options.set_type("text/javascript");
+    let blob = web_sys::Blob::new_with_str_sequence_and_options(&parts, &options)
+        .map_err(|e| js_error("cannot make the engine's script", e))?;
+    let url = web_sys::Url::create_object_url_with_blob(&blob)
+        .map_err(|e| js_error("cannot make the engine's script address", e))?;
+    let opts = WorkerOptions::new();
+    opts.set_type(WorkerType::Module);
+    opts.set_name("nse-engine");
+    // The URL stays valid for the life of the page: the worker may fetch it after this returns.
+    Worker::new_with_options(&url, &opts)
+        .map_err(|e| js_error("the browser refused to start the engine's worker", e))
+}

@@ -1,0 +1,331 @@
+//! The page's role, on the main thread: the DOM and nothing else. The engine runs in a Web
+//! Worker ([`client`] starts it and talks to it); the panels read their controls, post a request
+//! and show the events and the outcome that come back.
+//!
+//! - `dom`: element lookup by `data-testid`, listeners, downloads.
+//! - `client`: the worker, its requests and its events.
+//! - `status`: status line, progress bar, WebGPU notice, error banner.
+//! - `load_ui`: the model panel and the load flow.
+//! - `edit_ui`: the edit form (checked by the worker as you type) and the dataset import.
+//! - `compare_ui`: the original and the edited model side by side.
+//! - `ledger_ui`, `neuron_view`, `patch_ui`: the ledger, undo/remove, the neurons that moved,
+//!   patch export/import and model export.
+//! - `bench_ui`: the sequential benchmark with its live plot.
+//! - `generate_ui`: the generate panel (prompt, streamed tokens, top-5 next-token probabilities).
+//!
+//! The page is built from panels that share one [`App`]. A panel that runs a job calls
+//! [`App::begin`], posts its request(s) with [`App::call`] and calls [`App::end`]; while a job
+//! runs, every control that starts another is disabled (the worker refuses a second job too).
+//! Nothing the engine does runs on this thread, so the page repaints and takes input throughout.
+
+mod bench_ui;
+mod client;
+mod compare_ui;
+mod dom;
+mod edit_ui;
+mod generate_ui;
+mod ledger_ui;
+mod load_ui;
+mod neuron_view;
+mod patch_ui;
+mod status;
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use js_sys::Array;
+
+use bench_ui::BenchView;
+use client::Client;
+use compare_ui::CompareView;
+use edit_ui::EditView;
+use generate_ui::GenerateView;
+use ledger_ui::LedgerView;
+use load_ui::{LoadControls, LoadSpec};
+use patch_ui::PatchView;
+use status::{ModelState, StatusView};
+
+use crate::session::protocol::{Event, ModelView, Outcome, Request, Snapshot};
+
+/// Everything the page's panels share.
+pub(crate) struct App {
+    pub(crate) status: StatusView,
+    pub(crate) loader: LoadControls,
+    pub(crate) generate: GenerateView,
+    pub(crate) edit: EditView,
+    pub(crate) compare: CompareView,
+    pub(crate) ledger: LedgerView,
+    pub(crate) patch: PatchView,
+    pub(crate) bench: BenchView,
+    /// The engine's worker.
+    client: Client,
+    /// The loaded model and its ledger, as the worker last reported them.
+    snapshot: RefCell<Snapshot>,
+    /// A job (load, generate, edit…) is running.
+    busy: Cell<bool>,
+    /// The last model loaded (or being loaded), to load again after a restart of the engine.
+    last_load: RefCell<Option<LoadSpec>>,
+}
+
+impl App {
+    /// Starts a job, or returns `false` when one is already running (or the engine crashed).
+    pub(crate) fn begin(&self) -> bool {
+        if self.client.crashed() || self.busy.replace(true) {
+            return false;
+        }
+        self.status.clear_error();
+        self.set_controls_enabled(false);
+        true
+    }
+
+    /// Ends the job started by [`App::begin`]; the form is checked again (the model may have
+    /// changed, and checks wait while a job runs).
+    pub(crate) fn end(self: &Rc<Self>) {
+        self.busy.set(false);
+        self.set_controls_enabled(!self.client.crashed());
+        self.validate_form();
+    }
+
+    /// Posts a request to the engine and waits for its outcome (the events on the way are shown
+    /// as they come).
+    pub(crate) async fn call(&self, request: Request) -> Outcome {
+        self.client.call(request, None).await.0
+    }
+
+    /// [`App::call`] with files or bytes attached, returning what the engine attached.
+    pub(crate) async fn call_with(&self, request: Request, attach: Array) -> (Outcome, Array) {
+        self.client.call(request, Some(attach)).await
+    }
+
+    /// Posts a request answered at once (cancel, stop) without waiting.
+    pub(crate) fn send(&self, request: Request) {
+        self.client.send(request);
+    }
+
+    fn set_controls_enabled(&self, enabled: bool) {
+        let (loaded, editable, entries) = self
+            .model()
+            .map(|m| (true, m.not_editable.is_none(), m.entries.len()))
+            .unwrap_or((false, false, 0));
+        self.loader.set_enabled(enabled);
+        self.generate.set_enabled(enabled && loaded);
+        self.edit.set_enabled(enabled && editable);
+        self.compare.set_enabled(enabled && loaded);
+        self.ledger.set_enabled(enabled && editable);
+        self.patch.set_enabled(enabled && loaded, editable, entries);
+        self.bench.set_enabled(enabled, editable);
+        self.status
+            .cancel
+            .set_disabled(enabled || self.client.crashed());
+        let body = dom::document().body().expect("the page has a body");
+        dom::set_attr(&body, "data-busy", if enabled { "false" } else { "true" });
+    }
+
+    /// The loaded model as the worker last reported it.
+    pub(crate) fn model(&self) -> Option<ModelView> {
+        self.snapshot.borrow().model.clone()
+    }
+
+    /// Checks the edit form (its own rules at once, then the loaded model's tokenizer in the
+    /// worker) and keeps the comparison's probes about its subject.
+    pub(crate) fn validate_form(self: &Rc<Self>) {
+        self.compare.follow_subject(&self.edit.subject());
+        edit_ui::validate(self);
+    }
+
+    /// Shows the model in the status line, or that none is loaded.
+    pub(crate) fn show_model(&self) {
+        if self.client.crashed() {
+            // The status line says to restart the engine until it is.
+            return;
+        }
+        match self.model() {
+            Some(m) => {
+                let bytes = if m.from_cache {
+                    "Model bytes: from cache (this browser's Cache Storage; nothing was downloaded)"
+                } else {
+                    "Model bytes: downloaded or read from a file"
+                };
+                self.status.set_model(
+                    ModelState::Ready,
+                    m.backend.id(),
+                    &[&format!("Ready: {}", m.line), &m.device, bytes],
+                );
+                self.edit.show_availability(m.not_editable.as_deref());
+            }
+            None => self.status.set_model(
+                ModelState::Empty,
+                "",
+                &["No model loaded: load the default model or pick a model file."],
+            ),
+        }
+    }
+
+    /// Shows one of the engine's events.
+    fn on_event(self: &Rc<Self>, event: Event) {
+        match event {
+            Event::Progress { fraction, label } => self.status.progress(fraction, &label),
+            Event::Stage { id, state, text } => self.edit.stage(&id, &state, &text),
+            Event::ClearStages => self.edit.reset_stages(),
+            Event::Status {
+                state,
+                backend,
+                lines,
+            } => {
+                let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+                self.status
+                    .set_model(ModelState::from_id(&state), &backend, &lines);
+            }
+            Event::Snapshot { snapshot } => {
+                *self.snapshot.borrow_mut() = snapshot;
+                ledger_ui::render(self);
+            }
+            Event::Saved { text } => self.ledger.set_saved(&text),
+            Event::Covariance { text } => self.edit.cov_status.set_inner_text(&text),
+            Event::Token { text, n } => self.generate.show_token(&text, n),
+            Event::Top5 { rows } => self.generate.show_top5(&rows),
+            Event::FillForm {
+                request,
+                probes,
+                method,
+            } => {
+                self.edit.fill_request(&request);
+                if let Some(m) = method {
+                    self.edit.method.set_value(m.name());
+                }
+                self.compare.fill_probes(&request.subject, &probes);
+            }
+            Event::BenchStatus { text } => self.bench.set_status(&text),
+            Event::BenchPoint { edits, rates } => self.bench.add_point(edits, rates),
+            Event::Warning { text } => self.status.show_error(&text),
+            Event::Crashed { message } => self.crashed(&message),
+        }
+    }
+
+    /// The engine crashed: say so, keep the page usable, offer a restart.
+    fn crashed(self: &Rc<Self>, message: &str) {
+        self.client.stop("it crashed");
+        *self.snapshot.borrow_mut() = Snapshot::default();
+        ledger_ui::render(self);
+        self.status.show_crash(message);
+        self.status.set_model(
+            ModelState::Empty,
+            "",
+            &["The engine stopped: press “Restart engine” to load the model again."],
+        );
+        self.generate.abandon();
+        self.set_controls_enabled(false);
+    }
+
+    /// Starts a new engine, loads the last model again (from the browser's cache) and restores
+    /// the ledger saved in IndexedDB.
+    async fn restart(self: &Rc<Self>) {
+        self.status.hide_crash();
+        self.status.clear_error();
+        self.busy.set(false);
+        self.status
+            .set_model(ModelState::Loading, "", &["Restarting the engine…"]);
+        match self.client.start().await {
+            Ok(_) => {}
+            Err(e) => {
+                self.status
+                    .show_error(&format!("The engine did not start: {e}"));
+                return;
+            }
+        }
+        let last = self.last_load.borrow().clone();
+        match last {
+            Some(spec) => load_ui::load(self, spec).await,
+            None => {
+                self.show_model();
+                self.end();
+            }
+        }
+    }
+}
+
+/// The page's entry point: finds the page's elements, wires the controls, starts the engine's
+/// worker and loads the default model.
+pub(crate) fn start() {
+    status::install_panic_hook();
+    let app = Rc::new_cyclic(|weak: &std::rc::Weak<App>| {
+        let weak = weak.clone();
+        let sink: client::EventSink = Rc::new(move |event| {
+            if let Some(app) = weak.upgrade() {
+                app.on_event(event);
+            }
+        });
+        App {
+            status: StatusView::find(),
+            loader: LoadControls::find(),
+            generate: GenerateView::find(),
+            edit: EditView::find(),
+            compare: CompareView::find(),
+            ledger: LedgerView::find(),
+            patch: PatchView::find(),
+            bench: BenchView::find(),
+            client: Client::new(sink),
+            snapshot: RefCell::new(Snapshot::default()),
+            busy: Cell::new(true),
+            last_load: RefCell::new(None),
+        }
+    });
+    let a = Rc::clone(&app);
+    dom::on(&app.status.cancel, "click", move |_| {
+        a.send(Request::Cancel)
+    });
+    let a = Rc::clone(&app);
+    dom::on(&app.status.restart, "click", move |_| {
+        let a = Rc::clone(&a);
+        wasm_bindgen_futures::spawn_local(async move { a.restart().await });
+    });
+    load_ui::wire(&app);
+    generate_ui::wire(&app);
+    edit_ui::wire(&app);
+    compare_ui::wire(&app);
+    ledger_ui::wire(&app);
+    patch_ui::wire(&app);
+    bench_ui::wire(&app);
+    app.set_controls_enabled(false);
+    app.validate_form();
+    wasm_bindgen_futures::spawn_local(async move {
+        app.status
+            .set_model(ModelState::Loading, "", &["Starting the engine…"]);
+        let support = match app.client.start().await {
+            Ok(s) => s,
+            Err(e) => {
+                app.status
+                    .show_error(&format!("The engine did not start: {e}"));
+                app.status.set_model(
+                    ModelState::Empty,
+                    "",
+                    &["The engine did not start: reload the page."],
+                );
+                return;
+            }
+        };
+        // A browser whose window has no WebGPU API has none in its workers either (and a page
+        // that hides it, as the e2e test does, means it).
+        let window_gpu = js_sys::Reflect::get(&dom::window().navigator(), &"gpu".into())
+            .map(|g| !g.is_undefined() && !g.is_null())
+            .unwrap_or(false);
+        let support = if window_gpu {
+            support
+        } else {
+            crate::session::protocol::WebGpuSupport::NoApi
+        };
+        if let Some(notice) = status::missing_notice(&support) {
+            app.status.show_notice(&notice);
+            app.loader.webgpu_unavailable();
+        }
+        if dom::query_param("backend").as_deref() == Some("cpu") {
+            app.loader
+                .select_backend(crate::session::protocol::Backend::Cpu);
+        }
+        if dom::query_param("test_panic").as_deref() == Some("edit") {
+            app.send(Request::ArmPanic);
+        }
+        app.busy.set(false);
+        load_ui::load(&app, LoadSpec::default_model(app.loader.backend())).await;
+    });
+}
