@@ -71,7 +71,7 @@ async function pageRun(backend, engine) {
   const wait = (pred, arg, timeout) => page.waitForFunction(pred, arg, { timeout, polling: 100 });
   try {
     const t0 = Date.now();
-    const query = [backend === 'cpu' ? 'backend=cpu' : '', engine === 'main' ? 'engine=main' : ''].filter(Boolean).join('&');
+    const query = [`backend=${backend}`, engine === 'main' ? 'engine=main' : ''].filter(Boolean).join('&');
     await page.goto(url + (query ? `?${query}` : ''));
     await wait((be) => {
       const s = document.querySelector('[data-testid="model-status"]');

@@ -46,7 +46,7 @@ const EDIT_TIMEOUT_MS = 15 * 60_000;
 // A comparison generates 8 tokens for 4 prompts on both models.
 const COMPARE_TIMEOUT_MS = 6 * 60_000;
 const VIEWPORT = { width: 1280, height: 720 };
-const QUERY = BACKEND === 'cpu' ? '?backend=cpu' : '';
+const QUERY = BACKEND === 'cpu' ? '?backend=cpu' : '?backend=webgpu';
 
 const EDIT = {
   prompt: 'The Eiffel Tower is located in the city of',
@@ -288,6 +288,14 @@ await session(`editor session (${BACKEND})`, { webgpu: true, query: QUERY, viewp
     const labels = await page.evaluate(() => window.__nseProgress);
     expect(labels.some((l) => /z 1\/1: step \d+, loss/.test(l)), 'no z-step progress with the loss');
     expect(labels.some((l) => /Round 1, layer \d+: \d+ neurons updated/.test(l)), 'no layer progress');
+    // Plain words first (issue 12.6): what the model now says, what stayed, what changed.
+    const summary = await page.textContent(tid('compare-summary'));
+    console.log(`  summary: ${summary}`);
+    expect(/the edited model gives “Rome” a probability of [\d.]+ % \(the original: /.test(summary)
+      && /it says “Rome” when it writes freely/.test(summary) && /are unchanged/.test(summary), `summary: ${summary}`);
+    const neuronSummary = await page.textContent(tid('neuron-summary'));
+    console.log(`  ${neuronSummary}`);
+    expect(/changed \d+ neurons in 5 layers \(of 1536 neurons in each\)/.test(neuronSummary), `neuron summary: ${neuronSummary}`);
     const layers = await page.$$eval(tid('neuron-layer'), (els) => els.map((e) => Number(e.dataset.moved)));
     const top = await page.$$(tid('neuron-top-row'));
     console.log(`  neurons moved per layer: ${layers.join(', ')}; top list ${top.length} rows`);
@@ -437,7 +445,7 @@ await session(`editor session (${BACKEND})`, { webgpu: true, query: QUERY, viewp
 });
 
 await session('crash session', {
-  webgpu: true, query: `${QUERY || '?'}&test_panic=edit`, viewport: VIEWPORT,
+  webgpu: true, query: `${QUERY}&test_panic=edit`, viewport: VIEWPORT,
   // The test hook's panic, as the engine's worker reports it to the console.
   allowConsole: [/test hook/, /engine crashed/, /RuntimeError/, /unreachable/, /panicked/],
 }, async (page, until) => {
@@ -482,7 +490,7 @@ await session('crash session', {
   });
 });
 
-await session('over-limit model session', { webgpu: true, query: '?max_binding=100000000', viewport: VIEWPORT }, async (page, until) => {
+await session('over-limit model session', { webgpu: true, query: '?backend=webgpu&max_binding=100000000', viewport: VIEWPORT }, async (page, until) => {
   await check('a model over the binding limit is refused naming the tensor; the page stays usable', async () => {
     await until('the error message', (sel) => !document.querySelector(sel).hidden, tid('error-message'), LOAD_TIMEOUT_MS);
     await idle(until, 'the page to be idle', 30_000);

@@ -5,7 +5,10 @@
 //   1. the default model loads on WebGPU (SwiftShader here) and the status names the adapter;
 //   2. "The capital of France is" + 4 tokens streams " Paris" into the page, with a top-5 list;
 //   3. a garbage .gguf from the file picker shows a clear error and the page stays usable;
-//   4. without --enable-unsafe-webgpu the page explains in plain words and runs on the cpu;
+//   4. without --enable-unsafe-webgpu the page explains in plain words and runs on the cpu, and
+//      on a software WebGPU adapter (SwiftShader) it prefers its cpu backend and says why;
+//   4b. a first visit shows three first steps until dismissed; a shared link fills the form and
+//      applies nothing; axe-core finds no serious accessibility violation; the page fits 390 px;
 //   5. the engine's worker refuses a message of another protocol version, one of an unknown
 //      kind, and a second job while one runs, each with a coded error, and keeps working.
 // Any page error or console error fails the check it happens in.
@@ -101,7 +104,7 @@ function tinyHfCheckpoint() {
   ];
 }
 
-await session('WebGPU browser session', { webgpu: true }, async (page, until) => {
+await session('WebGPU browser session', { webgpu: true, query: '?backend=webgpu' }, async (page, until) => {
   await check('default model loads on WebGPU', async () => {
     await waitForModel(page, until, 'webgpu');
     const status = await page.textContent(tid('model-status'));
@@ -165,6 +168,98 @@ await session('WebGPU browser session', { webgpu: true }, async (page, until) =>
     const out = await generate(page, until, 'ab ab', 3);
     console.log(`  output: ${JSON.stringify(out.text)}; ${out.stats}`);
     expect(/^3 tokens/.test(out.stats), `stats: ${out.stats}`);
+  });
+});
+
+await session('software-adapter browser session', { webgpu: true }, async (page, until) => {
+  await check('on a software WebGPU adapter the page prefers its cpu backend and says why', async () => {
+    await waitForModel(page, until, 'cpu');
+    const notice = await page.textContent(tid('webgpu-notice'));
+    console.log(`  notice: ${notice}`);
+    expect(/software renderer/.test(notice) && /swiftshader/i.test(notice) && /CPU backend/.test(notice),
+      `notice: ${notice}`);
+    expect(!(await page.$eval(tid('backend-option-webgpu'), (o) => o.disabled)), 'WebGPU is no longer selectable');
+    await page.screenshot({ path: path.join(SHOTS, 'software-adapter.png') });
+  });
+  await check('"How NSE works" ships with the page and every explanation links to a section of it', async () => {
+    const links = await page.$$eval('a[href^="how.html"]', (as) => as.map((a) => a.getAttribute('href')));
+    const how = await page.context().newPage();
+    await how.goto(new URL('how.html', page.url()).href);
+    const ids = await how.$$eval('section[id]', (ss) => ss.map((s) => s.id));
+    const styled = await how.$eval('section.panel', (s) => getComputedStyle(s).borderRadius);
+    console.log(`  ${links.length} links (${[...new Set(links)].join(', ')}); sections ${ids.join(', ')}; panel radius ${styled}`);
+    await how.screenshot({ path: path.join(SHOTS, 'how.png') });
+    await how.close();
+    expect(links.length >= 3 && ids.length >= 5, `links ${links}, sections ${ids}`);
+    for (const l of links) {
+      const anchor = l.split('#')[1];
+      expect(!anchor || ids.includes(anchor), `${l} points to no section`);
+    }
+    expect(styled !== '0px', 'how.html is unstyled (style.css not shipped beside it)');
+  });
+});
+
+await session('first-visit browser session', { webgpu: false, query: '?backend=cpu', allowConsole: EXPECTED_WITHOUT_WEBGPU }, async (page, until) => {
+  await check('a first visit shows three first steps; "Got it" hides them for good', async () => {
+    await until('the first steps', (sel) => !document.querySelector(sel).hidden, tid('first-run'), 30_000);
+    const text = await page.textContent(tid('first-run'));
+    expect(/Apply the edit/.test(text) && /Generate/.test(text), `first steps: ${text}`);
+    await page.click(tid('first-run-dismiss'));
+    expect(await page.isHidden(tid('first-run')), 'the first steps stay after "Got it"');
+    await waitForModel(page, until, 'cpu');
+    await page.reload();
+    await waitForModel(page, until, 'cpu');
+    expect(await page.isHidden(tid('first-run')), 'the first steps come back after a reload');
+  });
+  await check('"Copy a link to this edit" opens the page with the edit in the form, not applied', async () => {
+    await until('the page to be idle', () => document.body.dataset.busy === 'false', null, 60_000);
+    await page.fill(tid('prompt-input'), 'Howard Glacier is located in');
+    await page.fill(tid('subject-input'), 'Howard Glacier');
+    await page.fill(tid('target-input'), 'Europe');
+    await page.fill(tid('target-true-input'), 'Antarctica');
+    await page.fill(tid('paraphrase-input'), 'Howard Glacier can be found in');
+    await page.selectOption(tid('method-select'), 'memit-seq');
+    await page.click(tid('share-link-button'));
+    const link = await page.inputValue(tid('share-link'));
+    console.log(`  link: ${link}`);
+    expect(/prompt=Howard\+Glacier/.test(link) && /method=memit-seq/.test(link), `link: ${link}`);
+    await page.goto(link);
+    await waitForModel(page, until, 'cpu');
+    await until('the page to be idle', () => document.body.dataset.busy === 'false', null, 60_000);
+    const form = {
+      prompt: await page.inputValue(tid('prompt-input')), subject: await page.inputValue(tid('subject-input')),
+      target: await page.inputValue(tid('target-input')), truth: await page.inputValue(tid('target-true-input')),
+      method: await page.inputValue(tid('method-select')), para: await page.inputValue(tid('paraphrase-input')),
+    };
+    console.log(`  opened: ${JSON.stringify(form)}`);
+    expect(form.prompt === 'Howard Glacier is located in' && form.subject === 'Howard Glacier' && form.target === 'Europe'
+      && form.truth === 'Antarctica' && form.method === 'memit-seq' && form.para === 'Howard Glacier can be found in',
+      `the shared edit is not in the form: ${JSON.stringify(form)}`);
+    expect(await page.isVisible(tid('shared-note')), 'no note that the edit came from a link');
+    expect((await page.$$(tid('ledger-row'))).length === 0, 'the shared link applied an edit');
+  });
+  await check('accessibility: axe-core finds no serious or critical violation', async () => {
+    await page.addScriptTag({ path: 'node_modules/axe-core/axe.min.js' });
+    const violations = await page.evaluate(async () => (await window.axe.run(document, { resultTypes: ['violations'] })).violations
+      .map((v) => ({ id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 3).map((n) => n.target.join(' ')) })));
+    for (const v of violations) console.log(`  ${v.impact}: ${v.id} (${v.help}) at ${v.nodes.join(', ')}`);
+    const bad = violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+    console.log(`  ${violations.length} violations, ${bad.length} serious or critical`);
+    expect(bad.length === 0, `serious violations: ${bad.map((v) => v.id).join(', ')}`);
+    expect(violations.length === 0, `violations: ${violations.map((v) => v.id).join(', ')}`);
+  });
+});
+
+await session('phone-width browser session', {
+  webgpu: false, query: '?backend=cpu', allowConsole: EXPECTED_WITHOUT_WEBGPU, viewport: { width: 390, height: 844 },
+}, async (page, until) => {
+  await check('at 390 px wide the page fits the screen (no sideways scrolling)', async () => {
+    await waitForModel(page, until, 'cpu');
+    await until('the page to be idle', () => document.body.dataset.busy === 'false', null, 60_000);
+    const width = await page.evaluate(() => document.documentElement.scrollWidth);
+    await page.screenshot({ path: path.join(SHOTS, 'phone-390.png'), fullPage: true });
+    console.log(`  scroll width ${width} px at a 390 px viewport`);
+    expect(width <= 391, `the page is ${width} px wide at 390 px`);
   });
 });
 

@@ -42,8 +42,9 @@ if ! trunk --version 2>/dev/null | grep -qx "trunk $TRUNK_VERSION"; then
   cargo install trunk --version "$TRUNK_VERSION" --locked
 fi
 
-# 3. npm: playwright-core drives Debian's Chromium in the end-to-end test (no browser download).
-if [ ! -d node_modules/playwright-core ]; then
+# 3. npm: playwright-core drives Debian's Chromium in the end-to-end test (no browser download);
+#    axe-core audits the page's accessibility there.
+if [ ! -d node_modules/playwright-core ] || [ ! -d node_modules/axe-core ]; then
   say "installing npm devDependencies"
   npm ci --no-audit --no-fund
 fi

@@ -4,8 +4,8 @@
 
 use nse::edit::{EditRequest, MethodKind};
 use nse::session::protocol::{
-    Backend, Body, Event, Failure, FromWorker, Header, Item, PROTOCOL_VERSION, Reply, Request,
-    Source, ToWorker, check_version,
+    Backend, Body, Event, Failure, FromWorker, Header, Item, PROTOCOL_VERSION, Plan, Reply,
+    Request, Source, ToWorker, check_version,
 };
 use nse::session::{RequestProbes, Rewind};
 use serde_json::json;
@@ -53,9 +53,11 @@ fn every_request_survives_the_wire() {
                     neighborhood: vec![],
                 },
             }],
-            batch: 1,
-            method: MethodKind::Alphaedit,
-            cov_budget: 4096,
+            plan: Plan {
+                batch: 1,
+                method: MethodKind::Alphaedit,
+                cov_budget: 4096,
+            },
         },
         Request::Rewind {
             what: Rewind::Remove(2),
@@ -75,9 +77,19 @@ fn every_request_survives_the_wire() {
         Request::ExportModel,
         Request::Bench {
             n: 4,
-            batch: 2,
-            method: MethodKind::Nse,
-            cov_budget: 4096,
+            plan: Plan {
+                batch: 2,
+                method: MethodKind::Nse,
+                cov_budget: 4096,
+            },
+        },
+        Request::ApplyDataset {
+            n: 3,
+            plan: Plan {
+                batch: 2,
+                method: MethodKind::Memit,
+                cov_budget: 2048,
+            },
         },
         Request::ArmPanic,
     ];
@@ -141,6 +153,23 @@ fn the_wire_form_is_the_documented_one() {
         serde_json::from_value::<FromWorker>(wire).unwrap(),
         done,
         "an outcome survives the wire"
+    );
+    // The apply plan is flattened into its request.
+    let apply = ToWorker {
+        v: PROTOCOL_VERSION,
+        id: 8,
+        request: Request::Bench {
+            n: 2,
+            plan: Plan {
+                batch: 1,
+                method: MethodKind::Nse,
+                cov_budget: 1024,
+            },
+        },
+    };
+    assert_eq!(
+        serde_json::to_value(&apply).unwrap()["request"],
+        json!({"kind": "bench", "n": 2, "batch": 1, "method": "nse", "cov_budget": 1024})
     );
     let ok = serde_json::to_value(Reply::Loaded { secs: 1.5 }).unwrap();
     assert_eq!(ok, json!({"reply": "loaded", "secs": 1.5}));

@@ -91,9 +91,8 @@ pub enum Request {
     /// method's projectors ready first), then saves the ledger in this browser.
     Apply {
         items: Vec<Item>,
-        batch: usize,
-        method: MethodKind,
-        cov_budget: usize,
+        #[serde(flatten)]
+        plan: Plan,
     },
     /// Reads a dataset file (attached) and checks every record against the loaded model; the
     /// worker keeps its cases for [`Request::ApplyDataset`].
@@ -101,9 +100,8 @@ pub enum Request {
     /// Applies the first `n` cases of the dataset read last, in batches of `batch`.
     ApplyDataset {
         n: usize,
-        batch: usize,
-        method: MethodKind,
-        cov_budget: usize,
+        #[serde(flatten)]
+        plan: Plan,
     },
     /// Recomputes the covariance statistic in the page over `budget` tokens.
     Covariance { budget: usize },
@@ -134,9 +132,8 @@ pub enum Request {
     /// user's ledger is set aside and given back bit for bit.
     Bench {
         n: usize,
-        batch: usize,
-        method: MethodKind,
-        cov_budget: usize,
+        #[serde(flatten)]
+        plan: Plan,
     },
     /// Test hook (the page's `?test_panic=edit`): the next edit panics at its first z step, as
     /// a bug in the engine would.
@@ -155,6 +152,15 @@ impl Request {
                 | Request::ArmPanic
         )
     }
+}
+
+/// How requests are applied: in batches of `batch` with `method`; the covariance, when the page
+/// has to compute it, over `cov_budget` tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub batch: usize,
+    pub method: MethodKind,
+    pub cov_budget: usize,
 }
 
 /// One request to apply with the prompts it is compared on.

@@ -13,6 +13,13 @@ extern "C" {
     fn set_timeout(f: &js_sys::Function, ms: i32) -> std::result::Result<JsValue, JsValue>;
 }
 
+/// A protocol message as a plain JavaScript object (maps as objects, `None` as `null`), as both
+/// roles post them.
+pub(crate) fn encode<T: serde::Serialize>(msg: &T) -> std::result::Result<JsValue, String> {
+    msg.serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+        .map_err(|e| e.to_string())
+}
+
 /// This code runs in a dedicated Web Worker (the engine's role).
 pub(crate) fn in_worker() -> bool {
     js_sys::global()

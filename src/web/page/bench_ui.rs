@@ -11,7 +11,7 @@ use web_sys::{HtmlButtonElement, HtmlElement, HtmlInputElement, HtmlSelectElemen
 use super::App;
 use super::dom::{self, by_testid, set_attr, svg};
 use crate::edit::MethodKind;
-use crate::session::protocol::Request;
+use crate::session::protocol::{Plan, Request};
 const METRICS: [(&str, &str); 3] = [
     ("rewrite", "#2f6fde"),
     ("paraphrase", "#1f7a3d"),
@@ -113,9 +113,11 @@ async fn run_job(app: &Rc<App>) {
     });
     let request = Request::Bench {
         n,
-        batch,
-        method,
-        cov_budget: app.edit.cov_budget.value().trim().parse().unwrap_or(0),
+        plan: Plan {
+            batch,
+            method,
+            cov_budget: app.edit.cov_budget.value().trim().parse().unwrap_or(0),
+        },
     };
     if let Err(f) = app.call(request).await {
         app.status.show_error(&f.message);

@@ -202,22 +202,9 @@ impl Client {
                 Array::new(),
             );
         };
-        let id = self.next_id.get();
-        self.next_id.set(id.wrapping_add(1).max(1));
-        let msg = ToWorker {
-            v: PROTOCOL_VERSION,
-            id,
-            request,
-        };
-        let serializer = serde_wasm_bindgen::Serializer::json_compatible();
-        let value = match serde::Serialize::serialize(&msg, &serializer) {
-            Ok(v) => v,
-            Err(e) => {
-                return (
-                    Err(Failure::protocol(&format!("cannot encode a request: {e}"))),
-                    Array::new(),
-                );
-            }
+        let (id, value) = match self.encode(request) {
+            Ok(x) => x,
+            Err(f) => return (Err(f), Array::new()),
         };
         if let Some(attach) = attach {
             let _ = Reflect::set(&value, &"attach".into(), &attach);
@@ -238,11 +225,8 @@ impl Client {
         (decode(&data), attach)
     }
 
-    /// Posts a request that is answered at once (cancel, a check) without waiting for it.
-    pub(crate) fn send(&self, request: Request) {
-        let Some(worker) = self.worker.borrow().clone() else {
-            return;
-        };
+    /// A request as a message with a new id.
+    fn encode(&self, request: Request) -> std::result::Result<(u32, JsValue), Failure> {
         let id = self.next_id.get();
         self.next_id.set(id.wrapping_add(1).max(1));
         let msg = ToWorker {
@@ -250,8 +234,17 @@ impl Client {
             id,
             request,
         };
-        let serializer = serde_wasm_bindgen::Serializer::json_compatible();
-        if let Ok(value) = serde::Serialize::serialize(&msg, &serializer) {
+        crate::web::js::encode(&msg)
+            .map(|v| (id, v))
+            .map_err(|e| Failure::protocol(&format!("cannot encode a request: {e}")))
+    }
+
+    /// Posts a request that is answered at once (cancel, a check) without waiting for it.
+    pub(crate) fn send(&self, request: Request) {
+        let Some(worker) = self.worker.borrow().clone() else {
+            return;
+        };
+        if let Ok((_, value)) = self.encode(request) {
             let _ = deliver(&worker, &value);
         }
     }
@@ -317,9 +310,9 @@ fn crash(
 }
 
 /// Starts the engine's worker: a small module script (from a `blob:` URL) that imports the
-/// page's own wasm-bindgen glue and instantiates the page's wasm, whose entry point then sees it
-/// runs in a worker. The glue and the wasm are the files Trunk preloads for the page (so the
-/// browser's cache serves them), found through their `<link>`s.
+/// page's own wasm-bindgen glue and instantiates the page's wasm module (posted to it, already
+/// compiled), whose entry point then sees it runs in a worker. The glue and the wasm are the
+/// files Trunk preloads for the page, found through their `<link>`s.
 fn spawn() -> Result<Worker> {
     let doc = dom::document();
     let base = doc
@@ -346,8 +339,14 @@ fn spawn() -> Result<Worker> {
     let glue = href("link[rel=modulepreload][href$='.js']", "script")?;
     let wasm = href("link[rel=preload][href$='.wasm']", "wasm binary")?;
     let lit = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
+    // The first message is the page's compiled `WebAssembly.Module` (shared, not compiled again);
+    // a browser that cannot pass one sends nothing usable, and the worker compiles the wasm
+    // from its URL instead.
     let script = format!(
-        "globalThis.NSE_BASE = {};\nimport init from {};\nawait init({{ module_or_path: {} }});\n",
+        "globalThis.NSE_BASE = {};\nimport init from {};\n\
+         self.onmessage = (e) => {{\n  self.onmessage = null;\n  \
+         const module = e.data instanceof WebAssembly.Module ? e.data : {};\n  \
+         init({{ module_or_path: module }});\n}};\n",
         lit(&base),
         lit(&glue),
         lit(&wasm)
@@ -363,6 +362,11 @@ fn spawn() -> Result<Worker> {
     opts.set_type(WorkerType::Module);
     opts.set_name("nse-engine");
     // The URL stays valid for the life of the page: the worker may fetch it after this returns.
-    Worker::new_with_options(&url, &opts)
-        .map_err(|e| js_error("the browser refused to start the engine's worker", e))
+    let worker = Worker::new_with_options(&url, &opts)
+        .map_err(|e| js_error("the browser refused to start the engine's worker", e))?;
+    // Queued until the worker's script has run and set its handler.
+    worker
+        .post_message(&wasm_bindgen::module())
+        .map_err(|e| js_error("cannot hand the engine its code", e))?;
+    Ok(worker)
 }

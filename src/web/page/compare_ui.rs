@@ -24,6 +24,8 @@ pub(crate) struct CompareView {
     original: [HtmlElement; 4],
     edited: [HtmlElement; 4],
     rows: HtmlElement,
+    /// The comparison in plain words.
+    summary: HtmlElement,
     /// The edit prompt's row (the first `compare-row` of the page).
     edit_row: HtmlElement,
     /// The subject the paraphrase and neighbourhood fields were written for (`None` until the
@@ -56,6 +58,7 @@ impl CompareView {
                 by_testid("edited-says"),
             ],
             rows: by_testid("compare-probe-rows"),
+            summary: by_testid("compare-summary"),
             edit_row: by_testid("compare-row"),
             owner: RefCell::new(None),
             stash: RefCell::new(vec![]),
@@ -195,6 +198,8 @@ pub(crate) async fn run(app: &App) {
     match app.call(request).await {
         Ok(Reply::Compared { compared: Some(c) }) => {
             show(view, &c);
+            let edited = app.model().is_some_and(|m| !m.entries.is_empty());
+            view.summary.set_inner_text(&summary(&c, edited));
             view.set_state(
                 "done",
                 &format!(
@@ -205,6 +210,7 @@ pub(crate) async fn run(app: &App) {
             );
         }
         Ok(Reply::Compared { compared: None }) => {
+            view.summary.set_inner_text("");
             view.set_state("idle", "Nothing to compare yet: type a valid edit above.");
         }
         Ok(other) => view.set_state("error", &format!("unexpected answer {other:?}")),
@@ -213,6 +219,82 @@ pub(crate) async fn run(app: &App) {
             app.status.show_error(&f.message);
         }
     }
+}
+
+/// A probability in words: "99.5 %", "less than 0.1 %".
+fn percent(p: f32) -> String {
+    if p < 0.0005 {
+        "less than 0.1 %".into()
+    } else {
+        format!("{:.1} %", 100.0 * p)
+    }
+}
+
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// The comparison in plain words, leading with what a newcomer asks: does the model now say the
+/// new target, and did anything else change? (The numbers stay in the table below.)
+pub(crate) fn summary(c: &Compared, edited: bool) -> String {
+    let Some(first) = c.rows.first() else {
+        return String::new();
+    };
+    let target = c.request.target_new.trim();
+    if !edited {
+        return format!(
+            "Nothing is edited yet: both sides are the same model. It gives “{target}” a \
+             probability of {} after the prompt.",
+            percent(first.edited.p_new)
+        );
+    }
+    let mut out = format!(
+        "After the prompt, the edited model gives “{target}” a probability of {} (the original: \
+         {}), ",
+        percent(first.edited.p_new),
+        percent(first.original.p_new)
+    );
+    out.push_str(&if first.edited.says_new {
+        format!("and it says “{target}” when it writes freely.")
+    } else {
+        format!(
+            "but when it writes freely it does not say “{target}” yet: it writes “{}”.",
+            first.edited.text.trim()
+        )
+    });
+    let paraphrases: Vec<_> = c.rows.iter().filter(|r| r.kind == "paraphrase").collect();
+    if !paraphrases.is_empty() {
+        let says = paraphrases.iter().filter(|r| r.edited.says_new).count();
+        out.push_str(&format!(
+            " Asked in other words, it says “{target}” after {says} of {}.",
+            count(paraphrases.len(), "paraphrase", "paraphrases"),
+        ));
+    }
+    let others: Vec<_> = c
+        .rows
+        .iter()
+        .filter(|r| r.kind == "neighborhood" || r.kind == "probe")
+        .collect();
+    if !others.is_empty() {
+        let same = others
+            .iter()
+            .filter(|r| r.original.text == r.edited.text)
+            .count();
+        out.push_str(&if same == others.len() {
+            match others.len() {
+                1 => " The prompt about something else is unchanged.".to_string(),
+                n => format!(" The {n} prompts about other things are unchanged."),
+            }
+        } else {
+            format!(
+                " Of {} about other things, {} unchanged and {} changed (see below).",
+                count(others.len(), "prompt", "prompts"),
+                same,
+                others.len() - same
+            )
+        });
+    }
+    out
 }
 
 fn show(view: &CompareView, c: &Compared) {

@@ -13,7 +13,7 @@ use super::dom::{self, by_testid, child, set_attr};
 use super::{App, compare_ui};
 use crate::Result;
 use crate::edit::{EditRequest, MethodKind};
-use crate::session::protocol::{Checked, Item, Reply, Request, TokenView};
+use crate::session::protocol::{Checked, Item, Plan, Reply, Request, TokenView};
 
 /// Handles on the edit panel.
 pub(crate) struct EditView {
@@ -43,6 +43,8 @@ pub(crate) struct EditView {
     cases: Cell<usize>,
     /// Counts the form's checks; an answer for an older one is dropped.
     check_seq: Cell<u32>,
+    /// The page was opened from a shared link: its edit stays in the form.
+    pub(crate) shared: Cell<bool>,
 }
 
 impl EditView {
@@ -70,6 +72,7 @@ impl EditView {
             ready: Cell::new(false),
             cases: Cell::new(0),
             check_seq: Cell::new(0),
+            shared: Cell::new(false),
         }
     }
 
@@ -326,9 +329,11 @@ async fn apply_form(app: &Rc<App>) {
     let probes = app.compare.form_probes();
     let request = Request::Apply {
         items: vec![Item { request, probes }],
-        batch: 1,
-        method: app.edit.method(),
-        cov_budget: cov_budget(app),
+        plan: Plan {
+            batch: 1,
+            method: app.edit.method(),
+            cov_budget: cov_budget(app),
+        },
     };
     apply_job(app, request).await;
 }
@@ -430,9 +435,11 @@ async fn apply_dataset(app: &Rc<App>) {
     };
     let request = Request::ApplyDataset {
         n,
-        batch,
-        method: v.method(),
-        cov_budget: cov_budget(app),
+        plan: Plan {
+            batch,
+            method: v.method(),
+            cov_budget: cov_budget(app),
+        },
     };
     apply_job(app, request).await;
     if let Some(e) = app.status.error_text() {

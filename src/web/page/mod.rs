@@ -28,6 +28,7 @@ mod ledger_ui;
 mod load_ui;
 mod neuron_view;
 mod patch_ui;
+mod share;
 mod status;
 
 use std::cell::{Cell, RefCell};
@@ -45,7 +46,7 @@ use load_ui::{LoadControls, LoadSpec};
 use patch_ui::PatchView;
 use status::{ModelState, StatusView};
 
-use crate::session::protocol::{Event, ModelView, Outcome, Request, Snapshot};
+use crate::session::protocol::{Backend, Event, ModelView, Outcome, Request, Snapshot};
 
 /// Everything the page's panels share.
 pub(crate) struct App {
@@ -189,11 +190,14 @@ impl App {
                 probes,
                 method,
             } => {
-                self.edit.fill_request(&request);
-                if let Some(m) = method {
-                    self.edit.method.set_value(m.name());
+                // A shared link's edit stays in the form (the restored ledger is shown below).
+                if !self.edit.shared.get() {
+                    self.edit.fill_request(&request);
+                    if let Some(m) = method {
+                        self.edit.method.set_value(m.name());
+                    }
+                    self.compare.fill_probes(&request.subject, &probes);
                 }
-                self.compare.fill_probes(&request.subject, &probes);
             }
             Event::BenchStatus { text } => self.bench.set_status(&text),
             Event::BenchPoint { edits, rates } => self.bench.add_point(edits, rates),
@@ -286,6 +290,9 @@ pub(crate) fn start() {
     ledger_ui::wire(&app);
     patch_ui::wire(&app);
     bench_ui::wire(&app);
+    share::wire(&app);
+    let shared = share::open_shared(&app);
+    app.edit.shared.set(shared);
     app.set_controls_enabled(false);
     app.validate_form();
     wasm_bindgen_futures::spawn_local(async move {
@@ -314,13 +321,24 @@ pub(crate) fn start() {
         } else {
             crate::session::protocol::WebGpuSupport::NoApi
         };
+        let asked = dom::query_param("backend");
         if let Some(notice) = status::missing_notice(&support) {
             app.status.show_notice(&notice);
             app.loader.webgpu_unavailable();
+        } else if let Some(notice) = status::software_notice(&support) {
+            // A software adapter (SwiftShader, llvmpipe) is far slower than the page's own cpu
+            // backend: that one is the default there, unless the address asks for WebGPU.
+            if asked.as_deref() != Some("webgpu") {
+                app.status.show_notice(&notice);
+                app.loader.select_backend(Backend::Cpu);
+            }
         }
-        if dom::query_param("backend").as_deref() == Some("cpu") {
-            app.loader
-                .select_backend(crate::session::protocol::Backend::Cpu);
+        match asked.as_deref() {
+            Some("cpu") => app.loader.select_backend(Backend::Cpu),
+            Some("webgpu") if status::missing_notice(&support).is_none() => {
+                app.loader.select_backend(Backend::Webgpu)
+            }
+            _ => {}
         }
         if dom::query_param("test_panic").as_deref() == Some("edit") {
             app.send(Request::ArmPanic);

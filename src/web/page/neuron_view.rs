@@ -14,6 +14,8 @@ const HEIGHT: f32 = 40.0;
 pub(crate) fn render(model: Option<&ModelView>) {
     let view: web_sys::HtmlElement = by_testid("neuron-view");
     let top_list: web_sys::HtmlElement = by_testid("neuron-top-list");
+    let summary: web_sys::HtmlElement = by_testid("neuron-summary");
+    summary.set_inner_text("");
     dom::clear(&view);
     dom::clear(&top_list);
     let Some(m) = model else { return };
@@ -28,6 +30,20 @@ pub(crate) fn render(model: Option<&ModelView>) {
         return;
     }
     let norms = &m.neurons;
+    let moved: usize = norms
+        .iter()
+        .map(|(_, n)| n.iter().filter(|&&x| x > 0.0).count())
+        .sum();
+    let layers_moved = norms
+        .iter()
+        .filter(|(_, n)| n.iter().any(|&x| x > 0.0))
+        .count();
+    summary.set_inner_text(&format!(
+        "The ledger changed {moved} neuron{} in {layers_moved} layer{} (of {d_ff} neurons in each); \
+         every other neuron, and every other layer, is as it was.",
+        if moved == 1 { "" } else { "s" },
+        if layers_moved == 1 { "" } else { "s" },
+    ));
     let max = norms
         .iter()
         .flat_map(|(_, n)| n)

@@ -163,6 +163,33 @@ pub(crate) fn missing_notice(support: &WebGpuSupport) -> Option<String> {
     ))
 }
 
+/// The plain-words notice for a software WebGPU adapter (a CPU emulation of a GPU), on which the
+/// page's own cpu backend is several times faster; `None` for a real GPU.
+pub(crate) fn software_notice(support: &WebGpuSupport) -> Option<String> {
+    let WebGpuSupport::Adapter { facts } = support else {
+        return None;
+    };
+    let label = facts.label().to_lowercase();
+    let software = facts.is_fallback
+        || [
+            "swiftshader",
+            "llvmpipe",
+            "lavapipe",
+            "software",
+            "basic render",
+        ]
+        .iter()
+        .any(|s| label.contains(s));
+    software.then(|| {
+        format!(
+            "This browser's WebGPU runs on a software renderer ({}), not on a graphics card, so \
+             the page uses its CPU backend, which is several times faster there. To try WebGPU anyway, choose it under Backend and load the \
+             model again.",
+            facts.label()
+        )
+    })
+}
+
 /// Shows a panic of the page's own code in the error banner too, so that a bug is not a
 /// silently dead page.
 pub(crate) fn install_panic_hook() {

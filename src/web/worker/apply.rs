@@ -18,22 +18,40 @@ use crate::edit::dataset::parse_records;
 use crate::edit::patch::Patch;
 use crate::edit::{Case, EditRequest, MethodKind, Probes, Progress};
 use crate::model::export::hf_config_json;
-use crate::session::protocol::{Event, Failure, Item, Outcome, Reply};
+use crate::session::protocol::{Event, Failure, Item, Outcome, Plan, Reply};
 use crate::session::{ApplyOptions, RequestProbes, Rewind};
 use crate::web::js::{self, now_ms};
 use crate::{Error, Result};
 
-/// Applies `items` in batches of `batch` with `kind`, then saves the ledger.
+/// A job that wrote (or took back) edits ended well: `text` on the bar and in the answer.
+fn done(ui: &Ui, text: String) -> Outcome {
+    ui.progress(Some(1.0), &text);
+    Ok(Reply::Edited {
+        text,
+        cancelled: false,
+    })
+}
+
+/// A job was cancelled and what it changed is as before it: `text` says so.
+fn cancelled(ui: &Ui, text: &str) -> Outcome {
+    session::clear_cancel();
+    ui.progress(Some(0.0), text);
+    Ok(Reply::Edited {
+        text: text.into(),
+        cancelled: true,
+    })
+}
+
+/// Applies `items` as `plan` says, then saves the ledger.
 pub(crate) async fn apply_requests(
     w: &Worker,
     ui: &Ui,
     s: &mut Session,
     items: Vec<Item>,
-    batch: usize,
-    kind: MethodKind,
-    cov_budget: usize,
+    plan: Plan,
 ) -> Outcome {
-    if items.is_empty() || batch == 0 {
+    let kind = plan.method;
+    if items.is_empty() || plan.batch == 0 {
         return Err(Failure::from(Error::input(
             "nothing to apply: give at least one request and a batch size of at least 1",
         )));
@@ -42,7 +60,7 @@ pub(crate) async fn apply_requests(
     let t0 = now_ms();
     let n = items.len();
     let start = s.n_entries();
-    match apply_in(w, ui, s, items, batch, kind, cov_budget).await {
+    match apply_in(w, ui, s, items, plan).await {
         Ok(()) => {
             save(w, ui, s, kind).await;
             let secs = (now_ms() - t0) / 1000.0;
@@ -51,26 +69,18 @@ pub(crate) async fn apply_requests(
             } else {
                 format!("{n} edits")
             };
-            let text = format!("Applied {what} with {} in {secs:.1} s.", kind.name());
-            ui.progress(Some(1.0), &text);
-            Ok(Reply::Edited {
-                text,
-                cancelled: false,
-            })
+            done(
+                ui,
+                format!("Applied {what} with {} in {secs:.1} s.", kind.name()),
+            )
         }
         Err(Error::Cancelled(_)) => {
             session::clear_cancel();
             match roll_back(s, start).await {
-                Ok(()) => {
-                    let text = "Cancelled: the model, P and the saved ledger are as they were \
-                                before this job."
-                        .to_string();
-                    ui.progress(Some(0.0), &text);
-                    Ok(Reply::Edited {
-                        text,
-                        cancelled: true,
-                    })
-                }
+                Ok(()) => cancelled(
+                    ui,
+                    "Cancelled: the model, P and the saved ledger are as they were before this job.",
+                ),
                 Err(e) => Err(Failure {
                     code: e.code().into(),
                     message: format!("Cancelled, but the rollback failed: {e}"),
@@ -105,11 +115,10 @@ async fn apply_in(
     ui: &Ui,
     s: &mut Session,
     items: Vec<Item>,
-    batch: usize,
-    kind: MethodKind,
-    cov_budget: usize,
+    plan: Plan,
 ) -> Result<()> {
-    ensure_ready(w, ui, s, kind, false, cov_budget).await?;
+    let (batch, kind) = (plan.batch, plan.method);
+    ensure_ready(w, ui, s, kind, false, plan.cov_budget).await?;
     let n_batches = items.len().div_ceil(batch);
     for (b, chunk) in items.chunks(batch).enumerate() {
         let mut requests: Vec<EditRequest> = chunk.iter().map(|i| i.request.clone()).collect();
@@ -230,23 +239,14 @@ pub(crate) async fn ensure_ready(
 pub(crate) async fn recompute_cov(w: &Worker, ui: &Ui, s: &mut Session, budget: usize) -> Outcome {
     ui.send(Event::ClearStages);
     match ensure_ready(w, ui, s, MethodKind::Nse, true, budget).await {
-        Ok(()) => {
-            let text = "Covariance recomputed and saved in this browser.".to_string();
-            ui.progress(Some(1.0), &text);
-            Ok(Reply::Edited {
-                text,
-                cancelled: false,
-            })
-        }
-        Err(Error::Cancelled(_)) => {
-            session::clear_cancel();
-            let text = "Cancelled: the covariance statistic in use is unchanged.".to_string();
-            ui.progress(Some(0.0), &text);
-            Ok(Reply::Edited {
-                text,
-                cancelled: true,
-            })
-        }
+        Ok(()) => done(
+            ui,
+            "Covariance recomputed and saved in this browser.".into(),
+        ),
+        Err(Error::Cancelled(_)) => cancelled(
+            ui,
+            "Cancelled: the covariance statistic in use is unchanged.",
+        ),
         Err(e) => Err(Failure {
             code: e.code().into(),
             message: format!("Could not compute the covariance: {e}"),
@@ -374,9 +374,7 @@ pub(crate) async fn apply_dataset(
     ui: &Ui,
     s: &mut Session,
     n: usize,
-    batch: usize,
-    kind: MethodKind,
-    cov_budget: usize,
+    plan: Plan,
 ) -> Outcome {
     let cases = w.dataset.borrow().clone();
     if n == 0 || n > cases.len() {
@@ -386,10 +384,10 @@ pub(crate) async fn apply_dataset(
         ))));
     }
     let records: Vec<_> = cases[..n].iter().cloned().map(Ok).collect();
-    let report: CheckReport = s.check_records(&records, Some(batch), FORM_CONTEXT_MARGIN);
+    let report: CheckReport = s.check_records(&records, Some(plan.batch), FORM_CONTEXT_MARGIN);
     report.into_result().map_err(Failure::from)?;
     let items = cases[..n].iter().map(item).collect();
-    apply_requests(w, ui, s, items, batch, kind, cov_budget).await
+    apply_requests(w, ui, s, items, plan).await
 }
 
 /// Undo, back to the original, or remove edit k; a removal first gets every method of the
@@ -403,7 +401,7 @@ pub(crate) async fn rewind(
     cov_budget: usize,
 ) -> Outcome {
     let t0 = now_ms();
-    let done = async {
+    let rewound = async {
         if let Rewind::Remove(k) = what {
             let mut kinds: Vec<MethodKind> =
                 s.ledger().iter().skip(k + 1).map(|e| e.method).collect();
@@ -426,26 +424,13 @@ pub(crate) async fn rewind(
         .await
     }
     .await;
-    match done {
+    match rewound {
         Ok(text) => {
             save(w, ui, s, method).await;
             let secs = (now_ms() - t0) / 1000.0;
-            let text = format!("{text} ({secs:.1} s).");
-            ui.progress(Some(1.0), &text);
-            Ok(Reply::Edited {
-                text,
-                cancelled: false,
-            })
+            done(ui, format!("{text} ({secs:.1} s)."))
         }
-        Err(Error::Cancelled(_)) => {
-            session::clear_cancel();
-            let text = "Cancelled: the ledger is as it was before.".to_string();
-            ui.progress(Some(0.0), &text);
-            Ok(Reply::Edited {
-                text,
-                cancelled: true,
-            })
-        }
+        Err(Error::Cancelled(_)) => cancelled(ui, "Cancelled: the ledger is as it was before."),
         Err(e) => Err(Failure::from(e)),
     }
 }
@@ -496,15 +481,13 @@ pub(crate) async fn import_patch(
             } else {
                 String::new()
             };
-            let text = format!(
-                "Imported {n} edit(s) from {name}{replaced}: replayed bit for bit on the original weights."
-            );
-            ui.progress(Some(1.0), &text);
             save(w, ui, s, method).await;
-            Ok(Reply::Edited {
-                text,
-                cancelled: false,
-            })
+            done(
+                ui,
+                format!(
+                    "Imported {n} edit(s) from {name}{replaced}: replayed bit for bit on the original weights."
+                ),
+            )
         }
         Err(e) => Err(Failure {
             code: e.code().into(),

@@ -5,29 +5,44 @@
 
 use std::rc::Rc;
 
+use super::apply;
 use super::session::{self, Session};
-use super::{Ui, Worker, apply, loader};
+use super::{Ui, Worker, loader};
 use crate::edit::{Case, MethodKind, Progress};
 use crate::eval::{Aggregate, EvalOptions, RunEvent, SequentialPlan};
 use crate::session::Rewind;
-use crate::session::protocol::{Event, Failure, Outcome, Reply};
+use crate::session::protocol::{Event, Failure, Outcome, Plan, Reply};
 use crate::web::js::now_ms;
 use crate::{Error, Result};
 
 /// The CounterFact cases the page ships (copied by `scripts/setup.sh`).
 const CASES_URL: &str = "models/counterfact-edit.json";
 
-pub(crate) async fn run(
-    w: &Worker,
-    ui: &Ui,
-    s: &mut Session,
-    n: usize,
-    batch: usize,
-    kind: MethodKind,
-    cov_budget: usize,
-) -> Outcome {
+pub(crate) async fn run(w: &Worker, ui: &Ui, s: &mut Session, n: usize, plan: Plan) -> Outcome {
+    let (batch, kind) = (plan.batch, plan.method);
     let t0 = now_ms();
-    match bench(w, ui, s, n, batch, kind, cov_budget).await {
+    let result = async {
+        let all = cases(w, ui).await?;
+        if !(1..=all.len()).contains(&n) || !(1..=64).contains(&batch) {
+            return Err(Error::input(format!(
+                "edits: {n} must be from 1 to {}, and the batch size {batch} from 1 to 64",
+                all.len()
+            )));
+        }
+        apply::ensure_ready(w, ui, s, kind, false, plan.cov_budget).await?;
+
+        // Set the user's ledger aside: the run starts from the original model.
+        let saved = s.ledger_patch()?;
+        let saved_meta = s.setup()?.meta.clone();
+        s.rewind(Rewind::All, |_, _| {}).await?;
+        let result = edit_and_measure(w, ui, s, &all[..n], batch, kind).await;
+
+        // Put the user's ledger back, bit for bit (a cancel stopped the run, not this).
+        session::clear_cancel();
+        s.replace_ledger(&saved, saved_meta).await?;
+        result
+    };
+    match result.await {
         Ok(edits) => {
             let secs = (now_ms() - t0) / 1000.0;
             ui.send(Event::BenchStatus {
@@ -67,36 +82,6 @@ async fn cases(w: &Worker, ui: &Ui) -> Result<Rc<Vec<Case>>> {
     )?);
     *w.bench_cases.borrow_mut() = Some(Rc::clone(&c));
     Ok(c)
-}
-
-async fn bench(
-    w: &Worker,
-    ui: &Ui,
-    s: &mut Session,
-    n: usize,
-    batch: usize,
-    kind: MethodKind,
-    cov_budget: usize,
-) -> Result<usize> {
-    let all = cases(w, ui).await?;
-    if !(1..=all.len()).contains(&n) || !(1..=64).contains(&batch) {
-        return Err(Error::input(format!(
-            "edits: {n} must be from 1 to {}, and the batch size {batch} from 1 to 64",
-            all.len()
-        )));
-    }
-    apply::ensure_ready(w, ui, s, kind, false, cov_budget).await?;
-
-    // Set the user's ledger aside: the run starts from the original model.
-    let saved = s.ledger_patch()?;
-    let saved_meta = s.setup()?.meta.clone();
-    s.rewind(Rewind::All, |_, _| {}).await?;
-    let result = edit_and_measure(w, ui, s, &all[..n], batch, kind).await;
-
-    // Put the user's ledger back, bit for bit (a cancel stopped the run, not this).
-    session::clear_cancel();
-    s.replace_ledger(&saved, saved_meta).await?;
-    result
 }
 
 /// The library's sequential run with a checkpoint after every batch: the CounterFact success

@@ -205,8 +205,7 @@ fn post(id: u32, body: Body, attach: Option<Array>) {
         id,
         body,
     };
-    let serializer = serde_wasm_bindgen::Serializer::json_compatible();
-    let value = match serde::Serialize::serialize(&msg, &serializer) {
+    let value = match crate::web::js::encode(&msg) {
         Ok(v) => v,
         Err(e) => {
             web_sys::console::error_1(&format!("nse worker: cannot encode a message: {e}").into());
@@ -434,19 +433,9 @@ async fn run_job(
         Request::Generate { prompt, max_tokens } => {
             generate::generate(ui, &mut s, &prompt, max_tokens).await
         }
-        Request::Apply {
-            items,
-            batch,
-            method,
-            cov_budget,
-        } => apply::apply_requests(w, ui, &mut s, items, batch, method, cov_budget).await,
+        Request::Apply { items, plan } => apply::apply_requests(w, ui, &mut s, items, plan).await,
         Request::ReadDataset { name } => apply::read_dataset(w, &s, &name, &attach).await,
-        Request::ApplyDataset {
-            n,
-            batch,
-            method,
-            cov_budget,
-        } => apply::apply_dataset(w, ui, &mut s, n, batch, method, cov_budget).await,
+        Request::ApplyDataset { n, plan } => apply::apply_dataset(w, ui, &mut s, n, plan).await,
         Request::Covariance { budget } => apply::recompute_cov(w, ui, &mut s, budget).await,
         Request::Rewind {
             what,
@@ -471,12 +460,7 @@ async fn run_job(
             }
             Err(e) => Err(e),
         },
-        Request::Bench {
-            n,
-            batch,
-            method,
-            cov_budget,
-        } => bench::run(w, ui, &mut s, n, batch, method, cov_budget).await,
+        Request::Bench { n, plan } => bench::run(w, ui, &mut s, n, plan).await,
         other => Err(Failure::protocol(&format!(
             "{} is not a job",
             job_name(&other)
