@@ -32,12 +32,12 @@
 // Screenshots: artifacts/e2e/editor-*.png.
 
 import { execFileSync } from 'node:child_process';
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {
-  LOAD_TIMEOUT_MS, LONG_TASK_LIMIT_MS, SHOTS, check, expect, finish, longestTask, session, tid, waitForModel,
+  LOAD_TIMEOUT_MS, LONG_TASK_LIMIT_MS, SHOTS, check, expect, finish, forOtherModel, longestTask, manifestOf,
+  session, tid, waitForModel,
 } from './lib.mjs';
 
 const BACKEND = process.env.E2E_BACKEND ?? 'cpu';
@@ -108,29 +108,6 @@ async function noError(page) {
   expect(hidden, `error shown: ${hidden ? '' : await page.textContent(tid('error-message'))}`);
 }
 
-/// The manifest of a patch (format 2: NSEPATCH, u32 version, u64 manifest length, manifest
-/// JSON, blob, sha256 of everything before it).
-function manifestOf(bytes) {
-  expect(bytes.subarray(0, 8).toString() === 'NSEPATCH', 'the export is not an nse patch');
-  expect(bytes.readUInt32LE(8) === 2, `patch format ${bytes.readUInt32LE(8)}`);
-  const len = Number(bytes.readBigUInt64LE(12));
-  return { manifest: JSON.parse(bytes.subarray(20, 20 + len).toString()), len };
-}
-
-/// A patch with another base model: the manifest's model_sha256 replaced, the blob unchanged,
-/// the checksum made valid again (so that the refusal comes from the model check).
-function forOtherModel(bytes) {
-  const { manifest, len } = manifestOf(bytes);
-  manifest.model_sha256 = 'f'.repeat(64);
-  manifest.model_name = 'another-model.gguf';
-  const json = Buffer.from(JSON.stringify(manifest));
-  const head = Buffer.alloc(20);
-  bytes.copy(head, 0, 0, 12);
-  head.writeBigUInt64LE(BigInt(json.length), 12);
-  const body = Buffer.concat([head, json, bytes.subarray(20 + len, bytes.length - 32)]);
-  return Buffer.concat([body, crypto.createHash('sha256').update(body).digest()]);
-}
-
 /// Continues a patch on the command line (`nse edit --patch`, native cpu backend) with one more
 /// edit; returns the new patch's bytes.
 function continueOnTheCommandLine(patchBytes) {
@@ -181,6 +158,11 @@ await session(`editor session (${BACKEND})`, { webgpu: true, query: QUERY, viewp
     await checked(page);
     expect(await page.getAttribute(tid('validation-message'), 'data-state') === 'ok', 'the valid request is refused');
     expect(await page.isEnabled(tid('apply-button')), 'apply is disabled for a valid request');
+    // Issue 12.7: "Ready" only with a subject-last token that exists in the prompt's tokens.
+    const marks = await page.$$eval(`${tid('token-view')} ${tid('token')}`, (els) => ({
+      n: els.length, last: els.findIndex((e) => e.dataset.subjectLast === 'true'),
+    }));
+    expect(marks.last >= 0 && marks.last < marks.n, `ready with the subject's last token at ${marks.last} of ${marks.n}`);
     const last = await page.$eval(`${tid('token-view')} [data-subject-last="true"]`, (e) => e.textContent);
     console.log(`  subject-last token: ${JSON.stringify(last)}`);
     expect(/Tower/.test(last), `the subject-last token is ${last}`);

@@ -3,6 +3,7 @@
 // named checks with pass/fail and durations, waits that fail fast on any page or console error.
 
 import { chromium } from 'playwright-core';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -38,7 +39,7 @@ export async function check(name, fn) {
 
 /// A fresh browser profile and one page; page errors and console errors are collected, and any
 /// wait done through `until` fails as soon as one arrives.
-export async function withPage({ webgpu, allowConsole = [], routes = {}, initScript = null, query = '', viewport = { width: 1100, height: 900 } }, fn) {
+export async function withPage({ webgpu, allowConsole = [], routes = {}, initScript = null, query = '', viewport = { width: 1100, height: 900 }, appUrl = APP_URL }, fn) {
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'nse-e2e-'));
   const args = webgpu ? [...BASE_ARGS, '--enable-unsafe-webgpu'] : BASE_ARGS;
   const ctx = await chromium.launchPersistentContext(profile, {
@@ -64,6 +65,7 @@ export async function withPage({ webgpu, allowConsole = [], routes = {}, initScr
       window.__nseProgress = [];
       document.addEventListener('DOMContentLoaded', () => {
         const label = document.querySelector('[data-testid="progress-label"]');
+        if (!label) return; // another page (examples/embed)
         new MutationObserver(() => window.__nseProgress.push(label.textContent))
           .observe(label, { childList: true, characterData: true, subtree: true });
       });
@@ -83,7 +85,7 @@ export async function withPage({ webgpu, allowConsole = [], routes = {}, initScr
         throw new Error(`timed out after ${timeout / 1000} s waiting for ${what}: ${e.message.split('\n')[0]}`);
       }),
     ]);
-    await page.goto(APP_URL + query);
+    await page.goto(appUrl + query);
     await fn(page, until);
     if (problems.length) throw new Error(problems.join('; '));
   } finally {
@@ -137,4 +139,27 @@ export function finish(what) {
     `(${((Date.now() - t0) / 1000).toFixed(1)} s); screenshots in ${SHOTS}/`);
   for (const r of failed) console.log(`  failed: ${r.name}`);
   process.exit(failed.length ? 1 : 0);
+}
+
+/// The manifest of a patch (format 2: NSEPATCH, u32 version, u64 manifest length, manifest
+/// JSON, blob, sha256 of everything before it).
+export function manifestOf(bytes) {
+  expect(bytes.subarray(0, 8).toString() === 'NSEPATCH', 'the export is not an nse patch');
+  expect(bytes.readUInt32LE(8) === 2, `patch format ${bytes.readUInt32LE(8)}`);
+  const len = Number(bytes.readBigUInt64LE(12));
+  return { manifest: JSON.parse(bytes.subarray(20, 20 + len).toString()), len };
+}
+
+/// A patch with another base model: the manifest's model_sha256 replaced, the blob unchanged,
+/// the checksum made valid again (so that the refusal comes from the model check).
+export function forOtherModel(bytes) {
+  const { manifest, len } = manifestOf(bytes);
+  manifest.model_sha256 = 'f'.repeat(64);
+  manifest.model_name = 'another-model.gguf';
+  const json = Buffer.from(JSON.stringify(manifest));
+  const head = Buffer.alloc(20);
+  bytes.copy(head, 0, 0, 12);
+  head.writeBigUInt64LE(BigInt(json.length), 12);
+  const body = Buffer.concat([head, json, bytes.subarray(20 + len, bytes.length - 32)]);
+  return Buffer.concat([body, crypto.createHash('sha256').update(body).digest()]);
 }

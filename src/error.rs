@@ -56,6 +56,11 @@ pub enum Error {
     #[error("{}", printable(.0))]
     Input(String),
 
+    /// A request refused for a reason that programs tell apart by `code` (`SubjectNotFound`,
+    /// `SubjectSplitsToken`, `PatchForAnotherModel`); the message says what to do.
+    #[error("{}", printable(.msg))]
+    Refused { code: &'static str, msg: String },
+
     /// No GPU adapter, or the adapter cannot hold what we need.
     #[error("GPU: {}", printable(.0))]
     Gpu(String),
@@ -128,6 +133,7 @@ impl Error {
             }
             Error::Unsupported { .. } => "Unsupported",
             Error::Input(_) => "BadInput",
+            Error::Refused { code, .. } => code,
             Error::Gpu(_) => "Gpu",
             Error::BufferTooLarge { .. } => "ModelTooLarge",
             Error::DeviceLost(_) => "DeviceLost",
@@ -150,6 +156,14 @@ impl Error {
     /// An [`Error::Input`].
     pub fn input(msg: impl Into<String>) -> Self {
         Error::Input(msg.into())
+    }
+
+    /// An [`Error::Refused`] with `code`.
+    pub fn refused(code: &'static str, msg: impl Into<String>) -> Self {
+        Error::Refused {
+            code,
+            msg: msg.into(),
+        }
     }
 
     /// An [`Error::TooLarge`] for `what`, needing `needed` bytes against `budget`.

@@ -68,6 +68,7 @@ pub fn variant(e: &Error) -> &'static str {
         Error::MissingTensor { .. } => "MissingTensor",
         Error::TensorShape { .. } => "TensorShape",
         Error::Input(_) => "Input",
+        Error::Refused { .. } => "Refused",
         Error::Gpu(_) => "Gpu",
         Error::BufferTooLarge { .. } => "BufferTooLarge",
         Error::DeviceLost(_) => "DeviceLost",

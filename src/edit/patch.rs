@@ -237,13 +237,16 @@ impl Patch {
         model_sha256: &str,
     ) -> Result<()> {
         if self.model_sha256 != model_sha256 {
-            return Err(Error::input(format!(
-                "this patch was made for the model {:?} (sha256 {}…), not for the loaded model \
-                 (sha256 {}…); load the model it was made for",
-                self.model_name,
-                short(&self.model_sha256),
-                short(model_sha256)
-            )));
+            return Err(Error::refused(
+                "PatchForAnotherModel",
+                format!(
+                    "this patch was made for the model {:?} (sha256 {}…), not for the loaded \
+                     model (sha256 {}…); load the model it was made for",
+                    self.model_name,
+                    short(&self.model_sha256),
+                    short(model_sha256)
+                ),
+            ));
         }
         if self.hparams.layers != state.layers {
             return Err(Error::input(format!(

@@ -47,17 +47,23 @@ impl EditRequest {
             }
             match prompt.matches(subject_trimmed).count() {
                 0 => {
-                    return Err(Error::input(format!(
-                        "the subject {subject_trimmed:?} does not occur in the prompt {prompt:?}; \
+                    return Err(Error::refused(
+                        "SubjectNotFound",
+                        format!(
+                            "the subject {subject_trimmed:?} does not occur in the prompt {prompt:?}; \
                          write the prompt so that it contains the subject exactly as typed"
-                    )));
+                        ),
+                    ));
                 }
                 1 => prompt.replacen(subject_trimmed, "{}", 1),
                 n => {
-                    return Err(Error::input(format!(
-                        "the subject {subject_trimmed:?} occurs {n} times in the prompt {prompt:?}; \
+                    return Err(Error::refused(
+                        "SubjectNotFound",
+                        format!(
+                            "the subject {subject_trimmed:?} occurs {n} times in the prompt {prompt:?}; \
                          it must occur once (or write the prompt with {{}} where the subject goes)"
-                    )));
+                        ),
+                    ));
                 }
             }
         };

@@ -132,10 +132,13 @@ fn straddle_error(
         .iter()
         .map(|&id| format!("{:?}", tok.token_str(id).unwrap_or_else(|| "?".into())))
         .collect();
-    Error::input(format!(
-        "the subject {subject:?} ends inside the token {straddling:?} of {text:?} (it splits as \
-         {}), so the edit has no position to write at; type the whole word as the subject, or \
-         rephrase so that the subject is not joined to the text after it",
-        split.join(" | ")
-    ))
+    Error::refused(
+        "SubjectSplitsToken",
+        format!(
+            "the subject {subject:?} ends inside the token {straddling:?} of {text:?} (it splits \
+             as {}), so the edit has no position to write at; type the whole word as the \
+             subject, or rephrase so that the subject is not joined to the text after it",
+            split.join(" | ")
+        ),
+    )
 }

@@ -59,6 +59,20 @@ pub(crate) async fn sleep_ms(ms: i32) {
     let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
 }
 
+/// A promise that resolves to `value` after `ms` milliseconds.
+pub(crate) fn resolve_after(ms: i32, value: &str) -> js_sys::Promise {
+    let value = JsValue::from_str(value);
+    js_sys::Promise::new(&mut |resolve, _reject| {
+        let f = Closure::once_into_js({
+            let value = value.clone();
+            move || {
+                let _ = resolve.call1(&JsValue::NULL, &value);
+            }
+        });
+        let _ = set_timeout(f.unchecked_ref(), ms);
+    })
+}
+
 /// One turn of the event loop (see [`sleep_ms`]).
 pub(crate) async fn yield_now() {
     sleep_ms(0).await;

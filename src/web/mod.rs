@@ -10,11 +10,16 @@
 //!   state, the ledger), the model bytes (`fetch` and the Cache API), IndexedDB (the ledger, the
 //!   covariance statistics) and the covariance's sources.
 //!
+//! - [`api`]: the same engine for other pages, as the JavaScript class `Editor` of the npm
+//!   package (`wasm-pack build`), over the shared [`client`].
+//!
 //! The two speak the typed, versioned protocol of [`crate::session::protocol`]. A panic or an
 //! out-of-memory abort in the worker ends the worker only: the page shows it and offers to
 //! restart the engine, which reloads the model from the browser's cache and restores the ledger
 //! from IndexedDB.
 
+mod api;
+mod client;
 mod js;
 mod page;
 mod worker;
@@ -28,5 +33,14 @@ pub fn start() {
         worker::start();
     } else {
         page::start();
+    }
+}
+
+/// Starts the engine's role in a worker that instantiated the library without an entry point
+/// (the npm package's worker script calls it); does nothing where it already runs.
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn nse_worker_start() {
+    if js::in_worker() {
+        worker::start();
     }
 }

@@ -26,12 +26,24 @@ pub(crate) struct LoadSpec {
 impl LoadSpec {
     /// The default model ([`DEFAULT_MODEL_URL`]).
     pub(crate) fn default_model(backend: Backend) -> Self {
+        LoadSpec::from_url(DEFAULT_MODEL_URL, backend)
+    }
+
+    /// The model at `url` (relative to the page, or absolute: the engine fetches it, and treats
+    /// what it gets like any file).
+    pub(crate) fn from_url(url: &str, backend: Backend) -> Self {
         LoadSpec {
-            source: Source::Url {
-                url: DEFAULT_MODEL_URL.into(),
-            },
+            source: Source::Url { url: url.into() },
             files: vec![],
             backend,
+        }
+    }
+
+    /// The address the model was loaded from; `None` for picked files.
+    pub(crate) fn url(&self) -> Option<String> {
+        match &self.source {
+            Source::Url { url } => Some(url.clone()),
+            Source::Files { .. } => None,
         }
     }
 }

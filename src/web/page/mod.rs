@@ -19,7 +19,6 @@
 //! Nothing the engine does runs on this thread, so the page repaints and takes input throughout.
 
 mod bench_ui;
-mod client;
 mod compare_ui;
 mod dom;
 mod edit_ui;
@@ -36,8 +35,8 @@ use std::rc::Rc;
 
 use js_sys::Array;
 
+use crate::web::client::{self, Client};
 use bench_ui::BenchView;
-use client::Client;
 use compare_ui::CompareView;
 use edit_ui::EditView;
 use generate_ui::GenerateView;
@@ -162,6 +161,48 @@ impl App {
         }
     }
 
+    /// Starts the engine (in its worker, or on this thread with `?engine=main`) from the files
+    /// Trunk preloads for the page, found through their `<link>`s.
+    async fn start_engine(&self) -> crate::Result<crate::session::protocol::WebGpuSupport> {
+        let doc = dom::document();
+        let base = doc
+            .base_uri()
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| dom::window().location().href().unwrap_or_default());
+        let href = |selector: &str, what: &str| -> crate::Result<String> {
+            let href = doc
+                .query_selector(selector)
+                .ok()
+                .flatten()
+                .and_then(|l| l.get_attribute("href"))
+                .ok_or_else(|| {
+                    crate::Error::input(format!(
+                        "the page has no {what} to start its engine from (a <link> {selector}); \
+                         rebuild it with `trunk build --release`"
+                    ))
+                })?;
+            web_sys::Url::new_with_base(&href, &base)
+                .map(|u| u.href())
+                .map_err(|e| dom::js_error("a bad script address", e))
+        };
+        let how = client::Start {
+            in_page: dom::query_param("engine").as_deref() == Some("main"),
+            glue: href("link[rel=modulepreload][href$='.js']", "script")?,
+            wasm: Some(href("link[rel=preload][href$='.wasm']", "wasm binary")?),
+            base,
+        };
+        let support = self.client.start(&how).await?;
+        if dom::query_param("expose_engine").as_deref() == Some("1") {
+            // Test hook: the e2e test posts raw messages (another version, an unknown kind, a
+            // second job) to the worker and reads its answers.
+            if let Some(w) = self.client.worker() {
+                let _ = js_sys::Reflect::set(&dom::window(), &"nseEngine".into(), &w);
+            }
+        }
+        Ok(support)
+    }
+
     /// Shows one of the engine's events.
     fn on_event(self: &Rc<Self>, event: Event) {
         match event {
@@ -229,7 +270,7 @@ impl App {
         self.busy.set(false);
         self.status
             .set_model(ModelState::Loading, "", &["Restarting the engine…"]);
-        match self.client.start().await {
+        match self.start_engine().await {
             Ok(_) => {}
             Err(e) => {
                 self.status
@@ -298,7 +339,7 @@ pub(crate) fn start() {
     wasm_bindgen_futures::spawn_local(async move {
         app.status
             .set_model(ModelState::Loading, "", &["Starting the engine…"]);
-        let support = match app.client.start().await {
+        let support = match app.start_engine().await {
             Ok(s) => s,
             Err(e) => {
                 app.status
@@ -344,6 +385,12 @@ pub(crate) fn start() {
             app.send(Request::ArmPanic);
         }
         app.busy.set(false);
-        load_ui::load(&app, LoadSpec::default_model(app.loader.backend())).await;
+        // A shared link names its model (`?model=`); the default model otherwise.
+        let backend = app.loader.backend();
+        let spec = match dom::query_param("model").filter(|u| !u.trim().is_empty()) {
+            Some(url) => LoadSpec::from_url(&url, backend),
+            None => LoadSpec::default_model(backend),
+        };
+        load_ui::load(&app, spec).await;
     });
 }

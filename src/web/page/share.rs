@@ -1,8 +1,9 @@
 //! A link to an edit, and the first-visit guide.
 //!
-//! "Copy a link to this edit" puts the form's request (and its paraphrase and neighbourhood
-//! prompts) into the page's address: `?prompt=…&subject=…&target=…&true=…&method=…&para=…&neigh=…`.
-//! Opening such a link fills the form and says so; it never applies anything by itself.
+//! "Copy a link to this edit" puts the model (when it was loaded from an address), the form's
+//! request and its paraphrase and neighbourhood prompts into the page's address:
+//! `?model=…&prompt=…&subject=…&target=…&true=…&method=…&para=…&neigh=…`. Opening such a link loads
+//! that model and fills the form and says so; it never applies anything by itself.
 
 use std::rc::Rc;
 
@@ -82,7 +83,15 @@ fn share(app: &App) {
     let sentence = r
         .as_ref()
         .map_or_else(|| v.prompt.value(), |r| r.sentence());
+    // A model picked from files has no address to share: the link then opens the default model.
+    let model = app
+        .last_load
+        .borrow()
+        .as_ref()
+        .and_then(|l| l.url())
+        .unwrap_or_default();
     for (k, value) in PARAMS.iter().zip([
+        model,
         sentence,
         v.subject.value(),
         v.target.value(),

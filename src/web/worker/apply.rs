@@ -56,6 +56,13 @@ pub(crate) async fn apply_requests(
             "nothing to apply: give at least one request and a batch size of at least 1",
         )));
     }
+    // A subject that cannot be placed in its own prompt is refused with its code
+    // (`SubjectSplitsToken`) before the batch check folds it into a list.
+    for item in &items {
+        let r = &item.request;
+        crate::edit::subject::locate_subject(&s.tokenizer, &r.prompt, &r.subject)
+            .map_err(Failure::from)?;
+    }
     ui.send(Event::ClearStages);
     let t0 = now_ms();
     let n = items.len();

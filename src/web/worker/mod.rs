@@ -193,6 +193,9 @@ fn scope() -> DedicatedWorkerGlobalScope {
 }
 
 thread_local! {
+    /// The worker's role has started (the page's binary starts it from its entry point, the npm
+    /// package's worker script through `nse_worker_start`).
+    static STARTED: Cell<bool> = const { Cell::new(false) };
     /// The engine on the page's own thread (`?engine=main`): the page's message handler, called
     /// with `{data}` where a worker would `postMessage`, and the engine's state.
     static IN_PAGE: RefCell<Option<(js_sys::Function, Rc<Worker>)>> = const { RefCell::new(None) };
@@ -238,6 +241,9 @@ fn reply(id: u32, outcome: Outcome, attach: Option<Array>) {
 /// Starts the worker: the panic hook, the message handler, then the WebGPU probe and IndexedDB;
 /// posts [`Reply::Ready`] (id 0) when it can take requests.
 pub(crate) fn start() {
+    if STARTED.with(|s| s.replace(true)) {
+        return;
+    }
     std::panic::set_hook(Box::new(|info| {
         console_error_panic_hook::hook(info);
         let message = format!("{info}");

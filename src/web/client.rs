@@ -1,7 +1,8 @@
-//! The page's handle on the engine's worker: starts it from the page's own wasm binary, posts
-//! [`ToWorker`] requests, routes the worker's [`Event`]s to the page and resolves each request
-//! with its [`Outcome`]. A crash of the worker (a panic, an out-of-memory abort, a script that
-//! fails to load) ends every pending request with a `Crashed` failure and is reported once.
+//! The handle on the engine's worker that the page and the JavaScript API share: starts it from
+//! the running wasm binary, posts [`ToWorker`] requests, routes the worker's [`Event`]s to its
+//! owner and resolves each request with its [`Outcome`]. A crash of the worker (a panic, an
+//! out-of-memory abort, a script that fails to load) ends every pending request with a `Crashed`
+//! failure and is reported once.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -13,19 +14,32 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{ErrorEvent, Worker, WorkerOptions, WorkerType};
 
-use super::dom;
 use crate::Result;
 use crate::session::protocol::{
     Body, Event, Failure, FromWorker, Outcome, PROTOCOL_VERSION, Reply, Request, ToWorker,
     WebGpuSupport, check_version,
 };
-use crate::web::js::js_error;
+use crate::web::js::{self, js_error};
 
 /// How long the worker may take to start (download and compile the wasm, probe WebGPU).
 const START_TIMEOUT_MS: i32 = 60_000;
 
 /// What the page does with the worker's events and with a crash.
 pub(crate) type EventSink = Rc<dyn Fn(Event)>;
+
+/// How to start the engine.
+#[derive(Clone, Debug)]
+pub(crate) struct Start {
+    /// Run it on this thread instead of a worker (the page's `?engine=main`).
+    pub(crate) in_page: bool,
+    /// The wasm-bindgen glue (JavaScript module) of the running binary.
+    pub(crate) glue: String,
+    /// The wasm binary, for a browser that cannot pass the compiled module to a worker; `None`:
+    /// beside the glue, where wasm-bindgen's default looks.
+    pub(crate) wasm: Option<String>,
+    /// The address the engine resolves relative URLs against (the default model, `models/cov/`).
+    pub(crate) base: String,
+}
 
 /// Where the engine runs.
 #[derive(Clone)]
@@ -73,35 +87,29 @@ impl Client {
     /// # Errors
     /// The page's script and wasm cannot be found, the browser refused the worker, or it did not
     /// start in time.
-    pub(crate) async fn start(&self) -> Result<WebGpuSupport> {
+    pub(crate) async fn start(&self, how: &Start) -> Result<WebGpuSupport> {
         self.stop("the engine was restarted");
         self.crashed.set(false);
         let ready = Promise::new(&mut |resolve, _| {
             self.pending.borrow_mut().insert(0, resolve);
         });
-        if dom::query_param("engine").as_deref() == Some("main") {
+        if how.in_page {
             let on_message = self.message_handler();
             let deliver: Function = on_message.as_ref().unchecked_ref::<Function>().clone();
             self.listeners.borrow_mut().push(on_message);
             *self.worker.borrow_mut() = Some(Engine::InPage);
+            let _ = Reflect::set(
+                &js_sys::global(),
+                &"NSE_BASE".into(),
+                &how.base.as_str().into(),
+            );
             crate::web::worker::start_in_page(deliver);
         } else {
-            let worker = spawn()?;
+            let worker = spawn(how)?;
             self.listen(&worker);
-            if dom::query_param("expose_engine").as_deref() == Some("1") {
-                // Test hook: the e2e test posts raw messages (another version, an unknown kind,
-                // a second job) to the worker and reads its answers.
-                let _ = Reflect::set(&dom::window(), &"nseEngine".into(), &worker);
-            }
             *self.worker.borrow_mut() = Some(Engine::Worker(worker));
         }
-        let timeout = Promise::new(&mut |resolve, _| {
-            let _ = dom::window().set_timeout_with_callback_and_timeout_and_arguments_1(
-                &resolve,
-                START_TIMEOUT_MS,
-                &JsValue::from_str("timeout"),
-            );
-        });
+        let timeout = js::resolve_after(START_TIMEOUT_MS, "timeout");
         let first = JsFuture::from(Promise::race(&Array::of2(&ready, &timeout)))
             .await
             .unwrap_or(JsValue::UNDEFINED);
@@ -112,7 +120,18 @@ impl Client {
             ));
         }
         match decode(&first) {
-            Ok(Reply::Ready { webgpu, .. }) => Ok(webgpu),
+            Ok(Reply::Ready { version, webgpu }) if version == PROTOCOL_VERSION => Ok(webgpu),
+            Ok(Reply::Ready { version, .. }) => {
+                self.stop("it speaks another protocol version");
+                Err(crate::Error::refused(
+                    "VersionMismatch",
+                    format!(
+                        "the engine speaks protocol version {version} but this code speaks \
+                         version {PROTOCOL_VERSION}: its files come from two different builds; \
+                         reload the page (and clear its cache if that persists)"
+                    ),
+                ))
+            }
             Ok(other) => Err(crate::Error::input(format!(
                 "the engine answered {other:?} instead of starting; reload the page"
             ))),
@@ -186,6 +205,14 @@ impl Client {
             w.terminate();
         }
         fail_pending(&self.pending, why);
+    }
+
+    /// The running worker (`None` on the page's thread or when stopped), for test hooks.
+    pub(crate) fn worker(&self) -> Option<Worker> {
+        match &*self.worker.borrow() {
+            Some(Engine::Worker(w)) => Some(w.clone()),
+            _ => None,
+        }
     }
 
     /// The worker has crashed and not been restarted.
@@ -310,46 +337,20 @@ fn crash(
 }
 
 /// Starts the engine's worker: a small module script (from a `blob:` URL) that imports the
-/// page's own wasm-bindgen glue and instantiates the page's wasm module (posted to it, already
-/// compiled), whose entry point then sees it runs in a worker. The glue and the wasm are the
-/// files Trunk preloads for the page, found through their `<link>`s.
-fn spawn() -> Result<Worker> {
-    let doc = dom::document();
-    let base = doc
-        .base_uri()
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| dom::window().location().href().unwrap_or_default());
-    let href = |selector: &str, what: &str| -> Result<String> {
-        let href = doc
-            .query_selector(selector)
-            .ok()
-            .flatten()
-            .and_then(|l| l.get_attribute("href"))
-            .ok_or_else(|| {
-                crate::Error::input(format!(
-                    "the page has no {what} to start its engine from (a <link> {selector}); \
-                     rebuild it with `trunk build --release`"
-                ))
-            })?;
-        web_sys::Url::new_with_base(&href, &base)
-            .map(|u| u.href())
-            .map_err(|e| js_error("a bad script address", e))
-    };
-    let glue = href("link[rel=modulepreload][href$='.js']", "script")?;
-    let wasm = href("link[rel=preload][href$='.wasm']", "wasm binary")?;
+/// running binary's wasm-bindgen glue and instantiates the running wasm module (posted to it,
+/// already compiled); `nse_worker_start` then starts the engine's role there (the page's binary
+/// has already started it from its entry point, which sees it runs in a worker).
+fn spawn(how: &Start) -> Result<Worker> {
     let lit = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
-    // The first message is the page's compiled `WebAssembly.Module` (shared, not compiled again);
-    // a browser that cannot pass one sends nothing usable, and the worker compiles the wasm
-    // from its URL instead.
+    let fallback = how.wasm.as_deref().map_or("undefined".to_string(), lit);
     let script = format!(
-        "globalThis.NSE_BASE = {};\nimport init from {};\n\
-         self.onmessage = (e) => {{\n  self.onmessage = null;\n  \
-         const module = e.data instanceof WebAssembly.Module ? e.data : {};\n  \
-         init({{ module_or_path: module }});\n}};\n",
-        lit(&base),
-        lit(&glue),
-        lit(&wasm)
+        "globalThis.NSE_BASE = {};\nimport init, * as nse from {};\n\
+         self.onmessage = async (e) => {{\n  self.onmessage = null;\n  \
+         const module = e.data instanceof WebAssembly.Module ? e.data : {fallback};\n  \
+         await init({{ module_or_path: module }});\n  \
+         if (typeof nse.nse_worker_start === 'function') nse.nse_worker_start();\n}};\n",
+        lit(&how.base),
+        lit(&how.glue),
     );
     let parts = Array::of1(&JsValue::from_str(&script));
     let options = web_sys::BlobPropertyBag::new();
