@@ -133,9 +133,11 @@ fn gpu_line(gpu: &GpuBackend, facts: &AdapterFacts) -> String {
 /// Library errors phrased for the command line get the page's way out added.
 fn page_hint(e: Error) -> Error {
     match e {
-        Error::BufferTooLarge { .. } => Error::input(format!(
-            "{e}. In this page: choose “CPU” under Backend and load the model again."
-        )),
+        // The code stays `ModelTooLarge` for programs (the npm package).
+        Error::BufferTooLarge { .. } => Error::refused(
+            "ModelTooLarge",
+            format!("{e}. In this page: choose “CPU” under Backend and load the model again."),
+        ),
         e => e,
     }
 }
