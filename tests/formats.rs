@@ -13,6 +13,8 @@ mod gguf_synthetic;
 mod gguf_writer;
 #[path = "formats/hf.rs"]
 mod hf;
+#[path = "formats/kquants.rs"]
+mod kquants;
 #[path = "formats/real_model.rs"]
 mod real_model;
 #[path = "formats/tokenizer.rs"]

@@ -346,7 +346,7 @@ impl<'a> GgufFile<'a> {
     /// GGUF dims `[ne0, ne1, …]` become the row-major shape `[…, ne1, ne0]`.
     ///
     /// Errors: [`Error::MissingTensor`] when absent, [`Error::Unsupported`] for a storage type
-    /// other than F32, F16, BF16, Q8_0, Q4_0 and Q4_1,
+    /// other than F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K,
     /// [`Error::TooLarge`] when its f32 copy is over the memory budget.
     pub fn tensor(&self, name: &str) -> Result<HostTensor> {
         let bytes = self.tensor_bytes(name)?;
@@ -380,7 +380,8 @@ impl<'a> GgufFile<'a> {
             &self.path,
             &format!(
                 "tensor `{}` is stored as ggml type {}, which nse cannot dequantise; convert \
-                 the model to F16, BF16, Q8_0, Q4_0 or Q4_1 (for example `llama-quantize \
+                 the model to F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K or Q6_K \
+                 (the Q4_K_M and Q5_K_M mixtures load; for example `llama-quantize \
                  --allow-requantize in.gguf out.gguf Q8_0`, or `convert_hf_to_gguf.py \
                  --outtype f16`)",
                 escape(&info.name),

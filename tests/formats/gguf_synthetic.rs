@@ -93,16 +93,19 @@ fn unknown_quant_types_are_unsupported_and_named() {
         .iter_mut()
         .find(|t| t.name == "blk.1.ffn_down.weight")
         .unwrap();
-    t.ggml_type = 12;
+    t.ggml_type = 10;
     let bytes = w.to_bytes();
     // The file still parses and lists the tensor (for `nse info`); loading it fails.
-    let g = GgufFile::parse(&bytes, "q4k.gguf").unwrap();
+    let g = GgufFile::parse(&bytes, "q2k.gguf").unwrap();
     assert_eq!(
         g.tensor_info("blk.1.ffn_down.weight").unwrap().ggml_type,
-        GgmlType::Q4_K
+        GgmlType(10)
     );
-    let msg = unsupported_msg(load_gguf(&bytes, "q4k.gguf"));
-    assert_mentions(&msg, &["blk.1.ffn_down.weight", "Q4_K (12)", "F16", "Q8_0"]);
+    let msg = unsupported_msg(load_gguf(&bytes, "q2k.gguf"));
+    assert_mentions(
+        &msg,
+        &["blk.1.ffn_down.weight", "Q2_K (10)", "F16", "Q8_0", "Q4_K"],
+    );
 
     let (mut w, _) = tiny_llama_gguf(3);
     w.tensors[0].ggml_type = 99;

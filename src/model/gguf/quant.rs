@@ -18,8 +18,12 @@ impl GgmlType {
     pub const F16: GgmlType = GgmlType(1);
     pub const Q4_0: GgmlType = GgmlType(2);
     pub const Q4_1: GgmlType = GgmlType(3);
+    pub const Q5_0: GgmlType = GgmlType(6);
+    pub const Q5_1: GgmlType = GgmlType(7);
     pub const Q8_0: GgmlType = GgmlType(8);
     pub const Q4_K: GgmlType = GgmlType(12);
+    pub const Q5_K: GgmlType = GgmlType(13);
+    pub const Q6_K: GgmlType = GgmlType(14);
     pub const BF16: GgmlType = GgmlType(30);
 
     /// ggml's name for the type (`"Q4_1"`), or `None` for an id ggml never defined.
@@ -68,7 +72,12 @@ impl GgmlType {
             GgmlType::F16 | GgmlType::BF16 => (1, 2),
             GgmlType::Q4_0 => (32, 18),
             GgmlType::Q4_1 => (32, 20),
+            GgmlType::Q5_0 => (32, 22),
+            GgmlType::Q5_1 => (32, 24),
             GgmlType::Q8_0 => (32, 34),
+            GgmlType::Q4_K => (QK_K as u64, 144),
+            GgmlType::Q5_K => (QK_K as u64, 176),
+            GgmlType::Q6_K => (QK_K as u64, 210),
             _ => return None,
         })
     }
@@ -126,11 +135,29 @@ pub(crate) fn dequantize(ty: GgmlType, bytes: &[u8], n: usize) -> Vec<f32> {
         ),
         GgmlType::Q4_0 => bytes.chunks_exact(18).for_each(|b| q4_0_block(b, &mut out)),
         GgmlType::Q4_1 => bytes.chunks_exact(20).for_each(|b| q4_1_block(b, &mut out)),
+        GgmlType::Q5_0 => bytes
+            .chunks_exact(22)
+            .for_each(|b| q5_block(b, false, &mut out)),
+        GgmlType::Q5_1 => bytes
+            .chunks_exact(24)
+            .for_each(|b| q5_block(b, true, &mut out)),
         GgmlType::Q8_0 => bytes.chunks_exact(34).for_each(|b| q8_0_block(b, &mut out)),
+        GgmlType::Q4_K => bytes
+            .chunks_exact(144)
+            .for_each(|b| q45_k_block(b, false, &mut out)),
+        GgmlType::Q5_K => bytes
+            .chunks_exact(176)
+            .for_each(|b| q45_k_block(b, true, &mut out)),
+        GgmlType::Q6_K => bytes
+            .chunks_exact(210)
+            .for_each(|b| q6_k_block(b, &mut out)),
         _ => unreachable!("block_layout covers exactly the types matched here"),
     }
     out
 }
+
+/// Weights per K-quant super-block.
+const QK_K: usize = 256;
 
 fn f16_at(b: &[u8], at: usize) -> f32 {
     f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
@@ -156,4 +183,79 @@ fn q4_1_block(b: &[u8], out: &mut Vec<f32>) {
 fn q8_0_block(b: &[u8], out: &mut Vec<f32>) {
     let d = f16_at(b, 0);
     out.extend(b[2..34].iter().map(|&q| d * (q as i8) as f32));
+}
+
+/// Q5_0 `{f16 d, u32 qh, u8 qs[16]}` and Q5_1 `{f16 d, f16 m, u32 qh, u8 qs[16]}`: the fifth bit
+/// of weight `j` is bit `j` of `qh`; `w = d·(q − 16)` (Q5_0) or `w = d·q + m` (Q5_1).
+fn q5_block(b: &[u8], with_min: bool, out: &mut Vec<f32>) {
+    let d = f16_at(b, 0);
+    let at = if with_min { 4 } else { 2 };
+    let qh = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+    let qs = &b[at + 4..at + 20];
+    let q = |j: usize| -> u8 {
+        let nibble = if j < 16 { qs[j] & 15 } else { qs[j - 16] >> 4 };
+        nibble | (((qh >> j) & 1) as u8) << 4
+    };
+    if with_min {
+        let m = f16_at(b, 2);
+        out.extend((0..32).map(|j| d * q(j) as f32 + m));
+    } else {
+        out.extend((0..32).map(|j| d * (q(j) as i32 - 16) as f32));
+    }
+}
+
+/// The 6-bit scale and min of sub-block `j` (of 8) from the 12 packed bytes of Q4_K and Q5_K
+/// (ggml's `get_scale_min_k4`).
+fn scale_min_k4(j: usize, s: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (s[j] & 63, s[j + 4] & 63)
+    } else {
+        (
+            (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4),
+            (s[j + 4] >> 4) | ((s[j] >> 6) << 4),
+        )
+    }
+}
+
+/// Q4_K `{f16 d, f16 dmin, u8 scales[12], u8 qs[128]}` and Q5_K (the same with `u8 qh[32]`
+/// before `qs`): 8 sub-blocks of 32 weights, `w = (d·sc)·q − dmin·m`, `q` 4 bits (+ 1 from `qh`).
+fn q45_k_block(b: &[u8], five: bool, out: &mut Vec<f32>) {
+    let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+    let scales = &b[4..16];
+    let (qh, qs) = if five {
+        (&b[16..48], &b[48..176])
+    } else {
+        (&[][..], &b[16..144])
+    };
+    for sub in 0..8 {
+        let (sc, m) = scale_min_k4(sub, scales);
+        let (d1, m1) = (d * sc as f32, dmin * m as f32);
+        // Sub-blocks pair up on 32 bytes of `qs`: low nibbles, then high nibbles.
+        let bytes = &qs[32 * (sub / 2)..32 * (sub / 2 + 1)];
+        for (l, &q) in bytes.iter().enumerate() {
+            let mut q = if sub % 2 == 0 { q & 15 } else { q >> 4 };
+            if five {
+                q |= ((qh[l] >> sub) & 1) << 4;
+            }
+            out.push(d1 * q as f32 - m1);
+        }
+    }
+}
+
+/// Q6_K `{u8 ql[128], u8 qh[64], i8 scales[16], f16 d}`: 16 groups of 16 weights,
+/// `w = (d·sc)·(q − 32)` with `q` 4 bits from `ql` and 2 from `qh`.
+fn q6_k_block(b: &[u8], out: &mut Vec<f32>) {
+    let (ql, qh, scales) = (&b[..128], &b[128..192], &b[192..208]);
+    let d = f16_at(b, 208);
+    for i in 0..QK_K {
+        // Two halves of 128 weights; within a half, four runs of 32.
+        let (half, k) = (i / 128, i % 128);
+        let (run, l) = (k / 32, k % 32);
+        let low = ql[64 * half + 32 * (run % 2) + l];
+        let low = if run < 2 { low & 15 } else { low >> 4 };
+        let high = (qh[32 * half + l] >> (2 * run)) & 3;
+        let q = (low | (high << 4)) as i32 - 32;
+        let sc = scales[i / 16] as i8;
+        out.push(d * sc as f32 * q as f32);
+    }
 }
