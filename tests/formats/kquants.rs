@@ -14,7 +14,7 @@ fn fixture(name: &str) -> Vec<u8> {
 fn expected() -> Vec<(String, Vec<f32>)> {
     let bytes = fixture("expected.bin");
     let mut at = 0;
-    let mut u32_at = |at: &mut usize| {
+    let u32_at = |at: &mut usize| {
         let v = u32::from_le_bytes(bytes[*at..*at + 4].try_into().unwrap());
         *at += 4;
         v as usize
