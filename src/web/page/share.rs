@@ -16,10 +16,6 @@ use super::dom::{self, by_testid};
 use crate::edit::{EditRequest, MethodKind};
 use crate::session::RequestProbes;
 
-/// The address parameters of a shared edit.
-const PARAMS: [&str; 7] = [
-    "prompt", "subject", "target", "true", "method", "para", "neigh",
-];
 /// localStorage key set when the first-visit guide is dismissed.
 const GUIDE_DONE: &str = "nse-first-run-done";
 
@@ -90,16 +86,23 @@ fn share(app: &App) {
         .as_ref()
         .and_then(|l| l.url())
         .unwrap_or_default();
-    for (k, value) in PARAMS.iter().zip([
-        model,
-        sentence,
-        v.subject.value(),
-        v.target.value(),
-        v.target_true.value(),
-        v.method().name().to_string(),
-        probes.paraphrase.first().cloned().unwrap_or_default(),
-        probes.neighborhood.first().cloned().unwrap_or_default(),
-    ]) {
+    let params = [
+        ("model", model),
+        ("prompt", sentence),
+        ("subject", v.subject.value()),
+        ("target", v.target.value()),
+        ("true", v.target_true.value()),
+        ("method", v.method().name().to_string()),
+        (
+            "para",
+            probes.paraphrase.first().cloned().unwrap_or_default(),
+        ),
+        (
+            "neigh",
+            probes.neighborhood.first().cloned().unwrap_or_default(),
+        ),
+    ];
+    for (k, value) in params {
         if !value.trim().is_empty() {
             search.append(k, &value);
         }
