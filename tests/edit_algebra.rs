@@ -128,7 +128,7 @@ fn the_update_solves_the_normal_equations() {
     // Invariant 2: ‖Δ_S G − R K_Sᵀ‖ / ‖R K_Sᵀ‖ < 1e-10 in f64.
     let sys = random_system(1, 40, 12, 3);
     let sel: Vec<usize> = (0..40).filter(|j| j % 3 != 1).collect();
-    let u = solve_nse(&sys.view(), &sel, 7.0).unwrap();
+    let u = solve_nse(&sys.view(), &sel, 7.0).unwrap().update;
     let lhs = matmul(&delta_f64(&u), &sys.g(&sel, 7.0));
     let rhs = sys.rk(&sel);
     let diff: Vec<Vec<f64>> = lhs
@@ -141,13 +141,51 @@ fn the_update_solves_the_normal_equations() {
 }
 
 #[test]
+fn the_condition_estimate_is_the_eigenvalue_ratio() {
+    // A system whose G is diagonal by construction: C diagonal, P = 0, and each request's key
+    // on its own neuron, so G = diag(λ c_j + k_j²) and cond(G) = max / min, by hand.
+    let (d_ff, d, n, lambda) = (12, 3, 2, 2.0);
+    let c_diag = [
+        1.0, 3.0, 0.5, 2.0, 50.0, 4.0, 1.5, 2.5, 0.75, 3.5, 1.25, 5.0f32,
+    ];
+    let mut c = vec![0.0f32; d_ff * d_ff];
+    for (j, &v) in c_diag.iter().enumerate() {
+        c[j * d_ff + j] = v;
+    }
+    let mut keys = vec![0.0f32; n * d_ff];
+    keys[1] = 2.0; // request 0 on neuron 1: G_11 = 2·3 + 4 = 10
+    keys[d_ff + 2] = 1.0; // request 1 on neuron 2: G_22 = 2·0.5 + 1 = 2
+    let sys = System {
+        c,
+        p: vec![0.0; d_ff * d_ff],
+        keys,
+        resid: vec![1.0; n * d],
+        d_ff,
+        d,
+        n,
+    };
+    let all: Vec<usize> = (0..d_ff).collect();
+    // G's diagonal: λ c_j, plus 4 at neuron 1 and 1 at neuron 2; the largest is G_44 = 100
+    // and the smallest G_88 = 1.5.
+    let expected = 100.0 / 1.5;
+    let got = solve_nse(&sys.view(), &all, lambda)
+        .unwrap()
+        .condition
+        .unwrap();
+    assert!(
+        (got - expected).abs() < 1e-6 * expected,
+        "cond {got} vs {expected}"
+    );
+}
+
+#[test]
 fn the_update_minimises_the_objective() {
     // Invariant 3: the objective ‖Δ K_S − R‖² + λ tr(Δ C Δᵀ) + tr(Δ P Δᵀ) grows in every
     // direction; for a quadratic the growth is tr(E G Eᵀ) exactly.
     let sys = random_system(2, 24, 6, 2);
     let sel: Vec<usize> = (0..24).step_by(2).collect();
     let lambda = 3.0;
-    let delta = delta_f64(&solve_nse(&sys.view(), &sel, lambda).unwrap());
+    let delta = delta_f64(&solve_nse(&sys.view(), &sel, lambda).unwrap().update);
     let objective = |dl: &[Vec<f64>]| {
         let mut f = 0.0;
         for (i, row) in dl.iter().enumerate() {
@@ -229,7 +267,7 @@ fn all_neurons_and_no_past_keys_is_memit() {
     let mut sys = random_system(3, 20, 5, 3);
     sys.p.fill(0.0);
     let all: Vec<usize> = (0..20).collect();
-    let ours = delta_f64(&solve_nse(&sys.view(), &all, 11.0).unwrap());
+    let ours = delta_f64(&solve_nse(&sys.view(), &all, 11.0).unwrap().update);
     let memit = matmul(&sys.rk(&all), &inverse(sys.g(&all, 11.0)));
     let diff: Vec<Vec<f64>> = ours
         .iter()

@@ -18,7 +18,7 @@ use super::hparams::Hparams;
 use super::keys::{KeyPrompts, keys_and_h, keys_and_h_resumed, keys_at};
 use super::method::EditMethod;
 use super::request::EditRequest;
-use super::solve::LayerSystem;
+use super::solve::{LayerSystem, Solved};
 use super::state::{AppliedUpdate, EditState, LedgerEntry, apply_update};
 use super::target::{Pause, ZOptions, ZResult, compute_zs, norm};
 use super::templates::ContextTemplates;
@@ -68,6 +68,8 @@ pub struct LayerRecord {
     pub resid_norms: Vec<f64>,
     /// ‖ΔW‖_F of the f32 update.
     pub dw_fro: f64,
+    /// The estimated condition number of the solve's `G` (NSE, MEMIT, MEMIT-seq).
+    pub g_condition: Option<f64>,
     /// `ΔW[0..5, first 5 selected columns]`.
     pub dw_first5rows_first5selected: Vec<Vec<f32>>,
 }
@@ -290,13 +292,15 @@ async fn run_batch<B: Backend>(
                 d,
                 n: edited.len(),
             };
-            let update = ctx
-                .method
-                .solve(l, &sys, &selection, hp)
-                .map_err(|e| match e {
-                    Error::Numeric(msg) => Error::Numeric(format!("layer {l}, round {m}: {msg}")),
-                    e => e,
-                })?;
+            let Solved { update, condition } =
+                ctx.method
+                    .solve(l, &sys, &selection, hp)
+                    .map_err(|e| match e {
+                        Error::Numeric(msg) => {
+                            Error::Numeric(format!("layer {l}, round {m}: {msg}"))
+                        }
+                        e => e,
+                    })?;
             let dw = update.expand();
             if dw.iter().any(|x| !x.is_finite()) {
                 return Err(Error::Numeric(format!(
@@ -327,6 +331,7 @@ async fn run_batch<B: Backend>(
                     .map(|&x| (x as f64) * (x as f64))
                     .sum::<f64>()
                     .sqrt(),
+                g_condition: condition,
                 dw_first5rows_first5selected: (0..5.min(d))
                     .map(|r| dw[r * s..r * s + 5.min(s)].to_vec())
                     .collect(),

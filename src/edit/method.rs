@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::hparams::Hparams;
 use super::select::{Selection, select_neurons};
-use super::solve::{Factored, LayerSystem, nullspace_projector, solve_alphaedit, solve_nse};
+use super::solve::{LayerSystem, Solved, nullspace_projector, solve_alphaedit, solve_nse};
 use crate::{Error, Result};
 
 /// Method names, as the command line and the page spell them.
@@ -74,7 +74,7 @@ pub trait EditMethod {
         sys: &LayerSystem,
         selection: &Selection,
         hp: &Hparams,
-    ) -> Result<Factored>;
+    ) -> Result<Solved>;
 }
 
 /// NSE: weights rewinding, α/U rounds, neuron selection, `λC + P + KKᵀ`.
@@ -103,7 +103,7 @@ impl EditMethod for Nse {
         sys: &LayerSystem,
         selection: &Selection,
         hp: &Hparams,
-    ) -> Result<Factored> {
+    ) -> Result<Solved> {
         solve_nse(sys, &selection.selected, hp.mom2_update_weight)
     }
 }
@@ -137,7 +137,7 @@ impl EditMethod for MemitSeq {
         sys: &LayerSystem,
         selection: &Selection,
         hp: &Hparams,
-    ) -> Result<Factored> {
+    ) -> Result<Solved> {
         solve_nse(sys, &selection.selected, hp.mom2_update_weight)
     }
 }
@@ -167,7 +167,7 @@ impl EditMethod for Memit {
         sys: &LayerSystem,
         selection: &Selection,
         hp: &Hparams,
-    ) -> Result<Factored> {
+    ) -> Result<Solved> {
         let no_past = vec![0.0f32; sys.p.len()];
         let sys = LayerSystem {
             p: &no_past,
@@ -213,7 +213,7 @@ impl EditMethod for AlphaEdit {
         sys: &LayerSystem,
         _selection: &Selection,
         hp: &Hparams,
-    ) -> Result<Factored> {
+    ) -> Result<Solved> {
         let proj = self
             .projectors
             .get(&layer)

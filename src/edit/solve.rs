@@ -3,7 +3,8 @@
 //! NSE / MEMIT-seq (spec §6.3): `Δ_S · G = R · K_Sᵀ` with `G = λ C_SS + P_SS + K_S K_Sᵀ`,
 //! symmetric positive definite, solved by Cholesky with a residual check.
 //! AlphaEdit (spec §5.3): `(Π (P + K Kᵀ) + L2 · I) Δᵀ = Π K Rᵀ`, solved by LU.
-//! Both return the update factored as `R · Yᵀ` ([`Factored`]).
+//! Both return the update factored as `R · Yᵀ` ([`Factored`]); the NSE solve also estimates
+//! the condition number of `G` (a diagnostic for long runs, [`Solved::condition`]).
 
 use faer::linalg::solvers::Solve;
 use faer::{Mat, Side};
@@ -68,11 +69,24 @@ impl Factored {
     }
 }
 
+/// A layer's update and what the solve saw.
+#[derive(Clone, Debug)]
+pub struct Solved {
+    pub update: Factored,
+    /// `λ_max(G) / λ_min(G)` of the NSE system, estimated by [`POWER_ITERATIONS`] steps of power
+    /// and inverse iteration (so a lower bound, close for well-separated extremes); `None` for
+    /// AlphaEdit, whose system is not symmetric.
+    pub condition: Option<f64>,
+}
+
+/// Power-iteration steps of the condition estimate.
+pub const POWER_ITERATIONS: usize = 40;
+
 /// NSE / MEMIT-seq: `Δ_S = R · (G⁻¹ K_S)ᵀ` over the selected neurons `sel`.
 ///
 /// # Errors
 /// [`Error::Numeric`] when `G` is not positive definite or the residual check fails.
-pub fn solve_nse(sys: &LayerSystem, sel: &[usize], lambda: f64) -> Result<Factored> {
+pub fn solve_nse(sys: &LayerSystem, sel: &[usize], lambda: f64) -> Result<Solved> {
     let _simd = crate::cpu::simd::ClearUpperOnDrop;
     let s = sel.len();
     let (d_ff, n) = (sys.d_ff, sys.n);
@@ -90,18 +104,40 @@ pub fn solve_nse(sys: &LayerSystem, sel: &[usize], lambda: f64) -> Result<Factor
     })?;
     let x = llt.solve(&ks); // G⁻¹ K_S (|S|, n)
     check_residual(&g, &x, &ks)?;
-    Ok(Factored {
-        cols: sel.iter().map(|&j| j as u32).collect(),
-        r: sys.resid.to_vec(),
-        y: transpose(&x),
-        n,
-        d: sys.d,
+    let largest = power_iteration(s, |v| &g * v);
+    let smallest = 1.0 / power_iteration(s, |v| llt.solve(v));
+    Ok(Solved {
+        update: Factored {
+            cols: sel.iter().map(|&j| j as u32).collect(),
+            r: sys.resid.to_vec(),
+            y: transpose(&x),
+            n,
+            d: sys.d,
+        },
+        condition: Some(largest / smallest).filter(|c| c.is_finite()),
     })
+}
+
+/// The largest eigenvalue of the symmetric positive definite operator `apply` on `R^s`,
+/// estimated by power iteration from the all-ones vector (deterministic).
+fn power_iteration(s: usize, apply: impl Fn(&Mat<f64>) -> Mat<f64>) -> f64 {
+    let mut v = Mat::<f64>::from_fn(s, 1, |_, _| 1.0 / (s as f64).sqrt());
+    let mut estimate = 0.0;
+    for _ in 0..POWER_ITERATIONS {
+        let w = apply(&v);
+        let len = w.norm_l2();
+        if !len.is_finite() || len == 0.0 {
+            return len;
+        }
+        estimate = len;
+        v = w * faer::Scale(1.0 / len);
+    }
+    estimate
 }
 
 /// AlphaEdit over all neurons: `Δ = R · (A⁻¹ Π K)ᵀ` with `A = Π (P + K Kᵀ) + L2 · I`, given the
 /// null-space projector `proj (d_ff, d_ff)`.
-pub fn solve_alphaedit(sys: &LayerSystem, proj: &[f64], l2: f64) -> Result<Factored> {
+pub fn solve_alphaedit(sys: &LayerSystem, proj: &[f64], l2: f64) -> Result<Solved> {
     let _simd = crate::cpu::simd::ClearUpperOnDrop;
     let (f, n) = (sys.d_ff, sys.n);
     let k = Mat::<f64>::from_fn(f, n, |j, r| sys.keys[r * f + j] as f64); // (d_ff, n)
@@ -114,12 +150,15 @@ pub fn solve_alphaedit(sys: &LayerSystem, proj: &[f64], l2: f64) -> Result<Facto
     let b = &pi * &k; // (d_ff, n)
     let x = a.partial_piv_lu().solve(&b);
     check_residual(&a, &x, &b)?;
-    Ok(Factored {
-        cols: (0..f as u32).collect(),
-        r: sys.resid.to_vec(),
-        y: transpose(&x),
-        n,
-        d: sys.d,
+    Ok(Solved {
+        update: Factored {
+            cols: (0..f as u32).collect(),
+            r: sys.resid.to_vec(),
+            y: transpose(&x),
+            n,
+            d: sys.d,
+        },
+        condition: None,
     })
 }
 

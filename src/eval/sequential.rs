@@ -65,6 +65,10 @@ pub struct LayerSummary {
     pub upd_fro: f64,
     /// Mean over edited requests of `‖(z − h)/(E − i)‖`.
     pub resid_mean_norm: f64,
+    /// The estimated condition number of the solve's `G` (absent for AlphaEdit, and in reports
+    /// written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub g_condition: Option<f64>,
 }
 
 /// One round: residuals at its start, who was edited, per-layer updates (none in the exit check).
@@ -128,6 +132,7 @@ impl BatchRecord {
                         upd_fro: l.dw_fro,
                         resid_mean_norm: l.resid_norms.iter().sum::<f64>()
                             / l.resid_norms.len().max(1) as f64,
+                        g_condition: l.g_condition,
                     })
                     .collect(),
             })
