@@ -217,6 +217,12 @@ pub trait Backend {
     /// Elementwise `a + b`.
     fn add(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
 
+    /// `x + b` with the bias broadcast over the rows.
+    ///
+    /// # Shapes
+    /// `x (N, C)`, `b (C)` → `(N, C)`.
+    fn add_bias(&self, x: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
+
     /// In place, `x[rows[r], :] += v[r, :]` for every `r` (rows may repeat; they add up).
     ///
     /// # Shapes

@@ -23,7 +23,7 @@ fn safetensors_export_round_trips() {
     model.weights.layers[2].down_proj.f32_mut()[5] = 0.125;
     let bytes = pollster::block_on(export_safetensors(&model, &[("format", "pt")])).unwrap();
     let loaded = load_safetensors(
-        &hf_config_json(&model.config),
+        &hf_config_json(&model.config).unwrap(),
         &tok.to_json().unwrap(),
         &[("model.safetensors", &bytes)],
     )

@@ -7,6 +7,8 @@
 
 mod common;
 
+#[path = "formats/archs.rs"]
+mod archs;
 #[path = "formats/gguf_synthetic.rs"]
 mod gguf_synthetic;
 #[path = "formats/gguf_writer.rs"]

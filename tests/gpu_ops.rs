@@ -167,7 +167,7 @@ fn rope_forward_and_backward() {
         let n_pos = 9;
         let (table, table_c) = up(
             &g,
-            &nse::ops::rope::rope_table(10000.0, hd, n_pos),
+            &nse::ops::rope::rope_table(10000.0, hd, n_pos, None),
             &[n_pos, hd],
         );
         let (pos, pos_c) = up_u32(&g, &rng.vec_below(n, n_pos as u32), &[n]);
@@ -193,7 +193,16 @@ fn rope_forward_and_backward() {
 }
 
 #[test]
-fn silu_mul_and_add() {
+fn add_bias_broadcasts_over_rows() {
+    // By hand: each row plus the bias.
+    let x = nse::cpu::CpuTensor::from_f32(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]);
+    let b = nse::cpu::CpuTensor::from_f32(vec![10.0, 20.0, 30.0], &[3]);
+    let y = CpuBackend.add_bias(&x, &b).unwrap();
+    assert_eq!(y.f32(), [11.0, 22.0, 33.0, 14.0, 25.0, 36.0]);
+}
+
+#[test]
+fn silu_mul_add_and_add_bias() {
     let Some(g) = gpu() else { return };
     let mut rng = Rng::new(8);
     for (n, f) in [(1, 1), (1, 3), (2, 7), (3, 33), (1, 65), (5, 129)] {
@@ -211,6 +220,14 @@ fn silu_mul_and_add() {
             &CpuBackend.add(&ac, &bc).unwrap(),
             TOL_EXACT,
             &format!("add {what}"),
+        );
+        let (bias, biasc) = rand(&g, &mut rng, &[f]);
+        check(
+            &g,
+            &g.add_bias(&a, &bias).unwrap(),
+            &CpuBackend.add_bias(&ac, &biasc).unwrap(),
+            TOL_EXACT,
+            &format!("add_bias {what}"),
         );
         let want = CpuBackend.silu_mul(&ac, &bc).unwrap();
         check(

@@ -71,6 +71,7 @@ fn const_u32(module: &naga::Module, shader: &str, name: &str) -> u32 {
 fn launcher_constants_mirror_the_shaders() {
     let wg = [
         ("add", elementwise::ADD_WG),
+        ("add_bias", elementwise::ADD_BIAS_WG),
         ("silu_mul", elementwise::SILU_MUL_WG),
         ("embedding", embedding::EMBEDDING_WG),
         ("gather_rows", rows::GATHER_ROWS_WG),

@@ -176,6 +176,7 @@ fn tiny_config() -> ModelConfig {
         vocab_size: 64,
         max_ctx: 32,
         rope_theta: 10000.0,
+        rope_scaling: None,
         rms_eps: 1e-5,
         tie_embeddings: false,
         bos_id: None,
@@ -207,6 +208,7 @@ fn tiny_weights(c: &ModelConfig, seed: u64) -> Weights<HostTensor> {
                 gate_proj: t(n("mlp.gate_proj"), vec![f, d], s(d), 0.0),
                 up_proj: t(n("mlp.up_proj"), vec![f, d], s(d), 0.0),
                 down_proj: t(n("mlp.down_proj"), vec![d, f], s(f), 0.0),
+                qkv_bias: None,
             }
         })
         .collect();

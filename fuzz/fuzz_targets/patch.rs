@@ -23,6 +23,7 @@ fn tiny() -> Model<CpuBackend> {
         vocab_size: 16,
         max_ctx: 32,
         rope_theta: 10000.0,
+        rope_scaling: None,
         rms_eps: 1e-5,
         tie_embeddings: true,
         bos_id: None,
@@ -58,6 +59,7 @@ fn tiny() -> Model<CpuBackend> {
                 gate_proj: t(n("mlp.gate_proj"), vec![f, d]),
                 up_proj: t(n("mlp.up_proj"), vec![f, d]),
                 down_proj: t(n("mlp.down_proj"), vec![d, f]),
+                qkv_bias: None,
             }
         })
         .collect();

@@ -36,7 +36,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
         ("base_model_sha256", source.sha256.as_str()),
         ("nse_patch", patch.as_str()),
     ];
-    let (bytes, config) = with_model!(&model, m => (pollster::block_on(export_safetensors(m, &meta))?, hf_config_json(&m.config)));
+    let (bytes, config) = with_model!(&model, m => (pollster::block_on(export_safetensors(m, &meta))?, hf_config_json(&m.config)?));
     let write = |name: &str, data: &[u8]| {
         let path = args.out.join(name);
         std::fs::write(&path, data).map_err(|e| Error::io(&path, e))

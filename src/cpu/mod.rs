@@ -292,6 +292,14 @@ impl Backend for CpuBackend {
         ))
     }
 
+    fn add_bias(&self, x: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
+        assert_eq!(b.shape, [x.width()], "add_bias: bias width");
+        Ok(CpuTensor::from_f32(
+            elementwise::add_bias_forward(x.f32(), b.f32()),
+            &x.shape,
+        ))
+    }
+
     fn add_rows(&self, x: &mut CpuTensor, rows: &CpuTensor, v: &CpuTensor) -> Result<()> {
         let d = x.width();
         assert_eq!(v.shape, [rows.len(), d], "add_rows: v shape");

@@ -143,6 +143,10 @@ impl Backend for GpuBackend {
         elementwise::launch_add(self, a, b)
     }
 
+    fn add_bias(&self, x: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
+        elementwise::launch_add_bias(self, x, b)
+    }
+
     fn add_rows(&self, x: &mut GpuTensor, rows: &GpuTensor, v: &GpuTensor) -> Result<()> {
         rows::launch_add_rows(self, x, rows, v)
     }

@@ -11,6 +11,7 @@ use super::context::lock;
 /// Every WGSL kernel, by name (the file name in `shaders/` without `.wgsl`), with its source.
 pub const SHADERS: &[(&str, &str)] = &[
     ("add", include_str!("../../shaders/add.wgsl")),
+    ("add_bias", include_str!("../../shaders/add_bias.wgsl")),
     (
         "add_columns",
         include_str!("../../shaders/add_columns.wgsl"),

@@ -93,19 +93,28 @@ impl<B: Backend> Model<B> {
         let w = &self.weights.layers[l];
         let (eps, hd) = (self.config.rms_eps, self.config.head_dim);
         let x = be.rms_norm(h, &w.input_layernorm, eps)?; // (N, d)
+        // A projection, plus its bias where the architecture has one (Qwen2).
+        let project = |weight: &B::Tensor, bias: Option<&B::Tensor>| -> Result<B::Tensor> {
+            let y = be.matmul(&x, weight, Transpose::NT)?;
+            match bias {
+                Some(b) => be.add_bias(&y, b),
+                None => Ok(y),
+            }
+        };
+        let bias = w.qkv_bias.as_ref();
         let q = be.rope(
-            &be.matmul(&x, &w.q_proj, Transpose::NT)?,
+            &project(&w.q_proj, bias.map(|b| &b.q))?,
             ctx.positions,
             self.rope_table(),
             hd,
         )?; // (N, Hq·hd)
         let mut k = be.rope(
-            &be.matmul(&x, &w.k_proj, Transpose::NT)?,
+            &project(&w.k_proj, bias.map(|b| &b.k))?,
             ctx.positions,
             self.rope_table(),
             hd,
         )?; // (N, Hkv·hd)
-        let mut v = be.matmul(&x, &w.v_proj, Transpose::NT)?; // (N, Hkv·hd)
+        let mut v = project(&w.v_proj, bias.map(|b| &b.v))?; // (N, Hkv·hd)
         let att = match &mut ctx.kv {
             Kv::Packed => be.attention(&q, &k, &v, ctx.ranges, self.attn_shape())?,
             Kv::Cache { cache, pos0 } => {

@@ -3,10 +3,82 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Model family. Only the Llama family (RMSNorm, SwiGLU, RoPE, grouped KV heads) runs today.
+/// Model family. All share the Llama block (RMSNorm, SwiGLU, rotate-half RoPE, grouped KV
+/// heads); Llama 3's RoPE scaling is a [`RopeScaling`] of the Llama family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Arch {
+    /// Llama 1–3, SmolLM, Mistral: no biases.
     Llama,
+    /// Qwen2 / Qwen2.5: biases on the query, key and value projections.
+    Qwen2,
+}
+
+impl Arch {
+    /// What `nse info` and errors call it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Llama => "llama",
+            Arch::Qwen2 => "qwen2",
+        }
+    }
+
+    /// Whether the query, key and value projections carry biases.
+    pub fn qkv_bias(self) -> bool {
+        self == Arch::Qwen2
+    }
+}
+
+/// How the RoPE frequencies are rescaled for long contexts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum RopeScaling {
+    /// Llama 3.1+ (`rope_scaling.rope_type = "llama3"` in `config.json`): low frequencies
+    /// divided by `factor`, high ones kept, the band between interpolated.
+    Llama3 {
+        factor: f32,
+        low_freq_factor: f32,
+        high_freq_factor: f32,
+        original_max_position_embeddings: usize,
+    },
+    /// One divisor per frequency (llama.cpp's `rope_freqs.weight`, what its converter writes for
+    /// Llama 3 scaling): `inv_freq[c] / factors[c]`.
+    Factors(Vec<f32>),
+}
+
+impl RopeScaling {
+    /// The divisor of each of the `head_dim / 2` frequencies `inv_freq`, as transformers'
+    /// `_compute_llama3_parameters` computes them.
+    pub fn divisors(&self, inv_freq: &[f32]) -> Vec<f32> {
+        match self {
+            RopeScaling::Factors(f) => f.clone(),
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => {
+                let old = *original_max_position_embeddings as f32;
+                let (low_wavelen, high_wavelen) = (old / low_freq_factor, old / high_freq_factor);
+                inv_freq
+                    .iter()
+                    .map(|&f| {
+                        let wavelen = 2.0 * std::f32::consts::PI / f;
+                        let scaled = if wavelen > low_wavelen { f / factor } else { f };
+                        // transformers' `~(wavelen < high) * ~(wavelen > low)`; the validated
+                        // factors keep every operand finite, so this is the closed band.
+                        let medium = (high_wavelen..=low_wavelen).contains(&wavelen);
+                        let out = if medium {
+                            let smooth = (old / wavelen - low_freq_factor)
+                                / (high_freq_factor - low_freq_factor);
+                            (1.0 - smooth) * scaled / factor + smooth * scaled
+                        } else {
+                            scaled
+                        };
+                        f / out
+                    })
+                    .collect()
+            }
+        }
+    }
 }
 
 /// Everything the forward pass needs to know about the architecture.
@@ -31,6 +103,9 @@ pub struct ModelConfig {
     pub max_ctx: usize,
     /// RoPE base θ.
     pub rope_theta: f32,
+    /// RoPE frequency scaling (Llama 3), `None` for plain RoPE.
+    #[serde(default)]
+    pub rope_scaling: Option<RopeScaling>,
     /// RMSNorm epsilon.
     pub rms_eps: f32,
     /// The LM head is the token embedding.
@@ -57,8 +132,17 @@ impl ModelConfig {
     /// Parameter count (tied embeddings counted once).
     pub fn n_params(&self) -> usize {
         let d = self.d_model;
-        let per_layer =
-            2 * d + d * self.q_dim() + 2 * d * self.kv_dim() + self.q_dim() * d + 3 * d * self.d_ff;
+        let bias = if self.arch.qkv_bias() {
+            self.q_dim() + 2 * self.kv_dim()
+        } else {
+            0
+        };
+        let per_layer = 2 * d
+            + d * self.q_dim()
+            + 2 * d * self.kv_dim()
+            + self.q_dim() * d
+            + 3 * d * self.d_ff
+            + bias;
         let head = if self.tie_embeddings {
             0
         } else {
@@ -73,7 +157,13 @@ impl ModelConfig {
         let d = self.d_model;
         let q = self.n_heads.checked_mul(self.head_dim)?;
         let kv = self.n_kv_heads.checked_mul(self.head_dim)?;
+        let bias = if self.arch.qkv_bias() {
+            kv.checked_mul(2)?.checked_add(q)?
+        } else {
+            0
+        };
         let per_layer = [
+            bias,
             d.checked_mul(2)?,
             d.checked_mul(q)?,
             d.checked_mul(kv)?.checked_mul(2)?,
@@ -174,6 +264,39 @@ impl ModelConfig {
         }
         if self.max_ctx == 0 {
             return bad("the context length is 0".into());
+        }
+        match &self.rope_scaling {
+            Some(RopeScaling::Factors(f))
+                if f.len() != self.head_dim / 2
+                    || !f.iter().all(|&x| positive(x) && x.is_finite()) =>
+            {
+                return bad(format!(
+                    "the RoPE frequency factors (rope_freqs.weight) must be {} positive finite \
+                     numbers, one per frequency of head_dim {}",
+                    self.head_dim / 2,
+                    self.head_dim
+                ));
+            }
+            Some(RopeScaling::Factors(_)) | None => {}
+            Some(RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            }) => {
+                let ok = [*factor, *low_freq_factor, *high_freq_factor]
+                    .iter()
+                    .all(|&x| positive(x) && x.is_finite())
+                    && high_freq_factor > low_freq_factor
+                    && *original_max_position_embeddings > 0;
+                if !ok {
+                    return bad(format!(
+                        "rope_scaling llama3 needs positive factor, low_freq_factor < \
+                         high_freq_factor and original_max_position_embeddings: {:?}",
+                        self.rope_scaling
+                    ));
+                }
+            }
         }
         Ok(())
     }

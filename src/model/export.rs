@@ -1,20 +1,51 @@
 //! Export of a (possibly edited) model as Hugging Face files: `model.safetensors` (F32) and
-//! `config.json`. With the tokenizer's `tokenizer.json` beside them, any Llama loader (ours
-//! included) reads the result.
+//! `config.json`. With the tokenizer's `tokenizer.json` beside them, any loader of the
+//! architecture (ours included) reads the result.
 
 use serde_json::json;
 
-use super::config::ModelConfig;
+use super::config::{Arch, ModelConfig, RopeScaling};
 use super::forward::Model;
-use super::weights::{LAYER_SUFFIXES, layer_name};
 use crate::Result;
 use crate::backend::{Backend, TensorInfo};
 
 /// A Hugging Face `config.json` for `config`.
-pub fn hf_config_json(config: &ModelConfig) -> String {
+///
+/// # Errors
+/// [`crate::Error::Unsupported`] for RoPE given as per-frequency factors (a GGUF's
+/// `rope_freqs.weight`), which `config.json` cannot carry.
+pub fn hf_config_json(config: &ModelConfig) -> Result<String> {
+    let (class, model_type) = match config.arch {
+        Arch::Llama => ("LlamaForCausalLM", "llama"),
+        Arch::Qwen2 => ("Qwen2ForCausalLM", "qwen2"),
+    };
+    let rope_scaling = match &config.rope_scaling {
+        None => serde_json::Value::Null,
+        Some(RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings,
+        }) => json!({
+            "rope_type": "llama3",
+            "factor": factor,
+            "low_freq_factor": low_freq_factor,
+            "high_freq_factor": high_freq_factor,
+            "original_max_position_embeddings": original_max_position_embeddings,
+        }),
+        Some(RopeScaling::Factors(_)) => {
+            return Err(crate::Error::Unsupported {
+                path: "config.json".into(),
+                msg: "this model's RoPE frequencies are scaled by per-frequency factors (a GGUF's \
+                      rope_freqs.weight), which a Hugging Face config.json cannot express; export \
+                      from the model's safetensors checkpoint instead"
+                    .into(),
+            });
+        }
+    };
     let v = json!({
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
+        "architectures": [class],
+        "model_type": model_type,
         "hidden_size": config.d_model,
         "intermediate_size": config.d_ff,
         "num_hidden_layers": config.n_layers,
@@ -24,6 +55,7 @@ pub fn hf_config_json(config: &ModelConfig) -> String {
         "vocab_size": config.vocab_size,
         "max_position_embeddings": config.max_ctx,
         "rope_theta": config.rope_theta,
+        "rope_scaling": rope_scaling,
         "rms_norm_eps": config.rms_eps,
         "tie_word_embeddings": config.tie_embeddings,
         "bos_token_id": config.bos_id,
@@ -31,7 +63,7 @@ pub fn hf_config_json(config: &ModelConfig) -> String {
         "hidden_act": "silu",
         "torch_dtype": "float32",
     });
-    serde_json::to_string_pretty(&v).expect("JSON values serialise")
+    Ok(serde_json::to_string_pretty(&v).expect("JSON values serialise"))
 }
 
 /// The model's weights as one F32 safetensors file, tensors named as Hugging Face names them.
@@ -44,20 +76,7 @@ pub async fn export_safetensors<B: Backend>(
     let mut tensors: Vec<(String, &B::Tensor)> =
         vec![("model.embed_tokens.weight".into(), &w.embed_tokens)];
     for (l, layer) in w.layers.iter().enumerate() {
-        let ts = [
-            &layer.input_layernorm,
-            &layer.q_proj,
-            &layer.k_proj,
-            &layer.v_proj,
-            &layer.o_proj,
-            &layer.post_attention_layernorm,
-            &layer.gate_proj,
-            &layer.up_proj,
-            &layer.down_proj,
-        ];
-        for (suffix, t) in LAYER_SUFFIXES.iter().zip(ts) {
-            tensors.push((layer_name(l, suffix), t));
-        }
+        tensors.extend(layer.named(l));
     }
     tensors.push(("model.norm.weight".into(), &w.norm));
     if let Some(head) = &w.lm_head {

@@ -111,7 +111,12 @@ impl<B: Backend> Model<B> {
         config.check_rope_table()?;
         let weights = host.try_map(|t| backend.upload_owned(&t.name, t.data, &t.shape))?;
         let rope_positions = config.max_ctx;
-        let table = rope_table(config.rope_theta, config.head_dim, rope_positions);
+        let table = rope_table(
+            config.rope_theta,
+            config.head_dim,
+            rope_positions,
+            config.rope_scaling.as_ref(),
+        );
         let rope = backend.upload_owned("rope table", table, &[rope_positions, config.head_dim])?;
         Ok(Model {
             config,

@@ -16,7 +16,9 @@ use sha2::{Digest, Sha256};
 
 use super::gguf::GgufFile;
 use super::safetensors::{SafetensorsShards, parse_config, sorted_counts};
-use super::weights::{LAYER_SUFFIXES, LayerWeights, Weights, layer_name};
+use super::weights::{
+    BIAS_SUFFIXES, LAYER_SUFFIXES, LayerWeights, QkvBias, Weights, bias_name, layer_name,
+};
 use super::{HostTensor, ModelConfig, Tokenizer};
 use crate::{Error, Result};
 
@@ -237,7 +239,16 @@ fn build_weights(
         let tensors: [HostTensor; 9] = tensors
             .try_into()
             .expect("one tensor per LAYER_SUFFIXES entry");
-        layers.push(LayerWeights::from_array(tensors));
+        let mut layer = LayerWeights::from_array(tensors);
+        if cfg.arch.qkv_bias() {
+            let (q, kv) = (cfg.q_dim(), cfg.kv_dim());
+            layer.qkv_bias = Some(QkvBias {
+                q: get(bias_name(l, BIAS_SUFFIXES[0]), vec![q])?,
+                k: get(bias_name(l, BIAS_SUFFIXES[1]), vec![kv])?,
+                v: get(bias_name(l, BIAS_SUFFIXES[2]), vec![kv])?,
+            });
+        }
+        layers.push(layer);
     }
     let norm = get("model.norm.weight".into(), vec![d])?;
     let lm_head = if cfg.tie_embeddings {

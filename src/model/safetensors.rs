@@ -11,13 +11,61 @@ use ::safetensors::{Dtype, SafeTensorError, SafeTensors};
 use half::{bf16, f16};
 use serde_json::Value;
 
-use super::{Arch, HostTensor, ModelConfig};
+use super::{Arch, HostTensor, ModelConfig, RopeScaling};
 use crate::error::escape;
 use crate::{Error, Result};
 
 /// `architectures` entries other than `*Llama*ForCausalLM` that have the Llama block
 /// (RMSNorm, SwiGLU, rotate-half RoPE, no biases).
 const LLAMA_LIKE: [&str; 1] = ["MistralForCausalLM"];
+
+/// What [`parse_config`] accepts, for its errors.
+pub const SUPPORTED_ARCHITECTURES: &str = "Llama-family causal LMs: LlamaForCausalLM (Llama 1–3, \
+     SmolLM), MistralForCausalLM and Qwen2ForCausalLM (Qwen2, Qwen2.5)";
+
+/// Why a `rope_scaling` object was refused.
+enum ScalingError {
+    Unsupported(String),
+    Format(String),
+}
+
+/// A `config.json` `rope_scaling` object: `llama3` (or `default`, plain RoPE).
+fn rope_scaling(s: &Value) -> std::result::Result<Option<RopeScaling>, ScalingError> {
+    let kind = s
+        .get("rope_type")
+        .or_else(|| s.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("(none)");
+    let num = |key: &str| -> std::result::Result<f64, ScalingError> {
+        s.get(key).and_then(Value::as_f64).ok_or_else(|| {
+            ScalingError::Format(format!(
+                "rope_scaling of type llama3 needs a number `{key}`: {s}"
+            ))
+        })
+    };
+    match kind {
+        "default" => Ok(None),
+        "llama3" => {
+            let original = num("original_max_position_embeddings")?;
+            if !(original >= 1.0 && original.fract() == 0.0 && original <= u32::MAX as f64) {
+                return Err(ScalingError::Format(format!(
+                    "rope_scaling.original_max_position_embeddings is {original}, expected a \
+                     positive integer"
+                )));
+            }
+            Ok(Some(RopeScaling::Llama3 {
+                factor: num("factor")? as f32,
+                low_freq_factor: num("low_freq_factor")? as f32,
+                high_freq_factor: num("high_freq_factor")? as f32,
+                original_max_position_embeddings: original as usize,
+            }))
+        }
+        other => Err(ScalingError::Unsupported(format!(
+            "rope_scaling of type `{}`: supported are `llama3` and plain RoPE (no rope_scaling)",
+            escape(other)
+        ))),
+    }
+}
 
 /// Reads a Llama-family `config.json`; `path` only names it in errors.
 ///
@@ -41,12 +89,15 @@ pub fn parse_config(json: &str, path: &str) -> Result<ModelConfig> {
         .unwrap_or_default();
     let llama =
         |a: &&str| (a.contains("Llama") && a.ends_with("ForCausalLM")) || LLAMA_LIKE.contains(a);
-    if !archs.iter().any(llama) {
+    let arch = if archs.iter().any(llama) {
+        Arch::Llama
+    } else if archs.contains(&"Qwen2ForCausalLM") {
+        Arch::Qwen2
+    } else {
         return Err(unsupported(format!(
-            "architectures {archs:?}: only Llama-family causal LMs (LlamaForCausalLM, \
-             MistralForCausalLM) run in nse"
+            "architectures {archs:?}: nse runs {SUPPORTED_ARCHITECTURES}"
         )));
-    }
+    };
     let uint = |key: &str| -> Result<Option<usize>> {
         match v.get(key) {
             None | Some(Value::Null) => Ok(None),
@@ -85,17 +136,27 @@ pub fn parse_config(json: &str, path: &str) -> Result<ModelConfig> {
             escape(act)
         )));
     }
-    if let Some(scaling) = v.get("rope_scaling").filter(|s| !s.is_null()) {
-        return Err(unsupported(format!(
-            "rope_scaling {scaling}: only plain RoPE is implemented"
-        )));
-    }
+    let rope_scaling = match v.get("rope_scaling").filter(|s| !s.is_null()) {
+        None => None,
+        Some(scaling) => rope_scaling(scaling).map_err(|msg| match msg {
+            ScalingError::Unsupported(m) => unsupported(m),
+            ScalingError::Format(m) => fmt(m),
+        })?,
+    };
     for key in ["attention_bias", "mlp_bias"] {
         if flag(key)? {
             return Err(unsupported(format!(
-                "`{key}` is true: the Llama block here has no biases"
+                "`{key}` is true: the Llama block here has no biases (Qwen2 checkpoints, whose \
+                 query, key and value projections have them, say Qwen2ForCausalLM)"
             )));
         }
+    }
+    if arch == Arch::Qwen2 && flag("use_sliding_window")? {
+        return Err(unsupported(
+            "`use_sliding_window` is true: sliding-window attention is not implemented (nse \
+             attends to the whole context)"
+                .into(),
+        ));
     }
 
     let d_model = required("hidden_size")?;
@@ -111,11 +172,14 @@ pub fn parse_config(json: &str, path: &str) -> Result<ModelConfig> {
         }
     };
     let mut max_ctx = uint("max_position_embeddings")?.unwrap_or(2048);
-    if let Some(window) = uint("sliding_window")? {
+    // Mistral's window (Qwen2 states one too, but only uses it with use_sliding_window).
+    if arch == Arch::Llama
+        && let Some(window) = uint("sliding_window")?
+    {
         max_ctx = max_ctx.min(window);
     }
     let cfg = ModelConfig {
-        arch: Arch::Llama,
+        arch,
         n_layers: required("num_hidden_layers")?,
         d_model,
         d_ff: required("intermediate_size")?,
@@ -125,6 +189,7 @@ pub fn parse_config(json: &str, path: &str) -> Result<ModelConfig> {
         vocab_size: required("vocab_size")?,
         max_ctx,
         rope_theta: float("rope_theta", 10000.0)?,
+        rope_scaling,
         // transformers' LlamaConfig default.
         rms_eps: float("rms_norm_eps", 1e-6)?,
         tie_embeddings: flag("tie_word_embeddings")?,

@@ -9,7 +9,8 @@ use tokenizers::models::bpe::{BPE, Merges, Vocab};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
-use tokenizers::{AddedToken, PreTokenizerWrapper};
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior};
 
 use super::gguf::GgufFile;
 use crate::error::escape;
@@ -29,12 +30,28 @@ pub struct Tokenizer {
     add_bos: bool,
 }
 
+/// How a GGUF's `tokenizer.ggml.pre` splits text before byte-level BPE.
+enum PreKind {
+    /// GPT-2's byte-level regex.
+    Gpt2,
+    /// Digits one by one, then GPT-2's regex (`smollm`).
+    DigitsThenGpt2,
+    /// A regex split (isolated matches), then byte-level without GPT-2's regex.
+    Split(&'static str),
+}
+
+/// Llama 3's split (`llama-bpe`): numbers in runs of up to three digits.
+const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// Qwen2's split: as Llama 3's, with digits one by one.
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
 impl Tokenizer {
     /// Builds the tokenizer stored in a GGUF file's `tokenizer.ggml.*` metadata.
     ///
-    /// Only `tokenizer.ggml.model = gpt2` (byte-level BPE) with the `smollm` or `gpt-2`
-    /// pre-tokenizer is built: other pre-tokenizers split text differently, and guessing would
-    /// give silently wrong ids. Control tokens (token type 3) become special added tokens.
+    /// Only `tokenizer.ggml.model = gpt2` (byte-level BPE) with the `smollm`, `gpt-2`,
+    /// `llama-bpe` or `qwen2` pre-tokenizer is built: other pre-tokenizers split text
+    /// differently, and guessing would give silently wrong ids. Control tokens (token type 3) become special added tokens.
     ///
     /// Errors: [`Error::Unsupported`] for another tokenizer model or pre-tokenizer,
     /// [`Error::Format`] for missing or inconsistent metadata.
@@ -61,13 +78,16 @@ impl Tokenizer {
                 escape(model)
             )));
         }
-        let digits_first = match gguf.get_str("tokenizer.ggml.pre")? {
-            Some("smollm") => true,
-            None | Some("gpt-2") | Some("gpt2") => false,
+        let pre_kind = match gguf.get_str("tokenizer.ggml.pre")? {
+            Some("smollm") => PreKind::DigitsThenGpt2,
+            None | Some("gpt-2") | Some("gpt2") => PreKind::Gpt2,
+            Some("llama-bpe") | Some("llama3") => PreKind::Split(LLAMA3_SPLIT),
+            Some("qwen2") => PreKind::Split(QWEN2_SPLIT),
             Some(pre) => {
                 return Err(unsupported(format!(
-                    "pre-tokenizer `{}` (tokenizer.ggml.pre); supported: `smollm`, `gpt-2`. \
-                     Load the model's Hugging Face directory (with its tokenizer.json) instead",
+                    "pre-tokenizer `{}` (tokenizer.ggml.pre); supported: `smollm`, `gpt-2`, \
+                     `llama-bpe`, `qwen2`. Load the model's Hugging Face directory (with its \
+                     tokenizer.json) instead",
                     escape(pre)
                 )));
             }
@@ -110,12 +130,24 @@ impl Tokenizer {
             })?;
 
         let mut inner = tokenizers::Tokenizer::new(bpe);
-        let byte_level = ByteLevel::new(false, true, true);
         let mut pre: Vec<PreTokenizerWrapper> = Vec::new();
-        if digits_first {
-            pre.push(Digits::new(true).into());
+        match pre_kind {
+            PreKind::Gpt2 => pre.push(ByteLevel::new(false, true, true).into()),
+            PreKind::DigitsThenGpt2 => {
+                pre.push(Digits::new(true).into());
+                pre.push(ByteLevel::new(false, true, true).into());
+            }
+            PreKind::Split(pattern) => {
+                let split = Split::new(
+                    SplitPattern::Regex(pattern.to_string()),
+                    SplitDelimiterBehavior::Isolated,
+                    false,
+                )
+                .map_err(|e| Error::format(path, format!("the split pattern: {e}")))?;
+                pre.push(split.into());
+                pre.push(ByteLevel::new(false, true, false).into());
+            }
         }
-        pre.push(byte_level.into());
         inner.with_pre_tokenizer(Some(Sequence::new(pre)));
         inner.with_decoder(Some(ByteLevelDecoder::new(false, true, true)));
         if let Some(types) = &types {

@@ -25,7 +25,26 @@ pub struct LayerWeights<T> {
     pub up_proj: T,
     /// `model.layers.{l}.mlp.down_proj.weight` `(d, d_ff)`: the matrix NSE edits.
     pub down_proj: T,
+    /// `model.layers.{l}.self_attn.{q,k,v}_proj.bias` `(Hq·hd)`, `(Hkv·hd)`, `(Hkv·hd)`, for
+    /// architectures with them (Qwen2).
+    pub qkv_bias: Option<QkvBias<T>>,
 }
+
+/// The biases of the query, key and value projections.
+#[derive(Debug)]
+pub struct QkvBias<T> {
+    pub q: T,
+    pub k: T,
+    pub v: T,
+}
+
+/// Hugging Face name of a per-layer bias, e.g. `bias_name(3, "self_attn.q_proj")`.
+pub fn bias_name(layer: usize, suffix: &str) -> String {
+    format!("model.layers.{layer}.{suffix}.bias")
+}
+
+/// The projections that carry biases in [`QkvBias`] order.
+pub const BIAS_SUFFIXES: [&str; 3] = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"];
 
 /// All weights of the model.
 #[derive(Debug)]
@@ -59,7 +78,7 @@ pub const LAYER_SUFFIXES: [&str; 9] = [
 ];
 
 impl<T> LayerWeights<T> {
-    /// Builds a layer from tensors in [`LAYER_SUFFIXES`] order.
+    /// Builds a layer without biases from tensors in [`LAYER_SUFFIXES`] order.
     pub fn from_array([a, b, c, d, e, f, g, h, i]: [T; 9]) -> Self {
         LayerWeights {
             input_layernorm: a,
@@ -71,10 +90,11 @@ impl<T> LayerWeights<T> {
             gate_proj: g,
             up_proj: h,
             down_proj: i,
+            qkv_bias: None,
         }
     }
 
-    /// The tensors in [`LAYER_SUFFIXES`] order.
+    /// The weight matrices and norms in [`LAYER_SUFFIXES`] order (the biases aside).
     pub fn into_array(self) -> [T; 9] {
         [
             self.input_layernorm,
@@ -91,8 +111,27 @@ impl<T> LayerWeights<T> {
 
     /// Applies `f` to every tensor (e.g. an upload), keeping names and order.
     pub fn try_map<U, E>(self, mut f: impl FnMut(T) -> Result<U, E>) -> Result<LayerWeights<U>, E> {
-        let [a, b, c, d, e, g, h, i, j] = self.into_array();
-        Ok(LayerWeights::from_array([
+        let qkv_bias = match self.qkv_bias {
+            Some(QkvBias { q, k, v }) => Some(QkvBias {
+                q: f(q)?,
+                k: f(k)?,
+                v: f(v)?,
+            }),
+            None => None,
+        };
+        let LayerWeights {
+            input_layernorm: a,
+            q_proj: b,
+            k_proj: c,
+            v_proj: d,
+            o_proj: e,
+            post_attention_layernorm: g,
+            gate_proj: h,
+            up_proj: i,
+            down_proj: j,
+            ..
+        } = self;
+        let mut layer = LayerWeights::from_array([
             f(a)?,
             f(b)?,
             f(c)?,
@@ -102,7 +141,39 @@ impl<T> LayerWeights<T> {
             f(h)?,
             f(i)?,
             f(j)?,
-        ]))
+        ]);
+        layer.qkv_bias = qkv_bias;
+        Ok(layer)
+    }
+
+    /// Every tensor of layer `l` with its Hugging Face name: [`LAYER_SUFFIXES`] order, then the
+    /// biases.
+    pub fn named(&self, l: usize) -> Vec<(String, &T)> {
+        let ts = [
+            &self.input_layernorm,
+            &self.q_proj,
+            &self.k_proj,
+            &self.v_proj,
+            &self.o_proj,
+            &self.post_attention_layernorm,
+            &self.gate_proj,
+            &self.up_proj,
+            &self.down_proj,
+        ];
+        let mut out: Vec<(String, &T)> = LAYER_SUFFIXES
+            .iter()
+            .zip(ts)
+            .map(|(suffix, t)| (layer_name(l, suffix), t))
+            .collect();
+        if let Some(b) = &self.qkv_bias {
+            out.extend(
+                BIAS_SUFFIXES
+                    .iter()
+                    .zip([&b.q, &b.k, &b.v])
+                    .map(|(suffix, t)| (bias_name(l, suffix), t)),
+            );
+        }
+        out
     }
 }
 

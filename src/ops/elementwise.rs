@@ -1,4 +1,4 @@
-//! Elementwise ops: the SwiGLU gate `silu(g) · u` and the residual add.
+//! Elementwise ops: the SwiGLU gate `silu(g) · u`, the residual add and the bias add.
 
 /// `silu(g) = g · sigmoid(g)`.
 fn silu(g: f32) -> f32 {
@@ -31,4 +31,14 @@ pub fn silu_mul_backward(gate: &[f32], up: &[f32], dy: &[f32]) -> (Vec<f32>, Vec
 /// CPU reference: `a + b`.
 pub fn add_forward(a: &[f32], b: &[f32]) -> Vec<f32> {
     a.iter().zip(b).map(|(x, y)| x + y).collect()
+}
+
+/// CPU reference: `x + b` with the bias `b (C)` broadcast over the rows of `x (N, C)`.
+pub fn add_bias_forward(x: &[f32], b: &[f32]) -> Vec<f32> {
+    if b.is_empty() {
+        return x.to_vec();
+    }
+    x.chunks(b.len())
+        .flat_map(|row| row.iter().zip(b).map(|(v, c)| v + c))
+        .collect()
 }

@@ -8,15 +8,27 @@
 use super::par_rows;
 
 /// The cos/sin table for positions `0..n_pos`, computed in f32 exactly as Hugging Face Llama
-/// does (`inv_freq = 1 / θ^(2c/hd)`, `angle = p · inv_freq`).
+/// does (`inv_freq = 1 / θ^(2c/hd)`, `angle = p · inv_freq`), each frequency divided by its
+/// `scaling` divisor when there is one (Llama 3).
 ///
 /// # Shapes
 /// → `(n_pos, hd)`: row `p` is `[cos(p·f_0) … cos(p·f_{hd/2−1}), sin(p·f_0) … sin(…)]`.
-pub fn rope_table(theta: f32, head_dim: usize, n_pos: usize) -> Vec<f32> {
+pub fn rope_table(
+    theta: f32,
+    head_dim: usize,
+    n_pos: usize,
+    scaling: Option<&crate::model::RopeScaling>,
+) -> Vec<f32> {
     let half = head_dim / 2;
-    let inv_freq: Vec<f32> = (0..half)
+    let mut inv_freq: Vec<f32> = (0..half)
         .map(|c| 1.0 / theta.powf((2 * c) as f32 / head_dim as f32))
         .collect();
+    if let Some(s) = scaling {
+        let div = s.divisors(&inv_freq);
+        for (f, d) in inv_freq.iter_mut().zip(div) {
+            *f /= d;
+        }
+    }
     let mut table = vec![0.0; n_pos * head_dim];
     for (p, row) in table.chunks_mut(head_dim).enumerate() {
         for c in 0..half {

@@ -30,6 +30,7 @@ pub fn tiny_config(vocab: usize) -> ModelConfig {
         vocab_size: vocab,
         max_ctx: 512,
         rope_theta: 10000.0,
+        rope_scaling: None,
         rms_eps: 1e-5,
         tie_embeddings: true,
         bos_id: Some(1),
@@ -67,6 +68,7 @@ pub fn tiny_weights(c: &ModelConfig, seed: u64) -> Weights<HostTensor> {
             gate_proj: t(n("mlp.gate_proj"), vec![f, d], s(d)),
             up_proj: t(n("mlp.up_proj"), vec![f, d], s(d)),
             down_proj: t(n("mlp.down_proj"), vec![d, f], s(f)),
+            qkv_bias: None,
         });
     }
     Weights {

@@ -359,11 +359,26 @@ fn model_level_errors_name_the_tensor_or_key() {
         &["llama.block_count", "missing"],
     );
 
+    // An architecture nse does not run is named, with the ones it does.
+    let (mut w, _) = tiny_llama_gguf(5);
+    w.kv[0].1 = Val::Str("gpt2".into());
+    assert_mentions(
+        &unsupported_msg(load_gguf(&w.to_bytes(), "a.gguf")),
+        &["`gpt2`", "`llama`", "`qwen2`"],
+    );
+    // A file that says qwen2 is read with qwen2's keys.
     let (mut w, _) = tiny_llama_gguf(5);
     w.kv[0].1 = Val::Str("qwen2".into());
     assert_mentions(
-        &unsupported_msg(load_gguf(&w.to_bytes(), "a.gguf")),
-        &["qwen2"],
+        &format_msg(load_gguf(&w.to_bytes(), "a.gguf")),
+        &["qwen2.embedding_length", "missing"],
+    );
+    // A RoPE scaling type other than Llama 3's factors is named, with what is supported.
+    let (mut w, _) = tiny_llama_gguf(5);
+    w.kv.push(("llama.rope.scaling.type".into(), Val::Str("yarn".into())));
+    assert_mentions(
+        &unsupported_msg(load_gguf(&w.to_bytes(), "r.gguf")),
+        &["RoPE scaling `yarn`", "rope_freqs.weight"],
     );
 
     let (mut w, _) = tiny_llama_gguf(5);
@@ -380,10 +395,10 @@ fn model_level_errors_name_the_tensor_or_key() {
     w.kv.iter_mut()
         .find(|(k, _)| k == "tokenizer.ggml.pre")
         .unwrap()
-        .1 = Val::Str("qwen2".into());
+        .1 = Val::Str("deepseek-llm".into());
     assert_mentions(
         &unsupported_msg(load_gguf(&w.to_bytes(), "p.gguf")),
-        &["pre-tokenizer `qwen2`"],
+        &["pre-tokenizer `deepseek-llm`", "`llama-bpe`", "`qwen2`"],
     );
 
     let (mut w, _) = tiny_llama_gguf(5);

@@ -237,7 +237,7 @@ fn bad_configs_are_named() {
     let bad = |extra: Value| parse_config(&config(extra), "config.json");
     assert_mentions(
         &unsupported_msg(bad(json!({"architectures": ["GPT2LMHeadModel"]}))),
-        &["GPT2LMHeadModel"],
+        &["GPT2LMHeadModel", "LlamaForCausalLM", "Qwen2ForCausalLM"],
     );
     assert_mentions(
         &unsupported_msg(bad(json!({"architectures": null}))),
@@ -251,7 +251,26 @@ fn bad_configs_are_named() {
         &unsupported_msg(bad(
             json!({"rope_scaling": {"type": "linear", "factor": 2.0}}),
         )),
-        &["rope_scaling"],
+        &["rope_scaling of type `linear`", "`llama3`"],
+    );
+    assert_mentions(
+        &format_msg(bad(
+            json!({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}),
+        )),
+        &["llama3 needs a number"],
+    );
+    assert_mentions(
+        &format_msg(bad(
+            json!({"rope_scaling": {"rope_type": "llama3", "factor": 8.0,
+            "low_freq_factor": 4.0, "high_freq_factor": 1.0,
+            "original_max_position_embeddings": 8192}}),
+        )),
+        &["low_freq_factor < high_freq_factor"],
+    );
+    assert_mentions(
+        &unsupported_msg(bad(json!({"architectures": ["Qwen2ForCausalLM"],
+            "use_sliding_window": true}))),
+        &["use_sliding_window", "sliding-window attention"],
     );
     assert_mentions(
         &unsupported_msg(bad(json!({"attention_bias": true}))),

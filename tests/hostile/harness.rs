@@ -155,6 +155,7 @@ pub fn small_config() -> ModelConfig {
         vocab_size: 300,
         max_ctx: 64,
         rope_theta: 10000.0,
+        rope_scaling: None,
         rms_eps: 1e-5,
         tie_embeddings: true,
         bos_id: None,

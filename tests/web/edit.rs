@@ -48,6 +48,7 @@ fn config() -> ModelConfig {
         vocab_size: 64,
         max_ctx: 64,
         rope_theta: 10000.0,
+        rope_scaling: None,
         rms_eps: 1e-5,
         tie_embeddings: true,
         bos_id: None,
@@ -81,6 +82,7 @@ fn weights(c: &ModelConfig, seed: u64) -> Weights<HostTensor> {
                 gate_proj: t(n("mlp.gate_proj"), vec![f, d], s(d)),
                 up_proj: t(n("mlp.up_proj"), vec![f, d], s(d)),
                 down_proj: t(n("mlp.down_proj"), vec![d, f], s(f)),
+                qkv_bias: None,
             }
         })
         .collect();

@@ -7,6 +7,8 @@ use crate::gpu::{Dispatch, GpuBackend, GpuTensor, u32_of};
 
 /// Invocations per workgroup of `shaders/add.wgsl`.
 pub const ADD_WG: u32 = 256;
+/// Invocations per workgroup of `shaders/add_bias.wgsl`.
+pub const ADD_BIAS_WG: u32 = 256;
 /// Invocations per workgroup of `shaders/silu_mul.wgsl`.
 pub const SILU_MUL_WG: u32 = 256;
 
@@ -34,6 +36,29 @@ pub(crate) fn launch_add(
         params: &[n],
         bindings: &[(1, a.buffer()), (2, b.buffer()), (3, out.buffer())],
         workgroups: u64::from(n).div_ceil(u64::from(ADD_WG)),
+    })?;
+    Ok(out)
+}
+
+/// GPU `x + b` with `b` broadcast over the rows.
+///
+/// # Shapes
+/// `x (N, C)`, `b (C)` → `(N, C)`.
+pub(crate) fn launch_add_bias(
+    gpu: &GpuBackend,
+    x: &GpuTensor,
+    b: &GpuTensor,
+) -> crate::Result<GpuTensor> {
+    assert_eq!(b.shape(), [x.width()], "add_bias: bias width");
+    let out = gpu.empty("add_bias output", x.shape(), DType::F32)?;
+    let n = u32_of(x.len());
+    gpu.dispatch(&Dispatch {
+        shader: "add_bias",
+        entry: "main",
+        overrides: &[],
+        params: &[n, u32_of(x.width())],
+        bindings: &[(1, x.buffer()), (2, b.buffer()), (3, out.buffer())],
+        workgroups: u64::from(n).div_ceil(u64::from(ADD_BIAS_WG)),
     })?;
     Ok(out)
 }

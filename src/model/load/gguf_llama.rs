@@ -1,7 +1,8 @@
-//! llama.cpp's Llama conventions: metadata keys, tensor names, and the Q/K row permutation.
+//! llama.cpp's conventions for the Llama family (`llama`, `qwen2`): metadata keys, tensor names,
+//! RoPE frequency factors, and the Q/K row permutation of `llama` files.
 
 use super::super::gguf::GgufFile;
-use super::super::{Arch, HostTensor, ModelConfig, Tokenizer};
+use super::super::{Arch, HostTensor, ModelConfig, RopeScaling, Tokenizer};
 use crate::error::escape;
 use crate::{Error, Result};
 
@@ -18,8 +19,13 @@ const LAYER_NAMES: [(&str, &str); 9] = [
     ("mlp.down_proj", "ffn_down"),
 ];
 
+/// The GGUF architectures read, for errors.
+pub const SUPPORTED_GGUF_ARCHITECTURES: &str = "`llama` (Llama 1–3, SmolLM, Mistral) and `qwen2` \
+     (Qwen2, Qwen2.5)";
+
 /// The GGUF name of a Hugging Face tensor name (`model.layers.3.mlp.down_proj.weight` →
-/// `blk.3.ffn_down.weight`), `None` for a name outside the Llama layout.
+/// `blk.3.ffn_down.weight`, `model.layers.3.self_attn.q_proj.bias` → `blk.3.attn_q.bias`),
+/// `None` for a name outside the Llama layout.
 pub fn gguf_name(hf: &str) -> Option<String> {
     match hf {
         "model.embed_tokens.weight" => return Some("token_embd.weight".into()),
@@ -27,33 +33,43 @@ pub fn gguf_name(hf: &str) -> Option<String> {
         "lm_head.weight" => return Some("output.weight".into()),
         _ => {}
     }
-    let rest = hf.strip_prefix("model.layers.")?.strip_suffix(".weight")?;
+    let rest = hf.strip_prefix("model.layers.")?;
+    let (rest, kind) = match rest.strip_suffix(".weight") {
+        Some(r) => (r, "weight"),
+        None => (rest.strip_suffix(".bias")?, "bias"),
+    };
     let (layer, suffix) = rest.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
     let (_, gguf) = LAYER_NAMES.iter().find(|(h, _)| *h == suffix)?;
-    Some(format!("blk.{layer}.{gguf}.weight"))
+    Some(format!("blk.{layer}.{gguf}.{kind}"))
 }
 
-/// The model config from a GGUF file's `llama.*` metadata; BOS/EOS/add_bos come from the
-/// tokenizer built from the same file, the vocabulary size from `tokenizer.ggml.tokens`, and the
-/// embeddings are tied when there is no `output.weight`.
+/// The model config from a GGUF file's `llama.*` or `qwen2.*` metadata; BOS/EOS/add_bos come
+/// from the tokenizer built from the same file, the vocabulary size from `tokenizer.ggml.tokens`,
+/// the embeddings are tied when there is no `output.weight`, and a `rope_freqs.weight` tensor
+/// (Llama 3) scales the RoPE frequencies.
 ///
-/// Errors: [`Error::Unsupported`] for an architecture other than `llama`, partial rotary, RoPE
-/// scaling or mixture-of-experts; [`Error::Format`] for missing or invalid keys.
+/// Errors: [`Error::Unsupported`] for another architecture, partial rotary, a RoPE scaling type
+/// or mixture-of-experts; [`Error::Format`] for missing or invalid keys.
 pub fn config_from_gguf(gguf: &GgufFile, tokenizer: &Tokenizer) -> Result<ModelConfig> {
     let path = gguf.path();
     let unsupported = |msg: String| Error::Unsupported {
         path: path.to_string(),
         msg,
     };
-    let arch = gguf.get_str("general.architecture")?.unwrap_or("(none)");
-    if arch != "llama" {
-        return Err(unsupported(format!(
-            "general.architecture is `{}`: only llama-family GGUF models (`llama`) run in nse",
-            escape(arch)
-        )));
-    }
-    let key = |k: &str| format!("llama.{k}");
+    let arch_name = gguf.get_str("general.architecture")?.unwrap_or("(none)");
+    let arch = match arch_name {
+        "llama" => Arch::Llama,
+        "qwen2" => Arch::Qwen2,
+        other => {
+            return Err(unsupported(format!(
+                "general.architecture is `{}`: nse runs {SUPPORTED_GGUF_ARCHITECTURES}",
+                escape(other)
+            )));
+        }
+    };
+    let prefix = arch.name();
+    let key = |k: &str| format!("{prefix}.{k}");
     let uint = |k: &str| -> Result<Option<usize>> {
         match gguf.get_u64(&key(k))? {
             None => Ok(None),
@@ -74,23 +90,20 @@ pub fn config_from_gguf(gguf: &GgufFile, tokenizer: &Tokenizer) -> Result<ModelC
         })
     };
     if uint("expert_count")?.unwrap_or(0) > 0 {
-        return Err(unsupported(
-            "mixture-of-experts models (llama.expert_count > 0) are not supported".into(),
-        ));
+        return Err(unsupported(format!(
+            "mixture-of-experts models ({}.expert_count > 0) are not supported",
+            prefix
+        )));
     }
     if let Some(scaling) = gguf.get_str(&key("rope.scaling.type"))?
         && scaling != "none"
     {
         return Err(unsupported(format!(
-            "RoPE scaling `{}` is not implemented; only plain RoPE is",
-            escape(scaling)
+            "RoPE scaling `{}` ({}) is not implemented; supported are plain RoPE and Llama 3's \
+             per-frequency factors (rope_freqs.weight)",
+            escape(scaling),
+            key("rope.scaling.type")
         )));
-    }
-    if gguf.tensor_info("rope_freqs.weight").is_some() {
-        return Err(unsupported(
-            "per-frequency RoPE factors (rope_freqs.weight, Llama 3.1 style) are not implemented"
-                .into(),
-        ));
     }
     let d_model = required("embedding_length")?;
     let n_heads = required("attention.head_count")?;
@@ -118,8 +131,25 @@ pub fn config_from_gguf(gguf: &GgufFile, tokenizer: &Tokenizer) -> Result<ModelC
                  GGUF is incomplete; convert it again",
             )
         })?;
+    let rope_scaling = match gguf.tensor_info("rope_freqs.weight") {
+        None => None,
+        Some(info) if info.n_elements() == (head_dim / 2) as u64 => {
+            Some(RopeScaling::Factors(gguf.tensor("rope_freqs.weight")?.data))
+        }
+        Some(info) => {
+            return Err(Error::format(
+                path,
+                format!(
+                    "rope_freqs.weight has {} values, expected {} (head_dim {} / 2)",
+                    info.n_elements(),
+                    head_dim / 2,
+                    head_dim
+                ),
+            ));
+        }
+    };
     let cfg = ModelConfig {
-        arch: Arch::Llama,
+        arch,
         n_layers: required("block_count")?,
         d_model,
         d_ff: required("feed_forward_length")?,
@@ -129,6 +159,7 @@ pub fn config_from_gguf(gguf: &GgufFile, tokenizer: &Tokenizer) -> Result<ModelC
         vocab_size,
         max_ctx: required("context_length")?,
         rope_theta: gguf.get_f64(&key("rope.freq_base"))?.unwrap_or(10000.0) as f32,
+        rope_scaling,
         rms_eps: rms_eps as f32,
         tie_embeddings: gguf.tensor_info("output.weight").is_none(),
         bos_id: tokenizer.bos_id(),
@@ -140,12 +171,15 @@ pub fn config_from_gguf(gguf: &GgufFile, tokenizer: &Tokenizer) -> Result<ModelC
 }
 
 /// Dequantises the tensor with HF name `hf` from its GGUF counterpart, renamed to `hf`, with
-/// Q/K rows un-permuted to HF order.
+/// Q/K rows un-permuted to HF order (`llama` files only: llama.cpp's converter permutes them
+/// for its adjacent-pair RoPE there, and leaves `qwen2`'s in rotate-half order).
 pub(super) fn tensor(gguf: &GgufFile, cfg: &ModelConfig, hf: &str) -> Result<HostTensor> {
     let name = gguf_name(hf).expect("the loader only asks for Llama tensor names");
     let mut t = gguf.tensor(&name)?;
     t.name = hf.to_string();
-    let heads = if hf.ends_with("self_attn.q_proj.weight") {
+    let heads = if cfg.arch != Arch::Llama {
+        None
+    } else if hf.ends_with("self_attn.q_proj.weight") {
         Some(cfg.n_heads)
     } else if hf.ends_with("self_attn.k_proj.weight") {
         Some(cfg.n_kv_heads)

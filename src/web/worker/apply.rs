@@ -521,7 +521,7 @@ pub(crate) async fn export_model(
     let reply = Reply::Exported {
         name: format!("{stem}-edited.safetensors"),
         bytes: bytes.len(),
-        config: Some(hf_config_json(s.config())),
+        config: Some(hf_config_json(s.config())?),
         tokenizer: Some(s.tokenizer.to_json()?),
     };
     ui.progress(Some(1.0), "Exported the edited model.");

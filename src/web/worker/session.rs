@@ -91,18 +91,8 @@ pub(crate) async fn on_gpu(
 /// [`Error::BufferTooLarge`] naming the first such tensor, with the page's way out.
 pub(crate) fn check_binding_cap(weights: &Weights<HostTensor>, cap: u64) -> Result<()> {
     let mut all: Vec<&HostTensor> = vec![&weights.embed_tokens, &weights.norm];
-    for l in &weights.layers {
-        all.extend([
-            &l.input_layernorm,
-            &l.q_proj,
-            &l.k_proj,
-            &l.v_proj,
-            &l.o_proj,
-            &l.post_attention_layernorm,
-            &l.gate_proj,
-            &l.up_proj,
-            &l.down_proj,
-        ]);
+    for (i, l) in weights.layers.iter().enumerate() {
+        all.extend(l.named(i).into_iter().map(|(_, t)| t));
     }
     all.extend(weights.lm_head.as_ref());
     match all.into_iter().find(|t| 4 * t.data.len() as u64 > cap) {

@@ -1,0 +1,101 @@
+//! An NSE edit on the tiny Qwen2 and Llama 3 checkpoints of `tests/data/archs/` (made by
+//! transformers; `tests/formats/archs.rs` checks their forward pass): the spec's invariants hold
+//! on each, as on the Llama family's own tiny model. The residual `‖z − h‖` falls, the new
+//! target's probability rises on every request, and undo restores the weights and `P` bit for bit.
+
+// Native only (files, threads, blocking on the GPU): in wasm32 this test crate is empty, and
+// the browser tests are tests/web.rs.
+#![cfg(not(target_arch = "wasm32"))]
+
+mod common;
+
+use common::tiny::{TINY_LAYERS, Tiny, down_projs, requests, tiny_hparams};
+use nse::cpu::CpuBackend;
+use nse::edit::covariance::{second_moments, windows};
+use nse::edit::{ContextTemplates, CovarianceSet, EditState, Nse};
+use nse::eval::probs::new_vs_true;
+use nse::model::Model;
+use nse::model::load::load_path;
+
+/// The model of `tests/data/archs/<file>` on the cpu backend, with the tiny model's
+/// hyperparameters (6 blocks, layers 1–3 edited) and a covariance over 1,024 tokens.
+fn tiny_from(file: &str) -> Tiny {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/archs")
+        .join(file);
+    let loaded = load_path(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
+    assert_eq!(
+        loaded.config.n_layers, 6,
+        "tiny_hparams edit a 6-block model"
+    );
+    let model = Model::upload(CpuBackend, loaded.config, loaded.weights).unwrap();
+    let tok = loaded.tokenizer;
+    let hp = tiny_hparams();
+    let templates =
+        ContextTemplates::new(hp.context_templates.clone().expect("shipped templates")).unwrap();
+    let wins = windows(&common::wikitext(), &tok, 256, 1024).unwrap();
+    let (c, n) = pollster::block_on(second_moments(&model, &wins, &hp.layers, |_, _| {})).unwrap();
+    Tiny {
+        model,
+        tok,
+        hp,
+        templates,
+        cov: CovarianceSet::new(c, n, "wikitext-2, 1024 tokens"),
+    }
+}
+
+/// P(new target) after each request's prompt.
+fn p_new(t: &Tiny) -> Vec<f32> {
+    let items: Vec<_> = requests()
+        .iter()
+        .map(|r| {
+            (
+                r.prompt.replace("{}", &r.subject),
+                r.target_new.clone(),
+                None,
+            )
+        })
+        .collect();
+    pollster::block_on(new_vs_true(&t.model, &t.tok, &items))
+        .unwrap()
+        .iter()
+        .map(|(new, _)| new.prob())
+        .collect()
+}
+
+fn edit_invariants_hold(file: &str) {
+    let mut t = tiny_from(file);
+    let original = down_projs(&t.model, &TINY_LAYERS);
+    let before = p_new(&t);
+    let mut state = EditState::new(&t.model, &TINY_LAYERS).unwrap();
+    let out = t.apply(&mut state, &requests(), &Nse).unwrap();
+
+    let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
+    let (first, last) = (&out.rounds[0], out.rounds.last().unwrap());
+    assert!(
+        mean(&last.residual_norms) < 0.5 * mean(&first.residual_norms),
+        "{file}: ‖z − h‖ {:?} → {:?}",
+        first.residual_norms,
+        last.residual_norms
+    );
+    let after = p_new(&t);
+    for (i, (b, a)) in before.iter().zip(&after).enumerate() {
+        assert!(a > b, "{file}: request {i}: P(new) {b} → {a}");
+    }
+    assert_ne!(down_projs(&t.model, &TINY_LAYERS), original);
+
+    state.rewind_to(&mut t.model, 0).unwrap();
+    assert_eq!(down_projs(&t.model, &TINY_LAYERS), original, "{file}: undo");
+    assert!(state.p.values().all(|p| p.iter().all(|&x| x == 0.0)));
+    assert_eq!(p_new(&t), before, "{file}: P(new) after undo");
+}
+
+#[test]
+fn nse_edits_qwen2() {
+    edit_invariants_hold("qwen2.gguf");
+}
+
+#[test]
+fn nse_edits_llama3() {
+    edit_invariants_hold("llama3/");
+}

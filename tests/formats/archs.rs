@@ -1,0 +1,167 @@
+//! Qwen2 (q/k/v biases, tied head) and Llama 3 (`llama3` RoPE scaling, untied head) from both
+//! formats: tiny random checkpoints made by Hugging Face transformers, their Hugging Face files
+//! and the GGUF files gguf-py wrote from them as llama.cpp's converter does
+//! (`tests/data/archs/make.py`). Token ids, logits at every position (1e-4) and greedy tokens
+//! against transformers' own, on the cpu and the gpu backend.
+
+use nse::backend::Backend;
+use nse::cpu::CpuBackend;
+use nse::model::load::load_path;
+use nse::model::{Arch, ForwardSpec, LogitRows, Model, Packed, RopeScaling, Sampling, generate};
+use serde_json::Value;
+
+use crate::common;
+
+/// `tests/data/archs/<rel>`.
+pub fn arch_path(rel: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/archs")
+        .join(rel)
+}
+
+fn golden(model: &str) -> Value {
+    let path = arch_path(&format!("{model}.golden.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Standard base64 (the golden logits, f32 little-endian).
+fn base64(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c}"),
+    };
+    let digits: Vec<u8> = text.bytes().filter(|&c| c != b'=').map(value).collect();
+    let mut out = vec![];
+    for chunk in digits.chunks(4) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, &d)| acc | (u32::from(d) << (18 - 6 * i)));
+        out.extend_from_slice(&n.to_be_bytes()[1..chunk.len()]);
+    }
+    out
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+/// Every golden prompt's logits and greedy tokens on `model`.
+async fn check_forward<B: Backend>(model: &Model<B>, golden: &Value, what: &str) {
+    let vocab = model.config.vocab_size;
+    let eos = model.config.eos_id;
+    for p in golden["prompts"].as_array().unwrap() {
+        let text = p["text"].as_str().unwrap();
+        let prompt = ids(&p["ids"]);
+        let want: Vec<f32> = base64(p["logits_f32le"].as_str().unwrap())
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(
+            want.len(),
+            prompt.len() * vocab,
+            "{what}: golden logits' shape"
+        );
+        let out = model
+            .forward(
+                &Packed::new(std::slice::from_ref(&prompt)),
+                &ForwardSpec {
+                    logits: LogitRows::All,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let got = model
+            .backend()
+            .read(out.logits.as_ref().unwrap())
+            .await
+            .unwrap();
+        if std::env::var("ARCHS_DEBUG").is_ok() {
+            let rows: Vec<f32> = got
+                .chunks(vocab)
+                .zip(want.chunks(vocab))
+                .map(|(a, b)| {
+                    a.iter()
+                        .zip(b)
+                        .map(|(x, y)| (x - y).abs())
+                        .fold(0.0, f32::max)
+                })
+                .collect();
+            eprintln!("{what} {text:?}: max error per row {rows:?}");
+        }
+        common::assert_close(
+            &got,
+            &want,
+            common::Tol::abs(1e-4),
+            &format!("{what}: logits of {text:?}"),
+        );
+        let mut want_greedy = ids(&p["greedy"]);
+        if let Some(stop) = want_greedy.iter().position(|&t| Some(t) == eos) {
+            want_greedy.truncate(stop + 1);
+        }
+        let greedy = generate(model, &prompt, want_greedy.len(), Sampling::Greedy, |_| {})
+            .await
+            .unwrap();
+        assert_eq!(
+            greedy.ids, want_greedy,
+            "{what}: greedy tokens after {text:?}"
+        );
+    }
+}
+
+/// Loads `model` from its GGUF file and its Hugging Face directory, and checks both.
+fn check(model: &str, arch: Arch, tied: bool, scaled: bool) {
+    let golden = golden(model);
+    for (format, path) in [
+        ("GGUF", arch_path(&format!("{model}.gguf"))),
+        ("safetensors", arch_path(model)),
+    ] {
+        let what = format!("{model} ({format})");
+        let loaded = load_path(&path).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let c = &loaded.config;
+        assert_eq!(c.arch, arch, "{what}: architecture");
+        assert_eq!(c.tie_embeddings, tied, "{what}: tied head");
+        assert_eq!(loaded.weights.layers[0].qkv_bias.is_some(), arch.qkv_bias());
+        match (&c.rope_scaling, scaled, format) {
+            (None, false, _) => {}
+            (Some(RopeScaling::Factors(f)), true, "GGUF") => assert_eq!(f.len(), c.head_dim / 2),
+            (Some(RopeScaling::Llama3 { factor, .. }), true, "safetensors") => {
+                assert_eq!(*factor, 8.0)
+            }
+            other => panic!("{what}: unexpected RoPE scaling {other:?}"),
+        }
+        for (text, want) in golden["tokens"].as_object().unwrap() {
+            assert_eq!(
+                loaded.tokenizer.encode(text).unwrap(),
+                ids(want),
+                "{what}: token ids of {text:?}"
+            );
+        }
+        let cpu = Model::upload(CpuBackend, loaded.config.clone(), loaded.weights).unwrap();
+        pollster::block_on(check_forward(&cpu, &golden, &format!("{what}, cpu")));
+        if let Some(gpu) = common::gpu() {
+            let weights = load_path(&path).unwrap().weights;
+            let model = Model::upload(gpu, loaded.config, weights).unwrap();
+            pollster::block_on(check_forward(&model, &golden, &format!("{what}, gpu")));
+        }
+    }
+}
+
+#[test]
+fn qwen2_with_biases_and_a_tied_head_matches_transformers() {
+    check("qwen2", Arch::Qwen2, true, false);
+}
+
+#[test]
+fn llama3_with_rope_scaling_and_an_untied_head_matches_transformers() {
+    check("llama3", Arch::Llama, false, true);
+}
