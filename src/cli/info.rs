@@ -30,6 +30,20 @@ pub fn run(args: InfoArgs) -> Result<()> {
         "             bos {:?}, eos {:?}, add bos {}",
         c.bos_id, c.eos_id, c.add_bos
     );
+    match &c.rope_scaling {
+        Some(crate::model::RopeScaling::Llama3 {
+            factor,
+            original_max_position_embeddings,
+            ..
+        }) => println!(
+            "             rope scaling llama3: factor {factor}, original context \
+             {original_max_position_embeddings}"
+        ),
+        Some(crate::model::RopeScaling::Factors(f)) => {
+            println!("             rope scaling: per-frequency factors {f:?} (rope_freqs.weight)")
+        }
+        None => {}
+    }
     println!("parameters   {}", c.n_params());
     let types: Vec<String> = s
         .tensor_types
