@@ -99,3 +99,27 @@ fn nse_edits_qwen2() {
 fn nse_edits_llama3() {
     edit_invariants_hold("llama3/");
 }
+
+#[test]
+fn derived_hyperparameters_reproduce_the_shipped_smollm2_file() {
+    // The rule of hparams/README.md, applied to SmolLM2-135M's shape, gives its shipped file
+    // (whose context templates are the reference run's own; the rule samples them instead).
+    let config = common::load_default_model().config;
+    let mut shipped = nse::edit::Hparams::for_model("SmolLM2-135M-Instruct").unwrap();
+    shipped.context_templates = None;
+    assert_eq!(
+        nse::edit::Hparams::derived(&config, "SmolLM2-135M-Instruct"),
+        shipped
+    );
+    // And for the tiny Qwen2 (6 blocks, d_model 64): layers 1–4, thresholds scaled by 1/3.
+    let tiny = load_path(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/archs/qwen2.gguf"),
+    )
+    .unwrap()
+    .config;
+    let hp = nse::edit::Hparams::derived(&tiny, "qwen2");
+    assert_eq!(hp.layers, [1, 2, 3, 4]);
+    assert_eq!(hp.v_loss_layer, 5);
+    assert_eq!((hp.alpha, hp.upper_bound), (22.0 / 3.0, 75.0));
+    hp.check_model(&tiny).unwrap();
+}

@@ -67,7 +67,20 @@ impl EditorArgs {
             }
             (Some(h), _) => h,
             (None, Some(c)) => c.clone(),
-            (None, None) => Hparams::for_model(&source.name)?,
+            (None, None) => {
+                let (hp, shipped) = Hparams::for_model_or_derived(&model.config, &source.name);
+                // Once per process: the request check and the edit both choose them.
+                static NOTE: std::sync::Once = std::sync::Once::new();
+                if !shipped {
+                    NOTE.call_once(|| eprintln!(
+                        "note: no hyperparameter file ships for {:?}; using defaults derived from \
+                         its depth and width (layers {:?}; `nse hparams --model M` writes them, \
+                         hparams/README.md explains the rule)",
+                        source.name, hp.layers
+                    ));
+                }
+                hp
+            }
         };
         hp.check_model(&model.config)?;
         let templates = match (&self.templates, &hp.context_templates) {

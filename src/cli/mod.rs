@@ -16,6 +16,7 @@ mod editor;
 mod eval;
 mod export;
 mod generate;
+mod hparams;
 mod info;
 mod patch;
 mod report;
@@ -54,6 +55,9 @@ enum Command {
     /// Merge `nse eval` reports of methods run separately on the same requests into one
     /// comparison (report.json, summary.md, plots).
     Report(report::ReportArgs),
+    /// Print (or write) the hyperparameters nse edits this model with: the shipped file, or
+    /// defaults derived from the model's depth and width.
+    Hparams(hparams::HparamsArgs),
     /// Compute (or load from the cache) the covariance statistics and write them as .npy files.
     Covariance(covariance::CovarianceArgs),
     /// Inspect a patch's history, undo or remove entries, or verify it against the base model.
@@ -85,6 +89,7 @@ pub fn main() {
         Command::Patch(cmd) => patch::run(cmd),
         Command::Report(args) => report::run(args),
         Command::Covariance(args) => covariance::run(args),
+        Command::Hparams(args) => hparams::run(args),
         Command::Bench(cmd) => bench::run(cmd),
     };
     if let Err(e) = result {

@@ -158,6 +158,43 @@ impl Hparams {
         Ok(h)
     }
 
+    /// Defaults for a model without a shipped file, from its depth and width. The rule and its
+    /// reasons are in `hparams/README.md`; for SmolLM2-135M it gives the shipped file's values
+    /// (whose context templates are the reference run's; here they are left to be sampled from
+    /// the model with `template_seed`).
+    ///
+    /// - edited layers: five consecutive blocks from `round(L / 10)` (at least 1), ending
+    ///   before the last block; `v_loss_layer = L − 1`;
+    /// - `alpha` and `upper_bound` (thresholds on `‖z − h‖`, which grows with the residual
+    ///   width) scaled by `sqrt(d_model / 576)` from SmolLM2's 22 and 225;
+    /// - the covariance window: 1,024 tokens or the context, whichever is shorter;
+    /// - everything else as SmolLM2's file.
+    pub fn derived(config: &ModelConfig, model_name: &str) -> Self {
+        let mut hp = Hparams::parse(SMOLLM2_135M, "hparams/SmolLM2-135M-Instruct.json")
+            .expect("the shipped file parses");
+        let n = config.n_layers;
+        let start = ((n as f64 / 10.0).round() as usize).max(1);
+        let end = (start + 5).min(n.saturating_sub(1)).max(start + 1);
+        hp.layers = (start..end).collect();
+        hp.v_loss_layer = n.saturating_sub(1);
+        let scale = (config.d_model as f64 / 576.0).sqrt();
+        hp.alpha = (22.0 * scale) as f32;
+        hp.upper_bound = (225.0 * scale) as f32;
+        hp.mom2_window = hp.mom2_window.min(config.max_ctx);
+        hp.model_name = model_name.to_string();
+        hp.context_templates = None;
+        hp
+    }
+
+    /// The shipped file for a model if there is one, else [`Hparams::derived`] (the second
+    /// value says which).
+    pub fn for_model_or_derived(config: &ModelConfig, name: &str) -> (Self, bool) {
+        match Hparams::for_model(name) {
+            Ok(hp) => (hp, true),
+            Err(_) => (Hparams::derived(config, name), false),
+        }
+    }
+
     /// The shipped file for a model, chosen by name.
     pub fn for_model(name: &str) -> Result<Self> {
         if name.to_lowercase().contains("smollm2-135m") {

@@ -202,9 +202,9 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session over an uploaded engine, with the shipped hyperparameters for the model's name
-    /// (editing is unavailable, with the reason, when none ship or they do not fit) and an empty
-    /// ledger.
+    /// A session over an uploaded engine, with the shipped hyperparameters for the model's name,
+    /// else defaults derived from its shape ([`Hparams::derived`]; editing is unavailable, with
+    /// the reason, when they do not fit) and an empty ledger.
     ///
     /// # Errors
     /// Only a backend failure while copying the original `down_proj` matrices.
@@ -214,10 +214,8 @@ impl Session {
         source: ModelSource,
         device: String,
     ) -> Result<Session> {
-        let hp = Hparams::for_model(&source.name).and_then(|hp| {
-            hp.check_model(engine.config())?;
-            Ok(hp)
-        });
+        let (hp, _) = Hparams::for_model_or_derived(engine.config(), &source.name);
+        let hp = hp.check_model(engine.config()).map(|()| hp);
         let setup = hp
             .and_then(EditSetup::new)
             .map_err(|e| format!("editing is not available for this model: {e}"));
