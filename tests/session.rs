@@ -37,19 +37,17 @@ fn session(seed: u64) -> Session {
         tensor_count: 0,
         tensor_types: vec![],
     };
+    let config = t.model.config.clone();
     let engine = Engine::Cpu(Workbench {
         model: t.model,
         edits: None,
     });
     let mut s = Session::new(engine, t.tok, source, "cpu".into()).unwrap();
-    // No hyperparameters ship for this name: editing is unavailable, with the reason.
-    let why = s
-        .editing
-        .as_ref()
-        .err()
-        .expect("no shipped hparams")
-        .clone();
-    assert!(why.contains("editing is not available"), "{why}");
+    // No hyperparameters ship for this name: the session derives them from the model's shape.
+    assert_eq!(
+        s.setup().expect("derived hparams").hp,
+        nse::edit::Hparams::derived(&config, "tiny-random-llama")
+    );
     let mut setup = EditSetup::new(t.hp).unwrap();
     setup.templates = Some(t.templates);
     setup.set_cov(t.cov);
