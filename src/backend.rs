@@ -81,6 +81,12 @@ pub trait Backend {
     /// Human-readable description: backend kind, adapter name, driver.
     fn describe(&self) -> String;
 
+    /// What the device has been asked to do so far (dispatches, submits, readbacks, …), for
+    /// the benchmarks and the count tests; `None` on the cpu backend.
+    fn device_counters(&self) -> Option<crate::gpu::GpuCounters> {
+        None
+    }
+
     /// Copies host data into a new tensor. `name` is used in error messages only.
     ///
     /// # Errors

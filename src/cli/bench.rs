@@ -11,6 +11,7 @@ use serde_json::json;
 
 use super::common::{Loaded, ModelArgs, load, peak_rss_bytes, write_json};
 use crate::backend::Backend;
+use crate::gpu::GpuCounters;
 use crate::model::Model;
 use crate::{Error, Result, with_model};
 
@@ -88,6 +89,47 @@ async fn time_forward<B: Backend>(
     Ok(best)
 }
 
+/// The device's counts for one prefill of `prompt` and per decoded token (an untimed run on the
+/// gpu backend; `None` on the cpu backend).
+async fn count_forward<B: Backend>(
+    m: &Model<B>,
+    prompt: &[u32],
+    decode: usize,
+) -> Result<Option<(GpuCounters, GpuCounters)>> {
+    let be = m.backend();
+    let Some(c0) = be.device_counters() else {
+        return Ok(None);
+    };
+    let mut cache = m.new_cache(prompt.len() + decode)?;
+    let logits = m.forward_cached(&mut cache, prompt)?;
+    let mut next = be.read_u32(&be.argmax(&logits)?).await?[0];
+    let c1 = be.device_counters().unwrap_or_default();
+    for _ in 0..decode {
+        let logits = m.forward_cached(&mut cache, &[next])?;
+        next = be.read_u32(&be.argmax(&logits)?).await?[0];
+    }
+    let c2 = be.device_counters().unwrap_or_default();
+    Ok(Some((c1 - c0, c2 - c1)))
+}
+
+/// Prints the device counts per prefill and per decode token, and returns them as JSON.
+fn print_counts(counts: &(GpuCounters, GpuCounters), decode: usize) -> serde_json::Value {
+    let (prefill, decoded) = counts;
+    let per_token = decoded.per(decode as u64);
+    println!("\ndevice work (gpu backend; counts, not time)");
+    println!(
+        "{:<18} {:>14} {:>18}",
+        "", "per prefill", "per decode token"
+    );
+    for ((name, p), (_, d)) in prefill.per(1).iter().zip(&per_token) {
+        println!("{name:<18} {p:>14} {d:>18}");
+    }
+    json!({
+        "per_prefill": prefill,
+        "per_decode_token": per_token.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+    })
+}
+
 fn forward(args: ForwardBenchArgs) -> Result<()> {
     let Loaded {
         model,
@@ -113,6 +155,7 @@ fn forward(args: ForwardBenchArgs) -> Result<()> {
     let (backend_name, backend_kind) =
         with_model!(&model, m => (m.backend().describe(), kind_of(m.backend())));
     let times = with_model!(&model, m => pollster::block_on(time_forward(m, &prompt, args.decode_tokens, args.repeats)))?;
+    let counts = with_model!(&model, m => pollster::block_on(count_forward(m, &prompt, args.decode_tokens)))?;
     let prefill_tps = args.prefill_tokens as f64 / times.prefill_s;
     let decode_tps = args.decode_tokens as f64 / times.decode_s;
     let peak_host = peak_rss_bytes();
@@ -167,6 +210,7 @@ fn forward(args: ForwardBenchArgs) -> Result<()> {
         "(ratio > 1 means nse is better; the reference is {})",
         reference["what"].as_str().unwrap_or("?")
     );
+    let device_work = counts.as_ref().map(|c| print_counts(c, args.decode_tokens));
 
     let out_path = args
         .out
@@ -182,6 +226,7 @@ fn forward(args: ForwardBenchArgs) -> Result<()> {
             "load_seconds": load_seconds, "peak_rss_mib": peak_host as f64 / 1048576.0,
             "peak_gpu_buffer_mib": peak_gpu.map(|g| g as f64 / 1048576.0),
         },
+        "device_work": device_work,
         "reference": reference,
     });
     write_json(&out_path, &report)?;

@@ -16,6 +16,7 @@ use crate::edit::dataset::load_cases;
 use crate::edit::solve::{LayerSystem, solve_nse};
 use crate::edit::target::{DEFAULT_Z_CHUNK, ZOptions, compute_z, compute_zs};
 use crate::edit::{BatchOptions, EditContext, EditRequest, EditState, Nse, apply_batch};
+use crate::gpu::GpuCounters;
 use crate::model::{Model, ModelSource, Tokenizer};
 use crate::session::Engine;
 use crate::{Error, Result, with_model};
@@ -63,6 +64,9 @@ struct Timings {
     solve_seconds: f64,
     solve_size: usize,
     cov_seconds_per_10k: f64,
+    /// gpu backend: the device's counts over the timed one-at-a-time z's Adam steps, and the
+    /// number of steps.
+    step_counts: Option<(GpuCounters, u64)>,
 }
 
 pub fn run(args: EditBenchArgs) -> Result<()> {
@@ -167,6 +171,14 @@ pub fn run(args: EditBenchArgs) -> Result<()> {
          the packed-z rows compare with this run's one-at-a-time z mean instead)"
     );
 
+    let per_step = t.step_counts.map(|(c, n)| c.per(n));
+    if let Some(per) = &per_step {
+        println!("\ndevice work per z Adam step (gpu backend; counts, not time)");
+        for (name, v) in per {
+            println!("{name:<18} {v:>10}");
+        }
+    }
+
     let kind = if peak_gpu.is_some() { "gpu" } else { "cpu" };
     let out = args
         .out
@@ -187,6 +199,7 @@ pub fn run(args: EditBenchArgs) -> Result<()> {
                 "covariance_seconds_per_10k_tokens": t.cov_seconds_per_10k,
                 "peak_rss_mib": host, "peak_gpu_buffer_mib": peak_gpu.map(|g| g as f64 / 1048576.0),
             },
+            "device_work_per_z_step": per_step.map(|p| p.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>()),
             "reference_seconds": {
                 "z": REF_Z_SECONDS, "z_evaluation": REF_Z_EVAL_SECONDS, "batch_of_10_z_preloaded": REF_BATCH10_SECONDS,
                 "covariance_per_10k_tokens": REF_COV_SECONDS_PER_10K,
@@ -219,9 +232,29 @@ async fn measure<B: Backend>(
     // z for every request of the batch, one at a time, with the original weights.
     let mut zs = vec![];
     let (mut z_seconds, mut z_evals) = (vec![], vec![]);
+    // On the gpu backend, the device's counts from the first step's report to the last: the
+    // work of the Adam steps between them, set-up excluded.
+    let mut step_counts: Option<(GpuCounters, u64)> = None;
     for (i, r) in requests.iter().take(args.batch).enumerate() {
         let t0 = Instant::now();
-        let z = compute_z(model, tok, r, editor.templates()?, hp, &[], |_, _| {}).await?;
+        let (mut first, mut last, mut steps) = (None, None, 0u64);
+        let be = model.backend();
+        let z = compute_z(model, tok, r, editor.templates()?, hp, &[], |_, _| {
+            let now = be.device_counters();
+            if first.is_none() {
+                first = now;
+            } else {
+                steps += 1;
+            }
+            last = now;
+        })
+        .await?;
+        if let (Some(a), Some(b)) = (first, last)
+            && steps > 0
+        {
+            let (sum, n) = step_counts.unwrap_or_default();
+            step_counts = Some((sum + (b - a), n + steps));
+        }
         z_seconds.push(t0.elapsed().as_secs_f64());
         z_evals.push(z.steps.len());
         eprintln!(
@@ -332,5 +365,6 @@ async fn measure<B: Backend>(
         solve_seconds,
         solve_size: sel.len(),
         cov_seconds_per_10k,
+        step_counts,
     })
 }

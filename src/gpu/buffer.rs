@@ -12,8 +12,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use super::GpuBackend;
 use super::context::{Shared, lock};
+use super::{Count, GpuBackend};
 use crate::backend::{DType, TensorInfo};
 use crate::{Error, Result};
 
@@ -174,6 +174,7 @@ impl GpuBackend {
         let pool = &self.ctx.pool;
         let buffer = pool.take(bytes).unwrap_or_else(|| {
             pool.created(bytes);
+            self.count(Count::Buffer);
             self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(name),
                 size: bytes,
@@ -209,6 +210,8 @@ impl GpuBackend {
         );
         self.check()?;
         self.ctx.pool.created(padded_bytes(len));
+        self.count(Count::Buffer);
+        self.count(Count::Upload(data.len() as u64));
         let buffer = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(name),
             size: padded_bytes(len),

@@ -38,6 +38,7 @@ pub(crate) struct Context {
     pub(crate) pool: Shared<Pool>,
     pub(crate) pending: Mutex<Pending>,
     pub(crate) pipelines: Mutex<Pipelines>,
+    pub(crate) counters: super::counters::Counters,
 }
 
 /// What the device callbacks report, read before every op and after every readback.
@@ -77,6 +78,15 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl GpuBackend {
+    /// What this device has been asked to do so far (see [`super::GpuCounters`]).
+    pub fn counters(&self) -> super::GpuCounters {
+        self.ctx.counters.snapshot()
+    }
+
+    pub(crate) fn count(&self, what: super::Count) {
+        self.ctx.counters.add(what);
+    }
+
     /// Opens the default adapter and creates a device with the adapter's own limits.
     ///
     /// Natively every wgpu backend is tried (honouring `WGPU_BACKEND=vulkan|gl|…`); on wasm,
@@ -134,6 +144,7 @@ impl GpuBackend {
             pool: Shared::new(Pool::default()),
             pending: Mutex::new(Pending::default()),
             pipelines: Mutex::new(Pipelines::default()),
+            counters: Default::default(),
         };
         Ok(GpuBackend {
             ctx: Shared::new(ctx),

@@ -7,8 +7,8 @@
 
 use wgpu::util::DeviceExt;
 
-use super::GpuBackend;
 use super::context::lock;
+use super::{Count, GpuBackend};
 use crate::{Error, Result};
 
 /// Commands recorded before a submit is forced, to bound the memory held by a pending encoder
@@ -90,6 +90,7 @@ impl GpuBackend {
 
     fn submit(&self, pending: &mut Pending) {
         if let Some(encoder) = pending.encoder.take() {
+            self.count(Count::Submit);
             self.ctx.queue.submit([encoder.finish()]);
         }
         pending.commands = 0;
@@ -112,6 +113,7 @@ impl GpuBackend {
         // Uniform blocks are padded to 16 bytes, the WGSL uniform struct alignment.
         let mut words = d.params.to_vec();
         words.resize(d.params.len().div_ceil(4).max(1) * 4, 0);
+        self.count(Count::Buffer);
         let params = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(d.shader),
             contents: bytemuck::cast_slice(&words),
@@ -129,11 +131,14 @@ impl GpuBackend {
                     resource: buf.as_entire_binding(),
                 }),
         );
+        self.count(Count::BindGroup);
         let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(d.shader),
             layout: &layout,
             entries: &entries,
         });
+        self.count(Count::Dispatch);
+        self.count(Count::Pass);
         self.encode(|encoder| {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some(d.entry),

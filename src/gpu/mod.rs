@@ -10,9 +10,12 @@
 //! - `kernels`: one launcher file per op family (bind, set constants, dispatch); the CPU
 //!   references they implement are in [`crate::ops`].
 //! - `ops`: the [`crate::Backend`] implementation, which calls the launchers.
+//! - `counters`: what was asked of the device (dispatches, passes, submits, readbacks,
+//!   uploads, bind groups, buffers created), for the benchmarks and the count tests.
 
 mod buffer;
 mod context;
+mod counters;
 mod encoder;
 pub mod kernels;
 mod ops;
@@ -22,5 +25,7 @@ mod registry;
 pub use buffer::GpuTensor;
 pub(crate) use buffer::u32_of;
 pub use context::GpuBackend;
+pub(crate) use counters::Count;
+pub use counters::GpuCounters;
 pub(crate) use encoder::Dispatch;
 pub use registry::SHADERS;

@@ -17,6 +17,10 @@ impl Backend for GpuBackend {
 
     /// The size is checked before `data`, so a tensor over the binding limit is reported as
     /// [`crate::Error::BufferTooLarge`] however `data` looks.
+    fn device_counters(&self) -> Option<crate::gpu::GpuCounters> {
+        Some(self.counters())
+    }
+
     fn upload(&self, name: &str, data: &[f32], shape: &[usize]) -> Result<GpuTensor> {
         self.upload_bytes(name, bytemuck::cast_slice(data), shape, DType::F32)
     }
@@ -27,6 +31,7 @@ impl Backend for GpuBackend {
 
     fn zeros(&self, shape: &[usize]) -> Result<GpuTensor> {
         let t = self.empty("zeros", shape, DType::F32)?;
+        self.count(crate::gpu::Count::Copy);
         self.encode(|encoder| encoder.clear_buffer(t.buffer(), 0, None))?;
         Ok(t)
     }
@@ -34,6 +39,7 @@ impl Backend for GpuBackend {
     fn copy(&self, t: &GpuTensor) -> Result<GpuTensor> {
         let out = self.empty("copy", t.shape(), t.dtype())?;
         let size = t.buffer().size();
+        self.count(crate::gpu::Count::Copy);
         self.encode(|encoder| encoder.copy_buffer_to_buffer(t.buffer(), 0, out.buffer(), 0, size))?;
         Ok(out)
     }

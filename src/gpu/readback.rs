@@ -5,7 +5,7 @@
 //! (drive it with `pollster`). On the web `poll` is not called: the browser runs the callback
 //! from its event loop, and the page never blocks.
 
-use super::{GpuBackend, GpuTensor};
+use super::{Count, GpuBackend, GpuTensor};
 use crate::{Error, Result};
 
 impl GpuBackend {
@@ -20,6 +20,9 @@ impl GpuBackend {
             self.check()?;
             return Ok(Vec::new());
         }
+        self.count(Count::Buffer);
+        self.count(Count::Readback(bytes));
+        self.count(Count::Copy);
         let staging = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
             size: bytes,

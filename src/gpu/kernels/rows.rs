@@ -114,6 +114,7 @@ pub(crate) fn launch_write_rows(
         return Ok(());
     }
     let offset = (row0 * d * 4) as u64;
+    gpu.count(crate::gpu::Count::Copy);
     gpu.encode(|encoder| {
         encoder.copy_buffer_to_buffer(src.buffer(), 0, dst.buffer(), offset, src.bytes())
     })

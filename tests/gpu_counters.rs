@@ -1,0 +1,183 @@
+//! Upper bounds on what the gpu backend asks of the device per decode token, per prefill and
+//! per z Adam step (dispatches, passes, copies, submits, readbacks, uploads, bind groups,
+//! buffers created). Counts, not time: they are the same on lavapipe as on a real GPU, so a
+//! change that adds launches or round trips fails here. The bounds are today's counts for the
+//! tiny 6-block model (the baseline the GPU work of issue 16 is to lower); lower them as the
+//! launch code improves.
+
+// Native only (files, threads, blocking on the GPU): in wasm32 this test crate is empty, and
+// the browser tests are tests/web.rs.
+#![cfg(not(target_arch = "wasm32"))]
+
+mod common;
+
+use common::tiny::{requests, tiny_config, tiny_hparams, tiny_weights};
+use nse::backend::Backend;
+use nse::edit::ContextTemplates;
+use nse::edit::target::compute_z;
+use nse::gpu::GpuCounters;
+use nse::model::Model;
+
+/// `got` field by field at most `bound`, naming the first count over it.
+#[track_caller]
+fn within(got: &GpuCounters, bound: &GpuCounters, what: &str) {
+    if std::env::var("NSE_PRINT_COUNTS").is_ok() {
+        eprintln!("{what}: {got:?}");
+    }
+    let pairs = [
+        ("dispatches", got.dispatches, bound.dispatches),
+        ("passes", got.passes, bound.passes),
+        ("copies", got.copies, bound.copies),
+        ("submits", got.submits, bound.submits),
+        ("readbacks", got.readbacks, bound.readbacks),
+        ("readback_bytes", got.readback_bytes, bound.readback_bytes),
+        ("uploads", got.uploads, bound.uploads),
+        ("upload_bytes", got.upload_bytes, bound.upload_bytes),
+        ("bind_groups", got.bind_groups, bound.bind_groups),
+        (
+            "buffers_created",
+            got.buffers_created,
+            bound.buffers_created,
+        ),
+    ];
+    for (name, g, b) in pairs {
+        assert!(
+            g <= b,
+            "{what}: {name} {g} > the bound {b} (all counts: {got:?})"
+        );
+    }
+}
+
+fn gpu_tiny() -> Option<(Model<nse::gpu::GpuBackend>, nse::model::Tokenizer)> {
+    // A device of its own: the counters are per device, and tests run in parallel.
+    let gpu = common::fresh_gpu()?;
+    let tok = common::load_default_model().tokenizer;
+    let config = tiny_config(tok.vocab_size());
+    Some((
+        Model::upload(gpu, config.clone(), tiny_weights(&config, 7)).unwrap(),
+        tok,
+    ))
+}
+
+#[test]
+fn decode_and_prefill_counts_stay_within_bounds() {
+    let Some((model, _)) = gpu_tiny() else { return };
+    let be = model.backend();
+    let prompt = [504u32, 3575, 282, 4649, 314];
+    let mut cache = model.new_cache(prompt.len() + 4).unwrap();
+    let c0 = be.counters();
+    let logits = model.forward_cached(&mut cache, &prompt).unwrap();
+    let mut next = pollster::block_on(be.read_u32(&be.argmax(&logits).unwrap())).unwrap()[0];
+    let c1 = be.counters();
+    for _ in 0..4 {
+        let logits = model.forward_cached(&mut cache, &[next]).unwrap();
+        next = pollster::block_on(be.read_u32(&be.argmax(&logits).unwrap())).unwrap()[0];
+    }
+    let c2 = be.counters();
+    // 6 blocks: 15 dispatches and 2 KV-cache copies each, plus the embedding, final norm, head
+    // and argmax; one 4-byte readback (the argmax) and three small uploads (ids, positions,
+    // ranges) per token; every dispatch its own pass, uniform block and bind group.
+    let per_token = GpuCounters {
+        dispatches: 94,
+        passes: 94,
+        copies: 14,
+        submits: 2,
+        readbacks: 1,
+        readback_bytes: 4,
+        uploads: 3,
+        upload_bytes: 16,
+        bind_groups: 94,
+        buffers_created: 101,
+    };
+    let d = c2 - c1;
+    let n = 4;
+    let per = GpuCounters {
+        dispatches: d.dispatches.div_ceil(n),
+        passes: d.passes.div_ceil(n),
+        copies: d.copies.div_ceil(n),
+        submits: d.submits.div_ceil(n),
+        readbacks: d.readbacks.div_ceil(n),
+        readback_bytes: d.readback_bytes.div_ceil(n),
+        uploads: d.uploads.div_ceil(n),
+        upload_bytes: d.upload_bytes.div_ceil(n),
+        bind_groups: d.bind_groups.div_ceil(n),
+        buffers_created: d.buffers_created.div_ceil(n),
+    };
+    within(&per, &per_token, "per decode token");
+    // The prefill adds a slice of the last row's hidden state before the head, and the prompt's
+    // four index uploads.
+    let prefill = GpuCounters {
+        dispatches: 95,
+        passes: 95,
+        copies: 13,
+        submits: 2,
+        readbacks: 1,
+        readback_bytes: 4,
+        uploads: 4,
+        upload_bytes: 84,
+        bind_groups: 95,
+        buffers_created: 116,
+    };
+    within(&(c1 - c0), &prefill, "per prefill");
+}
+
+#[test]
+fn z_adam_step_counts_stay_within_bounds() {
+    let Some((model, tok)) = gpu_tiny() else {
+        return;
+    };
+    let be = model.backend();
+    let hp = tiny_hparams();
+    let templates =
+        ContextTemplates::new(hp.context_templates.clone().expect("shipped templates")).unwrap();
+    let (mut first, mut last, mut steps) = (None, None, 0u64);
+    pollster::block_on(compute_z(
+        &model,
+        &tok,
+        &requests()[1],
+        &templates,
+        &hp,
+        &[],
+        |_, _| {
+            let now = be.counters();
+            if first.is_none() {
+                first = Some(now);
+            } else {
+                steps += 1;
+            }
+            last = Some(now);
+        },
+    ))
+    .unwrap();
+    assert!(steps >= 2, "the z loop took {steps} steps after the first");
+    let d = last.unwrap() - first.unwrap();
+    let per = |x: u64| x.div_ceil(steps);
+    let got = GpuCounters {
+        dispatches: per(d.dispatches),
+        passes: per(d.passes),
+        copies: per(d.copies),
+        submits: per(d.submits),
+        readbacks: per(d.readbacks),
+        readback_bytes: per(d.readback_bytes),
+        uploads: per(d.uploads),
+        upload_bytes: per(d.upload_bytes),
+        bind_groups: per(d.bind_groups),
+        buffers_created: per(d.buffers_created),
+    };
+    // Today: the log-probabilities of the 7 loss rows (7 × 49,152 floats) and the δ gradient
+    // come back to the host every step, and the loss gradient and δ go up (issue 16 moves the
+    // loop onto the device).
+    let bound = GpuCounters {
+        dispatches: 87,
+        passes: 87,
+        copies: 8,
+        submits: 2,
+        readbacks: 2,
+        readback_bytes: 1_377_152,
+        uploads: 3,
+        upload_bytes: 1_377_180,
+        bind_groups: 87,
+        buffers_created: 95,
+    };
+    within(&got, &bound, "per z Adam step");
+}
