@@ -169,6 +169,24 @@ await session('WebGPU browser session', { webgpu: true, query: '?backend=webgpu'
     console.log(`  output: ${JSON.stringify(out.text)}; ${out.stats}`);
     expect(/^3 tokens/.test(out.stats), `stats: ${out.stats}`);
   });
+
+  await check('a Qwen2 GGUF (q/k/v biases) loads, says what it is and generates', async () => {
+    // tests/data/archs/qwen2.gguf: a tiny random Qwen2 made by transformers (its logits are
+    // checked natively against transformers'); here the page's own path: the file picker, the
+    // worker's GGUF reader, WebGPU, and the hyperparameters derived for a model without a file.
+    await page.setInputFiles(tid('model-file-input'), 'tests/data/archs/qwen2.gguf');
+    await until('the Qwen2 model in model-status', (sel) => {
+      const el = document.querySelector(sel);
+      return el.dataset.state === 'ready' && el.textContent.includes('qwen2.gguf');
+    }, tid('model-status'), LOAD_TIMEOUT_MS);
+    const status = await page.textContent(tid('model-status'));
+    console.log(`  status: ${status.replace(/\n/g, ' | ')}`);
+    expect(/qwen2, /.test(status) && /F16 ×43/.test(status), `architecture or storage missing: ${status}`);
+    expect(/derived from its shape \(layers 1–4\)/.test(status), `no word on the hyperparameters: ${status}`);
+    const out = await generate(page, until, 'The Eiffel Tower is located in the city of', 3);
+    console.log(`  output: ${JSON.stringify(out.text)}; ${out.stats}`);
+    expect(/^3 tokens/.test(out.stats), `stats: ${out.stats}`);
+  });
 });
 
 await session('software-adapter browser session', { webgpu: true }, async (page, until) => {

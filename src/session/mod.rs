@@ -346,17 +346,36 @@ impl Session {
     /// One line about the model: name, format, size, parameters, shape.
     pub fn model_line(&self) -> String {
         let c = self.config();
-        format!(
-            "{} ({}, {}, {} parameters: {} layer{}, d {}, vocabulary {})",
+        let stored: Vec<String> = self
+            .source
+            .tensor_types
+            .iter()
+            .map(|(t, n)| format!("{t} ×{n}"))
+            .collect();
+        let mut line = format!(
+            "{} ({}, {}, {}, {} parameters: {} layer{}, d {}, vocabulary {}; tensors stored as {})",
             self.source.name,
             self.source.format.to_uppercase(),
             fmt_bytes(self.source.bytes),
+            c.arch.name(),
             fmt_count(c.n_params() as u64),
             c.n_layers,
             if c.n_layers == 1 { "" } else { "s" },
             c.d_model,
-            c.vocab_size
-        )
+            c.vocab_size,
+            stored.join(", ")
+        );
+        if let Ok(setup) = &self.editing
+            && Hparams::for_model(&self.source.name).is_err()
+        {
+            line += &format!(
+                "; no hyperparameter file ships for it, so editing uses defaults derived from its \
+                 shape (layers {}–{})",
+                setup.hp.layers.first().copied().unwrap_or(0),
+                setup.hp.z_layer()
+            );
+        }
+        line
     }
 
     /// Frees the model now: a GPU device is destroyed at once rather than when the last handle
