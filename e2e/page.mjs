@@ -170,7 +170,7 @@ await session('WebGPU browser session', { webgpu: true, query: '?backend=webgpu'
     expect(/^3 tokens/.test(out.stats), `stats: ${out.stats}`);
   });
 
-  await check('a Qwen2 GGUF (q/k/v biases) loads, says what it is and generates', async () => {
+  await check('a Qwen2 GGUF (q/k/v biases) loads, says what it is, generates and takes an edit', async () => {
     // tests/data/archs/qwen2.gguf: a tiny random Qwen2 made by transformers (its logits are
     // checked natively against transformers'); here the page's own path: the file picker, the
     // worker's GGUF reader, WebGPU, and the hyperparameters derived for a model without a file.
@@ -186,6 +186,18 @@ await session('WebGPU browser session', { webgpu: true, query: '?backend=webgpu'
     const out = await generate(page, until, 'The Eiffel Tower is located in the city of', 3);
     console.log(`  output: ${JSON.stringify(out.text)}; ${out.stats}`);
     expect(/^3 tokens/.test(out.stats), `stats: ${out.stats}`);
+    // And it edits: the covariance statistic for this model is computed in the page first.
+    await page.fill(tid('prompt-input'), 'The Eiffel Tower is located in the city of');
+    await page.fill(tid('subject-input'), 'Eiffel Tower');
+    await page.fill(tid('target-input'), 'Rome');
+    await until('the apply button', (sel) => !document.querySelector(sel).disabled, tid('apply-button'), LOAD_TIMEOUT_MS);
+    await page.click(tid('apply-button'));
+    await until('the edit in the ledger, or an error', (sel) => document.querySelector(sel) !== null
+      || !document.querySelector('[data-testid="error-message"]').hidden, tid('ledger-row'), GENERATE_TIMEOUT_MS * 4);
+    const error = await page.$eval(tid('error-message'), (e) => (e.hidden ? '' : e.textContent));
+    expect(error === '', `the edit failed: ${error}`);
+    const cov = await page.textContent(tid('cov-status'));
+    console.log(`  edited; covariance: ${cov}`);
   });
 });
 
