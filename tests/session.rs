@@ -334,3 +334,52 @@ fn generation_streams_tokens_and_a_stop_keeps_what_was_generated() {
     assert!(stopped.cancelled);
     assert_eq!(stopped.ids, want.ids[..3], "three tokens before the stop");
 }
+
+#[test]
+fn hyperparameters_change_before_the_first_edit_only() {
+    let mut s = session(21);
+    let before = s.setup().unwrap().hp.clone();
+    // Fewer layers: taken, with a fresh covariance (the old one was for other layers) and the
+    // same templates.
+    let mut fewer = before.clone();
+    fewer.layers = vec![1, 2];
+    s.set_hparams(fewer.clone()).unwrap();
+    let setup = s.setup().unwrap();
+    assert_eq!(setup.hp, fewer);
+    assert!(setup.cov.is_none() && setup.templates.is_some());
+    assert_eq!(cpu_state(&s).layers, [1, 2]);
+    // A layer the model does not have: refused, nothing changes.
+    let mut bad = fewer.clone();
+    bad.layers = vec![2, 9];
+    let err = s.set_hparams(bad).unwrap_err().to_string();
+    assert!(err.contains('9'), "{err}");
+    assert_eq!(s.setup().unwrap().hp, fewer);
+    // Back to the test's own (with its covariance), one edit, and then no change is taken.
+    s.set_hparams(before.clone()).unwrap();
+    s.setup_mut().unwrap().set_cov(common::tiny::tiny(21).cov);
+    apply(&mut s, &requests()[..1]).unwrap();
+    let err = s.set_hparams(fewer.clone()).unwrap_err().to_string();
+    assert!(err.contains("before the first edit"), "{err}");
+    assert_eq!(s.setup().unwrap().hp, before);
+    assert_eq!(s.n_entries(), 1);
+
+    // A ledger made with other hyperparameters brings them into an empty session (a reload's
+    // restore, an import), and replays bit for bit.
+    let mut custom = session(22);
+    custom.set_hparams(fewer.clone()).unwrap();
+    custom
+        .setup_mut()
+        .unwrap()
+        .set_cov(common::tiny::tiny(22).cov);
+    apply(&mut custom, &requests()[..1]).unwrap();
+    let patch = block_on(custom.export_patch()).unwrap();
+    let mut fresh = session(22);
+    assert_ne!(fresh.setup().unwrap().hp, fewer);
+    block_on(fresh.import_patch(&patch, "restored")).unwrap();
+    assert_eq!(fresh.setup().unwrap().hp, fewer);
+    assert_eq!(fresh.n_entries(), 1);
+    assert_eq!(
+        cpu_model(&fresh).weights.layers[2].down_proj.f32(),
+        cpu_model(&custom).weights.layers[2].down_proj.f32()
+    );
+}

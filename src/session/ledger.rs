@@ -151,14 +151,28 @@ impl Session {
     }
 
     /// Replaces the ledger with `patch` (replayed bit for bit on the original weights) and its
-    /// records `meta` (padded or cut to the patch's entries).
+    /// records `meta` (padded or cut to the patch's entries). Into an empty ledger, a patch made
+    /// with other hyperparameters brings them along ([`Session::set_hparams`]), as a ledger and
+    /// its hyperparameters go together.
     ///
     /// # Errors
     /// Editing unavailable, a patch for another model (nothing changed), one made with other
-    /// edited layers, or a replay failure (the previous ledger is then replayed back).
+    /// edited layers while the ledger holds edits, or a replay failure (the previous ledger and
+    /// hyperparameters are then back).
     pub async fn replace_ledger(&mut self, patch: &Patch, meta: Vec<EntryMeta>) -> Result<()> {
+        let before = self.setup()?.hp.clone();
+        let adopt = self.n_entries() == 0
+            && patch.hparams != before
+            && patch.model_sha256 == self.source.sha256;
+        if adopt {
+            self.set_hparams(patch.hparams.clone())?;
+        }
         let setup = setup_of_mut(&mut self.editing)?;
-        with_bench!(&mut self.engine, w => replace_in(w, setup, &self.source, patch, meta).await)
+        let replaced = with_bench!(&mut self.engine, w => replace_in(w, setup, &self.source, patch, meta).await);
+        if replaced.is_err() && adopt {
+            self.set_hparams(before)?;
+        }
+        replaced
     }
 
     /// [`Session::replace_ledger`] with records made from the patch (see [`imported_meta`]).

@@ -296,6 +296,49 @@ impl Session {
         Ok(())
     }
 
+    /// Edits with `hp` from now on (the page's hyperparameter editor). Only before the first
+    /// edit: a ledger's edits share one set of hyperparameters, which its patch records. The
+    /// covariance statistic is kept when `hp` asks for the same one (layers, corpus, tokens,
+    /// window), and the templates when it fixes the same ones; the others are computed at the
+    /// next edit.
+    ///
+    /// # Errors
+    /// A ledger that is not empty; hyperparameters that do not fit the model
+    /// ([`Hparams::check_model`]). The session is then as before.
+    pub fn set_hparams(&mut self, hp: Hparams) -> Result<()> {
+        if self.n_entries() > 0 {
+            return Err(Error::input(format!(
+                "the hyperparameters can only change before the first edit ({} edits are in the \
+                 ledger, made with the current ones); undo them all first",
+                self.n_entries()
+            )));
+        }
+        hp.check_model(self.engine.config())?;
+        let mut setup = EditSetup::new(hp)?;
+        // The new (empty) edit state first: if it cannot be made, nothing has changed.
+        with_bench!(&mut self.engine, w => {
+            w.edits = Some(EditState::new(&w.model, &setup.hp.layers)?);
+        });
+        if let Ok(old) = &mut self.editing {
+            let same_cov = |a: &Hparams, b: &Hparams| {
+                (&a.layers, &a.mom2_dataset, a.mom2_n_samples, a.mom2_window)
+                    == (&b.layers, &b.mom2_dataset, b.mom2_n_samples, b.mom2_window)
+            };
+            if same_cov(&old.hp, &setup.hp)
+                && let Some(cov) = old.cov.take()
+            {
+                setup.set_cov(cov);
+            }
+            let same_templates = (&old.hp.context_templates, old.hp.template_seed)
+                == (&setup.hp.context_templates, setup.hp.template_seed);
+            if same_templates && setup.templates.is_none() {
+                setup.templates = old.templates.take();
+            }
+        }
+        self.editing = Ok(setup);
+        Ok(())
+    }
+
     pub fn config(&self) -> &ModelConfig {
         self.engine.config()
     }
