@@ -170,7 +170,7 @@ await session('WebGPU browser session', { webgpu: true, query: '?backend=webgpu'
     expect(/^3 tokens/.test(out.stats), `stats: ${out.stats}`);
   });
 
-  await check('a Qwen2 GGUF (q/k/v biases) loads, says what it is, generates and takes an edit', async () => {
+  await check('a Qwen2 GGUF (q/k/v biases) loads, says what it is, generates, shows its hyperparameters and takes an edit', async () => {
     // tests/data/archs/qwen2.gguf: a tiny random Qwen2 made by transformers (its logits are
     // checked natively against transformers'); here the page's own path: the file picker, the
     // worker's GGUF reader, WebGPU, and the hyperparameters derived for a model without a file.
@@ -186,6 +186,23 @@ await session('WebGPU browser session', { webgpu: true, query: '?backend=webgpu'
     const out = await generate(page, until, 'The Eiffel Tower is located in the city of', 3);
     console.log(`  output: ${JSON.stringify(out.text)}; ${out.stats}`);
     expect(/^3 tokens/.test(out.stats), `stats: ${out.stats}`);
+    // Its hyperparameters are shown and can change before the first edit. A bad file is refused
+    // with its reason (the ones in use stay); then layers 1–3 are taken.
+    await page.click(`${tid('hparams-details')} > summary`);
+    const shown = JSON.parse(await page.inputValue(tid('hparams-input')));
+    expect(JSON.stringify(shown.layers) === '[1,2,3,4]' && shown.v_loss_layer === 5, `hparams shown: ${JSON.stringify(shown)}`);
+    await page.fill(tid('hparams-input'), JSON.stringify({ ...shown, layers: [1, 9] }));
+    await page.click(tid('hparams-apply-button'));
+    await until('the refusal', (sel) => /were not taken/.test(document.querySelector(sel).textContent),
+      tid('hparams-status'), LOAD_TIMEOUT_MS);
+    console.log(`  refused: ${await page.textContent(tid('hparams-status'))}`);
+    await page.fill(tid('hparams-input'), JSON.stringify({ ...shown, layers: [1, 2, 3] }, null, 2));
+    await page.click(tid('hparams-apply-button'));
+    await until('the hyperparameters taken', (sel) => /Editing now uses these hyperparameters: layers 1–3/
+      .test(document.querySelector(sel).textContent), tid('hparams-status'), LOAD_TIMEOUT_MS);
+    const after = await page.textContent(tid('model-status'));
+    expect(/hyperparameters set for it here \(layers 1–3\)/.test(after), `status after the change: ${after}`);
+    expect(await page.isHidden(tid('error-message')), `the refusal's error stays: ${await page.textContent(tid('error-message'))}`);
     // And it edits: the covariance statistic for this model is computed in the page first.
     await page.fill(tid('prompt-input'), 'The Eiffel Tower is located in the city of');
     await page.fill(tid('subject-input'), 'Eiffel Tower');
@@ -198,6 +215,9 @@ await session('WebGPU browser session', { webgpu: true, query: '?backend=webgpu'
     expect(error === '', `the edit failed: ${error}`);
     const cov = await page.textContent(tid('cov-status'));
     console.log(`  edited; covariance: ${cov}`);
+    expect(/layers \[1, 2, 3\]/.test(cov), `the covariance is not for the chosen layers: ${cov}`);
+    expect(await page.isDisabled(tid('hparams-input')), 'the hyperparameters stay editable after an edit');
+    await page.locator(tid('hparams-details')).screenshot({ path: path.join(SHOTS, 'qwen2-hparams.png') });
   });
 });
 

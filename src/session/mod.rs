@@ -411,9 +411,13 @@ impl Session {
         if let Ok(setup) = &self.editing
             && Hparams::for_model(&self.source.name).is_err()
         {
+            let which = if setup.hp == Hparams::derived(c, &self.source.name) {
+                "defaults derived from its shape"
+            } else {
+                "hyperparameters set for it here"
+            };
             line += &format!(
-                "; no hyperparameter file ships for it, so editing uses defaults derived from its \
-                 shape (layers {}–{})",
+                "; no hyperparameter file ships for it, so editing uses {which} (layers {}–{})",
                 setup.hp.layers.first().copied().unwrap_or(0),
                 setup.hp.z_layer()
             );

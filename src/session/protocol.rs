@@ -128,6 +128,9 @@ pub enum Request {
     },
     /// The edited model as safetensors (attached to the reply), with its config and tokenizer.
     ExportModel,
+    /// Edits with these hyperparameters (a JSON hyperparameter file) from now on; refused once
+    /// the ledger holds an edit. Answered [`Reply::Edited`].
+    SetHparams { json: String },
     /// The sequential benchmark on the shipped CounterFact cases, from the original model; the
     /// user's ledger is set aside and given back bit for bit.
     Bench {
@@ -335,6 +338,9 @@ pub struct ModelView {
     pub from_cache: bool,
     /// Why editing is unavailable, `None` when it is available.
     pub not_editable: Option<String>,
+    /// The hyperparameters edits use, as a JSON file (`None` when editing is unavailable).
+    #[serde(default)]
+    pub hparams: Option<String>,
     /// The edited layers, `d_model` and `d_ff`.
     pub layers: Vec<usize>,
     pub d_model: usize,

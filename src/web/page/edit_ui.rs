@@ -7,7 +7,9 @@ use std::rc::Rc;
 
 use js_sys::Array;
 use wasm_bindgen::JsCast;
-use web_sys::{HtmlButtonElement, HtmlElement, HtmlInputElement, HtmlSelectElement};
+use web_sys::{
+    HtmlButtonElement, HtmlElement, HtmlInputElement, HtmlSelectElement, HtmlTextAreaElement,
+};
 
 use super::dom::{self, by_testid, child, set_attr};
 use super::{App, compare_ui};
@@ -35,6 +37,11 @@ pub(crate) struct EditView {
     dataset_batch: HtmlInputElement,
     dataset_apply: HtmlButtonElement,
     dataset_status: HtmlElement,
+    hparams: HtmlTextAreaElement,
+    hparams_apply: HtmlButtonElement,
+    hparams_status: HtmlElement,
+    /// The hyperparameters last shown (the textarea is refilled only when they change).
+    hparams_shown: std::cell::RefCell<Option<String>>,
     /// The form holds a valid request.
     valid: Cell<bool>,
     /// No job is running and a model that can be edited is loaded.
@@ -68,6 +75,10 @@ impl EditView {
             dataset_batch: by_testid("dataset-batch-input"),
             dataset_apply: by_testid("dataset-apply-button"),
             dataset_status: by_testid("dataset-status"),
+            hparams: by_testid("hparams-input"),
+            hparams_apply: by_testid("hparams-apply-button"),
+            hparams_status: by_testid("hparams-status"),
+            hparams_shown: std::cell::RefCell::new(None),
             valid: Cell::new(false),
             ready: Cell::new(false),
             cases: Cell::new(0),
@@ -79,11 +90,31 @@ impl EditView {
     /// `enabled`: no job runs and the loaded model can be edited.
     pub(crate) fn set_enabled(&self, enabled: bool) {
         self.ready.set(enabled);
+        self.hparams_apply
+            .set_disabled(!enabled || self.hparams.disabled());
         self.apply.set_disabled(!(enabled && self.valid.get()));
         self.cov_recompute.set_disabled(!enabled);
         self.dataset_apply
             .set_disabled(!enabled || self.cases.get() == 0);
         self.dataset_input.set_disabled(!enabled);
+    }
+
+    /// Shows the hyperparameters in use (`None`: editing unavailable); they can be changed only
+    /// while the ledger is empty.
+    pub(crate) fn show_hparams(&self, json: Option<&str>, entries: usize) {
+        let shown = json.map(str::to_string);
+        if *self.hparams_shown.borrow() != shown {
+            self.hparams.set_value(json.unwrap_or(""));
+            *self.hparams_shown.borrow_mut() = shown;
+        }
+        let locked = json.is_none() || entries > 0;
+        self.hparams.set_disabled(locked);
+        if entries > 0 {
+            self.hparams_status.set_inner_text(
+                "These made the edits in the ledger; undo them all to change the hyperparameters.",
+            );
+        }
+        self.hparams_apply.set_disabled(locked || !self.ready.get());
     }
 
     /// Says why editing is unavailable (or hides the note).
@@ -301,6 +332,11 @@ pub(crate) fn wire(app: &Rc<App>) {
         wasm_bindgen_futures::spawn_local(async move { recompute_cov(&a).await });
     });
     let a = Rc::clone(app);
+    dom::on(&v.hparams_apply, "click", move |_| {
+        let a = Rc::clone(&a);
+        wasm_bindgen_futures::spawn_local(async move { set_hparams(&a).await });
+    });
+    let a = Rc::clone(app);
     dom::on(&v.dataset_input, "change", move |_| {
         let a = Rc::clone(&a);
         wasm_bindgen_futures::spawn_local(async move { read_dataset(&a).await });
@@ -373,6 +409,31 @@ async fn recompute_cov(app: &Rc<App>) {
         app.status.show_error(&f.message);
     }
     app.end();
+}
+
+/// Sends the edited hyperparameter file to the engine, which takes it before the first edit.
+async fn set_hparams(app: &Rc<App>) {
+    if !app.begin() {
+        return;
+    }
+    let json = app.edit.hparams.value();
+    match app.call(Request::SetHparams { json }).await {
+        Ok(Reply::Edited { text, .. }) => {
+            app.edit.hparams_status.set_inner_text(&text);
+            // The status line says which hyperparameters editing uses.
+            app.show_model();
+        }
+        Ok(other) => app
+            .status
+            .show_error(&format!("unexpected answer {other:?}")),
+        Err(f) => {
+            app.edit.hparams_status.set_inner_text(&f.message);
+            app.status.show_error(&f.message);
+        }
+    }
+    app.end();
+    // The form's check depends on the hyperparameters (the templates, the context).
+    app.validate_form();
 }
 
 /// Hands the picked dataset file to the engine, which reads it and checks every record against

@@ -152,12 +152,17 @@ impl App {
                     &[&format!("Ready: {}", m.line), &m.device, bytes],
                 );
                 self.edit.show_availability(m.not_editable.as_deref());
+                self.edit
+                    .show_hparams(m.hparams.as_deref(), m.entries.len());
             }
-            None => self.status.set_model(
-                ModelState::Empty,
-                "",
-                &["No model loaded: load the default model or pick a model file."],
-            ),
+            None => {
+                self.status.set_model(
+                    ModelState::Empty,
+                    "",
+                    &["No model loaded: load the default model or pick a model file."],
+                );
+                self.edit.show_hparams(None, 0);
+            }
         }
     }
 
@@ -221,6 +226,10 @@ impl App {
             Event::Snapshot { snapshot } => {
                 *self.snapshot.borrow_mut() = snapshot;
                 ledger_ui::render(self);
+                let (hparams, entries) = self
+                    .model()
+                    .map_or((None, 0), |m| (m.hparams, m.entries.len()));
+                self.edit.show_hparams(hparams.as_deref(), entries);
             }
             Event::Saved { text } => self.ledger.set_saved(&text),
             Event::Covariance { text } => self.edit.cov_status.set_inner_text(&text),

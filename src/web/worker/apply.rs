@@ -261,6 +261,31 @@ pub(crate) async fn recompute_cov(w: &Worker, ui: &Ui, s: &mut Session, budget: 
     }
 }
 
+/// Edits with the hyperparameters of the page's editor (JSON) from now on; only before the
+/// first edit (see [`Session::set_hparams`]).
+pub(crate) fn set_hparams(ui: &Ui, s: &mut Session, json: &str) -> Outcome {
+    let failure = |e: Error| Failure {
+        code: e.code().into(),
+        message: format!("These hyperparameters were not taken: {e}"),
+    };
+    let hp = crate::edit::Hparams::parse(json, "the hyperparameters").map_err(failure)?;
+    s.set_hparams(hp).map_err(failure)?;
+    let hp = &s.setup().map_err(failure)?.hp;
+    done(
+        ui,
+        format!(
+            "Editing now uses these hyperparameters: layers {}–{}, λ = {}, neurons covering p = {}, \
+             {} z steps. The covariance statistic is computed again at the next edit if the layers \
+             or its corpus changed.",
+            hp.layers.first().copied().unwrap_or(0),
+            hp.z_layer(),
+            hp.mom2_update_weight,
+            hp.neuron_threshold,
+            hp.v_num_grad_steps
+        ),
+    )
+}
+
 /// Saves the ledger (or forgets it when empty) under the model's sha256 and says so. A failure
 /// leaves the previously saved ledger in place and says so.
 pub(crate) async fn save(w: &Worker, ui: &Ui, s: &Session, kind: MethodKind) {

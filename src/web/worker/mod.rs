@@ -169,6 +169,9 @@ fn model_view(w: &Worker, s: &Session) -> ModelView {
         backend: session::backend_of(s),
         from_cache: w.from_cache.get(),
         not_editable: s.editing.as_ref().err().cloned(),
+        hparams: s.setup().ok().map(|setup| {
+            serde_json::to_string_pretty(&setup.hp).expect("hyperparameters serialise")
+        }),
         layers,
         d_model: c.d_model,
         d_ff: c.d_ff,
@@ -409,6 +412,7 @@ fn job_name(r: &Request) -> &'static str {
         Request::ExportPatch | Request::ExportModel => "an export",
         Request::ImportPatch { .. } => "an import",
         Request::Bench { .. } => "the benchmark",
+        Request::SetHparams { .. } => "changing the hyperparameters",
         _ => "a request",
     }
 }
@@ -467,6 +471,7 @@ async fn run_job(
             Err(e) => Err(e),
         },
         Request::Bench { n, plan } => bench::run(w, ui, &mut s, n, plan).await,
+        Request::SetHparams { json } => apply::set_hparams(ui, &mut s, &json),
         other => Err(Failure::protocol(&format!(
             "{} is not a job",
             job_name(&other)
