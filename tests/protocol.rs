@@ -75,6 +75,9 @@ fn every_request_survives_the_wire() {
             method: MethodKind::Nse,
         },
         Request::ExportModel,
+        Request::SetHparams {
+            json: "{\"layers\": [1, 2]}".into(),
+        },
         Request::Bench {
             n: 4,
             plan: Plan {
