@@ -79,15 +79,31 @@ pub struct GgufFile<'a> {
     tensor_index: HashMap<String, usize>,
     alignment: u64,
     data_offset: u64,
+    /// The whole file's length: `bytes.len()`, or more for [`GgufFile::parse_header`].
+    file_len: u64,
 }
 
 impl<'a> GgufFile<'a> {
+    /// Parses only the header, metadata and tensor infos, from the file's first bytes `prefix`
+    /// of a file of `file_len` bytes (a model picked in the page is sized up before it is read
+    /// whole). Tensors are checked against `file_len`; their data cannot be read from the
+    /// result.
+    ///
+    /// Errors: as [`GgufFile::parse`]; a header longer than `prefix` is reported as truncated.
+    pub fn parse_header(prefix: &'a [u8], file_len: u64, path: &str) -> Result<Self> {
+        Self::parse_with_len(prefix, file_len.max(prefix.len() as u64), path)
+    }
+
     /// Parses the header, metadata and tensor infos of `bytes`; `path` only names the file in
     /// errors.
     ///
     /// Errors: [`Error::Format`] for a file that is not GGUF, truncated or inconsistent;
     /// [`Error::Unsupported`] for GGUF v1 or a big-endian file.
     pub fn parse(bytes: &'a [u8], path: &str) -> Result<Self> {
+        Self::parse_with_len(bytes, bytes.len() as u64, path)
+    }
+
+    fn parse_with_len(bytes: &'a [u8], file_len: u64, path: &str) -> Result<Self> {
         let mut c = Cursor {
             bytes,
             pos: 0,
@@ -177,6 +193,7 @@ impl<'a> GgufFile<'a> {
             tensor_index,
             alignment: DEFAULT_ALIGNMENT,
             data_offset: 0,
+            file_len,
         };
         file.alignment = match file.get_u64("general.alignment")? {
             None => DEFAULT_ALIGNMENT,
@@ -194,7 +211,7 @@ impl<'a> GgufFile<'a> {
 
     /// Every decodable tensor is block-aligned, aligned in the file, and ends inside it.
     fn check_tensor_bounds(&self) -> Result<()> {
-        let len = self.bytes.len() as u64;
+        let len = self.file_len;
         for t in &self.tensors {
             if !t.offset.is_multiple_of(self.alignment) {
                 return Err(self.format(format!(
@@ -257,7 +274,7 @@ impl<'a> GgufFile<'a> {
 
     /// Size of the whole file in bytes.
     pub fn file_len(&self) -> u64 {
-        self.bytes.len() as u64
+        self.file_len
     }
 
     /// All metadata entries in file order.
@@ -335,9 +352,21 @@ impl<'a> GgufFile<'a> {
     pub fn tensor_bytes(&self, name: &str) -> Result<&'a [u8]> {
         let info = self.require(name)?;
         let size = info.n_bytes().ok_or_else(|| self.unsupported_type(info))?;
-        // `check_tensor_bounds` proved this range lies inside the file.
-        let start = (self.data_offset + info.offset) as usize;
-        Ok(&self.bytes[start..start + size as usize])
+        // `check_tensor_bounds` proved this range lies inside the file; with only its header
+        // parsed ([`GgufFile::parse_header`]) the bytes may not be here.
+        let start = self.data_offset + info.offset;
+        let range = usize::try_from(start)
+            .ok()
+            .zip(usize::try_from(start + size).ok())
+            .and_then(|(a, b)| self.bytes.get(a..b));
+        match range {
+            Some(b) => Ok(b),
+            None => Err(self.format(format!(
+                "tensor `{}` lies beyond the {} bytes read of this file (only its header was read)",
+                escape(name),
+                self.bytes.len()
+            ))),
+        }
     }
 
     /// Dequantises one tensor to f32 (GGUF name kept).

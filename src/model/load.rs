@@ -105,6 +105,90 @@ pub fn load_gguf(bytes: &[u8], name: &str) -> Result<LoadedModel> {
     })
 }
 
+/// What loading a GGUF model will take, known from its header alone.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ModelEstimate {
+    /// `llama`, `qwen2`.
+    pub arch: String,
+    pub n_layers: usize,
+    pub n_params: u64,
+    /// `(ggml type, tensor count)`, most common first.
+    pub tensor_types: Vec<(String, usize)>,
+    pub file_bytes: u64,
+    /// The weights as f32, as the loaders build them.
+    pub weight_bytes: u64,
+    /// What a load holds at its peak: the file read whole and its f32 weights.
+    pub peak_bytes: u64,
+}
+
+impl ModelEstimate {
+    /// "qwen2, 494.0 M parameters in 24 layers, stored as Q4_K ×169, …; needs about 2.4 GB".
+    pub fn line(&self) -> String {
+        let types: Vec<String> = self
+            .tensor_types
+            .iter()
+            .map(|(t, n)| format!("{t} ×{n}"))
+            .collect();
+        let size = |b: u64| {
+            if b >= 1_000_000_000 {
+                format!("{:.1} GB", b as f64 / 1e9)
+            } else {
+                format!("{:.1} MB", b as f64 / 1e6)
+            }
+        };
+        format!(
+            "{}, {:.1} M parameters in {} layers, stored as {}; loading needs about {} (the \
+             file, {}, and its weights as f32, {})",
+            self.arch,
+            self.n_params as f64 / 1e6,
+            self.n_layers,
+            types.join(", "),
+            size(self.peak_bytes),
+            size(self.file_bytes),
+            size(self.weight_bytes)
+        )
+    }
+}
+
+/// Sizes up a GGUF model from its first bytes `prefix` (enough to hold the header: metadata and
+/// tensor infos) of a file of `file_len` bytes, and refuses it when loading it would not fit
+/// the memory budget, before the rest of the file is read.
+///
+/// # Errors
+/// As [`GgufFile::parse_header`] and [`config_from_gguf`]; [`Error::TooLarge`] with the
+/// estimate when it does not fit.
+pub fn inspect_gguf(prefix: &[u8], file_len: u64, name: &str) -> Result<ModelEstimate> {
+    let gguf = GgufFile::parse_header(prefix, file_len, name)?;
+    let tokenizer = Tokenizer::from_gguf(&gguf)?;
+    let config = config_from_gguf(&gguf, &tokenizer)?;
+    let mut types: HashMap<String, usize> = HashMap::new();
+    for t in gguf.tensor_infos() {
+        let ty = t
+            .ggml_type
+            .name()
+            .map_or_else(|| format!("type {}", t.ggml_type.0), str::to_string);
+        *types.entry(ty).or_default() += 1;
+    }
+    let weight_bytes = config.weight_bytes().unwrap_or(u64::MAX);
+    let estimate = ModelEstimate {
+        arch: config.arch.name().to_string(),
+        n_layers: config.n_layers,
+        n_params: config.n_params() as u64,
+        tensor_types: sorted_counts(types),
+        file_bytes: file_len,
+        weight_bytes,
+        peak_bytes: file_len.saturating_add(weight_bytes),
+    };
+    crate::budget::check(Some(estimate.peak_bytes), || {
+        format!(
+            "loading {} ({})",
+            crate::error::escape(name),
+            estimate.line()
+        )
+    })?;
+    Ok(estimate)
+}
+
 /// Loads a Hugging Face Llama checkpoint from the text of `config.json` and `tokenizer.json` and
 /// the `(file name, bytes)` of its safetensors shards.
 ///

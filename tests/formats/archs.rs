@@ -165,3 +165,42 @@ fn qwen2_with_biases_and_a_tied_head_matches_transformers() {
 fn llama3_with_rope_scaling_and_an_untied_head_matches_transformers() {
     check("llama3", Arch::Llama, false, true);
 }
+
+#[test]
+fn a_gguf_is_sized_up_from_its_header_before_it_is_read() {
+    use nse::model::gguf::GgufFile;
+    use nse::model::load::inspect_gguf;
+    let bytes = std::fs::read(arch_path("qwen2.gguf")).unwrap();
+    let header = GgufFile::parse(&bytes, "qwen2.gguf").unwrap().data_offset() as usize;
+    assert!(
+        header < bytes.len() / 10,
+        "the header is {header} of {} bytes",
+        bytes.len()
+    );
+    // The header alone: architecture, parameters, storage and the memory a load takes.
+    let len = bytes.len() as u64;
+    let e = inspect_gguf(&bytes[..header], len, "qwen2.gguf").unwrap();
+    assert_eq!(
+        (e.arch.as_str(), e.n_layers, e.n_params),
+        ("qwen2", 6, 218_688)
+    );
+    assert_eq!(
+        e.tensor_types,
+        [("F16".to_string(), 43), ("F32".to_string(), 31)]
+    );
+    assert_eq!((e.file_bytes, e.weight_bytes), (len, 4 * 218_688));
+    assert_eq!(e.peak_bytes, len + 4 * 218_688);
+    // A file that claims to be a terabyte is refused from its header, with the estimate.
+    match inspect_gguf(&bytes[..header], 1 << 40, "huge.gguf") {
+        Err(nse::Error::TooLarge { what, .. }) => {
+            assert!(
+                what.contains("qwen2") && what.contains("needs about"),
+                "{what}"
+            )
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    // Too few bytes for the header: named, never read past.
+    let msg = crate::format_msg(inspect_gguf(&bytes[..100], len, "cut.gguf"));
+    assert!(msg.contains("truncated") || msg.contains("bytes"), "{msg}");
+}

@@ -56,6 +56,10 @@ pub(crate) async fn load(
     }
 }
 
+/// Bytes read to size up a picked GGUF: its metadata (a 150,000-token vocabulary with its
+/// merges is about 8 MB) and tensor infos.
+const HEADER_BYTES: u64 = 32 << 20;
+
 async fn load_session(
     w: &Worker,
     ui: &Ui,
@@ -88,7 +92,17 @@ async fn load_session(
                 .filter_map(|f| f.dyn_into::<File>().ok())
                 .collect();
             let picked = Picked::classify(files)?;
-            loading(&format!("Loading {}…", picked.name()));
+            // A GGUF is sized up from its header first: a model too large for this tab is
+            // refused, with the estimate, before the rest of the file is read.
+            if let Picked::Gguf(file) = &picked {
+                loading(&format!("Reading the header of {}…", file.name()));
+                let prefix = loader::read_prefix(file, HEADER_BYTES).await?;
+                let estimate =
+                    crate::model::load::inspect_gguf(&prefix, file.size() as u64, &file.name())?;
+                loading(&format!("Loading {}: {}…", file.name(), estimate.line()));
+            } else {
+                loading(&format!("Loading {}…", picked.name()));
+            }
             let total: u64 = picked.files().iter().map(|f| f.size() as u64).sum();
             let mut bytes = Vec::new();
             let mut before = 0;

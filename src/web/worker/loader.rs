@@ -181,6 +181,15 @@ pub(crate) async fn read_file(
     read_stream(&file.stream(), Some(total), &file.name(), &mut on_progress).await
 }
 
+/// The first `n` bytes of a picked file (all of it when shorter), without reading the rest.
+pub(crate) async fn read_prefix(file: &File, n: u64) -> Result<Vec<u8>> {
+    let end = n.min(file.size() as u64);
+    let blob = file
+        .slice_with_f64_and_f64(0.0, end as f64)
+        .map_err(|e| js_error(&format!("cannot read {}", file.name()), e))?;
+    read_stream(&blob.stream(), Some(end), &file.name(), &mut |_, _| {}).await
+}
+
 /// Drains a byte stream chunk by chunk; every chunk is a turn of the event loop, so the page
 /// repaints the progress bar as the bytes arrive.
 async fn read_stream(
