@@ -9,10 +9,9 @@
 
 mod common;
 
-use common::tiny::{TINY_LAYERS, Tiny, down_projs, requests, tiny_hparams};
+use common::tiny::{TINY_LAYERS, Tiny, down_projs, requests, tiny_with};
 use nse::cpu::CpuBackend;
-use nse::edit::covariance::{second_moments, windows};
-use nse::edit::{ContextTemplates, CovarianceSet, EditState, Nse};
+use nse::edit::{EditState, Nse};
 use nse::eval::probs::new_vs_true;
 use nse::model::Model;
 use nse::model::load::load_path;
@@ -29,19 +28,7 @@ fn tiny_from(file: &str) -> Tiny {
         "tiny_hparams edit a 6-block model"
     );
     let model = Model::upload(CpuBackend, loaded.config, loaded.weights).unwrap();
-    let tok = loaded.tokenizer;
-    let hp = tiny_hparams();
-    let templates =
-        ContextTemplates::new(hp.context_templates.clone().expect("shipped templates")).unwrap();
-    let wins = windows(&common::wikitext(), &tok, 256, 1024).unwrap();
-    let (c, n) = pollster::block_on(second_moments(&model, &wins, &hp.layers, |_, _| {})).unwrap();
-    Tiny {
-        model,
-        tok,
-        hp,
-        templates,
-        cov: CovarianceSet::new(c, n, "wikitext-2, 1024 tokens"),
-    }
+    tiny_with(model, loaded.tokenizer)
 }
 
 /// P(new target) after each request's prompt.

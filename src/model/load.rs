@@ -81,21 +81,13 @@ pub fn load_gguf(bytes: &[u8], name: &str) -> Result<LoadedModel> {
         .fold(0u64, |n, t| n.saturating_add(t.n_elements()));
     config.check_memory(stored)?;
     let weights = build_weights(&config, name, |hf| gguf_llama::tensor(&gguf, &config, hf))?;
-    let mut types: HashMap<String, usize> = HashMap::new();
-    for t in gguf.tensor_infos() {
-        let ty = t
-            .ggml_type
-            .name()
-            .map_or_else(|| format!("type {}", t.ggml_type.0), str::to_string);
-        *types.entry(ty).or_default() += 1;
-    }
     let source = ModelSource {
         name: name.to_string(),
         format: "gguf".into(),
         sha256: sha256_hex(&[bytes]),
         bytes: bytes.len() as u64,
         tensor_count: gguf.tensor_infos().len(),
-        tensor_types: sorted_counts(types),
+        tensor_types: type_counts(&gguf),
     };
     Ok(LoadedModel {
         config,
@@ -161,20 +153,12 @@ pub fn inspect_gguf(prefix: &[u8], file_len: u64, name: &str) -> Result<ModelEst
     let gguf = GgufFile::parse_header(prefix, file_len, name)?;
     let tokenizer = Tokenizer::from_gguf(&gguf)?;
     let config = config_from_gguf(&gguf, &tokenizer)?;
-    let mut types: HashMap<String, usize> = HashMap::new();
-    for t in gguf.tensor_infos() {
-        let ty = t
-            .ggml_type
-            .name()
-            .map_or_else(|| format!("type {}", t.ggml_type.0), str::to_string);
-        *types.entry(ty).or_default() += 1;
-    }
     let weight_bytes = config.weight_bytes().unwrap_or(u64::MAX);
     let estimate = ModelEstimate {
         arch: config.arch.name().to_string(),
         n_layers: config.n_layers,
         n_params: config.n_params() as u64,
-        tensor_types: sorted_counts(types),
+        tensor_types: type_counts(&gguf),
         file_bytes: file_len,
         weight_bytes,
         peak_bytes: file_len.saturating_add(weight_bytes),
@@ -362,6 +346,19 @@ fn layer_shapes(cfg: &ModelConfig) -> [Vec<usize>; 9] {
         vec![f, d],
         vec![d, f],
     ]
+}
+
+/// `(ggml type, tensor count)` of a GGUF's tensors, most common first.
+fn type_counts(gguf: &GgufFile) -> Vec<(String, usize)> {
+    let mut types: HashMap<String, usize> = HashMap::new();
+    for t in gguf.tensor_infos() {
+        let ty = t
+            .ggml_type
+            .name()
+            .map_or_else(|| format!("type {}", t.ggml_type.0), str::to_string);
+        *types.entry(ty).or_default() += 1;
+    }
+    sorted_counts(types)
 }
 
 /// Lowercase hex SHA-256 of the parts one after another.

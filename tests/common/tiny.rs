@@ -137,6 +137,12 @@ pub fn tiny(seed: u64) -> Tiny {
     let config = tiny_config(tok.vocab_size());
     let model =
         Model::upload(CpuBackend, config.clone(), tiny_weights(&config, seed)).expect("upload");
+    tiny_with(model, tok)
+}
+
+/// A 6-block `model` with the tiny model's hyperparameters, templates and a covariance over
+/// 1,024 tokens of wikitext-2 in `tok`'s tokens.
+pub fn tiny_with(model: Model<CpuBackend>, tok: Tokenizer) -> Tiny {
     let hp = tiny_hparams();
     let templates =
         ContextTemplates::new(hp.context_templates.clone().expect("shipped templates")).unwrap();
