@@ -62,6 +62,7 @@ pub fn run(args: CheckArgs) -> Result<()> {
         backend: BackendChoice::Cpu,
         patch: None,
         memory_budget: None,
+        tokenizer: None,
     };
     let host = model_args.load_host()?;
     let t_loaded = t0.elapsed().as_secs_f64();

@@ -10,6 +10,7 @@ use crate::edit::EditState;
 use crate::edit::patch::Patch;
 use crate::gpu::GpuBackend;
 use crate::model::load::{LoadedModel, load_path};
+use crate::model::synthetic;
 use crate::session::Engine;
 
 /// File name of the patch inside `nse edit --out`.
@@ -32,7 +33,9 @@ pub enum BackendChoice {
 /// `--model` and `--backend`.
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// A .gguf file, or a directory with config.json, tokenizer.json and *.safetensors.
+    /// A .gguf file, or a directory with config.json, tokenizer.json and *.safetensors; or
+    /// synthetic:<shape>[:<seed>] for random weights of a real model's shape (benchmarks
+    /// without a model file; shapes smollm2-135m, smollm2-360m, llama-3.2-1b).
     /// Default: $NSE_MODEL, else models/SmolLM2-135M-Instruct.Q4_1.gguf in the current
     /// directory or in the checkout (beside the data directory).
     #[arg(long)]
@@ -49,6 +52,11 @@ pub struct ModelArgs {
     /// $NSE_MEMORY_BUDGET, else 80% of the available memory.
     #[arg(long, value_name = "SIZE", value_parser = crate::budget::parse_size)]
     pub memory_budget: Option<u64>,
+    /// For a synthetic model (`--model synthetic:smollm2-135m`, random weights of a real
+    /// model's shape, for benchmarks): the tokenizer, from a .gguf or a tokenizer.json. Default:
+    /// the default model's when it is on disk, else one token per byte.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
 }
 
 impl ModelArgs {
@@ -74,6 +82,16 @@ impl ModelArgs {
         };
         crate::budget::set_limit(budget);
         let path = self.path()?;
+        if let Some(spec) = path.to_str().filter(|p| synthetic::parse(p).is_some()) {
+            return synthetic::load(spec, self.synthetic_tokenizer()?);
+        }
+        if let Some(t) = &self.tokenizer {
+            return Err(crate::Error::input(format!(
+                "--tokenizer {} is only for synthetic models (--model synthetic:<shape>); a \
+                 model file brings its own tokenizer",
+                t.display()
+            )));
+        }
         if !path.exists() {
             return Err(crate::Error::input(format!(
                 "model not found at {}; run scripts/setup.sh to fetch the default model, or pass --model PATH",
@@ -81,6 +99,29 @@ impl ModelArgs {
             )));
         }
         load_path(&path)
+    }
+}
+
+impl ModelArgs {
+    /// The tokenizer of a synthetic model: `--tokenizer`, else the default model's when it is on
+    /// disk, else `None` (one token per byte).
+    fn synthetic_tokenizer(&self) -> Result<Option<crate::model::Tokenizer>> {
+        let path = match &self.tokenizer {
+            Some(p) => p.clone(),
+            None => match super::data::default_model(DEFAULT_MODEL_FILE) {
+                Ok(p) => p,
+                Err(_) => return Ok(None),
+            },
+        };
+        if path.extension().is_some_and(|e| e == "json") {
+            let text = std::fs::read_to_string(&path).map_err(|e| crate::Error::io(&path, e))?;
+            let tok = crate::model::Tokenizer::from_json(&text, &path.display().to_string())?;
+            return Ok(Some(tok));
+        }
+        // A GGUF's tokenizer is in its metadata: no tensor is decoded.
+        let bytes = std::fs::read(&path).map_err(|e| crate::Error::io(&path, e))?;
+        let gguf = crate::model::gguf::GgufFile::parse(&bytes, &path.display().to_string())?;
+        Ok(Some(crate::model::Tokenizer::from_gguf(&gguf)?))
     }
 }
 

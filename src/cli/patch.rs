@@ -182,6 +182,7 @@ fn load_base(on: &OnModel) -> Result<Loaded> {
         backend: on.backend,
         patch: None,
         memory_budget: None,
+        tokenizer: None,
     };
     Ok(load_unpatched(&args)?.0)
 }

@@ -13,6 +13,7 @@ pub mod host;
 pub mod kv;
 pub mod load;
 pub mod safetensors;
+pub mod synthetic;
 pub mod tokenizer;
 pub mod weights;
 

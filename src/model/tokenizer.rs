@@ -207,6 +207,45 @@ impl Tokenizer {
         })
     }
 
+    /// A byte-level tokenizer with one token per byte (GPT-2's byte-to-character mapping) and no
+    /// merges, its vocabulary padded to `vocab_size` with tokens no text produces; no BOS, and
+    /// the last id as EOS. For synthetic models ([`super::synthetic`]) when no real tokenizer
+    /// is at hand.
+    ///
+    /// # Errors
+    /// [`Error::Input`] for a `vocab_size` under 257.
+    pub fn byte_level(vocab_size: usize) -> Result<Self> {
+        if vocab_size < 257 {
+            return Err(Error::input(format!(
+                "a byte-level vocabulary needs at least 257 tokens, not {vocab_size}"
+            )));
+        }
+        let mut vocab: Vocab = ByteLevel::alphabet()
+            .into_iter()
+            .map(|c| c.to_string())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .enumerate()
+            .map(|(id, c)| (c, id as u32))
+            .collect();
+        for id in vocab.len()..vocab_size {
+            vocab.insert(format!("<unused{id}>"), id as u32);
+        }
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, Vec::new())
+            .build()
+            .map_err(|e| Error::input(format!("the byte-level tokenizer: {e}")))?;
+        let mut inner = tokenizers::Tokenizer::new(bpe);
+        inner.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+        inner.with_decoder(Some(ByteLevelDecoder::new(false, true, true)));
+        Ok(Tokenizer {
+            inner,
+            bos_id: None,
+            eos_id: Some(vocab_size as u32 - 1),
+            add_bos: false,
+        })
+    }
+
     /// Reads a Hugging Face `tokenizer.json`; `path` only names it in errors.
     ///
     /// BOS/EOS are not part of `tokenizer.json`; the safetensors loader sets them from
