@@ -6,10 +6,13 @@
 //!
 //! Reuse is safe because recycled buffers are only ever written by commands recorded after
 //! the ones that used them before (wgpu orders dispatches and copies within and across
-//! submissions). The one thing that would break this, `queue.write_buffer` (which runs before
-//! commands not yet submitted), is never used on a pooled buffer: uploads create new buffers.
+//! submissions). The one thing that could break this is `queue.write_buffer`, which runs before
+//! the commands not yet submitted: an upload therefore writes a recycled buffer only when no
+//! command is pending (every earlier use is submitted, and the write is queued after it), and
+//! creates a new buffer otherwise. Decoding's per-token uploads (ids, positions, ranges) come
+//! right after the previous token's readback, so they recycle.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use super::context::{Shared, lock};
@@ -31,6 +34,11 @@ pub(crate) fn padded_bytes(len: usize) -> u64 {
 }
 
 /// Free buffers by byte size.
+///
+/// A take returns the free buffer of that size that orders first (wgpu's buffer order), not the
+/// last one freed: the buffers a sequence of ops gets then depend only on which buffers are
+/// free, not on the order they were freed in. Each decoded token starts with the same free set,
+/// so it gets the same buffers as the token before, and finds its bind groups cached.
 #[derive(Default)]
 pub(crate) struct Pool {
     free: Mutex<PoolState>,
@@ -38,20 +46,23 @@ pub(crate) struct Pool {
 
 #[derive(Default)]
 struct PoolState {
-    by_size: HashMap<u64, Vec<wgpu::Buffer>>,
+    by_size: HashMap<u64, BTreeSet<wgpu::Buffer>>,
     /// Bytes of the free buffers.
     bytes: u64,
     /// Bytes of every tensor buffer in existence: held by tensors or free in the pool.
     allocated: u64,
     /// The most `allocated` has been.
     peak: u64,
+    /// Buffers released since the last [`Pool::take_released`], whose cached bind groups
+    /// must go so that the memory is freed.
+    released: Vec<wgpu::Buffer>,
 }
 
 impl Pool {
     /// A free buffer of exactly `bytes`, if one is pooled.
     fn take(&self, bytes: u64) -> Option<wgpu::Buffer> {
         let mut s = lock(&self.free);
-        let buf = s.by_size.get_mut(&bytes)?.pop()?;
+        let buf = s.by_size.get_mut(&bytes)?.pop_first()?;
         s.bytes -= bytes;
         Some(buf)
     }
@@ -62,10 +73,16 @@ impl Pool {
         let size = buf.size();
         if s.bytes + size <= MAX_POOLED_BYTES {
             s.bytes += size;
-            s.by_size.entry(size).or_default().push(buf);
+            s.by_size.entry(size).or_default().insert(buf);
         } else {
             s.allocated -= size;
+            s.released.push(buf);
         }
+    }
+
+    /// The buffers released since the last call.
+    pub(crate) fn take_released(&self) -> Vec<wgpu::Buffer> {
+        std::mem::take(&mut lock(&self.free).released)
     }
 
     /// Counts a newly created tensor buffer of `bytes`.
@@ -77,7 +94,7 @@ impl Pool {
 
     /// Number of pooled (free) buffers.
     fn len(&self) -> usize {
-        lock(&self.free).by_size.values().map(Vec::len).sum()
+        lock(&self.free).by_size.values().map(BTreeSet::len).sum()
     }
 }
 
@@ -209,9 +226,17 @@ impl GpuBackend {
             data.len() / 4
         );
         self.check()?;
+        self.count(Count::Upload(data.len() as u64));
+        if let Some(buffer) = self.upload_recycled(padded_bytes(len), data) {
+            return Ok(GpuTensor {
+                shape: shape.to_vec(),
+                dtype,
+                buffer: Some(buffer),
+                pool: Shared::clone(&self.ctx.pool),
+            });
+        }
         self.ctx.pool.created(padded_bytes(len));
         self.count(Count::Buffer);
-        self.count(Count::Upload(data.len() as u64));
         let buffer = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(name),
             size: padded_bytes(len),
@@ -233,6 +258,21 @@ impl GpuBackend {
             buffer: Some(buffer),
             pool,
         })
+    }
+
+    /// A pooled buffer of `bytes` filled with `data` by `queue.write_buffer`, when no command
+    /// is pending (see the module docs; the pending encoder stays locked meanwhile), and not in
+    /// the baseline design.
+    fn upload_recycled(&self, bytes: u64, data: &[u8]) -> Option<wgpu::Buffer> {
+        if self.is_baseline() {
+            return None;
+        }
+        self.with_nothing_pending(|| {
+            let buffer = self.ctx.pool.take(bytes)?;
+            self.ctx.queue.write_buffer(&buffer, 0, data);
+            Some(buffer)
+        })
+        .flatten()
     }
 
     /// Number of free buffers waiting in the pool (for tests of recycling).

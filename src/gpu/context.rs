@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use super::buffer::Pool;
-use super::encoder::Pending;
+use super::encoder::{Binding, Pending};
 use super::registry::Pipelines;
 use crate::{Error, Result};
 
@@ -37,8 +37,16 @@ pub(crate) struct Context {
     pub(crate) health: Arc<Health>,
     pub(crate) pool: Shared<Pool>,
     pub(crate) pending: Mutex<Pending>,
+    pub(crate) binding: Mutex<Binding>,
+    /// Readback staging buffers kept for reuse, by size.
+    pub(crate) staging: Mutex<std::collections::HashMap<u64, Vec<wgpu::Buffer>>>,
     pub(crate) pipelines: Mutex<Pipelines>,
     pub(crate) counters: super::counters::Counters,
+    /// The first design's dispatch path, for before/after timings (`NSE_GPU_BASELINE=1`).
+    pub(crate) baseline: bool,
+    /// Whether `x · Wᵀ` with few rows runs as a GEMV (off in the baseline, or with
+    /// `NSE_GPU_GEMV=0`, to time the two changes apart).
+    pub(crate) gemv: bool,
 }
 
 /// What the device callbacks report, read before every op and after every readback.
@@ -143,8 +151,12 @@ impl GpuBackend {
             health,
             pool: Shared::new(Pool::default()),
             pending: Mutex::new(Pending::default()),
+            binding: Mutex::new(Binding::default()),
+            staging: Mutex::default(),
             pipelines: Mutex::new(Pipelines::default()),
             counters: Default::default(),
+            baseline: env_is("NSE_GPU_BASELINE", "1"),
+            gemv: !env_is("NSE_GPU_BASELINE", "1") && !env_is("NSE_GPU_GEMV", "0"),
         };
         Ok(GpuBackend {
             ctx: Shared::new(ctx),
@@ -239,6 +251,18 @@ impl GpuBackend {
     /// `Err` when the device is lost or an uncaptured wgpu error was raised since the last check.
     pub(crate) fn check(&self) -> Result<()> {
         self.ctx.health.check()
+    }
+}
+
+/// Whether environment variable `name` is `value` (natively; never on the web). The variables
+/// pick the gpu paths that `scripts/gpu-bench.sh` times against each other.
+fn env_is(name: &str, value: &str) -> bool {
+    #[cfg(not(target_arch = "wasm32"))]
+    return std::env::var(name).is_ok_and(|v| v == value);
+    #[cfg(target_arch = "wasm32")]
+    {
+        let _ = (name, value);
+        false
     }
 }
 

@@ -1,9 +1,21 @@
-//! Encoder batching: ops record compute passes and copies into one pending command encoder,
-//! submitted when a tensor is read or after [`MAX_PENDING_DISPATCHES`] commands.
+//! Encoder batching: ops record dispatches and copies into one pending command encoder,
+//! submitted when a tensor is read or when [`MAX_PENDING_COMMANDS`] commands (or a full
+//! uniform ring) are pending.
 //!
-//! Each dispatch gets its own small uniform block created with its contents
-//! (`create_buffer_init`), never written later, so no `queue.write_buffer` can overtake
-//! recorded-but-unsubmitted work.
+//! Dispatches in a row share one compute pass; a copy or clear ends it. Each dispatch's uniform
+//! block goes into a host-side staging area at its own offset of one device-wide uniform ring,
+//! and the whole area is written to the ring with `queue.write_buffer` just before the submit.
+//! That write is ordered after every earlier submit and before this one, so the ring is reused
+//! by every encoder without any dispatch seeing another's uniforms. Bind groups bind the ring
+//! with a dynamic offset, so one bind group serves every dispatch of the same pipeline on the
+//! same buffers, and is cached: in steady-state decoding the pooled tensors come back in the
+//! same order each token, and no bind group or buffer is created.
+//!
+//! `NSE_GPU_BASELINE=1` (natively) restores the first design, for before/after timings in one
+//! run: a compute pass, a new uniform buffer and a new bind group per dispatch, a submit every
+//! 64 commands, and the tiled matmul at every row count.
+
+use std::collections::HashMap;
 
 use wgpu::util::DeviceExt;
 
@@ -11,15 +23,40 @@ use super::context::lock;
 use super::{Count, GpuBackend};
 use crate::{Error, Result};
 
-/// Commands recorded before a submit is forced, to bound the memory held by a pending encoder
-/// and keep the GPU busy while the host records more.
-pub(crate) const MAX_PENDING_DISPATCHES: u32 = 64;
+/// Commands recorded before a submit is forced: enough for a decoded token of the default
+/// model (454 dispatches and 62 copies before this design) in one submit.
+pub(crate) const MAX_PENDING_COMMANDS: u32 = 2048;
+/// The same for the baseline design.
+const BASELINE_PENDING_COMMANDS: u32 = 64;
+/// Bytes of the uniform ring (a submit is forced when the pending dispatches' blocks fill it).
+const RING_BYTES: u64 = 1 << 20;
+/// Cached bind groups beyond which the cache is emptied (each holds its buffers alive).
+const MAX_CACHED_BIND_GROUPS: usize = 4096;
 
 /// The encoder being recorded into.
 #[derive(Default)]
 pub(crate) struct Pending {
     encoder: Option<wgpu::CommandEncoder>,
+    /// The compute pass open on `encoder`, if the last command was a dispatch.
+    pass: Option<wgpu::ComputePass<'static>>,
     commands: u32,
+    /// The uniform blocks of the pending dispatches, at their ring offsets.
+    uniforms: Vec<u8>,
+}
+
+/// The uniform ring and the bind groups that bind it.
+#[derive(Default)]
+pub(crate) struct Binding {
+    ring: Option<wgpu::Buffer>,
+    groups: HashMap<BindKey, wgpu::BindGroup>,
+}
+
+/// A bind group: layout, uniform block size, and the storage buffers by binding.
+#[derive(PartialEq, Eq, Hash)]
+struct BindKey {
+    layout: wgpu::BindGroupLayout,
+    uniform_bytes: u64,
+    buffers: Vec<(u32, wgpu::Buffer)>,
 }
 
 /// One kernel launch.
@@ -59,28 +96,81 @@ pub(crate) fn fold_workgroups(count: u64, max: u32) -> Result<[u32; 3]> {
     Ok([x as u32, y as u32, z as u32])
 }
 
+/// `params` padded with zeros to whole 16-byte rows (the WGSL uniform struct alignment).
+fn uniform_words(params: &[u32]) -> Vec<u32> {
+    let mut words = params.to_vec();
+    words.resize(params.len().div_ceil(4).max(1) * 4, 0);
+    words
+}
+
 impl GpuBackend {
-    /// Records `f` into the pending encoder (creating it if needed) and submits when the
-    /// batch is full.
+    /// Whether this device runs the baseline design (see the module docs).
+    pub fn is_baseline(&self) -> bool {
+        self.ctx.baseline
+    }
+
+    /// Whether `x · Wᵀ` with at most 8 rows runs as a GEMV on this device.
+    pub fn uses_gemv(&self) -> bool {
+        self.ctx.gemv
+    }
+
+    /// The dispatch design and matmul path in one phrase, for `nse info` and the benchmarks.
+    pub fn path_description(&self) -> &'static str {
+        match (self.ctx.baseline, self.ctx.gemv) {
+            (true, _) => {
+                "baseline (a pass, uniform buffer and bind group per dispatch; tiled matmul)"
+            }
+            (false, true) => {
+                "one pass per run of dispatches, uniform ring, cached bind groups; GEMV for ≤ 8 rows"
+            }
+            (false, false) => {
+                "one pass per run of dispatches, uniform ring, cached bind groups; tiled matmul"
+            }
+        }
+    }
+
+    /// Records `f` into the pending encoder (creating it if needed, ending an open compute
+    /// pass) and submits when the batch is full.
     ///
     /// # Errors
     /// [`Error::DeviceLost`], or an earlier uncaptured wgpu error.
     pub(crate) fn encode(&self, f: impl FnOnce(&mut wgpu::CommandEncoder)) -> Result<()> {
         self.check()?;
         let mut pending = lock(&self.ctx.pending);
-        let encoder = pending.encoder.get_or_insert_with(|| {
+        pending.pass = None;
+        f(self.encoder(&mut pending));
+        self.recorded(&mut pending);
+        Ok(())
+    }
+
+    /// The pending encoder, created if needed.
+    fn encoder<'p>(&self, pending: &'p mut Pending) -> &'p mut wgpu::CommandEncoder {
+        pending.encoder.get_or_insert_with(|| {
             self.ctx
                 .device
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                     label: Some("nse ops"),
                 })
-        });
-        f(encoder);
+        })
+    }
+
+    /// Counts one recorded command and submits when the batch is full.
+    fn recorded(&self, pending: &mut Pending) {
         pending.commands += 1;
-        if pending.commands >= MAX_PENDING_DISPATCHES {
-            self.submit(&mut pending);
+        let max = if self.ctx.baseline {
+            BASELINE_PENDING_COMMANDS
+        } else {
+            MAX_PENDING_COMMANDS
+        };
+        if pending.commands >= max {
+            self.submit(pending);
         }
-        Ok(())
+    }
+
+    /// Runs `f` with the pending encoder locked, if no command is recorded and unsubmitted.
+    pub(crate) fn with_nothing_pending<T>(&self, f: impl FnOnce() -> T) -> Option<T> {
+        let pending = lock(&self.ctx.pending);
+        pending.encoder.is_none().then(f)
     }
 
     /// Submits everything recorded so far.
@@ -89,10 +179,26 @@ impl GpuBackend {
     }
 
     fn submit(&self, pending: &mut Pending) {
+        pending.pass = None;
         if let Some(encoder) = pending.encoder.take() {
+            if !pending.uniforms.is_empty() {
+                let binding = lock(&self.ctx.binding);
+                let ring = binding
+                    .ring
+                    .as_ref()
+                    .expect("uniforms were staged for the ring");
+                self.ctx.queue.write_buffer(ring, 0, &pending.uniforms);
+            }
             self.count(Count::Submit);
             self.ctx.queue.submit([encoder.finish()]);
         }
+        let released = self.ctx.pool.take_released();
+        if !released.is_empty() {
+            lock(&self.ctx.binding)
+                .groups
+                .retain(|k, _| !k.buffers.iter().any(|(_, b)| released.contains(b)));
+        }
+        pending.uniforms.clear();
         pending.commands = 0;
     }
 
@@ -108,15 +214,110 @@ impl GpuBackend {
             d.workgroups,
             self.ctx.limits.max_compute_workgroups_per_dimension,
         )?;
-        let (pipeline, layout) = self.pipeline(d.shader, d.entry, d.overrides);
+        if self.ctx.baseline {
+            return self.dispatch_baseline(d, [x, y, z]);
+        }
+        let binding_numbers: Vec<u32> = d.bindings.iter().map(|&(b, _)| b).collect();
+        let (pipeline, layout) =
+            self.pipeline(d.shader, d.entry, d.overrides, Some(&binding_numbers));
+        let words = uniform_words(d.params);
+        let block: &[u8] = bytemuck::cast_slice(&words);
+        let align = u64::from(self.ctx.limits.min_uniform_buffer_offset_alignment.max(16));
+        self.check()?;
+        let mut pending = lock(&self.ctx.pending);
+        let mut offset = (pending.uniforms.len() as u64).div_ceil(align) * align;
+        if offset + block.len() as u64 > RING_BYTES {
+            self.submit(&mut pending);
+            offset = 0;
+        }
+        pending.uniforms.resize(offset as usize, 0);
+        pending.uniforms.extend_from_slice(block);
+        let group = self.bind_group(&layout, block.len() as u64, d.bindings);
+        self.count(Count::Dispatch);
+        if pending.pass.is_none() {
+            self.count(Count::Pass);
+            let pass = self
+                .encoder(&mut pending)
+                .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("nse dispatches"),
+                    timestamp_writes: None,
+                })
+                .forget_lifetime();
+            pending.pass = Some(pass);
+        }
+        let pass = pending.pass.as_mut().expect("a pass was just opened");
+        pass.set_pipeline(&pipeline);
+        // The offset is below RING_BYTES (1 MiB).
+        pass.set_bind_group(0, &group, &[offset as u32]);
+        pass.dispatch_workgroups(x, y, z);
+        self.recorded(&mut pending);
+        Ok(())
+    }
+
+    /// The cached bind group of `layout` binding the ring (a block of `uniform_bytes`) and
+    /// `bindings`, created on first use.
+    fn bind_group(
+        &self,
+        layout: &wgpu::BindGroupLayout,
+        uniform_bytes: u64,
+        bindings: &[(u32, &wgpu::Buffer)],
+    ) -> wgpu::BindGroup {
+        let key = BindKey {
+            layout: layout.clone(),
+            uniform_bytes,
+            buffers: bindings.iter().map(|&(b, buf)| (b, buf.clone())).collect(),
+        };
+        let mut cache = lock(&self.ctx.binding);
+        if let Some(group) = cache.groups.get(&key) {
+            return group.clone();
+        }
+        if cache.groups.len() >= MAX_CACHED_BIND_GROUPS {
+            cache.groups.clear();
+        }
         let device = &self.ctx.device;
-        // Uniform blocks are padded to 16 bytes, the WGSL uniform struct alignment.
-        let mut words = d.params.to_vec();
-        words.resize(d.params.len().div_ceil(4).max(1) * 4, 0);
+        let ring = cache
+            .ring
+            .get_or_insert_with(|| {
+                self.count(Count::Buffer);
+                device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("uniform ring"),
+                    size: RING_BYTES,
+                    usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            })
+            .clone();
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &ring,
+                offset: 0,
+                size: wgpu::BufferSize::new(uniform_bytes),
+            }),
+        }];
+        entries.extend(bindings.iter().map(|&(binding, buf)| wgpu::BindGroupEntry {
+            binding,
+            resource: buf.as_entire_binding(),
+        }));
+        self.count(Count::BindGroup);
+        let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("nse dispatch"),
+            layout,
+            entries: &entries,
+        });
+        cache.groups.insert(key, group.clone());
+        group
+    }
+
+    /// [`GpuBackend::dispatch`] in the baseline design: its own pass, uniform buffer and bind
+    /// group.
+    fn dispatch_baseline(&self, d: &Dispatch<'_>, [x, y, z]: [u32; 3]) -> Result<()> {
+        let (pipeline, layout) = self.pipeline(d.shader, d.entry, d.overrides, None);
+        let device = &self.ctx.device;
         self.count(Count::Buffer);
         let params = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(d.shader),
-            contents: bytemuck::cast_slice(&words),
+            contents: bytemuck::cast_slice(&uniform_words(d.params)),
             usage: wgpu::BufferUsages::UNIFORM,
         });
         let mut entries = vec![wgpu::BindGroupEntry {

@@ -5,7 +5,11 @@
 //! (drive it with `pollster`). On the web `poll` is not called: the browser runs the callback
 //! from its event loop, and the page never blocks.
 
+use super::context::lock;
 use super::{Count, GpuBackend, GpuTensor};
+
+/// Readback staging buffers larger than this are freed after use instead of kept.
+const MAX_KEPT_STAGING_BYTES: u64 = 64 << 20;
 use crate::{Error, Result};
 
 impl GpuBackend {
@@ -20,14 +24,21 @@ impl GpuBackend {
             self.check()?;
             return Ok(Vec::new());
         }
-        self.count(Count::Buffer);
         self.count(Count::Readback(bytes));
         self.count(Count::Copy);
-        let staging = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size: bytes,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
+        // Staging buffers are kept by size for the next readback (not in the baseline design);
+        // a read that fails or is dropped midway loses its buffer, which is then simply freed.
+        let recycled = (!self.is_baseline())
+            .then(|| lock(&self.ctx.staging).get_mut(&bytes).and_then(Vec::pop))
+            .flatten();
+        let staging = recycled.unwrap_or_else(|| {
+            self.count(Count::Buffer);
+            self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("readback"),
+                size: bytes,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
         });
         self.encode(|encoder| encoder.copy_buffer_to_buffer(t.buffer(), 0, &staging, 0, bytes))?;
         self.flush();
@@ -53,6 +64,14 @@ impl GpuBackend {
             view.to_vec()
         };
         staging.unmap();
+        if !self.is_baseline() {
+            let mut kept = lock(&self.ctx.staging);
+            let free = kept.entry(bytes).or_default();
+            // A few per size: readbacks are sequential, and sizes repeat.
+            if free.len() < 4 && bytes <= MAX_KEPT_STAGING_BYTES {
+                free.push(staging);
+            }
+        }
         self.check()?;
         Ok(data)
     }

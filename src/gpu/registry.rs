@@ -20,10 +20,15 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("argmax", include_str!("../../shaders/argmax.wgsl")),
     ("attention", include_str!("../../shaders/attention.wgsl")),
     (
+        "attention_split",
+        include_str!("../../shaders/attention_split.wgsl"),
+    ),
+    (
         "attention_backward",
         include_str!("../../shaders/attention_backward.wgsl"),
     ),
     ("embedding", include_str!("../../shaders/embedding.wgsl")),
+    ("gemv", include_str!("../../shaders/gemv.wgsl")),
     (
         "gather_rows",
         include_str!("../../shaders/gather_rows.wgsl"),
@@ -55,8 +60,14 @@ fn source(name: &str) -> &'static str {
         .unwrap_or_else(|| panic!("shader `{name}` is not in the registry"))
 }
 
-/// A pipeline: shader, entry point, and override constants (as bit patterns, so they hash).
-type Key = (&'static str, &'static str, Vec<(&'static str, u64)>);
+/// A pipeline: shader, entry point, override constants (as bit patterns, so they hash), and
+/// the storage bindings of an explicit layout (`None`: the layout wgpu derives).
+type Key = (
+    &'static str,
+    &'static str,
+    Vec<(&'static str, u64)>,
+    Option<Vec<u32>>,
+);
 
 /// Compiled modules and pipelines, created on first use.
 #[derive(Default)]
@@ -65,18 +76,36 @@ pub(crate) struct Pipelines {
     pipelines: HashMap<Key, (wgpu::ComputePipeline, wgpu::BindGroupLayout)>,
 }
 
+/// The storage bindings that `source` declares `read_write` (every other one is read-only).
+fn read_write_bindings(source: &str) -> Vec<u32> {
+    source
+        .lines()
+        .filter(|l| l.contains("var<storage, read_write>"))
+        .filter_map(|l| {
+            let rest = &l[l.find("@binding(")? + "@binding(".len()..];
+            rest[..rest.find(')')?].trim().parse().ok()
+        })
+        .collect()
+}
+
 impl GpuBackend {
     /// The pipeline for `shader`'s `entry` with `overrides`, and its bind group layout.
+    ///
+    /// With `storage`, the layout is explicit: binding 0 a uniform block bound with a dynamic
+    /// offset, then those storage bindings (read-only unless the shader declares them
+    /// `read_write`). Without, it is the layout wgpu derives from the entry point.
     pub(crate) fn pipeline(
         &self,
         shader: &'static str,
         entry: &'static str,
         overrides: &[(&'static str, f64)],
+        storage: Option<&[u32]>,
     ) -> (wgpu::ComputePipeline, wgpu::BindGroupLayout) {
         let key: Key = (
             shader,
             entry,
             overrides.iter().map(|&(n, v)| (n, v.to_bits())).collect(),
+            storage.map(<[u32]>::to_vec),
         );
         let mut cache = lock(&self.ctx.pipelines);
         if let Some(found) = cache.pipelines.get(&key) {
@@ -93,9 +122,44 @@ impl GpuBackend {
                 })
             })
             .clone();
+        let explicit = storage.map(|bindings| {
+            let writable = read_write_bindings(source(shader));
+            let mut entries = vec![wgpu::BindGroupLayoutEntry {
+                binding: 0,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Uniform,
+                    has_dynamic_offset: true,
+                    min_binding_size: None,
+                },
+                count: None,
+            }];
+            entries.extend(bindings.iter().map(|&b| wgpu::BindGroupLayoutEntry {
+                binding: b,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Storage {
+                        read_only: !writable.contains(&b),
+                    },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            }));
+            let group = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(entry),
+                entries: &entries,
+            });
+            let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(entry),
+                bind_group_layouts: &[Some(&group)],
+                immediate_size: 0,
+            });
+            (group, layout)
+        });
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(entry),
-            layout: None,
+            layout: explicit.as_ref().map(|(_, l)| l),
             module: &module,
             entry_point: Some(entry),
             compilation_options: wgpu::PipelineCompilationOptions {
@@ -105,10 +169,24 @@ impl GpuBackend {
             },
             cache: None,
         });
-        let layout = pipeline.get_bind_group_layout(0);
+        let layout = match explicit {
+            Some((group, _)) => group,
+            None => pipeline.get_bind_group_layout(0),
+        };
         cache
             .pipelines
             .insert(key, (pipeline.clone(), layout.clone()));
         (pipeline, layout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn read_write_bindings_are_found() {
+        let src = "@group(0) @binding(1) var<storage, read> a: array<f32>;\n\
+                   @group(0) @binding(3) var<storage, read_write> c: array<f32>;\n\
+                   @group(0) @binding(12) var<storage, read_write> d: array<u32>;";
+        assert_eq!(super::read_write_bindings(src), vec![3, 12]);
     }
 }
