@@ -109,7 +109,7 @@ fn stored(m: usize, k: usize, n: usize, t: Transpose) -> ([usize; 2], [usize; 2]
 }
 
 #[test]
-fn matmul_all_transposes_general_and_vec4_paths() {
+fn matmul_all_transposes_general_vec4_and_gemv_paths() {
     let Some(g) = gpu() else { return };
     let mut rng = Rng::new(4);
     let tt = Transpose { a: true, b: true };
@@ -123,11 +123,18 @@ fn matmul_all_transposes_general_and_vec4_paths() {
         (33, 64, 65),
         (36, 9, 68),
         (5, 0, 8),
+        // GEMV (x · Wᵀ, M ≤ 8, K % 4 = 0): K shorter and longer than a workgroup's 64 vec4s,
+        // N not a multiple of its 4 columns, every M the pipeline constant takes at the edges.
+        (1, 576, 49),
+        (2, 260, 3),
+        (8, 1540, 13),
+        (7, 4, 5),
+        (9, 64, 5),
     ];
     let mut kernels = std::collections::BTreeSet::new();
     for (m, k, n) in sizes {
         for t in [Transpose::NN, Transpose::NT, Transpose::TN, tt] {
-            kernels.insert(gpu_matmul_kernel(MatmulDims { m, k, n }, t));
+            kernels.insert(gpu_matmul_kernel(MatmulDims { m, k, n }, t, false));
             let (sa, sb) = stored(m, k, n, t);
             let (a, ac) = rand(&g, &mut rng, &sa);
             let (b, bc) = rand(&g, &mut rng, &sb);
@@ -147,6 +154,7 @@ fn matmul_all_transposes_general_and_vec4_paths() {
         }
     }
     let want = [
+        ("gemv", "nt"),
         ("matmul", "main"),
         ("matmul_vec4", "nn"),
         ("matmul_vec4", "nt"),

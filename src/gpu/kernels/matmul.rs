@@ -1,4 +1,5 @@
-//! The launchers of `shaders/matmul.wgsl`, `shaders/matmul_vec4.wgsl`, the WGSL kernels of
+//! The launchers of `shaders/matmul.wgsl`, `shaders/matmul_vec4.wgsl` and `shaders/gemv.wgsl`,
+//! the WGSL kernels of
 //! `crate::ops::matmul`
 //! (the CPU reference is the specification; tests/gpu_ops.rs checks the kernels against it).
 
@@ -13,11 +14,24 @@ pub const BLOCK: u32 = 4;
 /// Invocations per matmul workgroup (`TILE²`).
 pub const MATMUL_WG: u32 = TILE * TILE;
 
-/// The kernel (shader, entry point) the gpu backend uses for a product of `dims` and `t`: a
-/// vec4 path when the contiguous dimension allows whole-vec4 loads, else the general one.
-pub fn gpu_matmul_kernel(dims: MatmulDims, t: Transpose) -> (&'static str, &'static str) {
+/// Rows of A up to which `x · Wᵀ` runs as a GEMV (`shaders/gemv.wgsl`).
+pub const GEMV_MAX_ROWS: usize = 8;
+/// Columns of C per GEMV workgroup (`COLS` in the shader).
+pub const GEMV_COLS: usize = 4;
+/// Invocations per GEMV workgroup.
+pub const GEMV_WG: u32 = 64;
+
+/// The kernel (shader, entry point) the gpu backend uses for a product of `dims` and `t`: the
+/// GEMV for `x · Wᵀ` with at most [`GEMV_MAX_ROWS`] rows (unless `no_gemv`), a vec4 path when
+/// the contiguous dimension allows whole-vec4 loads, else the general one.
+pub fn gpu_matmul_kernel(
+    dims: MatmulDims,
+    t: Transpose,
+    no_gemv: bool,
+) -> (&'static str, &'static str) {
     let MatmulDims { m, k, n } = dims;
     match t {
+        Transpose::NT if k % 4 == 0 && m <= GEMV_MAX_ROWS && !no_gemv => ("gemv", "nt"),
         Transpose::NT if k % 4 == 0 => ("matmul_vec4", "nt"),
         Transpose::NN if n % 4 == 0 => ("matmul_vec4", "nn"),
         Transpose::TN if m % 4 == 0 && n % 4 == 0 => ("matmul_vec4", "tn"),
@@ -43,11 +57,22 @@ pub(crate) fn launch_matmul(
     if m == 0 || n == 0 {
         return Ok(());
     }
+    let (shader, entry) = gpu_matmul_kernel(dims, t, !gpu.uses_gemv());
+    let acc = f64::from(u8::from(accumulate));
+    if shader == "gemv" {
+        let groups = n.div_ceil(GEMV_COLS);
+        return gpu.dispatch(&Dispatch {
+            shader,
+            entry,
+            overrides: &[("M", m as f64), ("ACCUMULATE", acc)],
+            params: &[u32_of(n), u32_of(k), u32_of(groups)],
+            bindings: &[(1, a.buffer()), (2, b.buffer()), (3, c.buffer())],
+            workgroups: groups as u64,
+        });
+    }
     let span = (TILE * BLOCK) as usize;
     let tiles_n = n.div_ceil(span);
     let tiles = m.div_ceil(span) * tiles_n;
-    let (shader, entry) = gpu_matmul_kernel(dims, t);
-    let acc = f64::from(u8::from(accumulate));
     let general = [
         ("TRANS_A", f64::from(u8::from(t.a))),
         ("TRANS_B", f64::from(u8::from(t.b))),
