@@ -74,6 +74,62 @@ fn attention_forward_packed_causal_and_cross() {
     }
 }
 
+/// The split-KV kernel (`attention_split.wgsl`, heads of width % 4 = 0) at decode: one or two
+/// query rows over a KV cache of 1, 17, 1000 and 4097 keys (one chunk, a partial chunk, many,
+/// and one key past a whole number of chunks), with the grouping of SmolLM2 (9/3), Llama 3.2
+/// (32/8), Qwen2.5 (14/2) and a group of 16 (two head batches per KV head); and a causal
+/// prefill of 200 rows, whose rows span one to four chunks.
+#[test]
+fn attention_split_kv_at_decode_context_lengths() {
+    let Some(g) = gpu() else { return };
+    let mut rng = Rng::new(8);
+    for (hq, hkv, hd) in [(9, 3, 64), (32, 8, 64), (14, 2, 64), (16, 1, 128)] {
+        let s = AttnShape {
+            n_heads: hq,
+            n_kv_heads: hkv,
+            head_dim: hd,
+        };
+        for nk in [1usize, 17, 1000, 4097] {
+            let (k, kc) = rand(&g, &mut rng, &[nk, hkv * hd]);
+            let (v, vc) = rand(&g, &mut rng, &[nk, hkv * hd]);
+            // The newest token over the whole cache, and an older one over a prefix.
+            let (nq, ranges) = if nk == 1 {
+                (1, vec![0, 1])
+            } else {
+                (2, vec![0, nk as u32, 0, (nk / 2) as u32])
+            };
+            let (q, qc) = rand(&g, &mut rng, &[nq, hq * hd]);
+            let (r, rc) = up_u32(&g, &ranges, &[nq, 2]);
+            let want = CpuBackend.attention(&qc, &kc, &vc, &rc, s).unwrap();
+            check(
+                &g,
+                &g.attention(&q, &k, &v, &r, s).unwrap(),
+                &want,
+                TOL_F32_REDUCTION,
+                &format!("split attention {s:?} over {nk} keys"),
+            );
+        }
+    }
+    let s = AttnShape {
+        n_heads: 9,
+        n_kv_heads: 3,
+        head_dim: 64,
+    };
+    let n = 200;
+    let (q, qc) = rand(&g, &mut rng, &[n, 9 * 64]);
+    let (k, kc) = rand(&g, &mut rng, &[n, 3 * 64]);
+    let (v, vc) = rand(&g, &mut rng, &[n, 3 * 64]);
+    let (r, rc) = up_u32(&g, &causal_ranges(&[n]), &[n, 2]);
+    let want = CpuBackend.attention(&qc, &kc, &vc, &rc, s).unwrap();
+    check(
+        &g,
+        &g.attention(&q, &k, &v, &r, s).unwrap(),
+        &want,
+        TOL_F32_REDUCTION,
+        "split attention, causal prefill of 200",
+    );
+}
+
 #[test]
 fn attention_backward_packed_causal_and_subsets() {
     let Some(g) = gpu() else { return };

@@ -86,6 +86,8 @@ fn launcher_constants_mirror_the_shaders() {
         ("attention_backward", attention::ATTENTION_WG),
         ("matmul", matmul::MATMUL_WG),
         ("matmul_vec4", matmul::MATMUL_WG),
+        ("gemv", matmul::GEMV_WG),
+        ("attention_split", attention::ATTENTION_WG),
     ];
     let mut checked = BTreeSet::new();
     for (shader, want) in wg {
@@ -114,6 +116,19 @@ fn launcher_constants_mirror_the_shaders() {
                 attention::MAX_HEAD_DIM,
                 "{shader}"
             );
+        }
+        if shader == "attention_split" {
+            let chunk = const_u32(&module, shader, "CHUNK") as usize;
+            assert_eq!(chunk, attention::SPLIT_CHUNK, "{shader}: CHUNK");
+            assert_eq!(chunk, want as usize, "{shader}: one key per invocation");
+            let heads = const_u32(&module, shader, "GMAX") as usize;
+            assert_eq!(heads, attention::SPLIT_HEADS, "{shader}: GMAX");
+        }
+        if shader == "gemv" {
+            let cols = const_u32(&module, shader, "COLS") as usize;
+            assert_eq!(cols, matmul::GEMV_COLS, "{shader}: COLS");
+            let rows = const_u32(&module, shader, "MAX_M") as usize;
+            assert_eq!(rows, matmul::GEMV_MAX_ROWS, "{shader}: MAX_M");
         }
         if shader.starts_with("matmul") {
             assert_eq!(const_u32(&module, shader, "TILE"), matmul::TILE, "{shader}");

@@ -1,4 +1,5 @@
-//! The launchers of `shaders/attention.wgsl`, `shaders/attention_backward.wgsl`, the WGSL kernels
+//! The launchers of `shaders/attention.wgsl`, `shaders/attention_split.wgsl` and
+//! `shaders/attention_backward.wgsl`, the WGSL kernels
 //! of `crate::ops::attention`
 //! (the CPU reference is the specification; tests/gpu_ops.rs checks the kernels against it).
 
@@ -63,6 +64,9 @@ pub(crate) fn launch_attention(
     s: AttnShape,
 ) -> Result<GpuTensor> {
     check_shapes(q, k, v, ranges, s)?;
+    if !gpu.is_baseline() && s.head_dim.is_multiple_of(4) {
+        return launch_attention_split(gpu, q, k, v, ranges, s);
+    }
     let out = gpu.empty("attention output", q.shape(), DType::F32)?;
     let len = u32_of(q.len() / s.head_dim.max(1));
     let nk = u32_of(k.len() / k.width().max(1));
@@ -88,6 +92,90 @@ pub(crate) fn launch_attention(
         ],
         workgroups: u64::from(len).div_ceil(u64::from(ATTENTION_WG)),
     })?;
+    Ok(out)
+}
+
+/// Keys per workgroup of `attention_split.wgsl` (`CHUNK`).
+pub const SPLIT_CHUNK: usize = 64;
+/// Query heads per workgroup of `attention_split.wgsl` (`GMAX`).
+pub const SPLIT_HEADS: usize = 8;
+
+/// [`launch_attention`] split along the keys (flash decoding, `shaders/attention_split.wgsl`):
+/// a workgroup per (row, KV head, batch of its query heads, chunk of 64 keys), then a pass that
+/// merges the chunks when there is more than one. For `head_dim % 4 == 0`.
+fn launch_attention_split(
+    gpu: &GpuBackend,
+    q: &GpuTensor,
+    k: &GpuTensor,
+    v: &GpuTensor,
+    ranges: &GpuTensor,
+    s: AttnShape,
+) -> Result<GpuTensor> {
+    let out = gpu.empty("attention output", q.shape(), DType::F32)?;
+    let nq = q.len() / q.width().max(1);
+    let nk = k.len() / k.width().max(1);
+    let group = s.n_heads / s.n_kv_heads;
+    // Ranges are on the device: every row gets the chunks of the longest possible one.
+    let chunks = nk.div_ceil(SPLIT_CHUNK).max(1);
+    let batches = group.div_ceil(SPLIT_HEADS);
+    let workgroups = nq * s.n_kv_heads * batches * chunks;
+    // One chunk: the split pass writes `out` itself and the partial buffers are not read.
+    let parts = if chunks == 1 {
+        1
+    } else {
+        nq * s.n_heads * chunks
+    };
+    let part_o = gpu.empty(
+        "attention partial outputs",
+        &[parts, s.head_dim],
+        DType::F32,
+    )?;
+    let part_ml = gpu.empty("attention partial statistics", &[parts, 2], DType::F32)?;
+    let scale = 1.0 / (s.head_dim as f32).sqrt();
+    let params = |total: usize| {
+        [
+            u32_of(nq),
+            u32_of(nk),
+            u32_of(s.n_heads),
+            u32_of(s.head_dim),
+            u32_of(group),
+            scale.to_bits(),
+            u32_of(chunks),
+            u32_of(batches),
+            u32_of(total),
+        ]
+    };
+    gpu.dispatch(&Dispatch {
+        shader: "attention_split",
+        entry: "split",
+        overrides: &[],
+        params: &params(workgroups),
+        bindings: &[
+            (1, q.buffer()),
+            (2, k.buffer()),
+            (3, v.buffer()),
+            (4, ranges.buffer()),
+            (5, out.buffer()),
+            (6, part_o.buffer()),
+            (7, part_ml.buffer()),
+        ],
+        workgroups: workgroups as u64,
+    })?;
+    if chunks > 1 {
+        let total = q.len();
+        gpu.dispatch(&Dispatch {
+            shader: "attention_split",
+            entry: "combine",
+            overrides: &[],
+            params: &params(total),
+            bindings: &[
+                (5, out.buffer()),
+                (6, part_o.buffer()),
+                (7, part_ml.buffer()),
+            ],
+            workgroups: (total as u64).div_ceil(u64::from(ATTENTION_WG)),
+        })?;
+    }
     Ok(out)
 }
 
