@@ -10,6 +10,10 @@
 //
 // As in `matmul.wgsl`: a 4×4 block of C per invocation, 8×8 invocations per workgroup, edge
 // rows and columns clamped for loading and skipped when storing.
+//
+// Split-K (`splits` > 1, for long K and few tiles, such as the LM head's backward with
+// K = 49,152): workgroup w computes tile w % tiles over the K slice w / tiles and writes its
+// own (M, N) block of C, which `split_sum.wgsl` then adds up.
 
 // Invocations per side of the workgroup; mirrored in Rust as `ops::matmul::TILE`.
 const TILE: u32 = 8u;
@@ -26,7 +30,9 @@ struct Params {
     n: u32,
     k: u32,
     tiles_n: u32, // 32-wide tiles across N
-    tiles: u32,   // tiles in all
+    tiles: u32,   // tiles in all (per split)
+    k_chunk: u32, // split-K: elements of K per split, a multiple of 4 (≥ K when unsplit)
+    splits: u32,  // split-K: slices; slice s writes C's (M, N) block at s·M·N
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -39,15 +45,29 @@ fn workgroup_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.x + nwg.x * (wid.y + nwg.y * wid.z);
 }
 
-// Writes (or adds) the up to four in-range values of `value` at row `i`, columns `j0..j0+4`.
-fn store(i: u32, j0: u32, value: vec4<f32>) {
+// The K slice of this workgroup: `[lo, hi)` in elements, and the offset of its block of C.
+struct Slice {
+    lo: u32,
+    hi: u32,
+    out: u32,
+}
+
+fn slice_of(wid: vec3<u32>, nwg: vec3<u32>) -> Slice {
+    let s = workgroup_index(wid, nwg) / p.tiles;
+    let lo = s * p.k_chunk;
+    return Slice(lo, min(p.k, lo + p.k_chunk), s * p.m * p.n);
+}
+
+// Writes (or adds) the up to four in-range values of `value` at row `i`, columns `j0..j0+4`,
+// of the block at `out`.
+fn store(i: u32, j0: u32, value: vec4<f32>, out: u32) {
     if i >= p.m {
         return;
     }
     for (var jj = 0u; jj < BLOCK; jj += 1u) {
         let j = j0 + jj;
         if j < p.n {
-            let idx = i * p.n + j;
+            let idx = out + i * p.n + j;
             if ACCUMULATE {
                 c[idx] += value[jj];
             } else {
@@ -57,12 +77,13 @@ fn store(i: u32, j0: u32, value: vec4<f32>) {
     }
 }
 
-// First row and column of this invocation's block, or `tile >= tiles` as x = M.
+// First row and column of this invocation's block, or x = M for a spare workgroup.
 fn block_origin(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> vec2<u32> {
-    let tile = workgroup_index(wid, nwg);
-    if tile >= p.tiles {
+    let w = workgroup_index(wid, nwg);
+    if w >= p.tiles * p.splits {
         return vec2<u32>(p.m, 0u);
     }
+    let tile = w % p.tiles;
     let i0 = (tile / p.tiles_n) * TILE * BLOCK + (lid / TILE) * BLOCK;
     let j0 = (tile % p.tiles_n) * TILE * BLOCK + (lid % TILE) * BLOCK;
     return vec2<u32>(i0, j0);
@@ -73,11 +94,18 @@ fn clamp4(x0: u32, last: u32) -> vec4<u32> {
     return vec4<u32>(min(x0, last), min(x0 + 1u, last), min(x0 + 2u, last), min(x0 + 3u, last));
 }
 
-fn store_block(o: vec2<u32>, acc0: vec4<f32>, acc1: vec4<f32>, acc2: vec4<f32>, acc3: vec4<f32>) {
-    store(o.x, o.y, acc0);
-    store(o.x + 1u, o.y, acc1);
-    store(o.x + 2u, o.y, acc2);
-    store(o.x + 3u, o.y, acc3);
+fn store_block(
+    o: vec2<u32>,
+    acc0: vec4<f32>,
+    acc1: vec4<f32>,
+    acc2: vec4<f32>,
+    acc3: vec4<f32>,
+    out: u32,
+) {
+    store(o.x, o.y, acc0, out);
+    store(o.x + 1u, o.y, acc1, out);
+    store(o.x + 2u, o.y, acc2, out);
+    store(o.x + 3u, o.y, acc3, out);
 }
 
 @compute @workgroup_size(WG)
@@ -97,7 +125,8 @@ fn nt(
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
-    for (var kk = 0u; kk < k4; kk += 1u) {
+    let sl = slice_of(wid, nwg);
+    for (var kk = sl.lo / 4u; kk < sl.hi / 4u; kk += 1u) {
         let b0 = b[cj.x + kk];
         let b1 = b[cj.y + kk];
         let b2 = b[cj.z + kk];
@@ -111,7 +140,7 @@ fn nt(
         acc2 += vec4<f32>(dot(a2, b0), dot(a2, b1), dot(a2, b2), dot(a2, b3));
         acc3 += vec4<f32>(dot(a3, b0), dot(a3, b1), dot(a3, b2), dot(a3, b3));
     }
-    store_block(o, acc0, acc1, acc2, acc3);
+    store_block(o, acc0, acc1, acc2, acc3, sl.out);
 }
 
 // Element `idx` of A, read through the vec4 binding.
@@ -131,6 +160,7 @@ fn nn(
     }
     let n4 = p.n / 4u;
     let cq = min(o.y / 4u, n4 - 1u);
+    let sl = slice_of(wid, nwg);
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
@@ -140,7 +170,7 @@ fn nn(
         // rows of B.
         let k4 = p.k / 4u;
         let ri = clamp4(o.x, p.m - 1u) * k4;
-        for (var kq = 0u; kq < k4; kq += 1u) {
+        for (var kq = sl.lo / 4u; kq < sl.hi / 4u; kq += 1u) {
             let kk = 4u * kq;
             let b0 = b[kk * n4 + cq];
             let b1 = b[(kk + 1u) * n4 + cq];
@@ -157,7 +187,7 @@ fn nn(
         }
     } else {
         let ri = clamp4(o.x, p.m - 1u) * p.k;
-        for (var kk = 0u; kk < p.k; kk += 1u) {
+        for (var kk = sl.lo; kk < sl.hi; kk += 1u) {
             let bv = b[kk * n4 + cq];
             acc0 += a_at(ri.x + kk) * bv;
             acc1 += a_at(ri.y + kk) * bv;
@@ -165,7 +195,7 @@ fn nn(
             acc3 += a_at(ri.w + kk) * bv;
         }
     }
-    store_block(o, acc0, acc1, acc2, acc3);
+    store_block(o, acc0, acc1, acc2, acc3, sl.out);
 }
 
 @compute @workgroup_size(WG)
@@ -186,7 +216,8 @@ fn tn(
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
-    for (var kk = 0u; kk < p.k; kk += 1u) {
+    let sl = slice_of(wid, nwg);
+    for (var kk = sl.lo; kk < sl.hi; kk += 1u) {
         let av = a[kk * m4 + rq];
         let bv = b[kk * n4 + cq];
         acc0 += av.x * bv;
@@ -194,5 +225,5 @@ fn tn(
         acc2 += av.z * bv;
         acc3 += av.w * bv;
     }
-    store_block(o, acc0, acc1, acc2, acc3);
+    store_block(o, acc0, acc1, acc2, acc3, sl.out);
 }

@@ -15,7 +15,7 @@ use common::gpu_vs_cpu::{assert_ids, check, rand, read, read_u32, up, up_u32};
 use common::{Rng, TOL_EXACT, TOL_F32_ELEMENTWISE, TOL_F32_REDUCTION, gpu};
 use nse::backend::{Backend, Transpose};
 use nse::cpu::CpuBackend;
-use nse::gpu::kernels::matmul::gpu_matmul_kernel;
+use nse::gpu::kernels::matmul::{gpu_matmul_kernel, split_k};
 use nse::ops::matmul::MatmulDims;
 
 const WIDTHS: [usize; 6] = [1, 3, 7, 33, 65, 129];
@@ -130,11 +130,22 @@ fn matmul_all_transposes_general_vec4_and_gemv_paths() {
         (8, 1540, 13),
         (7, 4, 5),
         (9, 64, 5),
+        // Split-K (few tiles, K ≥ 1024): slices of a whole number of vec4s, the last shorter,
+        // and K % 4 ≠ 0 on the scalar `nn` and general paths.
+        (9, 2048, 40),
+        (2, 1101, 8),
+        (4, 1030, 8),
     ];
     let mut kernels = std::collections::BTreeSet::new();
+    let mut split = 0;
     for (m, k, n) in sizes {
         for t in [Transpose::NN, Transpose::NT, Transpose::TN, tt] {
-            kernels.insert(gpu_matmul_kernel(MatmulDims { m, k, n }, t, false));
+            let kernel = gpu_matmul_kernel(MatmulDims { m, k, n }, t, false);
+            kernels.insert(kernel);
+            let tiles = m.div_ceil(32) * n.div_ceil(32);
+            if kernel.0 == "matmul_vec4" && split_k(tiles, k, m * n * 4, u64::MAX) > 1 {
+                split += 1;
+            }
             let (sa, sb) = stored(m, k, n, t);
             let (a, ac) = rand(&g, &mut rng, &sa);
             let (b, bc) = rand(&g, &mut rng, &sb);
@@ -165,6 +176,7 @@ fn matmul_all_transposes_general_vec4_and_gemv_paths() {
         want,
         "every matmul kernel was exercised"
     );
+    assert!(split >= 4, "{split} split-K products");
 }
 
 #[test]
@@ -265,7 +277,7 @@ fn silu_mul_add_and_add_bias() {
 }
 
 #[test]
-fn add_rows_write_rows_add_columns_in_place() {
+fn add_rows_write_rows_add_columns_zero_rows_in_place() {
     let Some(g) = gpu() else { return };
     let mut rng = Rng::new(9);
     for d in WIDTHS {
@@ -298,6 +310,13 @@ fn add_rows_write_rows_add_columns_in_place() {
             TOL_EXACT,
             &format!("add_columns d={d} cols={cols:?}"),
         );
+        // Rows repeat; the others stay as they were.
+        let (zero, zero_c) = up_u32(&g, &[4, 1, 4], &[3]);
+        g.zero_rows(&mut x, &zero).unwrap();
+        CpuBackend.zero_rows(&mut xc, &zero_c).unwrap();
+        assert!(xc.f32()[d..2 * d].iter().all(|&v| v == 0.0));
+        assert!(xc.f32()[..d].iter().any(|&v| v != 0.0));
+        check(&g, &x, &xc, TOL_EXACT, &format!("zero_rows d={d}"));
     }
 }
 

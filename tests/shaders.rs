@@ -84,9 +84,11 @@ fn launcher_constants_mirror_the_shaders() {
         ("sample_top_k", softmax::SAMPLE_TOP_K_WG),
         ("attention", attention::ATTENTION_WG),
         ("attention_backward", attention::ATTENTION_WG),
+        ("attention_backward_wg", attention::ATTENTION_WG),
         ("matmul", matmul::MATMUL_WG),
         ("matmul_vec4", matmul::MATMUL_WG),
         ("gemv", matmul::GEMV_WG),
+        ("split_sum", matmul::SPLIT_SUM_WG),
         ("attention_split", attention::ATTENTION_WG),
     ];
     let mut checked = BTreeSet::new();

@@ -3,7 +3,7 @@
 //! `crate::ops::matmul`
 //! (the CPU reference is the specification; tests/gpu_ops.rs checks the kernels against it).
 
-use crate::backend::{TensorInfo, Transpose};
+use crate::backend::{DType, TensorInfo, Transpose};
 use crate::gpu::{Dispatch, GpuBackend, GpuTensor, u32_of};
 use crate::ops::matmul::MatmulDims;
 
@@ -73,6 +73,16 @@ pub(crate) fn launch_matmul(
     let span = (TILE * BLOCK) as usize;
     let tiles_n = n.div_ceil(span);
     let tiles = m.div_ceil(span) * tiles_n;
+    let splits = if shader == "matmul_vec4" && !gpu.is_baseline() {
+        split_k(tiles, k, m * n * 4, gpu.max_tensor_bytes())
+    } else {
+        1
+    };
+    if splits > 1 {
+        return launch_split_k(
+            gpu, c, a, b, entry, dims, tiles_n, tiles, splits, accumulate,
+        );
+    }
     let general = [
         ("TRANS_A", f64::from(u8::from(t.a))),
         ("TRANS_B", f64::from(u8::from(t.b))),
@@ -89,8 +99,77 @@ pub(crate) fn launch_matmul(
             u32_of(k),
             u32_of(tiles_n),
             u32_of(tiles),
+            u32_of(k.next_multiple_of(4).max(4)),
+            1,
         ],
         bindings: &[(1, a.buffer()), (2, b.buffer()), (3, c.buffer())],
         workgroups: tiles as u64,
+    })
+}
+
+/// Workgroups a split-K product aims for.
+const SPLIT_TARGET_WORKGROUPS: usize = 1024;
+/// The least K per split.
+const SPLIT_MIN_K: usize = 512;
+/// Invocations per workgroup of `shaders/split_sum.wgsl`.
+pub const SPLIT_SUM_WG: u32 = 64;
+
+/// The number of K slices for a vec4 product of `tiles` tiles over `k` (1: no split): only
+/// products with few tiles and a long K, such as the LM head's backward (18 tiles over
+/// K = 49,152), are split, into slices of at least [`SPLIT_MIN_K`], and only while the partial
+/// blocks (`c_bytes` each) fit one binding of `max_bytes`.
+pub fn split_k(tiles: usize, k: usize, c_bytes: usize, max_bytes: u64) -> usize {
+    if tiles >= 64 || k < 2 * SPLIT_MIN_K {
+        return 1;
+    }
+    let splits = (SPLIT_TARGET_WORKGROUPS / tiles).clamp(1, k / SPLIT_MIN_K);
+    let fit = (max_bytes / c_bytes.max(1) as u64).max(1) as usize;
+    // Slices of a whole number of vec4s; the last may be shorter.
+    let chunk = k.div_ceil(splits.min(fit)).next_multiple_of(4);
+    k.div_ceil(chunk)
+}
+
+/// [`launch_matmul`] split along K into `splits` slices: each writes its own (M, N) block of a
+/// scratch tensor, and `split_sum.wgsl` adds them into `c`.
+#[allow(clippy::too_many_arguments)]
+fn launch_split_k(
+    gpu: &GpuBackend,
+    c: &GpuTensor,
+    a: &GpuTensor,
+    b: &GpuTensor,
+    entry: &'static str,
+    dims: MatmulDims,
+    tiles_n: usize,
+    tiles: usize,
+    splits: usize,
+    accumulate: bool,
+) -> crate::Result<()> {
+    let MatmulDims { m, k, n } = dims;
+    let chunk = k.div_ceil(splits).next_multiple_of(4);
+    let part = gpu.empty("split-K partial products", &[splits * m, n], DType::F32)?;
+    gpu.dispatch(&Dispatch {
+        shader: "matmul_vec4",
+        entry,
+        overrides: &[("ACCUMULATE", 0.0)],
+        params: &[
+            u32_of(m),
+            u32_of(n),
+            u32_of(k),
+            u32_of(tiles_n),
+            u32_of(tiles),
+            u32_of(chunk),
+            u32_of(splits),
+        ],
+        bindings: &[(1, a.buffer()), (2, b.buffer()), (3, part.buffer())],
+        workgroups: (tiles * splits) as u64,
+    })?;
+    let len = m * n;
+    gpu.dispatch(&Dispatch {
+        shader: "split_sum",
+        entry: "main",
+        overrides: &[("ACCUMULATE", f64::from(u8::from(accumulate)))],
+        params: &[u32_of(len), u32_of(splits)],
+        bindings: &[(1, part.buffer()), (2, c.buffer())],
+        workgroups: (len as u64).div_ceil(u64::from(SPLIT_SUM_WG)),
     })
 }
