@@ -39,3 +39,23 @@ fn main(
         }
     }
 }
+
+// `x[rows[r], :] = 0` for every r: the z loop's fixed keys and values with the edited prompts'
+// rows cleared.
+@compute @workgroup_size(WG)
+fn zero(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let c = workgroup_index(wid, nwg) * WG + lid;
+    if c >= p.d {
+        return;
+    }
+    for (var r = 0u; r < p.r; r += 1u) {
+        let row = rows[r];
+        if row < p.n_rows {
+            x[row * p.d + c] = 0.0;
+        }
+    }
+}

@@ -235,6 +235,12 @@ pub trait Backend {
     /// `x (N, D)`, `rows (R)` u32, `v (R, D)`.
     fn add_rows(&self, x: &mut Self::Tensor, rows: &Self::Tensor, v: &Self::Tensor) -> Result<()>;
 
+    /// In place, `x[rows[r], :] = 0` for every `r` (rows may repeat).
+    ///
+    /// # Shapes
+    /// `x (N, D)`, `rows (R)` u32.
+    fn zero_rows(&self, x: &mut Self::Tensor, rows: &Self::Tensor) -> Result<()>;
+
     /// Row gather: `out[r] = x[rows[r]]`.
     ///
     /// # Shapes

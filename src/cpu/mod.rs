@@ -307,6 +307,12 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn zero_rows(&self, x: &mut CpuTensor, rows: &CpuTensor) -> Result<()> {
+        let d = x.width();
+        rows::zero_rows(x.f32_mut(), d, rows.u32());
+        Ok(())
+    }
+
     fn gather_rows(&self, x: &CpuTensor, rows: &CpuTensor) -> Result<CpuTensor> {
         let d = x.width();
         Ok(CpuTensor::from_f32(

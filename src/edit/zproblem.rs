@@ -288,6 +288,9 @@ impl<'m, B: Backend> ZProblem<'m, B> {
             )?
             .hidden;
         let bt = model.upload_batch(&packed)?;
+        let dep_t = be.upload_u32("dependent rows", &dep_rows, &[dep_rows.len()])?;
+        // Every later block's keys and values, with the dependent rows (those δ changes) zeroed:
+        // they are recomputed each step (on the device, with no readback).
         let (mut k_fixed, mut v_fixed) = (vec![], vec![]);
         let mut h = be.copy(&full)?;
         for l in 0..model.config.n_layers {
@@ -297,11 +300,13 @@ impl<'m, B: Backend> ZProblem<'m, B> {
                 continue;
             }
             let (out, acts) = model.block_packed(l, &h, &bt, None)?;
-            k_fixed.push(Some(zero_rows(be, &acts.k, &dep_rows).await?));
-            v_fixed.push(Some(zero_rows(be, &acts.v, &dep_rows).await?));
+            let (mut k, mut v) = (acts.k, acts.v);
+            be.zero_rows(&mut k, &dep_t)?;
+            be.zero_rows(&mut v, &dep_t)?;
+            k_fixed.push(Some(k));
+            v_fixed.push(Some(v));
             h = out;
         }
-        let dep_t = be.upload_u32("dependent rows", &dep_rows, &[dep_rows.len()])?;
         let prefix = be.gather_rows(&full, &dep_t)?;
         // h_init: block l0's output at the bare prompt's (the first prompt's) subject-last row.
         let firsts: Vec<u32> = items
@@ -518,16 +523,6 @@ impl<'m, B: Backend> ZProblem<'m, B> {
 
 /// A request's prompts, their tokens, their subject-last indices and its target's tokens.
 pub type Described<'a> = (&'a [String], &'a [Vec<u32>], &'a [usize], &'a [u32]);
-
-/// `t` with the given rows set to zero (read back and re-uploaded: done once per batch).
-async fn zero_rows<B: Backend>(be: &B, t: &B::Tensor, rows: &[u32]) -> Result<B::Tensor> {
-    let width = *t.shape().last().expect("a matrix");
-    let mut v = be.read(t).await?;
-    for &r in rows {
-        v[r as usize * width..(r as usize + 1) * width].fill(0.0);
-    }
-    be.upload_owned("fixed keys/values", v, t.shape())
-}
 
 /// The KL anchor prompt.
 pub const KL_PROMPT: &str = "{} is a";

@@ -157,6 +157,10 @@ impl Backend for GpuBackend {
         rows::launch_add_rows(self, x, rows, v)
     }
 
+    fn zero_rows(&self, x: &mut GpuTensor, rows: &GpuTensor) -> Result<()> {
+        rows::launch_zero_rows(self, x, rows)
+    }
+
     fn gather_rows(&self, x: &GpuTensor, rows: &GpuTensor) -> Result<GpuTensor> {
         rows::launch_gather_rows(self, x, rows)
     }

@@ -27,6 +27,17 @@ pub fn add_rows(x: &mut [f32], d: usize, rows: &[u32], v: &[f32]) {
     }
 }
 
+/// CPU reference, in place: `x[rows[r], :] = 0`.
+///
+/// # Shapes
+/// `x (N, D)`, `rows (R)`.
+pub fn zero_rows(x: &mut [f32], d: usize, rows: &[u32]) {
+    for &r in rows {
+        let r = r as usize;
+        x[r * d..(r + 1) * d].fill(0.0);
+    }
+}
+
 /// CPU reference, in place: `w[:, cols[c]] += delta[:, c]`.
 ///
 /// # Shapes

@@ -63,6 +63,31 @@ pub(crate) fn launch_add_rows(
     })
 }
 
+/// GPU [`zero_rows`](crate::ops::rows::zero_rows), in place (`add_rows.wgsl`'s `zero`). Row
+/// indices `≥ N` (a caller bug) are skipped.
+///
+/// # Shapes
+/// `x (N, D)`, `rows (R)` u32.
+pub(crate) fn launch_zero_rows(
+    gpu: &GpuBackend,
+    x: &GpuTensor,
+    rows: &GpuTensor,
+) -> crate::Result<()> {
+    rows.expect_dtype(DType::U32, "zero_rows rows");
+    let d = x.width();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    gpu.dispatch(&Dispatch {
+        shader: "add_rows",
+        entry: "zero",
+        overrides: &[],
+        params: &[u32_of(d), u32_of(x.len() / d.max(1)), u32_of(rows.len())],
+        bindings: &[(1, x.buffer()), (2, rows.buffer())],
+        workgroups: (d as u64).div_ceil(u64::from(ADD_ROWS_WG)),
+    })
+}
+
 /// GPU [`add_columns`](crate::ops::rows::add_columns), in place. Column indices `≥ K` (a caller bug) are skipped.
 ///
 /// # Shapes
