@@ -140,7 +140,9 @@ fn attention_backward_packed_causal_and_subsets() {
             n_kv_heads: hkv,
             head_dim: hd,
         };
-        for lens in [&[1][..], &[4, 1, 6, 2]] {
+        // The last: rows whose ranges span up to three 64-key chunks of the workgroup kernels,
+        // and more than 64 query rows per key.
+        for lens in [&[1][..], &[4, 1, 6, 2], &[150, 3]] {
             let n: usize = lens.iter().sum();
             let (q, qc) = rand(&g, &mut rng, &[n, hq * hd]);
             let (k, kc) = rand(&g, &mut rng, &[n, hkv * hd]);

@@ -27,6 +27,10 @@ pub const SHADERS: &[(&str, &str)] = &[
         "attention_backward",
         include_str!("../../shaders/attention_backward.wgsl"),
     ),
+    (
+        "attention_backward_wg",
+        include_str!("../../shaders/attention_backward_wg.wgsl"),
+    ),
     ("embedding", include_str!("../../shaders/embedding.wgsl")),
     ("gemv", include_str!("../../shaders/gemv.wgsl")),
     (
@@ -49,6 +53,7 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../../shaders/sample_top_k.wgsl"),
     ),
     ("silu_mul", include_str!("../../shaders/silu_mul.wgsl")),
+    ("split_sum", include_str!("../../shaders/split_sum.wgsl")),
 ];
 
 /// The source of shader `name`; panics for a name not in [`SHADERS`] (a bug in a launcher).

@@ -1,5 +1,5 @@
-//! The launchers of `shaders/attention.wgsl`, `shaders/attention_split.wgsl` and
-//! `shaders/attention_backward.wgsl`, the WGSL kernels
+//! The launchers of `shaders/attention.wgsl`, `shaders/attention_split.wgsl`,
+//! `shaders/attention_backward.wgsl` and `shaders/attention_backward_wg.wgsl`, the WGSL kernels
 //! of `crate::ops::attention`
 //! (the CPU reference is the specification; tests/gpu_ops.rs checks the kernels against it).
 
@@ -234,13 +234,22 @@ pub(crate) fn launch_attention_backward(
         let mut params = vec![len];
         params.extend(shape_params);
         let bindings: Vec<(u32, &wgpu::Buffer)> = common.iter().copied().chain(outputs).collect();
+        // A workgroup per output row, or (baseline) an invocation per output row.
+        let (shader, workgroups) = if gpu.is_baseline() {
+            (
+                "attention_backward",
+                u64::from(len).div_ceil(u64::from(ATTENTION_WG)),
+            )
+        } else {
+            ("attention_backward_wg", u64::from(len))
+        };
         gpu.dispatch(&Dispatch {
-            shader: "attention_backward",
+            shader,
             entry,
             overrides: &[],
             params: &params,
             bindings: &bindings,
-            workgroups: u64::from(len).div_ceil(u64::from(ATTENTION_WG)),
+            workgroups,
         })?;
     }
     Ok((dq, dk, dv))
