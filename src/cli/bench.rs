@@ -55,6 +55,10 @@ const TORCH_REFERENCE: &str = include_str!("../../docs/results/torch-reference.j
 struct ForwardTimes {
     prefill_s: f64,
     decode_s: f64,
+    /// Of `decode_s`: the host recording the forward pass and the argmax, and waiting for
+    /// the token to come back (the device's work plus one round trip).
+    decode_record_s: f64,
+    decode_wait_s: f64,
 }
 
 async fn time_forward<B: Backend>(
@@ -67,6 +71,8 @@ async fn time_forward<B: Backend>(
     let mut best = ForwardTimes {
         prefill_s: f64::INFINITY,
         decode_s: f64::INFINITY,
+        decode_record_s: 0.0,
+        decode_wait_s: 0.0,
     };
     // One untimed round warms up pipelines, pools and caches.
     for round in 0..=repeats {
@@ -76,17 +82,37 @@ async fn time_forward<B: Backend>(
         let mut next = be.read_u32(&be.argmax(&logits)?).await?[0];
         let prefill = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
+        let mut record = 0.0;
         for _ in 0..decode {
+            let t = Instant::now();
             let logits = m.forward_cached(&mut cache, &[next])?;
-            next = be.read_u32(&be.argmax(&logits)?).await?[0];
+            let id = be.argmax(&logits)?;
+            record += t.elapsed().as_secs_f64();
+            next = be.read_u32(&id).await?[0];
         }
         let decode_s = t1.elapsed().as_secs_f64();
         if round > 0 {
             best.prefill_s = best.prefill_s.min(prefill);
-            best.decode_s = best.decode_s.min(decode_s);
+            if decode_s < best.decode_s {
+                best.decode_s = decode_s;
+                best.decode_record_s = record;
+                best.decode_wait_s = decode_s - record;
+            }
         }
     }
     Ok(best)
+}
+
+/// Milliseconds of one round trip to the device with no work: a 4-byte readback (the mean of
+/// 20 after a warm-up).
+async fn round_trip_ms<B: Backend>(be: &B) -> Result<f64> {
+    let t = be.upload_u32("round trip", &[7], &[1])?;
+    be.read_u32(&t).await?;
+    let t0 = Instant::now();
+    for _ in 0..20 {
+        be.read_u32(&t).await?;
+    }
+    Ok(t0.elapsed().as_secs_f64() * 1000.0 / 20.0)
 }
 
 /// The device's counts for one prefill of `prompt` and per decoded token (an untimed run on the
@@ -156,6 +182,7 @@ fn forward(args: ForwardBenchArgs) -> Result<()> {
         with_model!(&model, m => (m.backend().describe(), kind_of(m.backend())));
     let times = with_model!(&model, m => pollster::block_on(time_forward(m, &prompt, args.decode_tokens, args.repeats)))?;
     let counts = with_model!(&model, m => pollster::block_on(count_forward(m, &prompt, args.decode_tokens)))?;
+    let round_trip = with_model!(&model, m => pollster::block_on(round_trip_ms(m.backend())))?;
     let prefill_tps = args.prefill_tokens as f64 / times.prefill_s;
     let decode_tps = args.decode_tokens as f64 / times.decode_s;
     let peak_host = peak_rss_bytes();
@@ -168,6 +195,9 @@ fn forward(args: ForwardBenchArgs) -> Result<()> {
     let r = |k: &str| reference["results"][k].as_f64();
 
     println!("nse bench forward — {} on {backend_name}", source.name);
+    if let Some(path) = gpu_path(&model) {
+        println!("gpu path: {path}");
+    }
     println!(
         "{:<34} {:>12} {:>14} {:>8}",
         "metric", "nse", "PyTorch (ref)", "ratio"
@@ -192,6 +222,18 @@ fn forward(args: ForwardBenchArgs) -> Result<()> {
         r("decode_tokens_per_s"),
         true,
     );
+    let per_token_ms = |s: f64| s * 1000.0 / args.decode_tokens as f64;
+    println!(
+        "{:<34} {:>12.2}",
+        "  of which recording, ms per token",
+        per_token_ms(times.decode_record_s)
+    );
+    println!(
+        "{:<34} {:>12.2}",
+        "  of which waiting, ms per token",
+        per_token_ms(times.decode_wait_s)
+    );
+    println!("{:<34} {:>12.3}", "empty round trip, ms", round_trip);
     row("model load seconds", load_seconds, r("load_seconds"), false);
     row(
         "peak host memory MiB",
@@ -218,11 +260,14 @@ fn forward(args: ForwardBenchArgs) -> Result<()> {
     let report = json!({
         "bench": "forward",
         "model": source.name, "model_sha256": source.sha256,
-        "backend": backend_kind, "device": backend_name,
+        "backend": backend_kind, "device": backend_name, "gpu_path": gpu_path(&model),
         "prefill_tokens": args.prefill_tokens, "decode_tokens": args.decode_tokens, "repeats": args.repeats,
         "results": {
             "prefill_tokens_per_s": prefill_tps, "decode_tokens_per_s": decode_tps,
             "prefill_seconds": times.prefill_s, "decode_seconds": times.decode_s,
+            "decode_record_ms_per_token": per_token_ms(times.decode_record_s),
+            "decode_wait_ms_per_token": per_token_ms(times.decode_wait_s),
+            "round_trip_ms": round_trip,
             "load_seconds": load_seconds, "peak_rss_mib": peak_host as f64 / 1048576.0,
             "peak_gpu_buffer_mib": peak_gpu.map(|g| g as f64 / 1048576.0),
         },
@@ -232,6 +277,14 @@ fn forward(args: ForwardBenchArgs) -> Result<()> {
     write_json(&out_path, &report)?;
     println!("wrote {}", out_path.display());
     Ok(())
+}
+
+/// The gpu backend's dispatch design and matmul path (`None` on the cpu backend).
+pub(super) fn gpu_path(model: &crate::session::Engine) -> Option<&'static str> {
+    match model {
+        crate::session::Engine::Gpu(w) => Some(w.model.backend().path_description()),
+        crate::session::Engine::Cpu(_) => None,
+    }
 }
 
 fn kind_of<B: Backend>(b: &B) -> &'static str {

@@ -111,6 +111,9 @@ pub fn run(args: EditBenchArgs) -> Result<()> {
     let per_eval = t.z_seconds.iter().sum::<f64>() / t.z_evals.iter().sum::<usize>() as f64;
 
     println!("nse bench edit — {} on {device}", source.name);
+    if let Some(path) = super::bench::gpu_path(&model) {
+        println!("gpu path: {path}");
+    }
     println!(
         "{:<44} {:>10} {:>16} {:>8}",
         "work", "nse (s)", "reference (s)", "speed-up"
@@ -186,7 +189,7 @@ pub fn run(args: EditBenchArgs) -> Result<()> {
     write_json(
         &out,
         &json!({
-            "bench": "edit", "model": source.name, "model_sha256": source.sha256, "backend": kind, "device": device,
+            "bench": "edit", "model": source.name, "model_sha256": source.sha256, "backend": kind, "device": device, "gpu_path": super::bench::gpu_path(&model),
             "results": {
                 "z_seconds": t.z_seconds, "z_evaluations": t.z_evals, "z_seconds_mean": z_mean, "z_seconds_per_evaluation": per_eval,
                 "z_packed": t.z_batched.iter().map(|&(size, seconds, evals)| json!({

@@ -54,6 +54,7 @@ pub fn run(args: InfoArgs) -> Result<()> {
     match pollster::block_on(GpuBackend::new()) {
         Ok(gpu) => {
             println!("adapter      {}", gpu.describe_adapter());
+            println!("gpu path     {}", gpu.path_description());
             for (name, value) in gpu.limit_table() {
                 println!("  {name:<36} {value}");
             }

@@ -13,7 +13,8 @@
 //!
 //! `NSE_GPU_BASELINE=1` (natively) restores the first design, for before/after timings in one
 //! run: a compute pass, a new uniform buffer and a new bind group per dispatch, a submit every
-//! 64 commands, and the tiled matmul at every row count.
+//! 64 commands, new buffers for uploads and readbacks, the tiled matmul at every row count
+//! without split-K, and the attention kernels with one invocation per row.
 
 use std::collections::HashMap;
 
@@ -118,13 +119,16 @@ impl GpuBackend {
     pub fn path_description(&self) -> &'static str {
         match (self.ctx.baseline, self.ctx.gemv) {
             (true, _) => {
-                "baseline (a pass, uniform buffer and bind group per dispatch; tiled matmul)"
+                "baseline (a pass, uniform buffer and bind group per dispatch; tiled matmul; \
+                 an invocation per row in attention)"
             }
             (false, true) => {
-                "one pass per run of dispatches, uniform ring, cached bind groups; GEMV for ≤ 8 rows"
+                "shared passes, uniform ring, cached bind groups; GEMV for ≤ 8 rows, split-K; \
+                 split-KV attention, a workgroup per row in its backward"
             }
             (false, false) => {
-                "one pass per run of dispatches, uniform ring, cached bind groups; tiled matmul"
+                "shared passes, uniform ring, cached bind groups; tiled matmul, split-K; split-KV \
+                 attention, a workgroup per row in its backward"
             }
         }
     }
