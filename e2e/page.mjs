@@ -110,6 +110,7 @@ await session('WebGPU browser session', { webgpu: true, query: '?backend=webgpu'
     const status = await page.textContent(tid('model-status'));
     console.log(`  status: ${status.replace(/\n/g, ' | ')}`);
     expect(/WebGPU on /.test(status), `status does not name the WebGPU adapter: ${status}`);
+    expect(/kernels: portable WGSL/.test(status), `status does not name the gpu kernels: ${status}`);
     expect(/swiftshader|adapter/i.test(status), `no adapter in the status: ${status}`);
     expect(/maxStorageBufferBindingSize/.test(status), `no limits in the status: ${status}`);
     expect(/parameters/.test(status), `no model size in the status: ${status}`);

@@ -167,3 +167,27 @@ fn describe_names_the_adapter() {
             .any(|&(n, v)| n == "max_storage_buffer_binding_size" && v > 0)
     );
 }
+
+/// An adapter allowing less workgroup memory than a kernel declares gets a named error before
+/// the dispatch, and the kernels that fit still run.
+#[test]
+fn kernels_over_the_workgroup_memory_limit_are_refused_by_name() {
+    let Some(_) = gpu() else { return };
+    let small = pollster::block_on(nse::gpu::GpuBackend::with_limits(|l| {
+        l.max_compute_workgroup_storage_size = 4096;
+    }))
+    .unwrap();
+    assert_eq!(small.limits().max_compute_workgroup_storage_size, 4096);
+    let a = small.upload("a", &[1.0; 8], &[1, 8]).unwrap();
+    let w = small.upload("w", &[0.5; 16], &[2, 8]).unwrap();
+    // One row: the GEMV, which declares 8 KiB.
+    let err = small.matmul(&a, &w, Transpose::NT).unwrap_err().to_string();
+    assert!(
+        err.contains("`gemv`") && err.contains("8192") && err.contains("4096"),
+        "{err}"
+    );
+    // Nine rows: the tiled kernel, which needs none.
+    let a9 = small.upload("a9", &[1.0; 72], &[9, 8]).unwrap();
+    let c = small.matmul(&a9, &w, Transpose::NT).unwrap();
+    assert_eq!(pollster::block_on(small.read(&c)).unwrap(), vec![4.0; 18]);
+}

@@ -145,3 +145,34 @@ fn launcher_constants_mirror_the_shaders() {
     let all: BTreeSet<&str> = SHADERS.iter().map(|(n, _)| *n).collect();
     assert_eq!(checked, all, "every shader's workgroup size is mirrored");
 }
+
+/// Bytes of the workgroup-memory variables of `module` (arrays of scalars and vectors).
+fn workgroup_memory(module: &naga::Module, shader: &str) -> u32 {
+    module
+        .global_variables
+        .iter()
+        .filter(|(_, v)| v.space == naga::AddressSpace::WorkGroup)
+        .map(|(_, v)| match module.types[v.ty].inner {
+            naga::TypeInner::Array {
+                size: naga::ArraySize::Constant(n),
+                stride,
+                ..
+            } => n.get() * stride,
+            ref other => panic!("{shader}.wgsl: workgroup variable of type {other:?}"),
+        })
+        .sum()
+}
+
+#[test]
+fn workgroup_memory_table_matches_the_shaders() {
+    for (name, src) in SHADERS {
+        let bytes = workgroup_memory(&parse(name, src), name);
+        assert_eq!(
+            nse::gpu::workgroup_bytes(name),
+            bytes,
+            "{name}.wgsl declares {bytes} bytes of workgroup memory: update WORKGROUP_BYTES"
+        );
+        // WebGPU guarantees 16 KiB: every kernel runs on every adapter.
+        assert!(bytes <= 16384, "{name}.wgsl: {bytes} bytes");
+    }
+}

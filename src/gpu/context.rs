@@ -103,6 +103,15 @@ impl GpuBackend {
     /// # Errors
     /// [`Error::Gpu`] when no adapter exists or the device cannot be created.
     pub async fn new() -> Result<Self> {
+        Self::with_limits(|_| {}).await
+    }
+
+    /// [`GpuBackend::new`] with the device's limits lowered by `lower` from the adapter's own
+    /// (for tests of what a small adapter gets; raising a limit fails the device request).
+    ///
+    /// # Errors
+    /// As [`GpuBackend::new`].
+    pub async fn with_limits(lower: impl FnOnce(&mut wgpu::Limits)) -> Result<Self> {
         #[cfg(not(target_arch = "wasm32"))]
         let desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
         #[cfg(target_arch = "wasm32")]
@@ -119,7 +128,8 @@ impl GpuBackend {
             .request_adapter(&options)
             .await
             .map_err(|e| Error::Gpu(no_adapter_message(&e)))?;
-        let limits = adapter.limits();
+        let mut limits = adapter.limits();
+        lower(&mut limits);
         let device_desc = wgpu::DeviceDescriptor {
             label: Some("nse"),
             required_features: wgpu::Features::empty(),

@@ -133,6 +133,17 @@ impl GpuBackend {
         }
     }
 
+    /// The kernels in a few words, for the page's status line: every adapter gets the same
+    /// portable WGSL (no subgroups, no shader-f16, at most 8 KiB of workgroup memory of the
+    /// 16 KiB WebGPU guarantees).
+    pub fn kernel_summary(&self) -> &'static str {
+        if self.ctx.gemv {
+            "portable WGSL (GEMV, split-K, split-KV attention; no subgroups or f16)"
+        } else {
+            "portable WGSL (tiled matmul, split-K, split-KV attention; no subgroups or f16)"
+        }
+    }
+
     /// Records `f` into the pending encoder (creating it if needed, ending an open compute
     /// pass) and submits when the batch is full.
     ///
@@ -218,6 +229,15 @@ impl GpuBackend {
             d.workgroups,
             self.ctx.limits.max_compute_workgroups_per_dimension,
         )?;
+        let needed = super::workgroup_bytes(d.shader);
+        let allowed = self.ctx.limits.max_compute_workgroup_storage_size;
+        if needed > allowed {
+            return Err(Error::Gpu(format!(
+                "the `{}` kernel needs {needed} bytes of workgroup memory and this adapter allows \
+                 {allowed}; use the cpu backend (--backend cpu)",
+                d.shader
+            )));
+        }
         if self.ctx.baseline {
             return self.dispatch_baseline(d, [x, y, z]);
         }

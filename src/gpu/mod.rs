@@ -28,4 +28,4 @@ pub use context::GpuBackend;
 pub(crate) use counters::Count;
 pub use counters::GpuCounters;
 pub(crate) use encoder::Dispatch;
-pub use registry::SHADERS;
+pub use registry::{SHADERS, WORKGROUP_BYTES, workgroup_bytes};

@@ -56,6 +56,27 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("split_sum", include_str!("../../shaders/split_sum.wgsl")),
 ];
 
+/// Bytes of workgroup memory each shader declares (all its entry points together), checked
+/// against the adapter's `max_compute_workgroup_storage_size` before a dispatch; shaders not
+/// listed declare none. `tests/shaders.rs` recomputes the table from the WGSL.
+pub const WORKGROUP_BYTES: &[(&str, u32)] = &[
+    ("argmax", 1024),
+    ("attention_backward_wg", 1552),
+    ("attention_split", 6208),
+    ("gemv", 8192),
+    ("log_softmax", 512),
+    ("rms_norm", 512),
+    ("sample_top_k", 1024),
+];
+
+/// Bytes of workgroup memory `shader` declares.
+pub fn workgroup_bytes(shader: &str) -> u32 {
+    WORKGROUP_BYTES
+        .iter()
+        .find(|(n, _)| *n == shader)
+        .map_or(0, |&(_, b)| b)
+}
+
 /// The source of shader `name`; panics for a name not in [`SHADERS`] (a bug in a launcher).
 fn source(name: &str) -> &'static str {
     SHADERS

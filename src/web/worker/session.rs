@@ -114,9 +114,10 @@ fn gpu_line(gpu: &GpuBackend, facts: &AdapterFacts) -> String {
         facts.label()
     };
     format!(
-        "WebGPU on {adapter} · maxStorageBufferBindingSize {} · maxBufferSize {}",
+        "WebGPU on {adapter} · maxStorageBufferBindingSize {} · maxBufferSize {} · kernels: {}",
         fmt_bytes(limits.max_storage_buffer_binding_size),
-        fmt_bytes(limits.max_buffer_size)
+        fmt_bytes(limits.max_buffer_size),
+        gpu.kernel_summary()
     )
 }
 
