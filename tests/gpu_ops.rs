@@ -12,7 +12,7 @@
 mod common;
 
 use common::gpu_vs_cpu::{assert_ids, check, rand, read, read_u32, up, up_u32};
-use common::{Rng, TOL_EXACT, TOL_F32_ELEMENTWISE, TOL_F32_REDUCTION, gpu};
+use common::{Rng, TOL_EXACT, TOL_F32_ELEMENTWISE, TOL_F32_REDUCTION, gpu, gpu_software};
 use nse::backend::{Backend, Transpose};
 use nse::cpu::CpuBackend;
 use nse::gpu::kernels::matmul::{gpu_matmul_kernel, split_k};
@@ -110,7 +110,16 @@ fn stored(m: usize, k: usize, n: usize, t: Transpose) -> ([usize; 2], [usize; 2]
 
 #[test]
 fn matmul_all_transposes_general_vec4_and_gemv_paths() {
-    let Some(g) = gpu() else { return };
+    let (Some(hw), Some(sw)) = (gpu(), gpu_software()) else {
+        return;
+    };
+    // The hardware kernels (GEMV, split-K), and the software adapters' (tiled everywhere).
+    for g in [hw, sw] {
+        matmul_cases(&g);
+    }
+}
+
+fn matmul_cases(g: &nse::gpu::GpuBackend) {
     let mut rng = Rng::new(4);
     let tt = Transpose { a: true, b: true };
     let sizes = [

@@ -102,10 +102,14 @@ fn assert_close(got: &[f32], want: &[f32], tol: Tol, what: &str) {
     }
 }
 
+/// The default device: the hardware kernels (GEMV, split-K, split-KV attention) on every
+/// adapter, so Chrome's WGSL compiler checks the kernels real GPUs get.
 async fn gpu() -> GpuBackend {
-    GpuBackend::new().await.expect(
+    let g = GpuBackend::new().await.expect(
         "no WebGPU adapter: the browser needs --enable-unsafe-webgpu (see ci/webdriver.json)",
-    )
+    );
+    assert_eq!(g.kernel_set(), nse::gpu::KernelSet::Hardware);
+    g
 }
 
 async fn read(g: &GpuBackend, t: &GpuTensor) -> Vec<f32> {
@@ -133,8 +137,15 @@ async fn webgpu_adapter_is_found() {
 async fn matmul_matches_the_cpu_backend() {
     let g = gpu().await;
     let mut rng = Rng(1);
-    // K = 37 is not a multiple of 4 (the general kernel); 64×48×40 takes the vec4 kernel.
-    for (m, k, n) in [(64, 37, 40), (64, 48, 40), (1, 37, 3)] {
+    // K = 37 is not a multiple of 4 (the general kernel); 64×48×40 takes the vec4 kernel;
+    // 3×48×40 `nt` the GEMV, 2×2048×8 split-K.
+    for (m, k, n) in [
+        (64, 37, 40),
+        (64, 48, 40),
+        (1, 37, 3),
+        (3, 48, 40),
+        (2, 2048, 8),
+    ] {
         for t in [Transpose::NN, Transpose::NT, Transpose::TN] {
             let sa = if t.a { [k, m] } else { [m, k] };
             let sb = if t.b { [n, k] } else { [k, n] };
@@ -147,6 +158,65 @@ async fn matmul_matches_the_cpu_backend() {
             assert_close(&read(&g, &got).await, want.f32(), TOL_REDUCTION, &what);
         }
     }
+}
+
+/// Attention forward (split-KV) and backward (a workgroup per row) against the cpu backend:
+/// packed causal sequences, one longer than a 64-key chunk, grouped heads.
+#[wasm_bindgen_test]
+async fn attention_matches_the_cpu_backend() {
+    let g = gpu().await;
+    let mut rng = Rng(3);
+    let s = nse::backend::AttnShape {
+        n_heads: 4,
+        n_kv_heads: 2,
+        head_dim: 8,
+    };
+    let lens = [3usize, 70];
+    let n: usize = lens.iter().sum();
+    let mut ranges = vec![];
+    let mut start = 0u32;
+    for &len in &lens {
+        for i in 0..len as u32 {
+            ranges.extend([start, start + i + 1]);
+        }
+        start += len as u32;
+    }
+    let (q, qc) = both(&g, &mut rng, &[n, 32]);
+    let (k, kc) = both(&g, &mut rng, &[n, 16]);
+    let (v, vc) = both(&g, &mut rng, &[n, 16]);
+    let (dout, doutc) = both(&g, &mut rng, &[n, 32]);
+    let r = g.upload_u32("ranges", &ranges, &[n, 2]).unwrap();
+    let rc = CpuBackend.upload_u32("ranges", &ranges, &[n, 2]).unwrap();
+    let got = g.attention(&q, &k, &v, &r, s).unwrap();
+    let want = CpuBackend.attention(&qc, &kc, &vc, &rc, s).unwrap();
+    assert_close(
+        &read(&g, &got).await,
+        want.f32(),
+        TOL_REDUCTION,
+        "attention",
+    );
+    let (dq, dk, dv) = g.attention_backward(&q, &k, &v, &r, &dout, s).unwrap();
+    let (wq, wk, wv) = CpuBackend
+        .attention_backward(&qc, &kc, &vc, &rc, &doutc, s)
+        .unwrap();
+    assert_close(
+        &read(&g, &dq).await,
+        wq.f32(),
+        TOL_REDUCTION,
+        "attention dq",
+    );
+    assert_close(
+        &read(&g, &dk).await,
+        wk.f32(),
+        TOL_REDUCTION,
+        "attention dk",
+    );
+    assert_close(
+        &read(&g, &dv).await,
+        wv.f32(),
+        TOL_REDUCTION,
+        "attention dv",
+    );
 }
 
 #[wasm_bindgen_test]

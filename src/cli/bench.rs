@@ -280,7 +280,7 @@ fn forward(args: ForwardBenchArgs) -> Result<()> {
 }
 
 /// The gpu backend's dispatch design and matmul path (`None` on the cpu backend).
-pub(super) fn gpu_path(model: &crate::session::Engine) -> Option<&'static str> {
+pub(super) fn gpu_path(model: &crate::session::Engine) -> Option<String> {
     match model {
         crate::session::Engine::Gpu(w) => Some(w.model.backend().path_description()),
         crate::session::Engine::Cpu(_) => None,

@@ -44,9 +44,28 @@ pub(crate) struct Context {
     pub(crate) counters: super::counters::Counters,
     /// The first design's dispatch path, for before/after timings (`NSE_GPU_BASELINE=1`).
     pub(crate) baseline: bool,
-    /// Whether `x · Wᵀ` with few rows runs as a GEMV (off in the baseline, or with
-    /// `NSE_GPU_GEMV=0`, to time the two changes apart).
+    /// Which kernels the launchers pick (see [`KernelSet`]).
+    pub(crate) kernels: KernelSet,
+    /// Whether `x · Wᵀ` with few rows runs as a GEMV among the hardware kernels (off with
+    /// `NSE_GPU_GEMV=0`, to time it apart).
     pub(crate) gemv: bool,
+}
+
+/// The kernels a device runs. Both are portable WGSL (no subgroups, no shader-f16, at most
+/// 8 KiB of workgroup memory).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelSet {
+    /// For hardware GPUs: the GEMV for `x · Wᵀ` with at most 8 rows, split-K, split-KV
+    /// attention and a workgroup per row in its backward; they spread work over many
+    /// invocations that meet at workgroup barriers.
+    Hardware,
+    /// The first kernels, kept for the baseline design's timings: the tiled matmul at every
+    /// size and one invocation per (row, head) in attention. Software adapters (lavapipe,
+    /// SwiftShader), which emulate invocations and barriers on the CPU, run them faster, but
+    /// they are not the default there: on lavapipe their attention goes wrong over long
+    /// ranges (1,000 keys; a 150-token sequence in the backward), which the hardware kernels
+    /// pass, and the cause is not known yet.
+    Software,
 }
 
 /// What the device callbacks report, read before every op and after every readback.
@@ -103,7 +122,16 @@ impl GpuBackend {
     /// # Errors
     /// [`Error::Gpu`] when no adapter exists or the device cannot be created.
     pub async fn new() -> Result<Self> {
-        Self::with_limits(|_| {}).await
+        Self::with_options(|_| {}, None).await
+    }
+
+    /// [`GpuBackend::new`] with the kernels of `kernels` whatever the adapter (tests use it to
+    /// run both sets on any adapter).
+    ///
+    /// # Errors
+    /// As [`GpuBackend::new`].
+    pub async fn with_kernels(kernels: KernelSet) -> Result<Self> {
+        Self::with_options(|_| {}, Some(kernels)).await
     }
 
     /// [`GpuBackend::new`] with the device's limits lowered by `lower` from the adapter's own
@@ -112,6 +140,15 @@ impl GpuBackend {
     /// # Errors
     /// As [`GpuBackend::new`].
     pub async fn with_limits(lower: impl FnOnce(&mut wgpu::Limits)) -> Result<Self> {
+        Self::with_options(lower, Some(KernelSet::Hardware)).await
+    }
+
+    /// The device with limits lowered by `lower`, and `kernels` (`None`: the hardware kernels,
+    /// unless the baseline design or `NSE_GPU_KERNELS=software` asks for the first ones).
+    async fn with_options(
+        lower: impl FnOnce(&mut wgpu::Limits),
+        kernels: Option<KernelSet>,
+    ) -> Result<Self> {
         #[cfg(not(target_arch = "wasm32"))]
         let desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
         #[cfg(target_arch = "wasm32")]
@@ -166,11 +203,23 @@ impl GpuBackend {
             pipelines: Mutex::new(Pipelines::default()),
             counters: Default::default(),
             baseline: env_is("NSE_GPU_BASELINE", "1"),
-            gemv: !env_is("NSE_GPU_BASELINE", "1") && !env_is("NSE_GPU_GEMV", "0"),
+            kernels: KernelSet::Hardware,
+            gemv: !env_is("NSE_GPU_GEMV", "0"),
         };
-        Ok(GpuBackend {
+        let mut gpu = GpuBackend {
             ctx: Shared::new(ctx),
-        })
+        };
+        let kernels = kernels.unwrap_or(
+            if env_is("NSE_GPU_KERNELS", "software") || gpu.ctx.baseline {
+                KernelSet::Software
+            } else {
+                KernelSet::Hardware
+            },
+        );
+        Shared::get_mut(&mut gpu.ctx)
+            .expect("the only handle")
+            .kernels = kernels;
+        Ok(gpu)
     }
 
     /// The adapter's name, vendor, backend and driver.

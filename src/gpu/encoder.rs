@@ -110,37 +110,43 @@ impl GpuBackend {
         self.ctx.baseline
     }
 
+    /// The kernels this device runs.
+    pub fn kernel_set(&self) -> super::KernelSet {
+        self.ctx.kernels
+    }
+
+    /// Whether this device runs the hardware kernels (see [`super::KernelSet`]).
+    pub fn hardware_kernels(&self) -> bool {
+        self.ctx.kernels == super::KernelSet::Hardware
+    }
+
     /// Whether `x · Wᵀ` with at most 8 rows runs as a GEMV on this device.
     pub fn uses_gemv(&self) -> bool {
-        self.ctx.gemv
+        self.hardware_kernels() && self.ctx.gemv
     }
 
-    /// The dispatch design and matmul path in one phrase, for `nse info` and the benchmarks.
-    pub fn path_description(&self) -> &'static str {
-        match (self.ctx.baseline, self.ctx.gemv) {
-            (true, _) => {
-                "baseline (a pass, uniform buffer and bind group per dispatch; tiled matmul; \
-                 an invocation per row in attention)"
-            }
-            (false, true) => {
-                "shared passes, uniform ring, cached bind groups; GEMV for ≤ 8 rows, split-K; \
-                 split-KV attention, a workgroup per row in its backward"
-            }
-            (false, false) => {
-                "shared passes, uniform ring, cached bind groups; tiled matmul, split-K; split-KV \
-                 attention, a workgroup per row in its backward"
-            }
-        }
-    }
-
-    /// The kernels in a few words, for the page's status line: every adapter gets the same
-    /// portable WGSL (no subgroups, no shader-f16, at most 8 KiB of workgroup memory of the
-    /// 16 KiB WebGPU guarantees).
-    pub fn kernel_summary(&self) -> &'static str {
-        if self.ctx.gemv {
-            "portable WGSL (GEMV, split-K, split-KV attention; no subgroups or f16)"
+    /// The dispatch design and the kernels in one phrase, for `nse info` and the benchmarks.
+    pub fn path_description(&self) -> String {
+        let design = if self.ctx.baseline {
+            "baseline design (a pass, uniform buffer and bind group per dispatch)"
         } else {
-            "portable WGSL (tiled matmul, split-K, split-KV attention; no subgroups or f16)"
+            "shared passes, uniform ring, cached bind groups"
+        };
+        format!("{design}; {}", self.kernel_summary())
+    }
+
+    /// The kernels in a few words, for the page's status line.
+    pub fn kernel_summary(&self) -> &'static str {
+        match (self.ctx.kernels, self.uses_gemv()) {
+            (super::KernelSet::Hardware, true) => {
+                "portable WGSL (GEMV, split-K, split-KV attention; no subgroups or f16)"
+            }
+            (super::KernelSet::Hardware, false) => {
+                "portable WGSL without the GEMV (tiled matmul, split-K, split-KV attention)"
+            }
+            (super::KernelSet::Software, _) => {
+                "the first portable WGSL (tiled matmul, an invocation per row in attention)"
+            }
         }
     }
 

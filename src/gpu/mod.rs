@@ -24,7 +24,7 @@ mod registry;
 
 pub use buffer::GpuTensor;
 pub(crate) use buffer::u32_of;
-pub use context::GpuBackend;
+pub use context::{GpuBackend, KernelSet};
 pub(crate) use counters::Count;
 pub use counters::GpuCounters;
 pub(crate) use encoder::Dispatch;

@@ -251,18 +251,34 @@ pub fn assert_close(got: &[f32], want: &[f32], tol: Tol, what: &str) -> Errors {
 pub fn gpu() -> Option<nse::gpu::GpuBackend> {
     static GPU: std::sync::OnceLock<Result<nse::gpu::GpuBackend, String>> =
         std::sync::OnceLock::new();
-    let device = GPU
-        .get_or_init(|| pollster::block_on(nse::gpu::GpuBackend::new()).map_err(|e| e.to_string()));
+    let device = GPU.get_or_init(|| {
+        pollster::block_on(nse::gpu::GpuBackend::with_kernels(HARDWARE)).map_err(|e| e.to_string())
+    });
     match device {
         Ok(gpu) => Some(gpu.clone()),
         Err(e) => skip_or_panic(e),
     }
 }
 
+/// The tests' devices run the hardware kernels on every adapter, lavapipe included, so that CI
+/// checks the kernels real GPUs run ([`gpu_software`] checks the others).
+const HARDWARE: nse::gpu::KernelSet = nse::gpu::KernelSet::Hardware;
+
+/// A device of its own running the software adapters' kernels; `None` and SKIPPED as for
+/// [`gpu`].
+pub fn gpu_software() -> Option<nse::gpu::GpuBackend> {
+    match pollster::block_on(nse::gpu::GpuBackend::with_kernels(
+        nse::gpu::KernelSet::Software,
+    )) {
+        Ok(gpu) => Some(gpu),
+        Err(e) => skip_or_panic(&e.to_string()),
+    }
+}
+
 /// A new GPU device of its own (for tests that watch the buffer pool or lose the device);
 /// `None` and SKIPPED as for [`gpu`].
 pub fn fresh_gpu() -> Option<nse::gpu::GpuBackend> {
-    match pollster::block_on(nse::gpu::GpuBackend::new()) {
+    match pollster::block_on(nse::gpu::GpuBackend::with_kernels(HARDWARE)) {
         Ok(gpu) => Some(gpu),
         Err(e) => skip_or_panic(&e.to_string()),
     }

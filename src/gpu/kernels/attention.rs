@@ -64,7 +64,7 @@ pub(crate) fn launch_attention(
     s: AttnShape,
 ) -> Result<GpuTensor> {
     check_shapes(q, k, v, ranges, s)?;
-    if !gpu.is_baseline() && s.head_dim.is_multiple_of(4) {
+    if gpu.hardware_kernels() && s.head_dim.is_multiple_of(4) {
         return launch_attention_split(gpu, q, k, v, ranges, s);
     }
     let out = gpu.empty("attention output", q.shape(), DType::F32)?;
@@ -234,8 +234,8 @@ pub(crate) fn launch_attention_backward(
         let mut params = vec![len];
         params.extend(shape_params);
         let bindings: Vec<(u32, &wgpu::Buffer)> = common.iter().copied().chain(outputs).collect();
-        // A workgroup per output row, or (baseline) an invocation per output row.
-        let (shader, workgroups) = if gpu.is_baseline() {
+        // A workgroup per output row, or (software kernels) an invocation per output row.
+        let (shader, workgroups) = if !gpu.hardware_kernels() {
             (
                 "attention_backward",
                 u64::from(len).div_ceil(u64::from(ATTENTION_WG)),

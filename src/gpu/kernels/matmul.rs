@@ -73,7 +73,7 @@ pub(crate) fn launch_matmul(
     let span = (TILE * BLOCK) as usize;
     let tiles_n = n.div_ceil(span);
     let tiles = m.div_ceil(span) * tiles_n;
-    let splits = if shader == "matmul_vec4" && !gpu.is_baseline() {
+    let splits = if shader == "matmul_vec4" && gpu.hardware_kernels() {
         split_k(tiles, k, m * n * 4, gpu.max_tensor_bytes())
     } else {
         1
