@@ -273,6 +273,27 @@ pub trait Backend {
     /// `logp (N, V)`, `dy (N, V)` → `(N, V)`.
     fn log_softmax_backward(&self, logp: &Self::Tensor, dy: &Self::Tensor) -> Result<Self::Tensor>;
 
+    /// The z loss's per-row terms and their gradient with respect to `logp` (spec §4.2), so that
+    /// only the terms come back to the host. Row `r` of `logp` is
+    /// - a target row (`labels[r] < V`): `values[r] = logp[r, labels[r]]`, and `dlogp[r]` is
+    ///   `weights[r]` at the label and 0 elsewhere;
+    /// - a KL row (`labels[r] == u32::MAX`), against reference row `refs[kl_rows[r]]`:
+    ///   `values[r] = Σ_v p_v (logp[r, v] − ref_v)` with `p = exp(logp[r])` (summed in f64 on
+    ///   the cpu backend), and `dlogp[r] = kl_factor · p · (logp[r] − ref + 1)`.
+    ///
+    /// # Shapes
+    /// `logp (R, V)`, `labels (R)` u32, `weights (R)`, `refs (K, V)`, `kl_rows (R)` u32 →
+    /// `(dlogp (R, V), values (R))`.
+    fn z_loss(
+        &self,
+        logp: &Self::Tensor,
+        labels: &Self::Tensor,
+        weights: &Self::Tensor,
+        refs: &Self::Tensor,
+        kl_rows: &Self::Tensor,
+        kl_factor: f32,
+    ) -> Result<(Self::Tensor, Self::Tensor)>;
+
     /// Index of the largest value of each row (the lowest index on ties).
     ///
     /// # Shapes

@@ -428,3 +428,50 @@ fn sample_top_k_matches_reference() {
         }
     }
 }
+
+/// The z loss's terms and gradient: target rows (a label, a weight) and KL rows against
+/// reference rows, at vocabularies below, at and above a workgroup's 128 invocations.
+#[test]
+fn z_loss_terms_and_gradient() {
+    let Some(g) = gpu() else { return };
+    let mut rng = Rng::new(12);
+    for v in [5, 128, 1000] {
+        let r = 5;
+        let logits: Vec<f32> = rng.vec(r * v).iter().map(|x| 8.0 * x).collect();
+        let (_, xc) = up(&g, &logits, &[r, v]);
+        let logp_c = CpuBackend.log_softmax(&xc).unwrap();
+        let (logp, _) = up(&g, logp_c.f32(), &[r, v]);
+        let refs_host: Vec<f32> = {
+            let (y, _) = up(&g, &rng.vec(2 * v), &[2, v]);
+            read(&g, &g.log_softmax(&y).unwrap())
+        };
+        let (refs, refs_c) = up(&g, &refs_host, &[2, v]);
+        let kl = u32::MAX;
+        let label_rows = [0, (v - 1) as u32, kl, (v / 2) as u32, kl];
+        let (labels, labels_c) = up_u32(&g, &label_rows, &[r]);
+        let (weights, weights_c) = up(&g, &[-0.25, -0.25, 0.0, -0.5, 0.0], &[r]);
+        let (kl_rows, kl_rows_c) = up_u32(&g, &[0, 0, 1, 0, 0], &[r]);
+        let (dlogp, values) = g
+            .z_loss(&logp, &labels, &weights, &refs, &kl_rows, 0.0625)
+            .unwrap();
+        let (want_d, want_v) = CpuBackend
+            .z_loss(&logp_c, &labels_c, &weights_c, &refs_c, &kl_rows_c, 0.0625)
+            .unwrap();
+        // A target row's term is its label's log-probability.
+        assert_eq!(want_v.f32()[1], logp_c.f32()[2 * v - 1]);
+        check(
+            &g,
+            &values,
+            &want_v,
+            TOL_F32_REDUCTION,
+            &format!("z_loss terms v={v}"),
+        );
+        check(
+            &g,
+            &dlogp,
+            &want_d,
+            TOL_F32_REDUCTION,
+            &format!("z_loss gradient v={v}"),
+        );
+    }
+}

@@ -89,6 +89,7 @@ fn launcher_constants_mirror_the_shaders() {
         ("matmul_vec4", matmul::MATMUL_WG),
         ("gemv", matmul::GEMV_WG),
         ("split_sum", matmul::SPLIT_SUM_WG),
+        ("z_loss", softmax::Z_LOSS_WG),
         ("attention_split", attention::ATTENTION_WG),
     ];
     let mut checked = BTreeSet::new();

@@ -307,6 +307,35 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn z_loss(
+        &self,
+        logp: &CpuTensor,
+        labels: &CpuTensor,
+        weights: &CpuTensor,
+        refs: &CpuTensor,
+        kl_rows: &CpuTensor,
+        kl_factor: f32,
+    ) -> Result<(CpuTensor, CpuTensor)> {
+        let v = logp.width();
+        let r = labels.len();
+        assert_eq!(logp.len(), r * v, "z_loss: one label per row");
+        assert_eq!(weights.len(), r, "z_loss: one weight per row");
+        assert_eq!(kl_rows.len(), r, "z_loss: one KL row index per row");
+        let (dlogp, values) = crate::ops::softmax::z_loss(
+            logp.f32(),
+            v,
+            labels.u32(),
+            weights.f32(),
+            refs.f32(),
+            kl_rows.u32(),
+            kl_factor,
+        );
+        Ok((
+            CpuTensor::from_f32(dlogp, &logp.shape),
+            CpuTensor::from_f32(values, &[r]),
+        ))
+    }
+
     fn zero_rows(&self, x: &mut CpuTensor, rows: &CpuTensor) -> Result<()> {
         let d = x.width();
         rows::zero_rows(x.f32_mut(), d, rows.u32());

@@ -38,6 +38,9 @@ pub struct ZProblem<'m, B: Backend> {
     /// The requests still being optimised, and their rows.
     layout: Layout<B::Tensor>,
     items: Vec<Item>,
+    /// Per request, `log p_init` at the KL position, `(1, V)` on the device, set by its first
+    /// forward (at `δ = 0`).
+    kl_refs: Vec<Option<B::Tensor>>,
     /// What the last forward left for the backward pass.
     last: Option<Pending<B::Tensor>>,
 }
@@ -55,8 +58,6 @@ struct Item {
     t: usize,
     h_init: Vec<f32>,
     h_init_norm: f32,
-    /// `log p_init` at the KL position, set by the first forward (at `δ = 0`).
-    kl_init: Option<Vec<f32>>,
     prompts: Vec<String>,
     input_ids: Vec<Vec<u32>>,
     lookup_idxs: Vec<usize>,
@@ -132,7 +133,7 @@ struct Pending<T> {
     tape: Vec<(usize, T, BlockActs<T>)>,
     hidden: T,
     logp: T,
-    dlogp: Vec<f32>,
+    dlogp: T,
 }
 
 /// What a request contributes to the packed batch, before anything runs.
@@ -269,7 +270,6 @@ impl<'m, B: Backend> ZProblem<'m, B> {
                 t,
                 h_init: vec![],
                 h_init_norm: 0.0,
-                kl_init: None,
                 prompts: p.prompts,
                 input_ids: p.input_ids,
                 lookup_idxs: p.lookup_idxs,
@@ -350,6 +350,7 @@ impl<'m, B: Backend> ZProblem<'m, B> {
                 rows: active_rows,
             },
             layout,
+            kl_refs: (0..items.len()).map(|_| None).collect(),
             items,
             last: None,
         })
@@ -413,43 +414,65 @@ impl<'m, B: Backend> ZProblem<'m, B> {
             tape.push((l, std::mem::replace(&mut h, out), acts));
         }
         let logp_t = be.log_softmax(&model.logits_at(&h, &lay.loss)?)?; // (R, V)
-        let logp = be.read(&logp_t).await?;
 
-        // Loss terms, and d loss / d logp on the host, request after request.
-        let mut dlogp = vec![0.0f32; logp.len()];
+        // A request's first evaluation (at δ = 0) fixes its KL reference: its KL row, kept on
+        // the device.
+        let mut row0 = 0;
+        for &i in &lay.requests {
+            let n = self.items[i].loss.len();
+            if self.kl_refs[i].is_none() {
+                let at = be.upload_u32("KL row", &[(row0 + n - 1) as u32], &[1])?;
+                self.kl_refs[i] = Some(be.gather_rows(&logp_t, &at)?);
+            }
+            row0 += n;
+        }
+        // The loss rows' kinds (a target row's label and weight, or a KL row and its
+        // reference), and the terms and d loss / d log p computed on the device: only the
+        // terms, one float per row, come back.
+        let (mut labels, mut weights, mut kl_rows) = (vec![], vec![], vec![]);
+        let mut refs = be.zeros(&[lay.requests.len(), vocab])?;
+        for (k, &i) in lay.requests.iter().enumerate() {
+            let it = &self.items[i];
+            let weight = -1.0 / (it.t * it.n_rewrite) as f32;
+            for &label in &it.labels[..it.n_rewrite * it.t] {
+                labels.push(label);
+                weights.push(weight);
+                kl_rows.push(0);
+            }
+            labels.push(crate::ops::softmax::KL_ROW);
+            weights.push(0.0);
+            kl_rows.push(k as u32);
+            let reference = self.kl_refs[i].as_ref().expect("set above");
+            be.write_rows(&mut refs, k, reference)?;
+        }
+        let r = labels.len();
+        let labels = be.upload_u32("z loss labels", &labels, &[r])?;
+        let weights = be.upload_owned("z loss weights", weights, &[r])?;
+        let kl_rows = be.upload_u32("z loss KL rows", &kl_rows, &[r])?;
+        let (dlogp, values_t) =
+            be.z_loss(&logp_t, &labels, &weights, &refs, &kl_rows, hp.kl_factor)?;
+        let values = be.read(&values_t).await?;
+
+        // The loss terms, request after request (the sums in the reference's order).
         let mut steps = Vec::with_capacity(deltas.len());
         let mut row0 = 0;
         for (&i, delta) in lay.requests.iter().zip(deltas) {
-            let it = &mut self.items[i];
+            let it = &self.items[i];
             let (t, n_rewrite) = (it.t, it.n_rewrite);
-            let logp = &logp[row0 * vocab..(row0 + it.loss.len()) * vocab];
-            let dlogp = &mut dlogp[row0 * vocab..(row0 + it.loss.len()) * vocab];
+            let terms = &values[row0..row0 + it.loss.len()];
             row0 += it.loss.len();
             let (mut nll, mut prob) = (0.0f32, 0.0f32);
             for s in 0..n_rewrite {
                 let mut nll_s = 0.0f32;
                 for j in 0..t {
-                    let r = s * t + j;
-                    let at = r * vocab + it.labels[r] as usize;
-                    nll_s -= logp[at];
-                    dlogp[at] = -1.0 / (t * n_rewrite) as f32;
+                    nll_s -= terms[s * t + j];
                 }
                 nll_s /= t as f32;
                 nll += nll_s / n_rewrite as f32;
                 prob += (-nll_s).exp() / n_rewrite as f32;
             }
-            // KL(p_cur ‖ p_init) at the KL prompt's subject-last token; d/d log p_cur =
-            // p (Δ + 1).
-            let kl_off = n_rewrite * t * vocab;
-            let kl_cur = &logp[kl_off..kl_off + vocab];
-            let kl_ref = it.kl_init.get_or_insert_with(|| kl_cur.to_vec());
-            let mut kl = 0.0f64;
-            for v in 0..vocab {
-                let p = kl_cur[v].exp();
-                kl += p as f64 * (kl_cur[v] - kl_ref[v]) as f64;
-                dlogp[kl_off + v] = hp.kl_factor * p * (kl_cur[v] - kl_ref[v] + 1.0);
-            }
-            let kl = hp.kl_factor * kl as f32;
+            // KL(p_cur ‖ p_init) at the KL prompt's subject-last token.
+            let kl = hp.kl_factor * terms[n_rewrite * t];
             let wd = hp.v_weight_decay * norm(delta) / (it.h_init_norm * it.h_init_norm);
             steps.push(ZStep {
                 loss: nll + kl + wd,
@@ -474,11 +497,10 @@ impl<'m, B: Backend> ZProblem<'m, B> {
     pub async fn backward(&mut self) -> Result<Vec<Vec<f32>>> {
         let model = self.model;
         let be = model.backend();
-        let (d, vocab) = (model.config.d_model, model.config.vocab_size);
+        let d = model.config.d_model;
         let p = self.last.take().expect("backward follows forward");
         let lay = &self.layout;
-        let dlogp = be.upload_owned("d logp", p.dlogp, &[lay.loss.len(), vocab])?;
-        let dlogits = be.log_softmax_backward(&p.logp, &dlogp)?;
+        let dlogits = be.log_softmax_backward(&p.logp, &p.dlogp)?;
         let mut dh = model.head_backward(&p.hidden, &lay.loss_t, &dlogits)?;
         for (l, h_in, acts) in p.tape.iter().rev() {
             let rows = BlockRows::Partial {

@@ -157,6 +157,18 @@ impl Backend for GpuBackend {
         rows::launch_add_rows(self, x, rows, v)
     }
 
+    fn z_loss(
+        &self,
+        logp: &GpuTensor,
+        labels: &GpuTensor,
+        weights: &GpuTensor,
+        refs: &GpuTensor,
+        kl_rows: &GpuTensor,
+        kl_factor: f32,
+    ) -> Result<(GpuTensor, GpuTensor)> {
+        softmax::launch_z_loss(self, logp, labels, weights, refs, kl_rows, kl_factor)
+    }
+
     fn zero_rows(&self, x: &mut GpuTensor, rows: &GpuTensor) -> Result<()> {
         rows::launch_zero_rows(self, x, rows)
     }

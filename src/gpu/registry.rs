@@ -54,6 +54,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ),
     ("silu_mul", include_str!("../../shaders/silu_mul.wgsl")),
     ("split_sum", include_str!("../../shaders/split_sum.wgsl")),
+    ("z_loss", include_str!("../../shaders/z_loss.wgsl")),
 ];
 
 /// Bytes of workgroup memory each shader declares (all its entry points together), checked
@@ -67,6 +68,7 @@ pub const WORKGROUP_BYTES: &[(&str, u32)] = &[
     ("log_softmax", 512),
     ("rms_norm", 512),
     ("sample_top_k", 1024),
+    ("z_loss", 512),
 ];
 
 /// Bytes of workgroup memory `shader` declares.

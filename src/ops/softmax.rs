@@ -37,6 +37,43 @@ pub fn log_softmax_backward(logp: &[f32], dy: &[f32], v: usize) -> Vec<f32> {
     out
 }
 
+/// The label of a KL row in [`z_loss`].
+pub const KL_ROW: u32 = u32::MAX;
+
+/// CPU reference of [`crate::Backend::z_loss`]: `(dlogp, values)`, the KL sums in f64.
+pub fn z_loss(
+    logp: &[f32],
+    v: usize,
+    labels: &[u32],
+    weights: &[f32],
+    refs: &[f32],
+    kl_rows: &[u32],
+    kl_factor: f32,
+) -> (Vec<f32>, Vec<f32>) {
+    let mut dlogp = vec![0.0f32; logp.len()];
+    let mut values = vec![0.0f32; labels.len()];
+    for (r, (d, lp)) in dlogp.chunks_mut(v).zip(logp.chunks(v)).enumerate() {
+        let label = labels[r];
+        if label != KL_ROW {
+            if let Some(&x) = lp.get(label as usize) {
+                values[r] = x;
+                d[label as usize] = weights[r];
+            }
+            continue;
+        }
+        let k = kl_rows[r] as usize;
+        let reference = &refs[k * v..(k + 1) * v];
+        let mut kl = 0.0f64;
+        for j in 0..v {
+            let p = lp[j].exp();
+            kl += p as f64 * (lp[j] - reference[j]) as f64;
+            d[j] = kl_factor * p * (lp[j] - reference[j] + 1.0);
+        }
+        values[r] = kl as f32;
+    }
+    (dlogp, values)
+}
+
 /// CPU reference: index of the first maximum of each row.
 pub fn argmax_forward(x: &[f32], v: usize) -> Vec<u32> {
     x.chunks(v)

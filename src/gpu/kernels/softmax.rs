@@ -111,3 +111,47 @@ pub(crate) fn launch_sample_top_k(
     })?;
     Ok(out)
 }
+
+/// Invocations per workgroup of `shaders/z_loss.wgsl` (one workgroup per row).
+pub const Z_LOSS_WG: u32 = 128;
+
+/// GPU [`z_loss`](crate::ops::softmax::z_loss): `(dlogp, values)`.
+///
+/// # Shapes
+/// `logp (R, V)`, `labels (R)` u32, `weights (R)`, `refs (K, V)`, `kl_rows (R)` u32.
+pub(crate) fn launch_z_loss(
+    gpu: &GpuBackend,
+    logp: &GpuTensor,
+    labels: &GpuTensor,
+    weights: &GpuTensor,
+    refs: &GpuTensor,
+    kl_rows: &GpuTensor,
+    kl_factor: f32,
+) -> crate::Result<(GpuTensor, GpuTensor)> {
+    labels.expect_dtype(DType::U32, "z_loss labels");
+    kl_rows.expect_dtype(DType::U32, "z_loss kl_rows");
+    let v = logp.width();
+    let r = labels.len();
+    assert_eq!(logp.len(), r * v, "z_loss: one label per row");
+    assert_eq!(weights.len(), r, "z_loss: one weight per row");
+    assert_eq!(kl_rows.len(), r, "z_loss: one KL row index per row");
+    let dlogp = gpu.empty("z loss gradient", logp.shape(), DType::F32)?;
+    let values = gpu.empty("z loss terms", &[r], DType::F32)?;
+    gpu.dispatch(&Dispatch {
+        shader: "z_loss",
+        entry: "main",
+        overrides: &[],
+        params: &[u32_of(r), u32_of(v), kl_factor.to_bits()],
+        bindings: &[
+            (1, logp.buffer()),
+            (2, labels.buffer()),
+            (3, weights.buffer()),
+            (4, refs.buffer()),
+            (5, kl_rows.buffer()),
+            (6, dlogp.buffer()),
+            (7, values.buffer()),
+        ],
+        workgroups: r as u64,
+    })?;
+    Ok((dlogp, values))
+}
