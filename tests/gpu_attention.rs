@@ -82,10 +82,10 @@ fn attention_forward_packed_causal_and_cross() {
 #[test]
 fn attention_split_kv_at_decode_context_lengths() {
     let Some(g) = gpu() else { return };
-    split_kv_cases(&g);
+    split_kv_cases(g);
 }
 
-fn split_kv_cases(g: &nse::gpu::GpuBackend) {
+fn split_kv_cases(g: nse::gpu::GpuBackend) {
     let mut rng = Rng::new(8);
     for (hq, hkv, hd) in [(9, 3, 64), (32, 8, 64), (14, 2, 64), (16, 1, 128)] {
         let s = AttnShape {
@@ -137,10 +137,10 @@ fn split_kv_cases(g: &nse::gpu::GpuBackend) {
 #[test]
 fn attention_backward_packed_causal_and_subsets() {
     let Some(g) = gpu() else { return };
-    backward_cases(&g);
+    backward_cases(g);
 }
 
-fn backward_cases(g: &nse::gpu::GpuBackend) {
+fn backward_cases(g: nse::gpu::GpuBackend) {
     let mut rng = Rng::new(7);
     for (hq, hkv, hd) in ATTN_SHAPES {
         let s = AttnShape {

@@ -115,11 +115,11 @@ fn matmul_all_transposes_general_vec4_and_gemv_paths() {
     };
     // The hardware kernels (GEMV, split-K), and the software adapters' (tiled everywhere).
     for g in [hw, sw] {
-        matmul_cases(&g);
+        matmul_cases(g);
     }
 }
 
-fn matmul_cases(g: &nse::gpu::GpuBackend) {
+fn matmul_cases(g: nse::gpu::GpuBackend) {
     let mut rng = Rng::new(4);
     let tt = Transpose { a: true, b: true };
     let sizes = [
