@@ -41,6 +41,9 @@ pub struct ZProblem<'m, B: Backend> {
     /// Per request, `log p_init` at the KL position, `(1, V)` on the device, set by its first
     /// forward (at `δ = 0`).
     kl_refs: Vec<Option<B::Tensor>>,
+    /// The loss rows' labels, weights, KL row indices and KL references for the current
+    /// layout: built at its first forward, dropped when the layout changes.
+    loss_spec: Option<[B::Tensor; 4]>,
     /// What the last forward left for the backward pass.
     last: Option<Pending<B::Tensor>>,
 }
@@ -351,6 +354,7 @@ impl<'m, B: Backend> ZProblem<'m, B> {
             },
             layout,
             kl_refs: (0..items.len()).map(|_| None).collect(),
+            loss_spec: None,
             items,
             last: None,
         })
@@ -386,6 +390,7 @@ impl<'m, B: Backend> ZProblem<'m, B> {
         self.layout = layout;
         self.fixed.rows = rows;
         self.last = None;
+        self.loss_spec = None;
         Ok(())
     }
 
@@ -427,30 +432,35 @@ impl<'m, B: Backend> ZProblem<'m, B> {
             row0 += n;
         }
         // The loss rows' kinds (a target row's label and weight, or a KL row and its
-        // reference), and the terms and d loss / d log p computed on the device: only the
-        // terms, one float per row, come back.
-        let (mut labels, mut weights, mut kl_rows) = (vec![], vec![], vec![]);
-        let mut refs = be.zeros(&[lay.requests.len(), vocab])?;
-        for (k, &i) in lay.requests.iter().enumerate() {
-            let it = &self.items[i];
-            let weight = -1.0 / (it.t * it.n_rewrite) as f32;
-            for &label in &it.labels[..it.n_rewrite * it.t] {
-                labels.push(label);
-                weights.push(weight);
-                kl_rows.push(0);
+        // reference), once per layout, and the terms and d loss / d log p computed on the
+        // device: only the terms, one float per row, come back.
+        if self.loss_spec.is_none() {
+            let (mut labels, mut weights, mut kl_rows) = (vec![], vec![], vec![]);
+            let mut refs = be.zeros(&[lay.requests.len(), vocab])?;
+            for (k, &i) in lay.requests.iter().enumerate() {
+                let it = &self.items[i];
+                let weight = -1.0 / (it.t * it.n_rewrite) as f32;
+                for &label in &it.labels[..it.n_rewrite * it.t] {
+                    labels.push(label);
+                    weights.push(weight);
+                    kl_rows.push(0);
+                }
+                labels.push(crate::ops::softmax::KL_ROW);
+                weights.push(0.0);
+                kl_rows.push(k as u32);
+                let reference = self.kl_refs[i].as_ref().expect("set above");
+                be.write_rows(&mut refs, k, reference)?;
             }
-            labels.push(crate::ops::softmax::KL_ROW);
-            weights.push(0.0);
-            kl_rows.push(k as u32);
-            let reference = self.kl_refs[i].as_ref().expect("set above");
-            be.write_rows(&mut refs, k, reference)?;
+            let r = labels.len();
+            self.loss_spec = Some([
+                be.upload_u32("z loss labels", &labels, &[r])?,
+                be.upload_owned("z loss weights", weights, &[r])?,
+                be.upload_u32("z loss KL rows", &kl_rows, &[r])?,
+                refs,
+            ]);
         }
-        let r = labels.len();
-        let labels = be.upload_u32("z loss labels", &labels, &[r])?;
-        let weights = be.upload_owned("z loss weights", weights, &[r])?;
-        let kl_rows = be.upload_u32("z loss KL rows", &kl_rows, &[r])?;
-        let (dlogp, values_t) =
-            be.z_loss(&logp_t, &labels, &weights, &refs, &kl_rows, hp.kl_factor)?;
+        let [labels, weights, kl_rows, refs] = self.loss_spec.as_ref().expect("built above");
+        let (dlogp, values_t) = be.z_loss(&logp_t, labels, weights, refs, kl_rows, hp.kl_factor)?;
         let values = be.read(&values_t).await?;
 
         // The loss terms, request after request (the sums in the reference's order).
