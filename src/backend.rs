@@ -98,6 +98,14 @@ pub trait Backend {
         self.upload(name, &data, shape)
     }
 
+    /// Moves a loaded weight onto the backend. A weight kept in its storage type
+    /// ([`crate::model::host::Stored`]) is widened to f32 unless the backend can use it as it is
+    /// (the cpu backend keeps it: its matmuls and embedding gather decode it slice by slice).
+    fn upload_host(&self, t: crate::model::HostTensor) -> Result<Self::Tensor> {
+        let (name, shape) = (t.name.clone(), t.shape.clone());
+        self.upload_owned(&name, t.into_f32(), &shape)
+    }
+
     /// Copies host `u32` data into a new tensor.
     fn upload_u32(&self, name: &str, data: &[u32], shape: &[usize]) -> Result<Self::Tensor>;
 

@@ -11,6 +11,7 @@
 mod common;
 
 use common::{Tol, assert_close, golden_json};
+use nse::backend::Backend;
 use nse::cpu::CpuBackend;
 use nse::edit::{ContextTemplates, EditContext, EditRequest, EditState, Hparams, Nse, apply_batch};
 use nse::eval::score_candidates;
@@ -218,7 +219,8 @@ fn micro3_batch_matches_the_reference() {
     // W − W_orig and P after the batch.
     for &l in &hp.layers {
         let w = model.weights.layers[l].down_proj.f32();
-        let w0 = state.originals[&l].f32();
+        // The original is still in the file's storage type (Q4_1); a read decodes it.
+        let w0 = pollster::block_on(model.backend().read(&state.originals[&l])).unwrap();
         let fro = w
             .iter()
             .zip(w0)

@@ -379,7 +379,7 @@ fn hyperparameters_change_before_the_first_edit_only() {
     assert_eq!(fresh.setup().unwrap().hp, fewer);
     assert_eq!(fresh.n_entries(), 1);
     assert_eq!(
-        cpu_model(&fresh).weights.layers[2].down_proj.f32(),
-        cpu_model(&custom).weights.layers[2].down_proj.f32()
+        cpu_model(&fresh).weights.layers[2].down_proj.f32_decoded(),
+        cpu_model(&custom).weights.layers[2].down_proj.f32_decoded()
     );
 }

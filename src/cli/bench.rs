@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::common::{Loaded, ModelArgs, load, peak_rss_bytes, write_json};
-use crate::backend::Backend;
+use crate::backend::{Backend, TensorInfo};
 use crate::gpu::GpuCounters;
 use crate::model::Model;
 use crate::{Error, Result, with_model};
@@ -37,6 +37,11 @@ pub struct ForwardBenchArgs {
     /// Where to write the JSON (default: artifacts/bench/forward-<backend>.json).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// With compact weights on the cpu backend, also run the same benchmark with every weight
+    /// widened to f32 (in a second process, so that each peak is its own) and print both.
+    /// Default on; `--compare-f32 false` turns it off.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    compare_f32: bool,
     #[command(flatten)]
     model: ModelArgs,
 }
@@ -156,6 +161,81 @@ fn print_counts(counts: &(GpuCounters, GpuCounters), decode: usize) -> serde_jso
     })
 }
 
+/// Bytes of the weights by storage type (`"Q4_1"`, `"F32"`, …), largest first. The gpu backend
+/// holds every weight as f32.
+fn weight_bytes_by_type(model: &crate::session::Engine) -> Vec<(String, u64)> {
+    let mut by: std::collections::BTreeMap<String, u64> = Default::default();
+    match model {
+        crate::session::Engine::Cpu(w) => {
+            let ws = &w.model.weights;
+            let mut add = |t: &crate::cpu::CpuTensor| {
+                let ty = t
+                    .stored_type()
+                    .and_then(|ty| ty.name())
+                    .unwrap_or("F32")
+                    .to_string();
+                *by.entry(ty).or_default() += t.byte_len() as u64;
+            };
+            add(&ws.embed_tokens);
+            add(&ws.norm);
+            ws.lm_head.iter().for_each(&mut add);
+            for (i, l) in ws.layers.iter().enumerate() {
+                l.named(i).into_iter().for_each(|(_, t)| add(t));
+            }
+        }
+        crate::session::Engine::Gpu(w) => {
+            let ws = &w.model.weights;
+            let mut n = ws.embed_tokens.len() + ws.norm.len();
+            n += ws.lm_head.as_ref().map_or(0, |t| t.len());
+            for (i, l) in ws.layers.iter().enumerate() {
+                n += l.named(i).iter().map(|(_, t)| t.len()).sum::<usize>();
+            }
+            by.insert("F32".into(), 4 * n as u64);
+        }
+    }
+    let mut v: Vec<(String, u64)> = by.into_iter().collect();
+    v.sort_by_key(|e| std::cmp::Reverse(e.1));
+    v
+}
+
+/// Runs this benchmark again in a child process with `--weights f32` and returns its JSON.
+fn f32_run() -> Result<serde_json::Value> {
+    let out = std::env::temp_dir().join(format!("nse-bench-f32-{}.json", std::process::id()));
+    // Our own arguments without --weights, --out and --compare-f32 (each with its value).
+    let mut argv: Vec<String> = vec![];
+    let mut skip = false;
+    for a in std::env::args().skip(1) {
+        if skip {
+            skip = false;
+            continue;
+        }
+        let flag = a.split('=').next().unwrap_or("");
+        if matches!(flag, "--weights" | "--out" | "--compare-f32") {
+            skip = !a.contains('=');
+            continue;
+        }
+        argv.push(a);
+    }
+    let exe = std::env::current_exe().map_err(|e| Error::io("the nse executable", e))?;
+    let status = std::process::Command::new(&exe)
+        .args(&argv)
+        .args(["--weights", "f32", "--compare-f32", "false", "--out"])
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map_err(|e| Error::io(&exe, e))?;
+    if !status.success() {
+        return Err(Error::input(format!(
+            "the f32 comparison run ({} {}) failed: {status}",
+            exe.display(),
+            argv.join(" ")
+        )));
+    }
+    let text = std::fs::read_to_string(&out).map_err(|e| Error::io(&out, e))?;
+    let _ = std::fs::remove_file(&out);
+    serde_json::from_str(&text).map_err(|e| Error::format(out.display().to_string(), e.to_string()))
+}
+
 fn forward(args: ForwardBenchArgs) -> Result<()> {
     let Loaded {
         model,
@@ -186,6 +266,12 @@ fn forward(args: ForwardBenchArgs) -> Result<()> {
     let prefill_tps = args.prefill_tokens as f64 / times.prefill_s;
     let decode_tps = args.decode_tokens as f64 / times.decode_s;
     let peak_host = peak_rss_bytes();
+    let by_type = weight_bytes_by_type(&model);
+    let compare = (args.compare_f32
+        && args.model.weights == super::common::WeightStorage::Compact
+        && matches!(model, crate::session::Engine::Cpu(_)))
+    .then(f32_run)
+    .transpose()?;
     let peak_gpu = match &model {
         crate::session::Engine::Gpu(w) => Some(w.model.backend().peak_buffer_bytes()),
         crate::session::Engine::Cpu(_) => None,
@@ -252,6 +338,32 @@ fn forward(args: ForwardBenchArgs) -> Result<()> {
         "(ratio > 1 means nse is better; the reference is {})",
         reference["what"].as_str().unwrap_or("?")
     );
+    let mib = |b: u64| b as f64 / 1048576.0;
+    println!(
+        "\nweights in memory ({}): {}",
+        match args.model.weights {
+            super::common::WeightStorage::Compact => "compact",
+            super::common::WeightStorage::F32 => "f32",
+        },
+        by_type
+            .iter()
+            .map(|(t, b)| format!("{t} {:.1} MiB", mib(*b)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if let Some(f) = &compare {
+        let g = |k: &str| f["results"][k].as_f64().unwrap_or(f64::NAN);
+        println!("\nsame benchmark, same threads: compact weights vs all f32 (a second process)");
+        println!("{:<34} {:>12} {:>12}", "", "compact", "f32");
+        for (name, ours, theirs) in [
+            ("peak host memory MiB", mib(peak_host), g("peak_rss_mib")),
+            ("prefill tokens/s", prefill_tps, g("prefill_tokens_per_s")),
+            ("decode tokens/s", decode_tps, g("decode_tokens_per_s")),
+            ("model load seconds", load_seconds, g("load_seconds")),
+        ] {
+            println!("{name:<34} {ours:>12.2} {theirs:>12.2}");
+        }
+    }
     let device_work = counts.as_ref().map(|c| print_counts(c, args.decode_tokens));
 
     let out_path = args
@@ -272,6 +384,12 @@ fn forward(args: ForwardBenchArgs) -> Result<()> {
             "peak_gpu_buffer_mib": peak_gpu.map(|g| g as f64 / 1048576.0),
         },
         "device_work": device_work,
+        "weights": match args.model.weights {
+            super::common::WeightStorage::Compact => "compact",
+            super::common::WeightStorage::F32 => "f32",
+        },
+        "weight_mib_by_storage": by_type.iter().map(|(t, b)| (t.clone(), json!(mib(*b)))).collect::<serde_json::Map<_, _>>(),
+        "f32_comparison": compare.as_ref().map(|f| f["results"].clone()),
         "reference": reference,
     });
     write_json(&out_path, &report)?;

@@ -63,6 +63,7 @@ pub fn run(args: CheckArgs) -> Result<()> {
         patch: None,
         memory_budget: None,
         tokenizer: None,
+        weights: Default::default(),
     };
     let host = model_args.load_host()?;
     let t_loaded = t0.elapsed().as_secs_f64();

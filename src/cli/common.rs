@@ -30,6 +30,18 @@ pub enum BackendChoice {
     Gpu,
 }
 
+/// How the weights are held in memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum WeightStorage {
+    /// Each weight matrix stays in its file's storage type (f16, bf16, Q8_0, Q4_0, Q4_1, …) on
+    /// the cpu backend and is decoded slice by slice inside the matmul; an edited `down_proj`
+    /// becomes f32 at its first edit. The gpu backend widens every weight to f32.
+    #[default]
+    Compact,
+    /// Every weight widened to f32 at load (the design before compact weights; for comparison).
+    F32,
+}
+
 /// `--model` and `--backend`.
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
@@ -57,6 +69,10 @@ pub struct ModelArgs {
     /// the default model's when it is on disk, else one token per byte.
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
+    /// How the weights are held: compact (each in its file's storage type, decoded inside the
+    /// matmuls; cpu backend) or f32 (all widened at load).
+    #[arg(long, value_enum, default_value_t = WeightStorage::Compact)]
+    pub weights: WeightStorage,
 }
 
 impl ModelArgs {
@@ -192,6 +208,10 @@ pub fn load_unpatched(args: &ModelArgs) -> Result<(Loaded, Option<Patch>)> {
                 None
             }
         },
+    };
+    let weights = match args.weights {
+        WeightStorage::Compact => weights,
+        WeightStorage::F32 => weights.try_map(|t| Ok::<_, crate::Error>(t.widened()))?,
     };
     let model = Engine::upload(config, weights, gpu)?;
     let load_seconds = t0.elapsed().as_secs_f64();

@@ -183,6 +183,7 @@ fn load_base(on: &OnModel) -> Result<Loaded> {
         patch: None,
         memory_budget: None,
         tokenizer: None,
+        weights: Default::default(),
     };
     Ok(load_unpatched(&args)?.0)
 }

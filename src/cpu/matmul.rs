@@ -19,6 +19,20 @@ pub fn matmul_into(
     t: Transpose,
     accumulate: bool,
 ) {
+    matmul_into_on(c, a, b, dims, t, accumulate, true)
+}
+
+/// [`matmul_into`], on the calling thread alone unless `threaded` (for callers that are already
+/// one of several parallel tasks).
+pub(crate) fn matmul_into_on(
+    c: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    dims: MatmulDims,
+    t: Transpose,
+    accumulate: bool,
+    threaded: bool,
+) {
     let MatmulDims { m, k, n } = dims;
     assert_eq!(c.len(), m * n);
     assert_eq!(a.len(), m * k);
@@ -33,7 +47,7 @@ pub fn matmul_into(
         return;
     }
     if !t.a && !t.b && m <= SMALL_M {
-        small_m_nn(c, a, b, dims, accumulate);
+        small_m_nn(c, a, b, dims, accumulate, threaded);
         return;
     }
     let lhs = if t.a {
@@ -52,7 +66,11 @@ pub fn matmul_into(
     } else {
         Accum::Replace
     };
-    let par = parallelism(m * n * k);
+    let par = if threaded {
+        parallelism(m * n * k)
+    } else {
+        Par::Seq
+    };
     faer::linalg::matmul::matmul(dst, accum, lhs, rhs, 1.0f32, par);
     if matches!(par, Par::Seq) {
         super::simd::clear_upper();
@@ -67,7 +85,14 @@ const SMALL_M: usize = 8;
 /// `C = A · B` for a few rows of `A` as a sum of scaled rows of `B`, read once and in order.
 /// faer packs all of `B` per call, which costs ~10× more than the product when `m` is tiny and
 /// `k` huge (the LM head's backward: `(R, V) · (V, d)` with `V` = 49,152).
-fn small_m_nn(c: &mut [f32], a: &[f32], b: &[f32], dims: MatmulDims, accumulate: bool) {
+fn small_m_nn(
+    c: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    dims: MatmulDims,
+    accumulate: bool,
+    threaded: bool,
+) {
     let MatmulDims { m, k, n } = dims;
     // Rows of `B` are summed in f32 over blocks of `BLOCK`, then the block sums in f64: the
     // plain running f32 sum over k = 49,152 terms loses ~1e-4 relative, enough to move the z
@@ -100,7 +125,9 @@ fn small_m_nn(c: &mut [f32], a: &[f32], b: &[f32], dims: MatmulDims, accumulate:
         )
     };
     #[cfg(not(target_arch = "wasm32"))]
-    let parts: Vec<(usize, Vec<f32>)> = {
+    let parts: Vec<(usize, Vec<f32>)> = if !threaded {
+        vec![columns(0, n)]
+    } else {
         use rayon::prelude::*;
         let chunk = n.div_ceil(rayon::current_num_threads()).max(64);
         (0..n.div_ceil(chunk))
@@ -109,7 +136,10 @@ fn small_m_nn(c: &mut [f32], a: &[f32], b: &[f32], dims: MatmulDims, accumulate:
             .collect()
     };
     #[cfg(target_arch = "wasm32")]
-    let parts = vec![columns(0, n)];
+    let parts = {
+        let _ = threaded; // one thread in the page
+        vec![columns(0, n)]
+    };
     for (j0, part) in parts {
         let w = part.len() / m.max(1);
         for i in 0..m {

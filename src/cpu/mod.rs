@@ -8,11 +8,15 @@
 pub mod attention;
 pub mod matmul;
 pub(crate) mod simd;
+pub mod stored;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use crate::Result;
 use crate::backend::{AttnShape, Backend, DType, TensorInfo, Transpose};
+use crate::model::HostTensor;
+use crate::model::host::{HostData, Stored};
 use crate::ops::{elementwise, embedding, rms_norm, rope, rows, softmax};
 
 /// Storage of a [`CpuTensor`].
@@ -20,6 +24,9 @@ use crate::ops::{elementwise, embedding, rms_norm, rope, rows, softmax};
 enum Data {
     F32(Vec<f32>),
     U32(Vec<u32>),
+    /// A weight matrix kept in its storage type (f16, bf16, ggml blocks), shared by copies;
+    /// matmuls, the embedding gather and reads decode it, and a write widens it to f32 first.
+    Stored(Arc<Stored>),
 }
 
 /// A dense row-major tensor in host memory.
@@ -58,19 +65,42 @@ impl CpuTensor {
         }
     }
 
-    /// The values of an f32 tensor.
+    /// The values of a dense f32 tensor.
+    ///
+    /// # Panics
+    /// On a u32 tensor, and on a stored weight: only the ops that decode one (matmul's `b`, the
+    /// embedding table, reads, row gathers) may be given one, so anything else is a bug.
     pub fn f32(&self) -> &[f32] {
         match &self.data {
             Data::F32(v) => v,
             Data::U32(_) => panic!("expected an f32 tensor, got u32 {:?}", self.shape),
+            Data::Stored(s) => panic!(
+                "expected a dense f32 tensor, got a {:?} weight kept as {}",
+                self.shape, s.ty
+            ),
         }
     }
 
-    /// Mutable values of an f32 tensor.
+    /// The f32 values, decoded when the tensor is a weight kept in its storage type (what a
+    /// caller outside the ops wants to read a weight with).
+    pub fn f32_decoded(&self) -> std::borrow::Cow<'_, [f32]> {
+        match &self.data {
+            Data::Stored(s) => std::borrow::Cow::Owned(s.to_f32()),
+            _ => std::borrow::Cow::Borrowed(self.f32()),
+        }
+    }
+
+    /// Mutable values of an f32 tensor. A stored weight is widened to f32 first, in place, with
+    /// exactly the values an f32 load gives (an edited `down_proj` becomes f32 at its first
+    /// edit; the weights no edit touches stay compact).
     pub fn f32_mut(&mut self) -> &mut [f32] {
+        if let Data::Stored(s) = &self.data {
+            self.data = Data::F32(s.to_f32());
+        }
         match &mut self.data {
             Data::F32(v) => v,
             Data::U32(_) => panic!("expected an f32 tensor, got u32 {:?}", self.shape),
+            Data::Stored(_) => unreachable!("widened above"),
         }
     }
 
@@ -78,7 +108,24 @@ impl CpuTensor {
     pub fn u32(&self) -> &[u32] {
         match &self.data {
             Data::U32(v) => v,
-            Data::F32(_) => panic!("expected a u32 tensor, got f32 {:?}", self.shape),
+            _ => panic!("expected a u32 tensor, got f32 {:?}", self.shape),
+        }
+    }
+
+    /// The storage type of a weight kept compact, `None` for a dense tensor.
+    pub fn stored_type(&self) -> Option<crate::model::gguf::GgmlType> {
+        match &self.data {
+            Data::Stored(s) => Some(s.ty),
+            _ => None,
+        }
+    }
+
+    /// Bytes the values take in memory (a stored weight shares them with its copies).
+    pub fn byte_len(&self) -> usize {
+        match &self.data {
+            Data::F32(v) => 4 * v.len(),
+            Data::U32(v) => 4 * v.len(),
+            Data::Stored(s) => s.bytes.len(),
         }
     }
 
@@ -98,10 +145,38 @@ impl TensorInfo for CpuTensor {
 
     fn dtype(&self) -> DType {
         match self.data {
-            Data::F32(_) => DType::F32,
+            Data::F32(_) | Data::Stored(_) => DType::F32,
             Data::U32(_) => DType::U32,
         }
     }
+}
+
+/// `c = op(a) · op(b)` for dense or stored operands (a stored `a`, which no caller makes, is
+/// decoded whole).
+fn matmul_any(
+    c: &mut [f32],
+    a: &CpuTensor,
+    b: &CpuTensor,
+    dims: crate::ops::matmul::MatmulDims,
+    t: Transpose,
+    accumulate: bool,
+) {
+    let a = a.f32_decoded();
+    match &b.data {
+        Data::Stored(w) => stored::matmul_stored_into(c, &a, w, dims, t, accumulate),
+        _ => matmul::matmul_into(c, &a, b.f32(), dims, t, accumulate),
+    }
+}
+
+/// Rows `ids` of a stored matrix, decoded.
+fn gather_stored(s: &Stored, ids: &[u32]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(ids.len() * s.cols);
+    for &i in ids {
+        let i = i as usize;
+        assert!(i < s.rows, "row {i} of a {}-row matrix", s.rows);
+        out.extend(s.rows_f32(i, i + 1));
+    }
+    out
 }
 
 /// The cpu backend. Stateless; cheap to create.
@@ -131,6 +206,17 @@ impl Backend for CpuBackend {
         Ok(CpuTensor::from_f32(data, shape))
     }
 
+    /// Keeps a stored weight in its storage type.
+    fn upload_host(&self, t: HostTensor) -> Result<CpuTensor> {
+        Ok(match t.data {
+            HostData::F32(v) => CpuTensor::from_f32(v, &t.shape),
+            HostData::Stored(s) => CpuTensor {
+                shape: t.shape,
+                data: Data::Stored(Arc::new(s)),
+            },
+        })
+    }
+
     fn upload_u32(&self, _name: &str, data: &[u32], shape: &[usize]) -> Result<CpuTensor> {
         Ok(CpuTensor::from_u32(data.to_vec(), shape))
     }
@@ -147,7 +233,7 @@ impl Backend for CpuBackend {
     }
 
     fn read(&self, t: &CpuTensor) -> impl Future<Output = Result<Vec<f32>>> {
-        std::future::ready(Ok(t.f32().to_vec()))
+        std::future::ready(Ok(t.f32_decoded().into_owned()))
     }
 
     fn read_u32(&self, t: &CpuTensor) -> impl Future<Output = Result<Vec<u32>>> {
@@ -156,7 +242,10 @@ impl Backend for CpuBackend {
 
     fn embedding(&self, table: &CpuTensor, ids: &CpuTensor) -> Result<CpuTensor> {
         let d = table.width();
-        let out = embedding::embedding_forward(table.f32(), d, ids.u32());
+        let out = match &table.data {
+            Data::Stored(s) => gather_stored(s, ids.u32()),
+            _ => embedding::embedding_forward(table.f32(), d, ids.u32()),
+        };
         Ok(CpuTensor::from_f32(out, &[ids.len(), d]))
     }
 
@@ -171,7 +260,7 @@ impl Backend for CpuBackend {
     fn matmul(&self, a: &CpuTensor, b: &CpuTensor, t: Transpose) -> Result<CpuTensor> {
         let dims = crate::ops::matmul::MatmulDims::from_shapes(&a.shape, &b.shape, t);
         let mut c = vec![0.0; dims.m * dims.n];
-        matmul::matmul_into(&mut c, a.f32(), b.f32(), dims, t, false);
+        matmul_any(&mut c, a, b, dims, t, false);
         Ok(CpuTensor::from_f32(c, &[dims.m, dims.n]))
     }
 
@@ -184,7 +273,7 @@ impl Backend for CpuBackend {
     ) -> Result<()> {
         let dims = crate::ops::matmul::MatmulDims::from_shapes(&a.shape, &b.shape, t);
         assert_eq!(c.shape, [dims.m, dims.n], "matmul_acc: output shape");
-        matmul::matmul_into(c.f32_mut(), a.f32(), b.f32(), dims, t, true);
+        matmul_any(c.f32_mut(), a, b, dims, t, true);
         Ok(())
     }
 
@@ -344,10 +433,11 @@ impl Backend for CpuBackend {
 
     fn gather_rows(&self, x: &CpuTensor, rows: &CpuTensor) -> Result<CpuTensor> {
         let d = x.width();
-        Ok(CpuTensor::from_f32(
-            rows::gather_rows(x.f32(), d, rows.u32()),
-            &[rows.len(), d],
-        ))
+        let out = match &x.data {
+            Data::Stored(s) => gather_stored(s, rows.u32()),
+            _ => rows::gather_rows(x.f32(), d, rows.u32()),
+        };
+        Ok(CpuTensor::from_f32(out, &[rows.len(), d]))
     }
 
     fn write_rows(&self, dst: &mut CpuTensor, row0: usize, src: &CpuTensor) -> Result<()> {

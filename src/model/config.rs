@@ -202,11 +202,26 @@ impl ModelConfig {
     /// # Errors
     /// [`crate::Error::TooLarge`] naming the weights or the table.
     pub fn check_memory(&self, file_weights: u64) -> crate::Result<()> {
+        self.check_memory_as(file_weights, self.weight_bytes(), "as f32")
+    }
+
+    /// [`ModelConfig::check_memory`] for weights that take `resident` bytes once loaded
+    /// (matrices kept in their file's storage type, see [`crate::model::host::Stored`]),
+    /// `how` saying so in the error.
+    ///
+    /// # Errors
+    /// As [`ModelConfig::check_memory`].
+    pub fn check_memory_as(
+        &self,
+        file_weights: u64,
+        resident: Option<u64>,
+        how: &str,
+    ) -> crate::Result<()> {
         let n_params = self.checked_n_params().and_then(|n| u64::try_from(n).ok());
         if n_params.is_some_and(|n| n <= file_weights) {
-            crate::budget::check(self.weight_bytes(), || {
+            crate::budget::check(resident, || {
                 format!(
-                    "the model's weights as f32 ({} layers, d_model {}, d_ff {}, vocabulary {})",
+                    "the model's weights {how} ({} layers, d_model {}, d_ff {}, vocabulary {})",
                     self.n_layers, self.d_model, self.d_ff, self.vocab_size
                 )
             })?;

@@ -109,7 +109,7 @@ impl<B: Backend> Model<B> {
     pub fn upload(backend: B, config: ModelConfig, host: Weights<HostTensor>) -> Result<Self> {
         config.validate("model config")?;
         config.check_rope_table()?;
-        let weights = host.try_map(|t| backend.upload_owned(&t.name, t.data, &t.shape))?;
+        let weights = host.try_map(|t| backend.upload_host(t))?;
         let rope_positions = config.max_ctx;
         let table = rope_table(
             config.rope_theta,

@@ -14,7 +14,7 @@
 //! Every read is bounds-checked; a corrupt or truncated file is an [`Error::Format`] that says
 //! what is wrong, never a panic or an allocation larger than the file justifies.
 
-mod quant;
+pub(crate) mod quant;
 mod value;
 
 use std::collections::HashMap;
@@ -23,6 +23,7 @@ pub use quant::GgmlType;
 pub use value::MetaValue;
 
 use super::HostTensor;
+use super::host::Stored;
 use crate::error::escape;
 use crate::{Error, Result};
 use value::Cursor;
@@ -389,6 +390,47 @@ impl<'a> GgufFile<'a> {
         })?;
         let data = quant::dequantize(info.ggml_type, bytes, n as usize);
         Ok(HostTensor::new(name, info.shape(), data))
+    }
+
+    /// Bytes the tensors take once loaded as [`GgufFile::tensor_stored`] keeps them: a matrix
+    /// in a storage type that tiles its rows stays at its file size, anything else becomes f32.
+    pub fn resident_bytes(&self) -> u64 {
+        self.tensor_infos()
+            .iter()
+            .map(|t| {
+                let keeps = match (t.ggml_type.block_layout(), &t.shape()[..]) {
+                    (Some((block, _)), [_, cols]) => {
+                        t.ggml_type != GgmlType::F32 && (*cols as u64).is_multiple_of(block)
+                    }
+                    _ => false,
+                };
+                match t.n_bytes() {
+                    Some(b) if keeps => b,
+                    _ => t.n_elements().saturating_mul(4),
+                }
+            })
+            .fold(0, u64::saturating_add)
+    }
+
+    /// One tensor as the weights of a model keep it: a matrix whose storage type can be decoded
+    /// row by row ([`Stored::new`]) stays in that type, anything else is dequantised to f32 as
+    /// [`GgufFile::tensor`] does.
+    ///
+    /// Errors: as [`GgufFile::tensor`].
+    pub fn tensor_stored(&self, name: &str) -> Result<HostTensor> {
+        let bytes = self.tensor_bytes(name)?;
+        let info = self.require(name)?;
+        if let [rows, cols] = info.shape()[..]
+            && info.ggml_type != GgmlType::F32
+        {
+            crate::budget::check(Some(bytes.len() as u64), || {
+                format!("tensor `{}` ({} bytes)", escape(&info.name), bytes.len())
+            })?;
+            if let Some(s) = Stored::new(info.ggml_type, bytes.to_vec(), rows, cols) {
+                return Ok(HostTensor::stored(name, s));
+            }
+        }
+        self.tensor(name)
     }
 
     fn require(&self, name: &str) -> Result<&GgufTensorInfo> {

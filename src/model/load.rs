@@ -79,7 +79,11 @@ pub fn load_gguf(bytes: &[u8], name: &str) -> Result<LoadedModel> {
         .tensor_infos()
         .iter()
         .fold(0u64, |n, t| n.saturating_add(t.n_elements()));
-    config.check_memory(stored)?;
+    config.check_memory_as(
+        stored,
+        Some(gguf.resident_bytes()),
+        "in their storage types",
+    )?;
     let weights = build_weights(&config, name, |hf| gguf_llama::tensor(&gguf, &config, hf))?;
     let source = ModelSource {
         name: name.to_string(),
@@ -107,9 +111,10 @@ pub struct ModelEstimate {
     /// `(ggml type, tensor count)`, most common first.
     pub tensor_types: Vec<(String, usize)>,
     pub file_bytes: u64,
-    /// The weights as f32, as the loaders build them.
+    /// The weights as the loaders keep them: matrices in their file's storage type, the rest
+    /// as f32 (the gpu backend widens them all to f32 on the device).
     pub weight_bytes: u64,
-    /// What a load holds at its peak: the file read whole and its f32 weights.
+    /// What a load holds at its peak: the file read whole and its weights as kept.
     pub peak_bytes: u64,
 }
 
@@ -130,7 +135,7 @@ impl ModelEstimate {
         };
         format!(
             "{}, {:.1} M parameters in {} layers, stored as {}; loading needs about {} (the \
-             file, {}, and its weights as f32, {})",
+             file, {}, and its weights as kept, {})",
             self.arch,
             self.n_params as f64 / 1e6,
             self.n_layers,
@@ -153,7 +158,7 @@ pub fn inspect_gguf(prefix: &[u8], file_len: u64, name: &str) -> Result<ModelEst
     let gguf = GgufFile::parse_header(prefix, file_len, name)?;
     let tokenizer = Tokenizer::from_gguf(&gguf)?;
     let config = config_from_gguf(&gguf, &tokenizer)?;
-    let weight_bytes = config.weight_bytes().unwrap_or(u64::MAX);
+    let weight_bytes = gguf.resident_bytes();
     let estimate = ModelEstimate {
         arch: config.arch.name().to_string(),
         n_layers: config.n_layers,
@@ -245,8 +250,12 @@ fn load_hf(
         ));
     }
     let tensors = SafetensorsShards::parse(shards)?;
-    config.check_memory(tensors.n_weights())?;
-    let weights = build_weights(&config, shards[0].0, |hf| tensors.tensor(hf))?;
+    config.check_memory_as(
+        tensors.n_weights(),
+        Some(tensors.resident_bytes()),
+        "in their storage types",
+    )?;
+    let weights = build_weights(&config, shards[0].0, |hf| tensors.tensor_stored(hf))?;
     let name = serde_json::from_str::<serde_json::Value>(config_json)
         .ok()
         .and_then(|v| {

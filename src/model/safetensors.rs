@@ -11,6 +11,8 @@ use ::safetensors::{Dtype, SafeTensorError, SafeTensors};
 use half::{bf16, f16};
 use serde_json::Value;
 
+use super::gguf::GgmlType;
+use super::host::Stored;
 use super::{Arch, HostTensor, ModelConfig, RopeScaling};
 use crate::error::escape;
 use crate::{Error, Result};
@@ -261,6 +263,23 @@ impl<'a> SafetensorsShards<'a> {
     }
 
     /// Number of weights stored over all shards (saturating: only compared with a config's).
+    /// Bytes the tensors take once loaded as [`SafetensorsShards::tensor_stored`] keeps them:
+    /// F16 and BF16 matrices at 2 bytes a weight, the rest as f32.
+    pub fn resident_bytes(&self) -> u64 {
+        self.shards
+            .iter()
+            .flat_map(|(_, st)| st.iter())
+            .map(|(_, v)| {
+                let n = v
+                    .shape()
+                    .iter()
+                    .fold(1u64, |n, &d| n.saturating_mul(d as u64));
+                let half = matches!(v.dtype(), Dtype::F16 | Dtype::BF16) && v.shape().len() == 2;
+                n.saturating_mul(if half { 2 } else { 4 })
+            })
+            .fold(0, u64::saturating_add)
+    }
+
     pub fn n_weights(&self) -> u64 {
         self.shards
             .iter()
@@ -290,6 +309,33 @@ impl<'a> SafetensorsShards<'a> {
             }
         }
         sorted_counts(counts)
+    }
+
+    /// One tensor as the weights of a model keep it: an F16 or BF16 matrix stays in that type
+    /// ([`Stored`]), anything else is converted to f32 as [`SafetensorsShards::tensor`] does.
+    ///
+    /// Errors: as [`SafetensorsShards::tensor`].
+    pub fn tensor_stored(&self, name: &str) -> Result<HostTensor> {
+        if let Some(&i) = self.index.get(name) {
+            let (path, st) = &self.shards[i];
+            let view = st
+                .tensor(name)
+                .map_err(|e| Error::format(path, e.to_string()))?;
+            let ty = match view.dtype() {
+                Dtype::F16 => Some(GgmlType::F16),
+                Dtype::BF16 => Some(GgmlType::BF16),
+                _ => None,
+            };
+            if let (Some(ty), &[rows, cols]) = (ty, view.shape()) {
+                crate::budget::check(Some(view.data().len() as u64), || {
+                    format!("tensor `{}` of shape {:?}", escape(name), view.shape())
+                })?;
+                if let Some(s) = Stored::new(ty, view.data().to_vec(), rows, cols) {
+                    return Ok(HostTensor::stored(name, s));
+                }
+            }
+        }
+        self.tensor(name)
     }
 
     /// One tensor converted to f32.

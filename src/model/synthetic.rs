@@ -303,7 +303,7 @@ mod tests {
             a.layers[0].down_proj.data,
             weights(&c, 4).layers[0].down_proj.data
         );
-        let w = &a.layers[0].gate_proj.data;
+        let w = a.layers[0].gate_proj.f32();
         let var = w.iter().map(|x| x * x).sum::<f32>() / w.len() as f32;
         // scale² · 2/3 with scale = 1.2 / sqrt(576).
         let want = 1.44 / 576.0 * 2.0 / 3.0;

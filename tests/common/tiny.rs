@@ -189,6 +189,11 @@ pub fn requests() -> Vec<EditRequest> {
 pub fn down_projs(model: &Model<CpuBackend>, layers: &[usize]) -> BTreeMap<usize, Vec<f32>> {
     layers
         .iter()
-        .map(|&l| (l, model.weights.layers[l].down_proj.f32().to_vec()))
+        .map(|&l| {
+            (
+                l,
+                model.weights.layers[l].down_proj.f32_decoded().into_owned(),
+            )
+        })
         .collect()
 }

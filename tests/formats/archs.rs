@@ -188,8 +188,12 @@ fn a_gguf_is_sized_up_from_its_header_before_it_is_read() {
         e.tensor_types,
         [("F16".to_string(), 43), ("F32".to_string(), 31)]
     );
-    assert_eq!((e.file_bytes, e.weight_bytes), (len, 4 * 218_688));
-    assert_eq!(e.peak_bytes, len + 4 * 218_688);
+    // Kept as loaded: the 43 F16 matrices at 2 bytes a weight, the 31 F32 vectors (two norms
+    // and three biases of 64 + 64 + 64 + 32 + 32 per layer, and the final norm) at 4.
+    let f32_weights = 6 * (64 + 64 + 64 + 32 + 32) + 64;
+    let kept = 2 * (218_688 - f32_weights) + 4 * f32_weights;
+    assert_eq!((e.file_bytes, e.weight_bytes), (len, kept));
+    assert_eq!(e.peak_bytes, len + kept);
     // A file that claims to be a terabyte is refused from its header, with the estimate.
     match inspect_gguf(&bytes[..header], 1 << 40, "huge.gguf") {
         Err(nse::Error::TooLarge { what, .. }) => {

@@ -59,7 +59,7 @@ fn tiny_llama_gguf_loads_back_in_hf_layout() {
     let mut seen = 0;
     let mut check = |t: &nse::model::HostTensor| {
         let (shape, data) = &expected[&t.name];
-        assert_eq!((&t.shape, &t.data), (shape, data), "{}", t.name);
+        assert_eq!((&t.shape, &*t.f32()), (shape, &data[..]), "{}", t.name);
         seen += 1;
     };
     check(&m.weights.embed_tokens);
@@ -151,23 +151,23 @@ fn every_supported_block_type_decodes() {
     let bytes = w.to_bytes();
     let g = GgufFile::parse(&bytes, "blocks.gguf").unwrap();
     let want_q8: Vec<f32> = (0..32).map(|j| 0.5 * (j as f32 - 16.0)).collect();
-    assert_eq!(g.tensor("q8").unwrap().data, want_q8);
+    assert_eq!(*g.tensor("q8").unwrap().f32(), want_q8);
     let want_q41: Vec<f32> = (0..16)
         .map(|j| 0.25 * j as f32 - 1.0)
         .chain((0..16).map(|j| 0.25 * (15 - j) as f32 - 1.0))
         .collect();
-    assert_eq!(g.tensor("q41").unwrap().data, want_q41);
+    assert_eq!(*g.tensor("q41").unwrap().f32(), want_q41);
     let want_q40: Vec<f32> = (0..16)
         .map(|j| 2.0 * (j as f32 - 8.0))
         .chain((0..16).map(|j| 2.0 * (7 - j) as f32))
         .collect();
-    assert_eq!(g.tensor("q40").unwrap().data, want_q40);
+    assert_eq!(*g.tensor("q40").unwrap().f32(), want_q40);
     let f = g.tensor("f16").unwrap();
     assert_eq!(
-        (f.shape.as_slice(), f.data.as_slice()),
+        (f.shape.as_slice(), &*f.f32()),
         (&[2usize, 2][..], halves.as_slice())
     );
-    assert_eq!(g.tensor("bf16").unwrap().data, halves);
+    assert_eq!(*g.tensor("bf16").unwrap().f32(), halves);
     assert!(matches!(g.tensor("nope"), Err(Error::MissingTensor { name, .. }) if name == "nope"));
 }
 
@@ -208,7 +208,7 @@ fn metadata_value_types_alignment_and_version_2() {
         &format_msg(g.get_str("a.flag")),
         &["a.flag", "expected a string"],
     );
-    assert_eq!(g.tensor("t").unwrap().data, [1.0, 2.0, 3.0]);
+    assert_eq!(*g.tensor("t").unwrap().f32(), [1.0, 2.0, 3.0]);
 }
 
 #[test]

@@ -160,8 +160,8 @@ fn tiny_llama_round_trips_in_f32_f16_bf16() {
         for t in loaded {
             let (_, shape, values) = weights.iter().find(|w| w.0 == t.name).unwrap();
             assert_eq!(
-                (&t.shape, &t.data),
-                (shape, &encode(values, dtype).1),
+                (&t.shape, &*t.f32()),
+                (shape, &encode(values, dtype).1[..]),
                 "{} in {dtype}",
                 t.name
             );

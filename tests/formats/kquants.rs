@@ -58,8 +58,9 @@ fn k_quants_dequantise_bit_for_bit_as_gguf_py() {
     );
     for (name, values) in &want {
         let t = g.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(t.data.len(), values.len(), "{name}");
-        for (i, (got, want)) in t.data.iter().zip(values).enumerate() {
+        let data = t.f32();
+        assert_eq!(data.len(), values.len(), "{name}");
+        for (i, (got, want)) in data.iter().zip(values).enumerate() {
             assert_eq!(
                 got.to_bits(),
                 want.to_bits(),

@@ -56,7 +56,7 @@ fn d_ff_squared_is_budgeted_before_p_and_c() {
         ..tiny_config(7)
     };
     let model = Model::upload(CpuBackend, config.clone(), tiny_weights(&config, 5)).unwrap();
-    let before = model.weights.layers[0].down_proj.f32().to_vec();
+    let before = model.weights.layers[0].down_proj.f32_decoded().to_vec();
     let mut hp = Hparams::for_model("SmolLM2-135M-Instruct").unwrap();
     hp.layers = vec![0];
     hp.v_loss_layer = 0;
@@ -64,7 +64,7 @@ fn d_ff_squared_is_budgeted_before_p_and_c() {
     assert!(text.contains("256.0 GiB"), "{text}");
     let r = pollster::block_on(second_moments(&model, &[vec![1, 2, 3]], &[0], |_, _| {}));
     expect_err(r, "TooLarge", "covariance sums");
-    let after = model.weights.layers[0].down_proj.f32();
+    let after = model.weights.layers[0].down_proj.f32_decoded();
     assert!(
         after
             .iter()

@@ -274,7 +274,7 @@ async fn patch_round_trips_and_replays_bit_for_bit_in_wasm() {
         .unwrap();
     for (l, w) in &edited.down_proj {
         assert_eq!(
-            model.weights.layers[*l].down_proj.f32(),
+            model.weights.layers[*l].down_proj.f32_decoded(),
             w.as_slice(),
             "layer {l}"
         );
@@ -284,8 +284,8 @@ async fn patch_round_trips_and_replays_bit_for_bit_in_wasm() {
     let fresh = weights(&c, 5);
     for &l in &hparams().layers {
         assert_eq!(
-            model.weights.layers[l].down_proj.f32(),
-            fresh.layers[l].down_proj.data.as_slice()
+            model.weights.layers[l].down_proj.f32_decoded(),
+            &*fresh.layers[l].down_proj.f32()
         );
     }
 

@@ -2,6 +2,7 @@
 //! RoPE frequency factors, and the Q/K row permutation of `llama` files.
 
 use super::super::gguf::GgufFile;
+use super::super::host::HostData;
 use super::super::{Arch, HostTensor, ModelConfig, RopeScaling, Tokenizer};
 use crate::error::escape;
 use crate::{Error, Result};
@@ -133,9 +134,9 @@ pub fn config_from_gguf(gguf: &GgufFile, tokenizer: &Tokenizer) -> Result<ModelC
         })?;
     let rope_scaling = match gguf.tensor_info("rope_freqs.weight") {
         None => None,
-        Some(info) if info.n_elements() == (head_dim / 2) as u64 => {
-            Some(RopeScaling::Factors(gguf.tensor("rope_freqs.weight")?.data))
-        }
+        Some(info) if info.n_elements() == (head_dim / 2) as u64 => Some(RopeScaling::Factors(
+            gguf.tensor("rope_freqs.weight")?.into_f32(),
+        )),
         Some(info) => {
             return Err(Error::format(
                 path,
@@ -175,7 +176,7 @@ pub fn config_from_gguf(gguf: &GgufFile, tokenizer: &Tokenizer) -> Result<ModelC
 /// for its adjacent-pair RoPE there, and leaves `qwen2`'s in rotate-half order).
 pub(super) fn tensor(gguf: &GgufFile, cfg: &ModelConfig, hf: &str) -> Result<HostTensor> {
     let name = gguf_name(hf).expect("the loader only asks for Llama tensor names");
-    let mut t = gguf.tensor(&name)?;
+    let mut t = gguf.tensor_stored(&name)?;
     t.name = hf.to_string();
     let heads = if cfg.arch != Arch::Llama {
         None
@@ -190,7 +191,13 @@ pub(super) fn tensor(gguf: &GgufFile, cfg: &ModelConfig, hf: &str) -> Result<Hos
     if let Some(h) = heads
         && t.shape == [h * cfg.head_dim, cfg.d_model]
     {
-        unpermute_qk_rows(&mut t.data, h, cfg.d_model);
+        match &mut t.data {
+            HostData::F32(w) => unpermute_qk_rows(w, h, cfg.d_model),
+            HostData::Stored(s) => {
+                let row_bytes = s.row_bytes();
+                unpermute_qk_rows(&mut s.bytes, h, row_bytes);
+            }
+        }
     }
     Ok(t)
 }
@@ -203,12 +210,13 @@ pub(super) fn tensor(gguf: &GgufFile, cfg: &ModelConfig, hf: &str) -> Result<Hos
 /// each RoPE pair sits in adjacent rows. This puts every row back.
 ///
 /// # Shapes
-/// `w` is `(n_heads·hd, d_in)` row-major; `hd` is inferred and must be even.
+/// `w` is `(n_heads·hd, d_in)` row-major; `hd` is inferred and must be even. A row may be any
+/// run of elements: `d_in` bytes of quantised blocks move the same way as `d_in` f32 values.
 ///
 /// # Panics
 /// If `w.len()` is not a multiple of `n_heads · d_in` or `hd` is odd (the loader checked the
 /// shape first, so this is a bug).
-pub fn unpermute_qk_rows(w: &mut [f32], n_heads: usize, d_in: usize) {
+pub fn unpermute_qk_rows<T: Copy + Default>(w: &mut [T], n_heads: usize, d_in: usize) {
     assert!(
         n_heads > 0 && d_in > 0 && w.len().is_multiple_of(n_heads * d_in),
         "unpermute_qk_rows: bad shape"
@@ -216,7 +224,7 @@ pub fn unpermute_qk_rows(w: &mut [f32], n_heads: usize, d_in: usize) {
     let hd = w.len() / (n_heads * d_in);
     assert!(hd.is_multiple_of(2), "unpermute_qk_rows: odd head_dim {hd}");
     let half = hd / 2;
-    let mut head = vec![0.0f32; hd * d_in]; // (hd, d_in) scratch: one head in GGUF order
+    let mut head = vec![T::default(); hd * d_in]; // (hd, d_in) scratch: one head in GGUF order
     for block in w.chunks_exact_mut(hd * d_in) {
         head.copy_from_slice(block);
         for s in 0..2 {

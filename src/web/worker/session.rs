@@ -95,10 +95,12 @@ pub(crate) fn check_binding_cap(weights: &Weights<HostTensor>, cap: u64) -> Resu
         all.extend(l.named(i).into_iter().map(|(_, t)| t));
     }
     all.extend(weights.lm_head.as_ref());
-    match all.into_iter().find(|t| 4 * t.data.len() as u64 > cap) {
+    // The gpu backend widens every weight to f32.
+    let f32_bytes = |t: &HostTensor| 4 * t.shape.iter().product::<usize>() as u64;
+    match all.into_iter().find(|t| f32_bytes(t) > cap) {
         Some(t) => Err(page_hint(Error::BufferTooLarge {
             name: t.name.clone(),
-            bytes: 4 * t.data.len() as u64,
+            bytes: f32_bytes(t),
             limit: cap,
         })),
         None => Ok(()),
