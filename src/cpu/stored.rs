@@ -40,9 +40,6 @@ pub fn matmul_stored_into(
     if m == 0 || n == 0 {
         return;
     }
-    if t.b && !t.a && m <= FUSED_M && fused_nt(c, a, w, m, accumulate) {
-        return;
-    }
     // Output columns per slice: whole rows of `w` (t.b) or whole blocks of its columns.
     let align = if t.b { 1 } else { w.block() };
     let per_value = if t.b { k } else { k.max(1) };
@@ -85,91 +82,6 @@ pub fn matmul_stored_into(
             }
         }
     }
-}
-
-/// Rows of `a` at or below which `a · Wᵀ` of a block-quantised `W` takes [`fused_nt`] (decode).
-const FUSED_M: usize = 4;
-
-/// `c = a · Wᵀ` for a few rows of `a`, straight from Q4_0, Q4_1 or Q8_0 blocks, without decoding
-/// them to memory: per block, `d · Σ q_j a_j (+ m · Σ a_j)`. Reads a fifth to a quarter of the
-/// bytes a dense f32 weight takes, which is what a token of decoding is bound by. The sum runs
-/// block by block, so it rounds differently from the dense product (about 1e-7 relative).
-/// Returns false, doing nothing, for other storage types.
-fn fused_nt(c: &mut [f32], a: &[f32], w: &Stored, m: usize, accumulate: bool) -> bool {
-    use crate::model::gguf::GgmlType;
-    let (k, n) = (w.cols, w.rows);
-    let (ty, rb) = (w.ty, w.row_bytes());
-    let block_bytes = match ty {
-        GgmlType::Q4_0 => 18,
-        GgmlType::Q4_1 => 20,
-        GgmlType::Q8_0 => 34,
-        _ => return false,
-    };
-    let f16 = |b: &[u8], at: usize| half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32();
-    // Per row of `a`, the sum of each block of 32 (Q4_1's minimum multiplies it).
-    let sums: Vec<f32> = a.chunks_exact(32).map(|x| x.iter().sum()).collect();
-    let nb = k / 32;
-    let row = |j: usize, out: &mut [f32]| {
-        let bytes = &w.bytes[j * rb..(j + 1) * rb];
-        for (i, o) in out.iter_mut().enumerate() {
-            let x = &a[i * k..(i + 1) * k];
-            let mut acc = 0.0f32;
-            for (q, blk) in bytes.chunks_exact(block_bytes).enumerate() {
-                let xb: &[f32; 32] = x[q * 32..q * 32 + 32].try_into().expect("32 values");
-                acc += match ty {
-                    GgmlType::Q8_0 => {
-                        let mut s = 0.0f32;
-                        for (v, &qv) in xb.iter().zip(&blk[2..34]) {
-                            s += v * (qv as i8) as f32;
-                        }
-                        f16(blk, 0) * s
-                    }
-                    GgmlType::Q4_0 => {
-                        let qs = &blk[2..18];
-                        let mut s = 0.0f32;
-                        for jj in 0..16 {
-                            s += xb[jj] * ((qs[jj] & 15) as i32 - 8) as f32
-                                + xb[jj + 16] * ((qs[jj] >> 4) as i32 - 8) as f32;
-                        }
-                        f16(blk, 0) * s
-                    }
-                    _ => {
-                        let qs = &blk[4..20];
-                        let mut s = 0.0f32;
-                        for jj in 0..16 {
-                            s += xb[jj] * (qs[jj] & 15) as f32 + xb[jj + 16] * (qs[jj] >> 4) as f32;
-                        }
-                        f16(blk, 0) * s + f16(blk, 2) * sums[i * nb + q]
-                    }
-                };
-            }
-            *o = acc;
-        }
-    };
-    let mut out = vec![0.0f32; n * m]; // (n, m): one contiguous chunk per weight row
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        use rayon::prelude::*;
-        out.par_chunks_mut(m * 64)
-            .enumerate()
-            .for_each(|(t, chunk)| {
-                for (r, o) in chunk.chunks_exact_mut(m).enumerate() {
-                    row(t * 64 + r, o);
-                }
-            });
-    }
-    #[cfg(target_arch = "wasm32")]
-    for (j, o) in out.chunks_exact_mut(m).enumerate() {
-        row(j, o);
-    }
-    for j in 0..n {
-        for i in 0..m {
-            let v = out[j * m + i];
-            let dst = &mut c[i * n + j];
-            *dst = if accumulate { *dst + v } else { v };
-        }
-    }
-    true
 }
 
 fn threads() -> usize {
@@ -241,17 +153,7 @@ mod tests {
                 let mut dense_c = vec![0.0f32; m * n];
                 matmul_into(&mut dense_c, &a, &dense, dims, t, false);
                 matmul_stored_into(&mut c, &a, &w, dims, t, false);
-                if t.b && !t.a && m <= FUSED_M {
-                    // The fused path sums block by block.
-                    for (&got, &x) in c.iter().zip(&dense_c) {
-                        assert!(
-                            (got - x).abs() <= 1e-6 * k as f32 * (1.0 + x.abs()),
-                            "{ty} fused {m}x{k}x{n}: {got} vs {x}"
-                        );
-                    }
-                } else {
-                    assert_eq!(c, dense_c, "{ty} {t:?} {m}x{k}x{n}");
-                }
+                assert_eq!(c, dense_c, "{ty} {t:?} {m}x{k}x{n}");
             }
         }
     }
