@@ -11,9 +11,11 @@
 //   - first edit (seconds from the click on Apply to the ledger row: the unedited model's answer,
 //     the shipped covariance, z, rounds, past keys), and the batch alone as the ledger reports it,
 //   - the longest main-thread task during the edit (Long Tasks API) and the time from the click
-//     to the first progress label.
-// Then the native numbers of the same run: `nse bench forward --backend cpu` (decode tokens/s)
-// and `nse edit` of the same request on the cpu backend with the same covariance statistic.
+//     to the first progress label,
+//   - the engine's WebAssembly memory after the edit (it never shrinks: the engine's peak).
+// Then the native numbers of the same run: `nse bench forward --backend cpu` (decode tokens/s,
+// peak memory) and `nse edit` of the same request on the cpu backend with the same covariance
+// statistic.
 // Writes artifacts/bench/web.json and prints a table with the ratios (page / native).
 //
 // APP_URL: a served page (default: this script serves dist/ on 127.0.0.1:$BENCH_PORT, 8095).
@@ -102,10 +104,13 @@ async function pageRun(backend, engine) {
     await wait(() => document.body.dataset.busy === 'false', null, 900_000);
     const compare = (Date.now() - t1) / 1000 - edit;
     const longest = await page.evaluate(() => Math.max(0, ...window.__long));
+    // The engine's WebAssembly memory after the edit: it never shrinks, so this is its peak.
+    const memory = Number(await page.getAttribute(tid('model-status'), 'data-memory')) / 1048576;
     const firstProgress = await page.evaluate(() => window.__firstProgress);
     const row = { backend, engine, device, load_to_ready_s: load, decode_tokens_per_s: decode, decode_stats: stats,
       first_edit_s: edit, edit_batch_s: batch, compare_after_edit_s: compare,
       longest_main_thread_task_ms: longest, click_to_first_progress_ms: firstProgress,
+      engine_memory_mib: memory,
       edited_output: await page.textContent(tid('edited-output')) };
     console.log(`  ${backend}, engine ${engine}: ready ${load.toFixed(1)} s, decode ${decode.toFixed(2)} tokens/s, ` +
       `first edit ${edit.toFixed(1)} s (batch ${batch} s), comparison ${compare.toFixed(1)} s, ` +
@@ -135,6 +140,7 @@ function nativeRun() {
   fs.rmSync(dir, { recursive: true, force: true });
   const row = { binary: bin, backend: 'cpu', threads: os.cpus().length,
     decode_tokens_per_s: forward.results.decode_tokens_per_s, load_seconds: forward.results.load_seconds,
+    peak_rss_mib: forward.results.peak_rss_mib,
     edit_s: report.seconds, edit_wall_s: wall };
   console.log(`  native (${bin}, cpu, ${row.threads} cores): decode ${row.decode_tokens_per_s.toFixed(2)} tokens/s, ` +
     `edit ${row.edit_s.toFixed(1)} s (${wall.toFixed(1)} s with loading)`);
@@ -177,6 +183,7 @@ try {
   line('first edit, click → ledger (s)', (r) => r.first_edit_s.toFixed(1), native.edit_s?.toFixed(1) ?? '–');
   line('edit batch alone (s)', (r) => String(r.edit_batch_s), native.edit_s?.toFixed(1) ?? '–');
   line('longest main-thread task (ms)', (r) => r.longest_main_thread_task_ms.toFixed(0), '–');
+  line('engine memory after the edit (MiB)', (r) => r.engine_memory_mib?.toFixed(0) ?? '–', native.peak_rss_mib?.toFixed(0) ?? '–');
   line('click → first progress (ms)', (r) => r.click_to_first_progress_ms?.toFixed(0) ?? '–', '–');
   for (const [b, r] of Object.entries(ratios)) {
     if (r.decode_tokens_per_s_page_over_native !== undefined) {

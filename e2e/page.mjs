@@ -114,6 +114,7 @@ await session('WebGPU browser session', { webgpu: true, query: '?backend=webgpu'
     expect(/swiftshader|adapter/i.test(status), `no adapter in the status: ${status}`);
     expect(/maxStorageBufferBindingSize/.test(status), `no limits in the status: ${status}`);
     expect(/parameters/.test(status), `no model size in the status: ${status}`);
+    expect(/Weights in memory: 513 MiB \(F32 513\.1 MiB\)/.test(status), `the gpu backend's f32 weights: ${status}`);
     expect(await page.isHidden(tid('webgpu-notice')), 'the no-WebGPU notice is shown');
     const [value, max] = await page.$eval(tid('progress'), (p) => [p.value, p.max]);
     expect(value === max, `progress bar at ${value} of ${max}`);
@@ -230,6 +231,14 @@ await session('software-adapter browser session', { webgpu: true }, async (page,
     expect(/software renderer/.test(notice) && /swiftshader/i.test(notice) && /CPU backend/.test(notice),
       `notice: ${notice}`);
     expect(!(await page.$eval(tid('backend-option-webgpu'), (o) => o.disabled)), 'WebGPU is no longer selectable');
+    // Issue 13.3: on the cpu backend the weights stay in the file's storage types (the byte
+    // counts are those of tests/formats/real_model.rs, which computes them by hand).
+    const status = await page.textContent(tid('model-status'));
+    const memory = Number(await page.getAttribute(tid('model-status'), 'data-memory'));
+    console.log(`  ${status.split('\n')[2]} (data-memory ${memory})`);
+    expect(/Weights in memory: 92 MiB \(Q4_1 63\.3 MiB, Q8_0 28\.7 MiB, F32 0\.1 MiB\)/.test(status),
+      `the cpu backend does not keep the weights compact: ${status}`);
+    expect(memory > 92 * 1048576, `data-memory ${memory} is less than the weights`);
     // Issue 12.5: Generate, the first thing people try, comes right after the model panel, and
     // loading a model is no longer the main action once one is loaded.
     const panels = await page.$$eval('section.panel', (ps) => ps.map((p) => p.dataset.panel));

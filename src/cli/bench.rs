@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::common::{Loaded, ModelArgs, load, peak_rss_bytes, write_json};
-use crate::backend::{Backend, TensorInfo};
+use crate::backend::Backend;
 use crate::gpu::GpuCounters;
 use crate::model::Model;
 use crate::{Error, Result, with_model};
@@ -161,43 +161,6 @@ fn print_counts(counts: &(GpuCounters, GpuCounters), decode: usize) -> serde_jso
     })
 }
 
-/// Bytes of the weights by storage type (`"Q4_1"`, `"F32"`, …), largest first. The gpu backend
-/// holds every weight as f32.
-fn weight_bytes_by_type(model: &crate::session::Engine) -> Vec<(String, u64)> {
-    let mut by: std::collections::BTreeMap<String, u64> = Default::default();
-    match model {
-        crate::session::Engine::Cpu(w) => {
-            let ws = &w.model.weights;
-            let mut add = |t: &crate::cpu::CpuTensor| {
-                let ty = t
-                    .stored_type()
-                    .and_then(|ty| ty.name())
-                    .unwrap_or("F32")
-                    .to_string();
-                *by.entry(ty).or_default() += t.byte_len() as u64;
-            };
-            add(&ws.embed_tokens);
-            add(&ws.norm);
-            ws.lm_head.iter().for_each(&mut add);
-            for (i, l) in ws.layers.iter().enumerate() {
-                l.named(i).into_iter().for_each(|(_, t)| add(t));
-            }
-        }
-        crate::session::Engine::Gpu(w) => {
-            let ws = &w.model.weights;
-            let mut n = ws.embed_tokens.len() + ws.norm.len();
-            n += ws.lm_head.as_ref().map_or(0, |t| t.len());
-            for (i, l) in ws.layers.iter().enumerate() {
-                n += l.named(i).iter().map(|(_, t)| t.len()).sum::<usize>();
-            }
-            by.insert("F32".into(), 4 * n as u64);
-        }
-    }
-    let mut v: Vec<(String, u64)> = by.into_iter().collect();
-    v.sort_by_key(|e| std::cmp::Reverse(e.1));
-    v
-}
-
 /// Runs this benchmark again in a child process with `--weights f32` and returns its JSON.
 fn f32_run() -> Result<serde_json::Value> {
     let out = std::env::temp_dir().join(format!("nse-bench-f32-{}.json", std::process::id()));
@@ -266,7 +229,7 @@ fn forward(args: ForwardBenchArgs) -> Result<()> {
     let prefill_tps = args.prefill_tokens as f64 / times.prefill_s;
     let decode_tps = args.decode_tokens as f64 / times.decode_s;
     let peak_host = peak_rss_bytes();
-    let by_type = weight_bytes_by_type(&model);
+    let by_type = model.weight_bytes_by_type();
     let compare = (args.compare_f32
         && args.model.weights == super::common::WeightStorage::Compact
         && matches!(model, crate::session::Engine::Cpu(_)))

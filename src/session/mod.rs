@@ -27,7 +27,7 @@ pub mod work;
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, TensorInfo};
 use crate::cpu::CpuBackend;
 use crate::edit::target::Pause;
 use crate::edit::{EditState, Hparams, LedgerEntry};
@@ -96,6 +96,43 @@ macro_rules! with_bench {
 }
 
 impl Engine {
+    /// Bytes of the weights by storage type (`"Q4_1"`, `"F32"`, …), largest first. The gpu backend
+    /// holds every weight as f32.
+    pub fn weight_bytes_by_type(&self) -> Vec<(String, u64)> {
+        let mut by: std::collections::BTreeMap<String, u64> = Default::default();
+        match self {
+            Engine::Cpu(w) => {
+                let ws = &w.model.weights;
+                let mut add = |t: &crate::cpu::CpuTensor| {
+                    let ty = t
+                        .stored_type()
+                        .and_then(|ty| ty.name())
+                        .unwrap_or("F32")
+                        .to_string();
+                    *by.entry(ty).or_default() += t.byte_len() as u64;
+                };
+                add(&ws.embed_tokens);
+                add(&ws.norm);
+                ws.lm_head.iter().for_each(&mut add);
+                for (i, l) in ws.layers.iter().enumerate() {
+                    l.named(i).into_iter().for_each(|(_, t)| add(t));
+                }
+            }
+            Engine::Gpu(w) => {
+                let ws = &w.model.weights;
+                let mut n = ws.embed_tokens.len() + ws.norm.len();
+                n += ws.lm_head.as_ref().map_or(0, |t| t.len());
+                for (i, l) in ws.layers.iter().enumerate() {
+                    n += l.named(i).iter().map(|(_, t)| t.len()).sum::<usize>();
+                }
+                by.insert("F32".into(), 4 * n as u64);
+            }
+        }
+        let mut v: Vec<(String, u64)> = by.into_iter().collect();
+        v.sort_by_key(|e| std::cmp::Reverse(e.1));
+        v
+    }
+
     /// Uploads host weights to `gpu`, or to the cpu backend when `gpu` is `None`.
     ///
     /// # Errors

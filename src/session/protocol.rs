@@ -350,6 +350,13 @@ pub struct ModelView {
     pub head: String,
     /// Per edited layer, `‖ΔW[:, j]‖` over the `d_ff` neurons (empty for an empty ledger).
     pub neurons: Vec<(usize, Vec<f32>)>,
+    /// Bytes of the weights by storage type (`"Q4_1"`, `"F32"`, …), largest first.
+    #[serde(default)]
+    pub weight_bytes: Vec<(String, u64)>,
+    /// The engine's WebAssembly memory when the view was made, which never shrinks: the most
+    /// the engine has held so far (`None` outside a browser).
+    #[serde(default)]
+    pub wasm_memory_bytes: Option<u64>,
 }
 
 /// One ledger entry.

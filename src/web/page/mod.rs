@@ -146,10 +146,25 @@ impl App {
                 } else {
                     "Model bytes: downloaded or read from a file"
                 };
+                let mib = |b: u64| b as f64 / 1048576.0;
+                let weights: Vec<String> = m
+                    .weight_bytes
+                    .iter()
+                    .map(|(t, b)| format!("{t} {:.1} MiB", mib(*b)))
+                    .collect();
+                let mut memory = format!(
+                    "Weights in memory: {:.0} MiB ({})",
+                    mib(m.weight_bytes.iter().map(|(_, b)| b).sum()),
+                    weights.join(", ")
+                );
+                if let Some(w) = m.wasm_memory_bytes {
+                    memory += &format!(" · engine memory so far: {:.0} MiB", mib(w));
+                    self.status.set_memory(w);
+                }
                 self.status.set_model(
                     ModelState::Ready,
                     m.backend.id(),
-                    &[&format!("Ready: {}", m.line), &m.device, bytes],
+                    &[&format!("Ready: {}", m.line), &m.device, &memory, bytes],
                 );
                 self.edit.show_availability(m.not_editable.as_deref());
                 self.edit

@@ -80,6 +80,11 @@ impl StatusView {
         self.status.set_text_content(Some(&lines.join("\n")));
     }
 
+    /// Records the engine's memory in bytes as `data-memory` (for the benchmark).
+    pub(crate) fn set_memory(&self, bytes: u64) {
+        set_attr(&self.status, "data-memory", &bytes.to_string());
+    }
+
     /// Shows `fraction` in `[0, 1]` done (an indeterminate bar for `None`) and a label.
     pub(crate) fn progress(&self, fraction: Option<f64>, label: &str) {
         match fraction {

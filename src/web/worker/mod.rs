@@ -140,6 +140,18 @@ impl Ui {
     }
 }
 
+/// The size of this module's WebAssembly memory (it grows and never shrinks).
+fn wasm_memory_bytes() -> u64 {
+    use wasm_bindgen::JsCast;
+    wasm_bindgen::memory()
+        .dyn_into::<js_sys::WebAssembly::Memory>()
+        .map_or(0, |m| {
+            m.buffer()
+                .dyn_into::<js_sys::ArrayBuffer>()
+                .map_or(0, |b| b.byte_length() as u64)
+        })
+}
+
 /// What the page shows about `s`.
 fn model_view(w: &Worker, s: &Session) -> ModelView {
     let c = s.config();
@@ -188,6 +200,8 @@ fn model_view(w: &Worker, s: &Session) -> ModelView {
             .last()
             .map_or_else(|| crate::edit::ROOT_DIGEST.to_string(), |e| e.digest()),
         neurons,
+        weight_bytes: s.engine.weight_bytes_by_type(),
+        wasm_memory_bytes: Some(wasm_memory_bytes()),
     }
 }
 
