@@ -211,7 +211,11 @@ pub fn load_unpatched(args: &ModelArgs) -> Result<(Loaded, Option<Patch>)> {
     };
     let weights = match args.weights {
         WeightStorage::Compact => weights,
-        WeightStorage::F32 => weights.try_map(|t| Ok::<_, crate::Error>(t.widened()))?,
+        WeightStorage::F32 => {
+            // The loaders budgeted the weights as kept; widened they take 4 bytes each.
+            config.check_memory(u64::MAX)?;
+            weights.try_map(|t| Ok::<_, crate::Error>(t.widened()))?
+        }
     };
     let model = Engine::upload(config, weights, gpu)?;
     let load_seconds = t0.elapsed().as_secs_f64();
