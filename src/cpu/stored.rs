@@ -42,9 +42,9 @@ pub fn matmul_stored_into(
     }
     // Output columns per slice: whole rows of `w` (t.b) or whole blocks of its columns.
     let align = if t.b { 1 } else { w.block() };
-    let per_value = if t.b { k } else { k.max(1) };
+    // Each output column decodes `k` weights (a row of `W`, or a column over its rows).
     let threads = threads();
-    let by_memory = (SLICE_VALUES / per_value.max(1)).max(1);
+    let by_memory = (SLICE_VALUES / k.max(1)).max(1);
     let by_threads = n.div_ceil(4 * threads);
     let width = by_memory
         .min(by_threads)
@@ -53,11 +53,12 @@ pub fn matmul_stored_into(
         .min(n);
     let slice = |j0: usize| -> (usize, Vec<f32>) {
         let j1 = (j0 + width).min(n);
-        let (b, sub) = if t.b {
-            (w.rows_f32(j0, j1), MatmulDims { m, k, n: j1 - j0 })
+        let b = if t.b {
+            w.rows_f32(j0, j1)
         } else {
-            (w.cols_f32(j0, j1), MatmulDims { m, k, n: j1 - j0 })
+            w.cols_f32(j0, j1)
         };
+        let sub = MatmulDims { m, k, n: j1 - j0 };
         let mut out = vec![0.0f32; m * (j1 - j0)];
         matmul_into_on(&mut out, a, &b, sub, t, false, false);
         (j0, out)
