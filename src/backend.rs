@@ -71,6 +71,22 @@ pub struct AttnShape {
     pub head_dim: usize,
 }
 
+/// The weights and positions of [`Backend::decode_qkv`].
+///
+/// # Shapes
+/// `norm (d)`; `proj` = q, k, v projections `(Hq·hd, d)`, `(Hkv·hd, d)`, `(Hkv·hd, d)`; `bias`
+/// their biases (Qwen2); `positions (N)` u32, equal to `pos0 … pos0 + N − 1`; `table (P, hd)`.
+pub struct QkvDecode<'a, T> {
+    pub norm: &'a T,
+    pub eps: f32,
+    pub proj: [&'a T; 3],
+    pub bias: Option<[&'a T; 3]>,
+    pub positions: &'a T,
+    pub table: &'a T,
+    pub head_dim: usize,
+    pub pos0: usize,
+}
+
 /// The op set. See the module docs for conventions; each method documents its shapes.
 ///
 /// `u32` tensors (ids, positions, row lists, ranges) are created with [`Backend::upload_u32`].
@@ -302,6 +318,69 @@ pub trait Backend {
         kl_factor: f32,
     ) -> Result<(Self::Tensor, Self::Tensor)>;
 
+    // Decoding's fused ops. Each default is its composition of the ops above in [`unfused`],
+    // in the order the unfused block calls them, so a backend that keeps the defaults (the cpu
+    // backend) computes exactly what the unfused block computes. The gpu backend runs them as
+    // one kernel each when `h` or `x` has at most 8 rows (`shaders/gemv_fused.wgsl`).
+
+    /// `rms_norm(h, norm) · Wᵀ` (the final norm and the LM head).
+    ///
+    /// # Shapes
+    /// `h (N, K)`, `norm (K)`, `w (V, K)` → `(N, V)`.
+    fn norm_matmul_nt(
+        &self,
+        h: &Self::Tensor,
+        norm: &Self::Tensor,
+        eps: f32,
+        w: &Self::Tensor,
+    ) -> Result<Self::Tensor> {
+        unfused::norm_matmul_nt(self, h, norm, eps, w)
+    }
+
+    /// `r + x · Wᵀ` (a projection back into the residual stream, with its residual add).
+    ///
+    /// # Shapes
+    /// `x (N, K)`, `w (D, K)`, `r (N, D)` → `(N, D)`.
+    fn matmul_nt_residual(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        r: &Self::Tensor,
+    ) -> Result<Self::Tensor> {
+        unfused::matmul_nt_residual(self, x, w, r)
+    }
+
+    /// The MLP's key `silu(x · Gᵀ) ⊙ (x · Uᵀ)` with `x = rms_norm(h, norm)`.
+    ///
+    /// # Shapes
+    /// `h (N, d)`, `norm (d)`, `gate, up (F, d)` → `(N, F)`.
+    fn norm_gate_up(
+        &self,
+        h: &Self::Tensor,
+        norm: &Self::Tensor,
+        eps: f32,
+        gate: &Self::Tensor,
+        up: &Self::Tensor,
+    ) -> Result<Self::Tensor> {
+        unfused::norm_gate_up(self, h, norm, eps, gate, up)
+    }
+
+    /// Attention's input while decoding: `x = rms_norm(h, norm)`, `q = rope(x·Wqᵀ + bq)`,
+    /// `k = rope(x·Wkᵀ + bk)` and `v = x·Wvᵀ + bv` at positions `pos0 …`, with `k` and `v`
+    /// written into the caches at rows `pos0 …`; returns `q`.
+    ///
+    /// # Shapes
+    /// `h (N, d)`; see [`QkvDecode`]; `cache_k, cache_v (capacity, Hkv·hd)` → `(N, Hq·hd)`.
+    fn decode_qkv(
+        &self,
+        h: &Self::Tensor,
+        p: &QkvDecode<'_, Self::Tensor>,
+        cache_k: &mut Self::Tensor,
+        cache_v: &mut Self::Tensor,
+    ) -> Result<Self::Tensor> {
+        unfused::decode_qkv(self, h, p, cache_k, cache_v)
+    }
+
     /// Index of the largest value of each row (the lowest index on ties).
     ///
     /// # Shapes
@@ -320,4 +399,74 @@ pub trait Backend {
         k: usize,
         uniforms: &Self::Tensor,
     ) -> Result<Self::Tensor>;
+}
+
+/// The fused ops' compositions of plain ops: [`Backend`]'s defaults, and what a backend that
+/// fuses them falls back to where its kernel does not apply.
+pub mod unfused {
+    use super::{Backend, QkvDecode, Transpose};
+    use crate::Result;
+
+    /// [`Backend::norm_matmul_nt`] as `rms_norm`, then `matmul`.
+    pub fn norm_matmul_nt<B: Backend + ?Sized>(
+        be: &B,
+        h: &B::Tensor,
+        norm: &B::Tensor,
+        eps: f32,
+        w: &B::Tensor,
+    ) -> Result<B::Tensor> {
+        let x = be.rms_norm(h, norm, eps)?;
+        be.matmul(&x, w, Transpose::NT)
+    }
+
+    /// [`Backend::matmul_nt_residual`] as `matmul`, then `add`.
+    pub fn matmul_nt_residual<B: Backend + ?Sized>(
+        be: &B,
+        x: &B::Tensor,
+        w: &B::Tensor,
+        r: &B::Tensor,
+    ) -> Result<B::Tensor> {
+        let y = be.matmul(x, w, Transpose::NT)?;
+        be.add(r, &y)
+    }
+
+    /// [`Backend::norm_gate_up`] as `rms_norm`, two `matmul`s and `silu_mul`.
+    pub fn norm_gate_up<B: Backend + ?Sized>(
+        be: &B,
+        h: &B::Tensor,
+        norm: &B::Tensor,
+        eps: f32,
+        gate: &B::Tensor,
+        up: &B::Tensor,
+    ) -> Result<B::Tensor> {
+        let x = be.rms_norm(h, norm, eps)?;
+        let g = be.matmul(&x, gate, Transpose::NT)?;
+        let u = be.matmul(&x, up, Transpose::NT)?;
+        be.silu_mul(&g, &u)
+    }
+
+    /// [`Backend::decode_qkv`] as `rms_norm`, three projections (plus biases), two `rope`s and
+    /// two `write_rows`.
+    pub fn decode_qkv<B: Backend + ?Sized>(
+        be: &B,
+        h: &B::Tensor,
+        p: &QkvDecode<'_, B::Tensor>,
+        cache_k: &mut B::Tensor,
+        cache_v: &mut B::Tensor,
+    ) -> Result<B::Tensor> {
+        let x = be.rms_norm(h, p.norm, p.eps)?;
+        let project = |i: usize| -> Result<B::Tensor> {
+            let y = be.matmul(&x, p.proj[i], Transpose::NT)?;
+            match p.bias {
+                Some(b) => be.add_bias(&y, b[i]),
+                None => Ok(y),
+            }
+        };
+        let q = be.rope(&project(0)?, p.positions, p.table, p.head_dim)?;
+        let k = be.rope(&project(1)?, p.positions, p.table, p.head_dim)?;
+        let v = project(2)?;
+        be.write_rows(cache_k, p.pos0, &k)?;
+        be.write_rows(cache_v, p.pos0, &v)?;
+        Ok(q)
+    }
 }

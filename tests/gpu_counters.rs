@@ -80,16 +80,19 @@ fn decode_and_prefill_counts_stay_within_bounds() {
     let c_warm = be.counters();
     decode(4);
     let c2 = be.counters();
-    // 6 blocks: 15 dispatches and 2 KV-cache copies each, plus the embedding, final norm, head
-    // and argmax; one 4-byte readback (the argmax) and three small uploads (ids, positions,
-    // ranges) per token. One submit per token; dispatches share a compute pass between copies
-    // (the session-14 baseline: 94 passes, 2 submits, 94 bind groups, 101 buffers per token).
-    // In steady state nothing is created: uploads and readback staging recycle, the pool hands
-    // each token the same buffers, and their bind groups are cached.
+    // 6 blocks: 5 dispatches each (q, k, v with RoPE and the cache write; attention; o_proj
+    // with the residual add; gate and up with SiLU; down_proj with the residual add: the
+    // fused GEMVs of gemv_fused.wgsl), plus the embedding, the final norm with the head, and
+    // the argmax; one 4-byte readback (the argmax, its one copy) and three small uploads (ids,
+    // positions, ranges) per token. One compute pass and one submit per token (before the
+    // fused kernels: 94 dispatches, 8 passes and 14 copies; the session-14 baseline: 94
+    // passes, 2 submits, 94 bind groups, 101 buffers per token). In steady state nothing is
+    // created: uploads and readback staging recycle, the pool hands each token the same
+    // buffers, and their bind groups are cached.
     let per_token = GpuCounters {
-        dispatches: 94,
-        passes: 8,
-        copies: 14,
+        dispatches: 33,
+        passes: 1,
+        copies: 1,
         submits: 1,
         readbacks: 1,
         readback_bytes: 4,
@@ -113,20 +116,21 @@ fn decode_and_prefill_counts_stay_within_bounds() {
         buffers_created: d.buffers_created.div_ceil(n),
     };
     within(&per, &per_token, "per decode token");
-    // The prefill adds a slice of the last row's hidden state before the head, and the prompt's
-    // four index uploads; on a fresh device it creates its pipelines' bind groups and the
-    // tensors (the session-14 baseline: 95 passes, 2 submits, 95 bind groups, 116 buffers).
+    // The 5-token prompt takes the fused kernels too (at most 8 rows), and the prompt's four
+    // index uploads; on a fresh device it creates its pipelines' bind groups and the tensors
+    // (before the fused kernels: 95 dispatches, 7 passes, 13 copies, 75 bind groups, 24
+    // buffers; the session-14 baseline: 95 passes, 2 submits, 95 bind groups, 116 buffers).
     let prefill = GpuCounters {
-        dispatches: 95,
-        passes: 7,
-        copies: 13,
+        dispatches: 34,
+        passes: 1,
+        copies: 1,
         submits: 1,
         readbacks: 1,
         readback_bytes: 4,
         uploads: 4,
         upload_bytes: 84,
-        bind_groups: 75,
-        buffers_created: 24,
+        bind_groups: 34,
+        buffers_created: 16,
     };
     within(&(c1 - c0), &prefill, "per prefill");
 }

@@ -88,6 +88,7 @@ fn launcher_constants_mirror_the_shaders() {
         ("matmul", matmul::MATMUL_WG),
         ("matmul_vec4", matmul::MATMUL_WG),
         ("gemv", matmul::GEMV_WG),
+        ("gemv_fused", matmul::GEMV_WG),
         ("split_sum", matmul::SPLIT_SUM_WG),
         ("z_loss", softmax::Z_LOSS_WG),
         ("attention_split", attention::ATTENTION_WG),
@@ -130,6 +131,8 @@ fn launcher_constants_mirror_the_shaders() {
         if shader == "gemv" {
             let cols = const_u32(&module, shader, "COLS") as usize;
             assert_eq!(cols, matmul::GEMV_COLS, "{shader}: COLS");
+        }
+        if shader.starts_with("gemv") {
             let rows = const_u32(&module, shader, "MAX_M") as usize;
             assert_eq!(rows, matmul::GEMV_MAX_ROWS, "{shader}: MAX_M");
         }

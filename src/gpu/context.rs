@@ -49,6 +49,9 @@ pub(crate) struct Context {
     /// Whether `x · Wᵀ` with few rows runs as a GEMV among the hardware kernels (off with
     /// `NSE_GPU_GEMV=0`, to time it apart).
     pub(crate) gemv: bool,
+    /// Whether decoding's fused products run as one kernel each with few rows (off with
+    /// `NSE_GPU_FUSED=0`, to time them apart).
+    pub(crate) fused: bool,
 }
 
 /// The kernels a device runs. Both are portable WGSL (no subgroups, no shader-f16, at most
@@ -205,6 +208,7 @@ impl GpuBackend {
             baseline: env_is("NSE_GPU_BASELINE", "1"),
             kernels: KernelSet::Hardware,
             gemv: !env_is("NSE_GPU_GEMV", "0"),
+            fused: !env_is("NSE_GPU_FUSED", "0"),
         };
         let mut gpu = GpuBackend {
             ctx: Shared::new(ctx),

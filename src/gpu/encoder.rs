@@ -125,6 +125,11 @@ impl GpuBackend {
         self.hardware_kernels() && self.ctx.gemv
     }
 
+    /// Whether decoding's fused products (`shaders/gemv_fused.wgsl`) run on this device.
+    pub fn uses_fused(&self) -> bool {
+        self.uses_gemv() && self.ctx.fused
+    }
+
     /// The dispatch design and the kernels in one phrase, for `nse info` and the benchmarks.
     pub fn path_description(&self) -> String {
         let design = if self.ctx.baseline {
@@ -137,14 +142,24 @@ impl GpuBackend {
 
     /// The kernels in a few words, for the page's status line.
     pub fn kernel_summary(&self) -> &'static str {
-        match (self.ctx.kernels, self.uses_gemv()) {
-            (super::KernelSet::Hardware, true) => {
+        let qkv = self.ctx.limits.max_storage_buffers_per_shader_stage
+            >= crate::gpu::kernels::fused::QKV_BINDINGS;
+        match (self.ctx.kernels, self.uses_gemv(), self.uses_fused(), qkv) {
+            (super::KernelSet::Hardware, true, true, true) => {
+                "portable WGSL (fused decoding GEMVs, split-K, split-KV attention; no subgroups \
+                 or f16)"
+            }
+            (super::KernelSet::Hardware, true, true, false) => {
+                "portable WGSL (fused decoding GEMVs but q, k, v apart: too few storage \
+                 bindings; split-K, split-KV attention; no subgroups or f16)"
+            }
+            (super::KernelSet::Hardware, true, false, _) => {
                 "portable WGSL (GEMV, split-K, split-KV attention; no subgroups or f16)"
             }
-            (super::KernelSet::Hardware, false) => {
+            (super::KernelSet::Hardware, false, _, _) => {
                 "portable WGSL without the GEMV (tiled matmul, split-K, split-KV attention)"
             }
-            (super::KernelSet::Software, _) => {
+            (super::KernelSet::Software, ..) => {
                 "the first portable WGSL (tiled matmul, an invocation per row in attention)"
             }
         }

@@ -3,10 +3,12 @@
 
 use std::future::Future;
 
-use super::kernels::{attention, elementwise, embedding, matmul, rms_norm, rope, rows, softmax};
+use super::kernels::{
+    attention, elementwise, embedding, fused, matmul, rms_norm, rope, rows, softmax,
+};
 use super::{GpuBackend, GpuTensor};
 use crate::Result;
-use crate::backend::{AttnShape, Backend, DType, TensorInfo, Transpose};
+use crate::backend::{AttnShape, Backend, DType, QkvDecode, TensorInfo, Transpose, unfused};
 
 impl Backend for GpuBackend {
     type Tensor = GpuTensor;
@@ -67,6 +69,53 @@ impl Backend for GpuBackend {
         let c = self.empty("matmul output", &[dims.m, dims.n], DType::F32)?;
         matmul::launch_matmul(self, &c, a, b, t, false)?;
         Ok(c)
+    }
+
+    fn norm_matmul_nt(
+        &self,
+        h: &GpuTensor,
+        norm: &GpuTensor,
+        eps: f32,
+        w: &GpuTensor,
+    ) -> Result<GpuTensor> {
+        match fused::launch_norm_matmul_nt(self, h, norm, eps, w)? {
+            Some(c) => Ok(c),
+            None => unfused::norm_matmul_nt(self, h, norm, eps, w),
+        }
+    }
+
+    fn matmul_nt_residual(&self, x: &GpuTensor, w: &GpuTensor, r: &GpuTensor) -> Result<GpuTensor> {
+        match fused::launch_matmul_nt_residual(self, x, w, r)? {
+            Some(c) => Ok(c),
+            None => unfused::matmul_nt_residual(self, x, w, r),
+        }
+    }
+
+    fn norm_gate_up(
+        &self,
+        h: &GpuTensor,
+        norm: &GpuTensor,
+        eps: f32,
+        gate: &GpuTensor,
+        up: &GpuTensor,
+    ) -> Result<GpuTensor> {
+        match fused::launch_norm_gate_up(self, h, norm, eps, gate, up)? {
+            Some(c) => Ok(c),
+            None => unfused::norm_gate_up(self, h, norm, eps, gate, up),
+        }
+    }
+
+    fn decode_qkv(
+        &self,
+        h: &GpuTensor,
+        p: &QkvDecode<'_, GpuTensor>,
+        cache_k: &mut GpuTensor,
+        cache_v: &mut GpuTensor,
+    ) -> Result<GpuTensor> {
+        match fused::launch_decode_qkv(self, h, p, cache_k, cache_v)? {
+            Some(q) => Ok(q),
+            None => unfused::decode_qkv(self, h, p, cache_k, cache_v),
+        }
     }
 
     fn matmul_acc(

@@ -33,6 +33,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ),
     ("embedding", include_str!("../../shaders/embedding.wgsl")),
     ("gemv", include_str!("../../shaders/gemv.wgsl")),
+    ("gemv_fused", include_str!("../../shaders/gemv_fused.wgsl")),
     (
         "gather_rows",
         include_str!("../../shaders/gather_rows.wgsl"),
@@ -65,6 +66,7 @@ pub const WORKGROUP_BYTES: &[(&str, u32)] = &[
     ("attention_backward_wg", 1552),
     ("attention_split", 6208),
     ("gemv", 8192),
+    ("gemv_fused", 8224),
     ("log_softmax", 512),
     ("rms_norm", 512),
     ("sample_top_k", 1024),

@@ -1,12 +1,13 @@
 //! One transformer block, in its three attention modes: packed self-attention over a batch,
-//! appending to a KV cache, and recomputing only some rows of a batch over fixed keys and values
-//! of the others (the z optimisation's shortcut).
+//! recomputing only some rows of a batch over fixed keys and values of the others (the z
+//! optimisation's shortcut), and decoding, which appends to a KV cache through the backend's
+//! fused ops and keeps no activations.
 
 use super::batch::Packed;
 use super::forward::Model;
-use super::kv::{Ctx, Kv, PartialKv};
+use super::kv::{Ctx, Kv, KvCache, PartialKv};
 use crate::Result;
-use crate::backend::{Backend, Transpose};
+use crate::backend::{Backend, QkvDecode, Transpose};
 
 /// A [`Packed`] batch's index tensors on the backend, uploaded once and shared by all blocks
 /// (and by the backward pass).
@@ -117,11 +118,6 @@ impl<B: Backend> Model<B> {
         let mut v = project(&w.v_proj, bias.map(|b| &b.v))?; // (N, Hkv·hd)
         let att = match &mut ctx.kv {
             Kv::Packed => be.attention(&q, &k, &v, ctx.ranges, self.attn_shape())?,
-            Kv::Cache { cache, pos0 } => {
-                be.write_rows(&mut cache.k[l], *pos0, &k)?;
-                be.write_rows(&mut cache.v[l], *pos0, &v)?;
-                be.attention(&q, &cache.k[l], &cache.v[l], ctx.ranges, self.attn_shape())?
-            }
             Kv::Partial(part) => {
                 let (Some(k0), Some(v0)) = (part.k[l].as_ref(), part.v[l].as_ref()) else {
                     panic!("no fixed keys/values for block {l}")
@@ -154,5 +150,43 @@ impl<B: Backend> Model<B> {
                 key,
             },
         ))
+    }
+
+    /// Block `l` decoding the rows of `h` at positions `pos0 …`: appends their keys and values
+    /// to the cache at those rows and returns the new residual stream. The arithmetic of
+    /// [`Self::block`], through the backend's fused decoding ops.
+    pub(super) fn block_cached(
+        &self,
+        l: usize,
+        h: &B::Tensor,
+        cache: &mut KvCache<B::Tensor>,
+        pos0: usize,
+        positions: &B::Tensor,
+        ranges: &B::Tensor,
+    ) -> Result<B::Tensor> {
+        let be = self.backend();
+        let w = &self.weights.layers[l];
+        let eps = self.config.rms_eps;
+        let qkv = QkvDecode {
+            norm: &w.input_layernorm,
+            eps,
+            proj: [&w.q_proj, &w.k_proj, &w.v_proj],
+            bias: w.qkv_bias.as_ref().map(|b| [&b.q, &b.k, &b.v]),
+            positions,
+            table: self.rope_table(),
+            head_dim: self.config.head_dim,
+            pos0,
+        };
+        let q = be.decode_qkv(h, &qkv, &mut cache.k[l], &mut cache.v[l])?;
+        let att = be.attention(&q, &cache.k[l], &cache.v[l], ranges, self.attn_shape())?;
+        let h1 = be.matmul_nt_residual(&att, &w.o_proj, h)?;
+        let key = be.norm_gate_up(
+            &h1,
+            &w.post_attention_layernorm,
+            eps,
+            &w.gate_proj,
+            &w.up_proj,
+        )?;
+        be.matmul_nt_residual(&key, &w.down_proj, &h1)
     }
 }

@@ -12,7 +12,7 @@ use super::host::HostTensor;
 pub use super::kv::KvCache;
 use super::kv::{Ctx, Kv};
 use super::weights::Weights;
-use crate::backend::{AttnShape, Backend, TensorInfo, Transpose};
+use crate::backend::{AttnShape, Backend, TensorInfo};
 use crate::ops::rope::rope_table;
 use crate::{Error, Result};
 
@@ -268,8 +268,12 @@ impl<B: Backend> Model<B> {
     /// Final norm and LM head on a residual stream: `(R, d)` → `(R, V)`.
     pub fn head(&self, h: &B::Tensor) -> Result<B::Tensor> {
         let be = &self.backend;
-        let x = be.rms_norm(h, &self.weights.norm, self.config.rms_eps)?;
-        be.matmul(&x, self.weights.head(), Transpose::NT)
+        be.norm_matmul_nt(
+            h,
+            &self.weights.norm,
+            self.config.rms_eps,
+            self.weights.head(),
+        )
     }
 
     /// An empty KV cache for up to `capacity` tokens (at most the context length).
@@ -322,17 +326,13 @@ impl<B: Backend> Model<B> {
         let ids_t = be.upload_u32("token ids", ids, &[n])?;
         let positions = be.upload_u32("positions", &positions, &[n])?;
         let ranges = be.upload_u32("attention ranges", &ranges, &[n, 2])?;
-        let mut ctx = Ctx {
-            positions: &positions,
-            ranges: &ranges,
-            kv: Kv::Cache { cache, pos0 },
-        };
         let mut h = be.embedding(&self.weights.embed_tokens, &ids_t)?;
         for l in 0..self.config.n_layers {
-            h = self.block(l, &h, &mut ctx, None)?.0;
+            h = self.block_cached(l, &h, cache, pos0, &positions, &ranges)?;
         }
-        if let Kv::Cache { cache, .. } = ctx.kv {
-            cache.len += n;
+        cache.len += n;
+        if n == 1 {
+            return self.head(&h);
         }
         self.logits_at(&h, &[(n - 1) as u32])
     }

@@ -1,5 +1,6 @@
 //! Where attention finds its keys and values: the KV cache of incremental decoding, the fixed
-//! keys and values of a partially recomputed batch, and the per-call context every block reads.
+//! keys and values of a partially recomputed batch, and the per-call context a packed block
+//! reads.
 
 /// Per-layer key/value cache for incremental decoding.
 pub struct KvCache<T> {
@@ -30,11 +31,6 @@ impl<T> KvCache<T> {
 pub(super) enum Kv<'c, T> {
     /// Packed self-attention over the batch's own rows.
     Packed,
-    /// Append to the cache at `pos0`, then attend over the cache.
-    Cache {
-        cache: &'c mut KvCache<T>,
-        pos0: usize,
-    },
     /// Only some rows of a packed batch run (see [`PartialKv`]).
     Partial(&'c PartialKv<T>),
 }
