@@ -10,7 +10,10 @@
 #   ring      the uniform ring, shared passes, cached bind groups and recycled buffers, split-K,
 #             split-KV attention and a workgroup per row in its backward; the tiled matmul
 #             (NSE_GPU_GEMV=0)
-#   tuned     ring + the GEMV for x·Wᵀ with at most 8 rows (what nse runs by default)
+#   tuned     ring + the GEMV for x·Wᵀ with at most 8 rows (NSE_GPU_FUSED=0)
+#   fused     tuned + decoding's fused GEMVs (q, k, v with the norm, RoPE and the cache write;
+#             the residual adds; gate and up with SiLU; the final norm with the head): what nse
+#             runs by default
 #
 # It prints one table of speeds and device counts with the ratios to the baseline, and writes
 # every JSON plus summary.json to the output directory.
@@ -38,12 +41,13 @@ fi
 model=${NSE_BENCH_MODEL:-synthetic:smollm2-135m}
 tok=()
 [ -n "${NSE_BENCH_TOKENIZER:-}" ] && tok=(--tokenizer "$NSE_BENCH_TOKENIZER")
-paths=(baseline ring tuned)
+paths=(baseline ring tuned fused)
 env_of() {
   case $1 in
     baseline) echo NSE_GPU_BASELINE=1 ;;
     ring) echo NSE_GPU_GEMV=0 ;;
-    tuned) echo NSE_GPU_TUNED=1 ;;
+    tuned) echo NSE_GPU_FUSED=0 ;;
+    fused) echo NSE_GPU_DEFAULT=1 ;;
   esac
 }
 
@@ -57,7 +61,7 @@ if [ "${NSE_BENCH_EDIT:-1}" != 0 ]; then
   hp="$out/hparams.json"
   "$bin" hparams --model "$model" "${tok[@]}" --out "$hp"
   sed -i -E "s/\"mom2_n_samples\": [0-9]+/\"mom2_n_samples\": ${NSE_BENCH_COV_TOKENS:-20480}/" "$hp"
-  for p in baseline tuned; do
+  for p in baseline fused; do
     echo "== bench edit, $p path"
     env "$(env_of "$p")" "$bin" bench edit --model "$model" "${tok[@]}" --backend gpu \
       --hparams "$hp" ${NSE_BENCH_EDIT_ARGS:---batch 10 --z-batches 10 --cov-tokens 10240} \
@@ -71,8 +75,8 @@ out = sys.argv[1]
 def load(name):
     p = os.path.join(out, name)
     return json.load(open(p)) if os.path.exists(p) else None
-fwd = {p: load(f"forward-{p}.json") for p in ("baseline", "ring", "tuned")}
-edit = {p: load(f"edit-{p}.json") for p in ("baseline", "tuned")}
+fwd = {p: load(f"forward-{p}.json") for p in ("baseline", "ring", "tuned", "fused")}
+edit = {p: load(f"edit-{p}.json") for p in ("baseline", "fused")}
 base = fwd["baseline"]
 print(f"\ngpu-bench on {base['device']} ({base['model']})")
 print(f"{'forward':<34}" + "".join(f"{p:>12}" for p in fwd) + f"{'speed-up':>12}")
@@ -83,20 +87,20 @@ rows = [("prefill tokens/s", "prefill_tokens_per_s", True), ("decode tokens/s", 
 summary = {"device": base["device"], "model": base["model"], "forward": {}, "edit": {}}
 for label, key, higher_is_better in rows:
     vals = {p: fwd[p]["results"][key] for p in fwd}
-    ratio = vals["tuned"] / vals["baseline"] if higher_is_better else vals["baseline"] / vals["tuned"]
+    ratio = vals["fused"] / vals["baseline"] if higher_is_better else vals["baseline"] / vals["fused"]
     summary["forward"][key] = vals | {"speedup": ratio}
     print(f"{label:<34}" + "".join(f"{vals[p]:>12.2f}" for p in fwd) + f"{ratio:>11.2f}x")
 for key in ("dispatches", "passes", "submits", "bind_groups", "buffers_created", "readbacks"):
     vals = {p: fwd[p]["device_work"]["per_decode_token"][key] for p in fwd}
     summary["forward"]["per_decode_token_" + key] = vals
     print(f"{'per decode token: ' + key:<34}" + "".join(f"{vals[p]:>12}" for p in fwd))
-if edit["baseline"] and edit["tuned"]:
-    print(f"\n{'edit (seconds)':<34}{'baseline':>12}{'tuned':>12}{'base/tuned':>12}")
+if edit["baseline"] and edit["fused"]:
+    print(f"\n{'edit (seconds)':<34}{'baseline':>12}{'fused':>12}{'base/fused':>12}")
     for label, key in (("z, one request (mean)", "z_seconds_mean"), ("z per evaluation", "z_seconds_per_evaluation"),
                        ("batch, z preloaded", "batch_seconds"), ("batch end to end", "end_to_end_batch_seconds"),
                        ("covariance per 10k tokens", "covariance_seconds_per_10k_tokens")):
-        b, t = edit["baseline"]["results"][key], edit["tuned"]["results"][key]
-        summary["edit"][key] = {"baseline": b, "tuned": t, "speedup": b / t}
+        b, t = edit["baseline"]["results"][key], edit["fused"]["results"][key]
+        summary["edit"][key] = {"baseline": b, "fused": t, "speedup": b / t}
         print(f"{label:<34}{b:>12.3f}{t:>12.3f}{b / t:>11.2f}x")
     for key in ("dispatches", "passes", "submits", "bind_groups", "buffers_created", "readbacks", "readback_bytes"):
         vals = {p: (edit[p].get("device_work_per_z_step") or {}).get(key) for p in edit}

@@ -9,10 +9,11 @@
 //                v = X · B3ᵀ into the KV caches at rows pos0 … pos0 + M − 1
 //   qkv_bias     qkv with the projections' biases added before RoPE (Qwen2)
 //
-// Each entry computes the same values as the unfused ops (`rms_norm.wgsl`, `gemv.wgsl`,
-// `rope.wgsl`, `silu_mul.wgsl`, `add.wgsl`, the cache's row copy) with the same formulas; only
-// the order of the sums inside a reduction differs. The RMSNorm prologue is computed by every
-// workgroup for its M rows (M · K reads, against the 4 · K weights it reads anyway).
+// Each entry computes the values of the unfused ops (`rms_norm.wgsl`, `gemv.wgsl`, `rope.wgsl`,
+// `silu_mul.wgsl`, `add.wgsl`, the cache's row copy) with their formulas, up to rounding: the
+// RMSNorm's factor r = 1 / sqrt(mean(a²) + eps) is a scalar per row, so it is taken out of the
+// dot products, (r · g ⊙ a) · w = r · ((g ⊙ a) · w), and every workgroup sums a² in the same
+// pass over K as the products (no prologue, no extra barrier), then scales its M results by r.
 //
 // qkv's workgroup owns 2 coordinate pairs of one head, columns {c, c+1, c+hd/2, c+hd/2+1}, so
 // that RoPE's rotate-half partners meet in one invocation (hd % 4 = 0); K % 4 = 0 everywhere.
@@ -51,117 +52,119 @@ struct Params {
 @group(0) @binding(12) var<storage, read> bias_k: array<f32>;
 @group(0) @binding(13) var<storage, read> bias_v: array<f32>;
 
-// Partial sums: one vec4 per row of A per invocation.
+// Partial sums: one vec4 per row of A per invocation, and the row's sum of squares.
 var<workgroup> partial: array<vec4<f32>, 512>; // MAX_M · WG
-// 1 / rms of each row of A.
-var<workgroup> inv_rms: array<f32, MAX_M>;
+var<workgroup> partial_sq: array<f32, 512>; // MAX_M · WG
 
 // Linear workgroup index of a dispatch folded into up to three dimensions.
 fn workgroup_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.x + nwg.x * (wid.y + nwg.y * wid.z);
 }
 
-// Adds the WG partial vec4s of each row into partial[i · WG]. Ends at a barrier.
+// Adds the WG partial sums of each row into partial[i · WG] and partial_sq[i · WG]. Ends at a
+// barrier.
 fn reduce(lid: u32) {
     workgroupBarrier();
     for (var half = WG / 2u; half > 0u; half /= 2u) {
         if lid < half {
             for (var i = 0u; i < M; i += 1u) {
                 partial[i * WG + lid] += partial[i * WG + lid + half];
+                partial_sq[i * WG + lid] += partial_sq[i * WG + lid + half];
             }
         }
         workgroupBarrier();
     }
 }
 
-// Fills inv_rms with 1 / sqrt(mean(a_i²) + eps) for every row i. Ends at a barrier, with
-// `partial` free again.
-fn rms_prologue(lid: u32) {
-    let k4 = p.k / 4u;
-    for (var i = 0u; i < M; i += 1u) {
-        var s = vec4<f32>(0.0);
-        for (var kk = lid; kk < k4; kk += WG) {
-            let x = a[i * k4 + kk];
-            s += x * x;
-        }
-        partial[i * WG + lid] = s;
-    }
-    reduce(lid);
-    if lid < M {
-        let s = partial[lid * WG];
-        inv_rms[lid] = 1.0 / sqrt((s.x + s.y + s.z + s.w) / f32(p.k) + p.eps);
-    }
-    workgroupBarrier();
+// Row i's reduced products times its RMSNorm factor 1 / sqrt(mean(a_i²) + eps).
+fn normed_sums(i: u32) -> vec4<f32> {
+    return partial[i * WG] * (1.0 / sqrt(partial_sq[i * WG] / f32(p.k) + p.eps));
 }
 
-// Row i of rms_norm(A, g), vec4 kk.
-fn normed(i: u32, kk: u32) -> vec4<f32> {
-    return g[kk] * (a[i * (p.k / 4u) + kk] * inv_rms[i]);
-}
-
-// The dot products of the normalised rows of A with 4 rows of `b` (row offsets in vec4s),
-// reduced into partial[i · WG].
+// The dot products of the rows of g ⊙ A with 4 rows of `b` (row offsets in vec4s), and the
+// rows' sums of squares, reduced into partial[i · WG] and partial_sq[i · WG].
 fn dots_b(lid: u32, r0: u32, r1: u32, r2: u32, r3: u32) {
+    let k4 = p.k / 4u;
     var acc: array<vec4<f32>, MAX_M>;
+    var sq: array<f32, MAX_M>;
     for (var i = 0u; i < M; i += 1u) {
         acc[i] = vec4<f32>(0.0);
+        sq[i] = 0.0;
     }
-    for (var kk = lid; kk < p.k / 4u; kk += WG) {
+    for (var kk = lid; kk < k4; kk += WG) {
         let w0 = b[r0 + kk];
         let w1 = b[r1 + kk];
         let w2 = b[r2 + kk];
         let w3 = b[r3 + kk];
+        let gk = g[kk];
         for (var i = 0u; i < M; i += 1u) {
-            let x = normed(i, kk);
+            let h = a[i * k4 + kk];
+            let x = gk * h;
             acc[i] += vec4<f32>(dot(x, w0), dot(x, w1), dot(x, w2), dot(x, w3));
+            sq[i] += dot(h, h);
         }
     }
     for (var i = 0u; i < M; i += 1u) {
         partial[i * WG + lid] = acc[i];
+        partial_sq[i * WG + lid] = sq[i];
     }
     reduce(lid);
 }
 
 // The same with `b2`.
 fn dots_b2(lid: u32, r0: u32, r1: u32, r2: u32, r3: u32) {
+    let k4 = p.k / 4u;
     var acc: array<vec4<f32>, MAX_M>;
+    var sq: array<f32, MAX_M>;
     for (var i = 0u; i < M; i += 1u) {
         acc[i] = vec4<f32>(0.0);
+        sq[i] = 0.0;
     }
-    for (var kk = lid; kk < p.k / 4u; kk += WG) {
+    for (var kk = lid; kk < k4; kk += WG) {
         let w0 = b2[r0 + kk];
         let w1 = b2[r1 + kk];
         let w2 = b2[r2 + kk];
         let w3 = b2[r3 + kk];
+        let gk = g[kk];
         for (var i = 0u; i < M; i += 1u) {
-            let x = normed(i, kk);
+            let h = a[i * k4 + kk];
+            let x = gk * h;
             acc[i] += vec4<f32>(dot(x, w0), dot(x, w1), dot(x, w2), dot(x, w3));
+            sq[i] += dot(h, h);
         }
     }
     for (var i = 0u; i < M; i += 1u) {
         partial[i * WG + lid] = acc[i];
+        partial_sq[i * WG + lid] = sq[i];
     }
     reduce(lid);
 }
 
 // The same with `b3`.
 fn dots_b3(lid: u32, r0: u32, r1: u32, r2: u32, r3: u32) {
+    let k4 = p.k / 4u;
     var acc: array<vec4<f32>, MAX_M>;
+    var sq: array<f32, MAX_M>;
     for (var i = 0u; i < M; i += 1u) {
         acc[i] = vec4<f32>(0.0);
+        sq[i] = 0.0;
     }
-    for (var kk = lid; kk < p.k / 4u; kk += WG) {
+    for (var kk = lid; kk < k4; kk += WG) {
         let w0 = b3[r0 + kk];
         let w1 = b3[r1 + kk];
         let w2 = b3[r2 + kk];
         let w3 = b3[r3 + kk];
+        let gk = g[kk];
         for (var i = 0u; i < M; i += 1u) {
-            let x = normed(i, kk);
+            let h = a[i * k4 + kk];
+            let x = gk * h;
             acc[i] += vec4<f32>(dot(x, w0), dot(x, w1), dot(x, w2), dot(x, w3));
+            sq[i] += dot(h, h);
         }
     }
     for (var i = 0u; i < M; i += 1u) {
         partial[i * WG + lid] = acc[i];
+        partial_sq[i * WG + lid] = sq[i];
     }
     reduce(lid);
 }
@@ -184,12 +187,11 @@ fn norm_nt(
     if group >= p.groups {
         return;
     }
-    rms_prologue(lid);
     let j0 = group * 4u;
     let o = rows4(j0, p.n);
     dots_b(lid, o.x, o.y, o.z, o.w);
     if lid < M {
-        let sum = partial[lid * WG];
+        let sum = normed_sums(lid);
         for (var jj = 0u; jj < 4u; jj += 1u) {
             let j = j0 + jj;
             if j < p.n {
@@ -256,7 +258,6 @@ fn gate_up(
     if group >= p.groups {
         return;
     }
-    rms_prologue(lid);
     // Two columns: rows j0, j0 + 1 of the gate (b) and of up (b2), in one pass over K.
     let j0 = group * 2u;
     let k4 = p.k / 4u;
@@ -264,25 +265,31 @@ fn gate_up(
     let g0 = min(j0, last) * k4;
     let g1 = min(j0 + 1u, last) * k4;
     var acc: array<vec4<f32>, MAX_M>;
+    var sq: array<f32, MAX_M>;
     for (var i = 0u; i < M; i += 1u) {
         acc[i] = vec4<f32>(0.0);
+        sq[i] = 0.0;
     }
     for (var kk = lid; kk < k4; kk += WG) {
         let wg0 = b[g0 + kk];
         let wg1 = b[g1 + kk];
         let wu0 = b2[g0 + kk];
         let wu1 = b2[g1 + kk];
+        let gk = g[kk];
         for (var i = 0u; i < M; i += 1u) {
-            let x = normed(i, kk);
+            let h = a[i * k4 + kk];
+            let x = gk * h;
             acc[i] += vec4<f32>(dot(x, wg0), dot(x, wg1), dot(x, wu0), dot(x, wu1));
+            sq[i] += dot(h, h);
         }
     }
     for (var i = 0u; i < M; i += 1u) {
         partial[i * WG + lid] = acc[i];
+        partial_sq[i * WG + lid] = sq[i];
     }
     reduce(lid);
     if lid < M {
-        let s = partial[lid * WG];
+        let s = normed_sums(lid);
         if j0 < p.n {
             c[lid * p.n + j0] = silu(s.x) * s.z;
         }
@@ -373,11 +380,10 @@ fn qkv(
     if group >= p.groups {
         return;
     }
-    rms_prologue(lid);
     let t = qkv_tile(group);
     qkv_dots(t, lid);
     if lid < M {
-        qkv_store(t, lid, partial[lid * WG]);
+        qkv_store(t, lid, normed_sums(lid));
     }
 }
 
@@ -391,7 +397,6 @@ fn qkv_bias(
     if group >= p.groups {
         return;
     }
-    rms_prologue(lid);
     let t = qkv_tile(group);
     qkv_dots(t, lid);
     if lid < M {
@@ -407,6 +412,6 @@ fn qkv_bias(
                 bias[jj] = bias_v[cols[jj]];
             }
         }
-        qkv_store(t, lid, partial[lid * WG] + bias);
+        qkv_store(t, lid, normed_sums(lid) + bias);
     }
 }

@@ -66,7 +66,7 @@ pub const WORKGROUP_BYTES: &[(&str, u32)] = &[
     ("attention_backward_wg", 1552),
     ("attention_split", 6208),
     ("gemv", 8192),
-    ("gemv_fused", 8224),
+    ("gemv_fused", 10240),
     ("log_softmax", 512),
     ("rms_norm", 512),
     ("sample_top_k", 1024),
