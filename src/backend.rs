@@ -131,7 +131,9 @@ pub trait Backend {
     /// A copy of `t`.
     fn copy(&self, t: &Self::Tensor) -> Result<Self::Tensor>;
 
-    /// Reads an f32 tensor back to the host, after all work enqueued so far.
+    /// Reads an f32 tensor back to the host, after all work enqueued so far. A backend may
+    /// start the transfer when this is called (the gpu backend does): work enqueued between
+    /// the call and the await then runs on the device while the host waits.
     fn read(&self, t: &Self::Tensor) -> impl Future<Output = Result<Vec<f32>>>;
 
     /// Reads a u32 tensor back to the host.
@@ -380,6 +382,11 @@ pub trait Backend {
     ) -> Result<Self::Tensor> {
         unfused::decode_qkv(self, h, p, cache_k, cache_v)
     }
+
+    /// Starts the work recorded so far on the device, without waiting for it: a hint for a
+    /// loop that queues the next step before it awaits a read (on a backend that computes at
+    /// once, such as the cpu backend, it does nothing).
+    fn submit(&self) {}
 
     /// Index of the largest value of each row (the lowest index on ties).
     ///

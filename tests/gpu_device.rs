@@ -139,9 +139,10 @@ fn a_destroyed_device_reports_device_lost() {
     let Some(g) = fresh_gpu() else { return };
     let t = g.upload("x", &[1.0, 2.0], &[2]).unwrap();
     g.destroy();
+    let r = pollster::block_on(g.read(&t));
     assert!(
-        matches!(pollster::block_on(g.read(&t)), Err(Error::DeviceLost(_))),
-        "read after destroy"
+        matches!(r, Err(Error::DeviceLost(_))),
+        "read after destroy: {r:?}"
     );
     assert!(
         matches!(g.add(&t, &t), Err(Error::DeviceLost(_))),

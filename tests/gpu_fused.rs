@@ -18,6 +18,7 @@ use common::{Rng, TOL_F32_REDUCTION, gpu};
 use nse::backend::{Backend, QkvDecode};
 use nse::cpu::CpuBackend;
 use nse::model::Model;
+use nse::model::generate::{Sampling, generate};
 use nse::ops::rope::rope_table;
 
 const ROWS: [usize; 4] = [1, 3, 8, 9];
@@ -229,4 +230,33 @@ fn decoding_matches_the_cpu() {
             .unwrap();
         ids.push(next as u32);
     }
+}
+
+/// `generate` queues each token's pass before it reads the token back (the embedding reads the
+/// argmax on the device): the same greedy tokens as the cpu backend, and the same generation
+/// whether it stops at the token limit or not.
+#[test]
+fn generation_with_the_next_pass_queued_matches_the_cpu() {
+    let Some(g) = gpu() else { return };
+    let tok = common::load_default_model().tokenizer;
+    let config = tiny_config(tok.vocab_size());
+    let cpu = Model::upload(CpuBackend, config.clone(), tiny_weights(&config, 7)).unwrap();
+    let gpu = Model::upload(g, config.clone(), tiny_weights(&config, 7)).unwrap();
+    let prompt = [504u32, 3575, 282, 4649, 314];
+    let run = |max: usize| {
+        let want =
+            pollster::block_on(generate(&cpu, &prompt, max, Sampling::Greedy, |_| {})).unwrap();
+        let got =
+            pollster::block_on(generate(&gpu, &prompt, max, Sampling::Greedy, |_| {})).unwrap();
+        assert_eq!(got.ids, want.ids, "greedy ids, {max} tokens");
+        assert_eq!(got.stopped_at_eos, want.stopped_at_eos, "{max} tokens");
+        let top: Vec<u32> = got.top5_first.iter().map(|t| t.0).collect();
+        let top_c: Vec<u32> = want.top5_first.iter().map(|t| t.0).collect();
+        assert_eq!(top, top_c, "first position's top 5");
+        want.ids
+    };
+    let long = run(16);
+    assert_eq!(long.len(), 16, "no end of text in 16 tokens: {long:?}");
+    assert_eq!(run(1), long[..1], "one token");
+    assert_eq!(run(5), long[..5], "five tokens");
 }

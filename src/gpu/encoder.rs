@@ -43,6 +43,8 @@ pub(crate) struct Pending {
     commands: u32,
     /// The uniform blocks of the pending dispatches, at their ring offsets.
     uniforms: Vec<u8>,
+    /// The index of the last submission.
+    last: Option<wgpu::SubmissionIndex>,
 }
 
 /// The uniform ring and the bind groups that bind it.
@@ -214,6 +216,14 @@ impl GpuBackend {
         self.submit(&mut lock(&self.ctx.pending));
     }
 
+    /// Submits everything recorded so far and returns the index of the submission that holds
+    /// it (the last one, if nothing was pending).
+    pub(crate) fn flush_index(&self) -> Option<wgpu::SubmissionIndex> {
+        let mut pending = lock(&self.ctx.pending);
+        self.submit(&mut pending);
+        pending.last.clone()
+    }
+
     fn submit(&self, pending: &mut Pending) {
         pending.pass = None;
         if let Some(encoder) = pending.encoder.take() {
@@ -226,7 +236,7 @@ impl GpuBackend {
                 self.ctx.queue.write_buffer(ring, 0, &pending.uniforms);
             }
             self.count(Count::Submit);
-            self.ctx.queue.submit([encoder.finish()]);
+            pending.last = Some(self.ctx.queue.submit([encoder.finish()]));
         }
         let released = self.ctx.pool.take_released();
         if !released.is_empty() {

@@ -46,14 +46,30 @@ impl Backend for GpuBackend {
         Ok(out)
     }
 
+    /// The copy is recorded and submitted when this is called, not when it is awaited.
     fn read(&self, t: &GpuTensor) -> impl Future<Output = Result<Vec<f32>>> {
         t.expect_dtype(DType::F32, "read");
-        async move { Ok(bytemuck::pod_collect_to_vec(&self.read_bytes(t).await?)) }
+        let started = self.start_read(t);
+        async move {
+            Ok(bytemuck::pod_collect_to_vec(
+                &self.finish_read(started).await?,
+            ))
+        }
     }
 
+    /// The copy is recorded and submitted when this is called, not when it is awaited.
     fn read_u32(&self, t: &GpuTensor) -> impl Future<Output = Result<Vec<u32>>> {
         t.expect_dtype(DType::U32, "read_u32");
-        async move { Ok(bytemuck::pod_collect_to_vec(&self.read_bytes(t).await?)) }
+        let started = self.start_read(t);
+        async move {
+            Ok(bytemuck::pod_collect_to_vec(
+                &self.finish_read(started).await?,
+            ))
+        }
+    }
+
+    fn submit(&self) {
+        self.flush();
     }
 
     fn embedding(&self, table: &GpuTensor, ids: &GpuTensor) -> Result<GpuTensor> {

@@ -1,5 +1,5 @@
-//! Async readback: copy into a `MAP_READ` staging buffer, submit, `map_async`, and await a
-//! oneshot fed by the map callback.
+//! Async readback: copy into a `MAP_READ` staging buffer, submit, `map_async` (started at once,
+//! when the read is asked for), then await a oneshot fed by the map callback.
 //!
 //! Natively the device is polled to completion before awaiting, so the future is ready at once
 //! (drive it with `pollster`). On the web `poll` is not called: the browser runs the callback
@@ -12,17 +12,26 @@ use super::{Count, GpuBackend, GpuTensor};
 const MAX_KEPT_STAGING_BYTES: u64 = 64 << 20;
 use crate::{Error, Result};
 
+/// A readback under way: its copy is submitted and its buffer's mapping requested.
+pub(crate) struct Started {
+    staging: wgpu::Buffer,
+    bytes: u64,
+    submission: Option<wgpu::SubmissionIndex>,
+    receiver: futures_channel::oneshot::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>,
+}
+
 impl GpuBackend {
-    /// The bytes of `t`'s elements, after all work recorded so far.
+    /// Starts reading `t` after all work recorded so far: records the copy into a staging
+    /// buffer, submits, and asks for the mapping, without waiting (`None` for an empty tensor).
+    /// Work recorded after this call runs on the device while [`Self::finish_read`] waits.
     ///
     /// # Errors
-    /// [`Error::DeviceLost`], or [`Error::Gpu`] for a failed map or an earlier uncaptured wgpu
-    /// error.
-    pub(crate) async fn read_bytes(&self, t: &GpuTensor) -> Result<Vec<u8>> {
+    /// [`Error::DeviceLost`], or an earlier uncaptured wgpu error.
+    pub(crate) fn start_read(&self, t: &GpuTensor) -> Result<Option<Started>> {
         let bytes = t.bytes();
         if bytes == 0 {
             self.check()?;
-            return Ok(Vec::new());
+            return Ok(None);
         }
         self.count(Count::Readback(bytes));
         self.count(Count::Copy);
@@ -41,22 +50,55 @@ impl GpuBackend {
             })
         });
         self.encode(|encoder| encoder.copy_buffer_to_buffer(t.buffer(), 0, &staging, 0, bytes))?;
-        self.flush();
-        let slice = staging.slice(..);
+        let submission = self.flush_index();
         let (sender, receiver) = futures_channel::oneshot::channel();
-        slice.map_async(wgpu::MapMode::Read, move |result| {
-            // The receiver only goes away if the read future was dropped: nothing to report to.
-            let _ = sender.send(result);
-        });
+        staging
+            .slice(..)
+            .map_async(wgpu::MapMode::Read, move |result| {
+                // The receiver only goes away if the read future was dropped: nothing to report
+                // to.
+                let _ = sender.send(result);
+            });
+        Ok(Some(Started {
+            staging,
+            bytes,
+            submission,
+            receiver,
+        }))
+    }
+
+    /// Waits for a readback started by [`Self::start_read`] and returns its bytes.
+    ///
+    /// # Errors
+    /// [`Error::DeviceLost`], or [`Error::Gpu`] for a failed map or an earlier uncaptured wgpu
+    /// error.
+    pub(crate) async fn finish_read(&self, started: Result<Option<Started>>) -> Result<Vec<u8>> {
+        let Some(Started {
+            staging,
+            bytes,
+            submission,
+            receiver,
+        }) = started?
+        else {
+            return Ok(Vec::new());
+        };
+        // Natively, wait for the copy's own submission only: later ones keep running.
         #[cfg(not(target_arch = "wasm32"))]
-        self.ctx
-            .device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| self.lost_or(format!("waiting for the GPU: {e}")))?;
+        if let Err(e) = self.ctx.device.poll(wgpu::PollType::Wait {
+            submission_index: submission,
+            timeout: None,
+        }) {
+            // Let a pending device-lost callback run, so that the error names the loss.
+            let _ = self.ctx.device.poll(wgpu::PollType::wait_indefinitely());
+            return Err(self.lost_or(format!("waiting for the GPU: {e}")));
+        }
+        #[cfg(target_arch = "wasm32")]
+        let _ = submission;
         let mapped = receiver
             .await
             .map_err(|_| self.lost_or("the readback was cancelled".into()))?;
         mapped.map_err(|e| self.lost_or(format!("mapping the readback buffer: {e}")))?;
+        let slice = staging.slice(..);
         let data = {
             let view = slice
                 .get_mapped_range()

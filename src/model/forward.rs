@@ -309,24 +309,37 @@ impl<B: Backend> Model<B> {
     /// Appends `ids` to the cache and returns the logits of the last new token, `(1, V)`.
     pub fn forward_cached(&self, cache: &mut KvCache<B::Tensor>, ids: &[u32]) -> Result<B::Tensor> {
         self.check_tokens(ids, "decode")?;
-        if cache.len + ids.len() > cache.capacity {
+        let ids_t = self.backend.upload_u32("token ids", ids, &[ids.len()])?;
+        self.forward_cached_ids(cache, &ids_t)
+    }
+
+    /// [`Self::forward_cached`] for token ids already on the backend, `(N)` u32 below the
+    /// vocabulary size, such as the last step's [`Backend::argmax`]: the embedding reads them
+    /// on the device, so a decoding loop can queue a token's pass before it reads the token.
+    pub fn forward_cached_ids(
+        &self,
+        cache: &mut KvCache<B::Tensor>,
+        ids_t: &B::Tensor,
+    ) -> Result<B::Tensor> {
+        let n = ids_t.len();
+        if n == 0 {
+            return Err(Error::input(
+                "decode: empty input; type a prompt of at least one token",
+            ));
+        }
+        if cache.len + n > cache.capacity {
             return Err(Error::input(format!(
-                "{} cached + {} new tokens exceed the cache of {} tokens (the model's context is {})",
-                cache.len,
-                ids.len(),
-                cache.capacity,
-                self.config.max_ctx
+                "{} cached + {n} new tokens exceed the cache of {} tokens (the model's context is {})",
+                cache.len, cache.capacity, self.config.max_ctx
             )));
         }
         let be = &self.backend;
-        let n = ids.len();
         let pos0 = cache.len;
         let positions: Vec<u32> = (pos0..pos0 + n).map(|p| p as u32).collect();
         let ranges: Vec<u32> = (0..n).flat_map(|i| [0, (pos0 + i + 1) as u32]).collect();
-        let ids_t = be.upload_u32("token ids", ids, &[n])?;
         let positions = be.upload_u32("positions", &positions, &[n])?;
         let ranges = be.upload_u32("attention ranges", &ranges, &[n, 2])?;
-        let mut h = be.embedding(&self.weights.embed_tokens, &ids_t)?;
+        let mut h = be.embedding(&self.weights.embed_tokens, ids_t)?;
         for l in 0..self.config.n_layers {
             h = self.block_cached(l, &h, cache, pos0, &positions, &ranges)?;
         }

@@ -106,7 +106,20 @@ pub async fn generate_with<B: Backend>(
         stopped_at_eos: false,
         cancelled: false,
     };
-    let mut input = prompt.to_vec();
+    // Each token is picked on the device, and the next token's pass reads it there
+    // (`forward_cached_ids`): the pass is queued before the token is read back, so the device
+    // works while the host waits for the round trip and reports the token. A stop at the end
+    // of text leaves that one queued pass unused.
+    let mut pick = |logits: &B::Tensor| -> Result<B::Tensor> {
+        match sampling {
+            Sampling::Greedy => be.argmax(logits),
+            Sampling::TopK { k, .. } => {
+                let u = be.upload("uniform", &[rng.next_f32()], &[1])?;
+                be.sample_top_k(logits, k, &u)
+            }
+        }
+    };
+    let mut queued: Option<B::Tensor> = None;
     for step in 0..max_tokens {
         if let Some(p) = pause {
             match p().await {
@@ -118,24 +131,26 @@ pub async fn generate_with<B: Backend>(
                 Err(e) => return Err(e),
             }
         }
-        let logits = model.forward_cached(&mut cache, &input)?; // (1, V)
-        if step == 0 {
-            out.top5_first = top5(&be.read(&be.log_softmax(&logits)?).await?);
-        }
-        let next = match sampling {
-            Sampling::Greedy => be.read_u32(&be.argmax(&logits)?).await?[0],
-            Sampling::TopK { k, .. } => {
-                let u = be.upload("uniform", &[rng.next_f32()], &[1])?;
-                be.read_u32(&be.sample_top_k(&logits, k, &u)?).await?[0]
+        let token = match queued.take() {
+            Some(t) => t,
+            None => {
+                let logits = model.forward_cached(&mut cache, prompt)?; // (1, V)
+                out.top5_first = top5(&be.read(&be.log_softmax(&logits)?).await?);
+                pick(&logits)?
             }
         };
+        let read = be.read_u32(&token);
+        if step + 1 < max_tokens {
+            queued = Some(pick(&model.forward_cached_ids(&mut cache, &token)?)?);
+            be.submit();
+        }
+        let next = read.await?[0];
         out.ids.push(next);
         on_token(&out);
         if Some(next) == model.config.eos_id {
             out.stopped_at_eos = true;
             break;
         }
-        input = vec![next];
     }
     Ok(out)
 }
