@@ -71,6 +71,32 @@ pub struct AttnShape {
     pub head_dim: usize,
 }
 
+/// The z optimisation's state on a backend, a row per request of the batch: `δ`, Adam's
+/// moments, and `‖δ‖` after the last step.
+///
+/// # Shapes
+/// `delta, m, v (N, d)`, `norms (N)`.
+pub struct ZAdamState<T> {
+    pub delta: T,
+    pub m: T,
+    pub v: T,
+    pub norms: T,
+}
+
+/// One [`Backend::z_adam`] step: the loss gradient, the requests that step, their constants,
+/// and Adam's step size and bias correction ([`crate::ops::adam::step_constants`]).
+///
+/// # Shapes
+/// `grad (N, d)`; `rows (R)` u32, distinct request indices; `coef (N, 2)`: per request the
+/// weight-decay factor `wd / ‖h‖²` and the largest `‖δ‖`.
+pub struct ZAdamStep<'a, T> {
+    pub grad: &'a T,
+    pub rows: &'a T,
+    pub coef: &'a T,
+    pub step: f32,
+    pub bc2_sqrt: f32,
+}
+
 /// The weights and positions of [`Backend::decode_qkv`].
 ///
 /// # Shapes
@@ -387,6 +413,30 @@ pub trait Backend {
     /// loop that queues the next step before it awaits a read (on a backend that computes at
     /// once, such as the cpu backend, it does nothing).
     fn submit(&self) {}
+
+    /// One Adam step of the z optimisation for the requests in `s.rows`, on the device: the
+    /// weight-decay gradient, Adam, the norm clamp, and `‖δ‖` of each into `state.norms`.
+    /// The specification is [`crate::ops::adam::z_adam`].
+    ///
+    /// # Shapes
+    /// See [`ZAdamState`] and [`ZAdamStep`].
+    fn z_adam(
+        &self,
+        state: &mut ZAdamState<Self::Tensor>,
+        s: &ZAdamStep<'_, Self::Tensor>,
+    ) -> Result<()>;
+
+    /// Reads several tensors back to the host after all work enqueued so far, as one transfer
+    /// on the gpu backend (one wait instead of one per tensor).
+    fn read_many(&self, ts: &[&Self::Tensor]) -> impl Future<Output = Result<Vec<Vec<f32>>>> {
+        async move {
+            let mut out = Vec::with_capacity(ts.len());
+            for t in ts {
+                out.push(self.read(t).await?);
+            }
+            Ok(out)
+        }
+    }
 
     /// Index of the largest value of each row (the lowest index on ties).
     ///

@@ -10,6 +10,7 @@ mod common;
 use common::tiny::{TINY_LAYERS, Tiny, down_projs, requests, tiny};
 use common::{Rng, Tol, assert_close};
 use nse::backend::{Backend, TensorInfo};
+use nse::cpu::CpuBackend;
 use nse::edit::keys::{KeyPrompts, keys_and_h, keys_and_h_resumed, keys_at};
 use nse::edit::patch::Patch;
 use nse::edit::subject::subject_last_index;
@@ -160,14 +161,34 @@ fn z_gradient_matches_finite_differences() {
     ))
     .unwrap();
     let d = t.model.config.d_model;
-    let zero = vec![0.0; d];
-    pollster::block_on(prob.forward(&[&zero, &zero])).unwrap(); // fixes the KL references at δ = 0
+    // δ of both requests and their norms as the tensors the z loop keeps on the backend.
+    let forward = |prob: &mut ZProblem<'_, CpuBackend>, ds: &[Vec<f32>]| {
+        let flat: Vec<f32> = ds.concat();
+        let norms: Vec<f32> = ds.iter().map(|x| norm(x)).collect();
+        let delta = CpuBackend.upload("δ", &flat, &[ds.len(), d]).unwrap();
+        let norms = CpuBackend.upload("‖δ‖", &norms, &[ds.len()]).unwrap();
+        pollster::block_on(prob.forward(&delta, &norms)).unwrap().0
+    };
+    forward(&mut prob, &[vec![0.0; d], vec![0.0; d]]); // fixes the KL references at δ = 0
     let mut rng = Rng::new(11);
     let deltas: Vec<Vec<f32>> = (0..2)
         .map(|_| rng.vec(d).iter().map(|x| 0.3 * x).collect())
         .collect();
-    pollster::block_on(prob.forward(&[&deltas[0], &deltas[1]])).unwrap();
-    let grads = pollster::block_on(prob.backward()).unwrap();
+    forward(&mut prob, &deltas);
+    let terms = prob.backward().unwrap();
+    // backward() is the gradient of the loss terms; the weight decay's,
+    // wd · δ / (‖δ‖ · ‖h‖²), is added by the optimiser step (Backend::z_adam).
+    let grads: Vec<Vec<f32>> = terms
+        .f32()
+        .chunks(d)
+        .zip(&deltas)
+        .enumerate()
+        .map(|(i, (g, x))| {
+            let h = norm(prob.h_init(i));
+            let c = t.hp.v_weight_decay / (h * h) / norm(x);
+            g.iter().zip(x).map(|(g, x)| g + c * x).collect()
+        })
+        .collect();
     let eps = 1e-2f32;
     for trial in 0..6 {
         let which = trial % 2;
@@ -179,7 +200,7 @@ fn z_gradient_matches_finite_differences() {
             for (a, b) in moved[which].iter_mut().zip(&u) {
                 *a += s * b;
             }
-            pollster::block_on(prob.forward(&[&moved[0], &moved[1]])).unwrap()[which].loss as f64
+            forward(&mut prob, &moved)[which].loss as f64
         };
         let fd = (at(eps) - at(-eps)) / (2.0 * eps as f64);
         let an: f64 = grads[which]
@@ -194,11 +215,11 @@ fn z_gradient_matches_finite_differences() {
         );
     }
     // Moving one request's δ leaves the other's loss bit for bit.
-    let base = pollster::block_on(prob.forward(&[&deltas[0], &deltas[1]])).unwrap();
+    let base = forward(&mut prob, &deltas);
     for which in 0..2 {
         let mut moved = deltas.clone();
         moved[which].iter_mut().for_each(|x| *x *= -2.0);
-        let other = pollster::block_on(prob.forward(&[&moved[0], &moved[1]])).unwrap();
+        let other = forward(&mut prob, &moved);
         assert_eq!(other[1 - which], base[1 - which], "moving δ {which}");
         assert_ne!(other[which], base[which], "moving δ {which}");
     }

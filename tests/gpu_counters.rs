@@ -178,21 +178,23 @@ fn z_adam_step_counts_stay_within_bounds() {
         bind_groups: per(d.bind_groups),
         buffers_created: per(d.buffers_created),
     };
-    // The loss terms and d loss / d log p are computed on the device (`z_loss`): one float per
-    // loss row (7) comes back instead of the 7 × 49,152 log-probabilities, and the δ gradient's
-    // rows; δ goes up (the rows' labels, weights and KL references once per layout). Rows
-    // with more than 64 keys take a second attention pass, and the LM head's backward
-    // (K = the vocabulary) a split-K sum. (The session-14 baseline: 87 dispatches, 87 passes,
-    // 87 bind groups, 95 buffers, 1,377,152 bytes read back and 1,377,180 uploaded.)
+    // The whole step runs on the device: the loss terms and d loss / d log p (`z_loss`), the
+    // δ gradient summed per request (`add_rows`), and Adam with the weight decay and the clamp
+    // (`z_adam`); δ stays there. One transfer comes back: the loss terms (7 rows) and ‖δ‖ (1
+    // request), 32 bytes. Uploads: the stepping requests' indices, and the recomputed rows'
+    // references once per layout. Rows with more than 64 keys take a second attention pass,
+    // and the LM head's backward (K = the vocabulary) a split-K sum. (Before Adam moved to the
+    // device: 2 readbacks of 924 bytes and 2 submits; the session-14 baseline: 87 dispatches,
+    // 87 passes, 87 bind groups, 95 buffers, 1,377,152 bytes read back and 1,377,180 uploaded.)
     let bound = GpuCounters {
-        dispatches: 91,
+        dispatches: 93,
         passes: 8,
         copies: 8,
-        submits: 2,
-        readbacks: 2,
-        readback_bytes: 924,
+        submits: 1,
+        readbacks: 1,
+        readback_bytes: 32,
         uploads: 2,
-        upload_bytes: 924,
+        upload_bytes: 32,
         bind_groups: 12,
         buffers_created: 6,
     };

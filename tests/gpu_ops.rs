@@ -475,3 +475,92 @@ fn z_loss_terms_and_gradient() {
         );
     }
 }
+
+/// One z Adam step for some of the requests: rows that step and rows that do not (they must
+/// not change), a zero δ (no weight-decay term), a δ that the clamp scales back, widths below
+/// and above a workgroup's 64 invocations.
+#[test]
+fn z_adam_step() {
+    use nse::backend::{ZAdamState, ZAdamStep};
+    let Some(g) = gpu() else { return };
+    let mut rng = Rng::new(41);
+    for d in [3, 64, 576] {
+        let n = 4;
+        let mut delta = rng.vec(n * d);
+        delta[d..2 * d].fill(0.0); // request 1: δ = 0
+        let moments = |rng: &mut Rng| {
+            rng.vec(n * d)
+                .iter()
+                .map(|x| x.abs() * 0.01)
+                .collect::<Vec<f32>>()
+        };
+        let (m, v) = (moments(&mut rng), moments(&mut rng));
+        let grad = rng.vec(n * d);
+        // Request 2's limit is below its norm after the step: the clamp applies.
+        let coef = vec![0.3, 100.0, 0.3, 100.0, 0.2, 0.05, 0.1, 100.0];
+        let rows = [0u32, 1, 2];
+        let (step, bc2_sqrt) = nse::ops::adam::step_constants(0.5, 3);
+        let mut gs = ZAdamState {
+            delta: up(&g, &delta, &[n, d]).0,
+            m: up(&g, &m, &[n, d]).0,
+            v: up(&g, &v, &[n, d]).0,
+            norms: up(&g, &[7.0; 4], &[n]).0,
+        };
+        let mut cs = ZAdamState {
+            delta: up(&g, &delta, &[n, d]).1,
+            m: up(&g, &m, &[n, d]).1,
+            v: up(&g, &v, &[n, d]).1,
+            norms: up(&g, &[7.0; 4], &[n]).1,
+        };
+        let (grad_g, grad_c) = up(&g, &grad, &[n, d]);
+        let (coef_g, coef_c) = up(&g, &coef, &[n, 2]);
+        let (rows_g, rows_c) = up_u32(&g, &rows, &[3]);
+        let sg = ZAdamStep {
+            grad: &grad_g,
+            rows: &rows_g,
+            coef: &coef_g,
+            step,
+            bc2_sqrt,
+        };
+        let sc = ZAdamStep {
+            grad: &grad_c,
+            rows: &rows_c,
+            coef: &coef_c,
+            step,
+            bc2_sqrt,
+        };
+        g.z_adam(&mut gs, &sg).unwrap();
+        CpuBackend.z_adam(&mut cs, &sc).unwrap();
+        let norms = cs.norms.f32();
+        assert!(
+            (norms[2] - 0.05).abs() < 1e-6,
+            "the clamp applied: {}",
+            norms[2]
+        );
+        assert_eq!(norms[3], 7.0, "a request that does not step keeps its norm");
+        assert_eq!(&cs.delta.f32()[3 * d..], &delta[3 * d..], "and its δ");
+        let tol = TOL_F32_REDUCTION;
+        check(&g, &gs.delta, &cs.delta, tol, &format!("z_adam δ, d={d}"));
+        check(
+            &g,
+            &gs.m,
+            &cs.m,
+            TOL_F32_ELEMENTWISE,
+            &format!("z_adam m, d={d}"),
+        );
+        check(
+            &g,
+            &gs.v,
+            &cs.v,
+            TOL_F32_ELEMENTWISE,
+            &format!("z_adam v, d={d}"),
+        );
+        check(
+            &g,
+            &gs.norms,
+            &cs.norms,
+            tol,
+            &format!("z_adam norms, d={d}"),
+        );
+    }
+}

@@ -91,6 +91,7 @@ fn launcher_constants_mirror_the_shaders() {
         ("gemv_fused", matmul::GEMV_WG),
         ("split_sum", matmul::SPLIT_SUM_WG),
         ("z_loss", softmax::Z_LOSS_WG),
+        ("z_adam", nse::ops::adam::Z_ADAM_WG),
         ("attention_split", attention::ATTENTION_WG),
     ];
     let mut checked = BTreeSet::new();

@@ -9,7 +9,7 @@
 //! (Native `tests/common` is not used: it reads files and blocks on the GPU with pollster.)
 #![cfg(target_arch = "wasm32")]
 
-use nse::backend::{Backend, TensorInfo, Transpose};
+use nse::backend::{Backend, QkvDecode, TensorInfo, Transpose};
 use nse::cpu::{CpuBackend, CpuTensor};
 use nse::gpu::{GpuBackend, GpuTensor};
 use nse::model::{
@@ -157,6 +157,107 @@ async fn matmul_matches_the_cpu_backend() {
             let what = format!("matmul {m}x{k}x{n} {t:?}");
             assert_close(&read(&g, &got).await, want.f32(), TOL_REDUCTION, &what);
         }
+    }
+}
+
+/// Decoding's fused GEMVs (`gemv_fused.wgsl`, every entry point) against the cpu backend's
+/// unfused compositions, so that Chrome's WGSL compiler checks them too.
+#[wasm_bindgen_test]
+async fn fused_decoding_kernels_match_the_cpu_backend() {
+    let g = gpu().await;
+    let mut rng = Rng(3);
+    let (m, d, f, hd) = (2, 32, 40, 8);
+    let (nq, nkv, cap) = (4 * hd, 2 * hd, 6);
+    let (h, hc) = both(&g, &mut rng, &[m, d]);
+    let (norm, normc) = both(&g, &mut rng, &[d]);
+    let (w, wc) = both(&g, &mut rng, &[f, d]);
+    let (w2, w2c) = both(&g, &mut rng, &[f, d]);
+    let (r, rc) = both(&g, &mut rng, &[m, f]);
+    let (x, xc) = both(&g, &mut rng, &[m, f]);
+    let (wo, woc) = both(&g, &mut rng, &[f, f]);
+    let got = g.norm_matmul_nt(&h, &norm, 1e-5, &w).unwrap();
+    let want = CpuBackend.norm_matmul_nt(&hc, &normc, 1e-5, &wc).unwrap();
+    assert_close(
+        &read(&g, &got).await,
+        want.f32(),
+        TOL_REDUCTION,
+        "norm_matmul_nt",
+    );
+    let got = g.matmul_nt_residual(&x, &wo, &r).unwrap();
+    let want = CpuBackend.matmul_nt_residual(&xc, &woc, &rc).unwrap();
+    assert_close(
+        &read(&g, &got).await,
+        want.f32(),
+        TOL_REDUCTION,
+        "matmul_nt_residual",
+    );
+    let got = g.norm_gate_up(&h, &norm, 1e-5, &w, &w2).unwrap();
+    let want = CpuBackend
+        .norm_gate_up(&hc, &normc, 1e-5, &wc, &w2c)
+        .unwrap();
+    assert_close(
+        &read(&g, &got).await,
+        want.f32(),
+        TOL_REDUCTION,
+        "norm_gate_up",
+    );
+    let table = nse::ops::rope::rope_table(10000.0, hd, cap, None);
+    let tg = g.upload("rope", &table, &[cap, hd]).unwrap();
+    let tc = CpuBackend.upload("rope", &table, &[cap, hd]).unwrap();
+    let pos0 = 3;
+    let ids = [pos0 as u32, pos0 as u32 + 1];
+    let pg = g.upload_u32("positions", &ids, &[m]).unwrap();
+    let pc = CpuBackend.upload_u32("positions", &ids, &[m]).unwrap();
+    let (wq, wqc) = both(&g, &mut rng, &[nq, d]);
+    let (wk, wkc) = both(&g, &mut rng, &[nkv, d]);
+    let (wv, wvc) = both(&g, &mut rng, &[nkv, d]);
+    let (bq, bqc) = both(&g, &mut rng, &[nq]);
+    let (bk, bkc) = both(&g, &mut rng, &[nkv]);
+    let (bv, bvc) = both(&g, &mut rng, &[nkv]);
+    for bias in [false, true] {
+        let (mut kg, mut kc) = both(&g, &mut rng, &[cap, nkv]);
+        let (mut vg, mut vc) = both(&g, &mut rng, &[cap, nkv]);
+        let pgpu = QkvDecode {
+            norm: &norm,
+            eps: 1e-5,
+            proj: [&wq, &wk, &wv],
+            bias: bias.then_some([&bq, &bk, &bv]),
+            positions: &pg,
+            table: &tg,
+            head_dim: hd,
+            pos0,
+        };
+        let pcpu = QkvDecode {
+            norm: &normc,
+            eps: 1e-5,
+            proj: [&wqc, &wkc, &wvc],
+            bias: bias.then_some([&bqc, &bkc, &bvc]),
+            positions: &pc,
+            table: &tc,
+            head_dim: hd,
+            pos0,
+        };
+        let got = g.decode_qkv(&h, &pgpu, &mut kg, &mut vg).unwrap();
+        let want = CpuBackend.decode_qkv(&hc, &pcpu, &mut kc, &mut vc).unwrap();
+        let what = format!("decode_qkv (bias {bias})");
+        assert_close(
+            &read(&g, &got).await,
+            want.f32(),
+            TOL_REDUCTION,
+            &format!("{what}: q"),
+        );
+        assert_close(
+            &read(&g, &kg).await,
+            kc.f32(),
+            TOL_REDUCTION,
+            &format!("{what}: k"),
+        );
+        assert_close(
+            &read(&g, &vg).await,
+            vc.f32(),
+            TOL_REDUCTION,
+            &format!("{what}: v"),
+        );
     }
 }
 

@@ -14,7 +14,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::Result;
-use crate::backend::{AttnShape, Backend, DType, TensorInfo, Transpose};
+use crate::backend::{AttnShape, Backend, DType, TensorInfo, Transpose, ZAdamState, ZAdamStep};
 use crate::model::HostTensor;
 use crate::model::host::{HostData, Stored};
 use crate::ops::{elementwise, embedding, rms_norm, rope, rows, softmax};
@@ -393,6 +393,40 @@ impl Backend for CpuBackend {
         let d = x.width();
         assert_eq!(v.shape, [rows.len(), d], "add_rows: v shape");
         rows::add_rows(x.f32_mut(), d, rows.u32(), v.f32());
+        Ok(())
+    }
+
+    fn z_adam(
+        &self,
+        state: &mut ZAdamState<CpuTensor>,
+        s: &ZAdamStep<'_, CpuTensor>,
+    ) -> Result<()> {
+        let d = state.delta.width();
+        let n = state.delta.len() / d.max(1);
+        assert_eq!(
+            s.grad.shape(),
+            state.delta.shape(),
+            "z_adam: gradient shape"
+        );
+        assert_eq!(s.coef.len(), 2 * n, "z_adam: two constants per request");
+        assert_eq!(state.norms.len(), n, "z_adam: one norm per request");
+        assert!(
+            s.rows.u32().iter().all(|&i| (i as usize) < n),
+            "z_adam: row out of range"
+        );
+        let ZAdamState { delta, m, v, norms } = state;
+        crate::ops::adam::z_adam(
+            delta.f32_mut(),
+            m.f32_mut(),
+            v.f32_mut(),
+            s.grad.f32(),
+            s.rows.u32(),
+            s.coef.f32(),
+            norms.f32_mut(),
+            d,
+            s.step,
+            s.bc2_sqrt,
+        );
         Ok(())
     }
 

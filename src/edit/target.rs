@@ -12,8 +12,9 @@ use super::hparams::Hparams;
 use super::request::EditRequest;
 use super::templates::ContextTemplates;
 pub use super::zproblem::{KL_PROMPT, ZProblem, ZStep, norm, target_ids};
-use crate::backend::Backend;
+use crate::backend::{Backend, ZAdamState, ZAdamStep};
 use crate::model::{Model, Tokenizer};
+use crate::ops::adam::step_constants;
 use crate::{Error, Result};
 
 /// The result of [`compute_z`], with everything the dump records.
@@ -143,19 +144,38 @@ async fn optimise<B: Backend>(
     mut on_step: impl FnMut(usize, usize, f32),
 ) -> Result<Vec<ZResult>> {
     let mut problem = ZProblem::new(model, tok, requests, templates, hp, originals).await?;
+    let be = model.backend();
     let (n, d) = (requests.len(), model.config.d_model);
-    let max_norm: Vec<f32> = (0..n)
-        .map(|i| hp.clamp_norm_factor * norm(problem.h_init(i)))
+    // Per request: the weight decay's factor wd / ‖h‖² and the largest ‖δ‖.
+    let coef: Vec<f32> = (0..n)
+        .flat_map(|i| {
+            let h = norm(problem.h_init(i));
+            [hp.v_weight_decay / (h * h), hp.clamp_norm_factor * h]
+        })
         .collect();
-    let mut deltas = vec![vec![0.0f32; d]; n];
-    let mut adams: Vec<Adam> = (0..n).map(|_| Adam::new(d, hp.v_lr)).collect();
+    let coef = be.upload_owned("z constants", coef, &[n, 2])?;
+    // δ, Adam's moments and ‖δ‖ stay on the device; each step reads back the loss terms and
+    // the norms, in one transfer.
+    let mut state = ZAdamState {
+        delta: be.zeros(&[n, d])?,
+        m: be.zeros(&[n, d])?,
+        v: be.zeros(&[n, d])?,
+        norms: be.zeros(&[n])?,
+    };
     let mut steps = vec![vec![]; n];
     for it in 0..hp.v_num_grad_steps {
         let active = problem.active().to_vec();
-        let current: Vec<&[f32]> = active.iter().map(|&i| deltas[i].as_slice()).collect();
-        let evaluated = problem.forward(&current).await?;
+        let (evaluated, norms) = problem.forward(&state.delta, &state.norms).await?;
         let mut going = vec![];
         for (k, (&i, step)) in active.iter().zip(evaluated).enumerate() {
+            // ‖δ‖ is not finite only when the last step's gradient was not.
+            if !norms[i].is_finite() {
+                return Err(Error::Numeric(format!(
+                    "NaN in the z gradient at step {} for {:?}",
+                    it.saturating_sub(1),
+                    requests[i].label()
+                )));
+            }
             if !step.loss.is_finite() {
                 return Err(Error::Numeric(format!(
                     "the z loss is {} at step {it} for {:?} (NaN or infinite activations: the \
@@ -176,28 +196,28 @@ async fn optimise<B: Backend>(
         if going.is_empty() {
             break;
         }
-        let grads = problem.backward().await?;
-        for &k in &going {
-            let i = active[k];
-            if grads[k].iter().any(|g| !g.is_finite()) {
-                return Err(Error::Numeric(format!(
-                    "NaN in the z gradient at step {it} for {:?}",
-                    requests[i].label()
-                )));
-            }
-            adams[i].step(&mut deltas[i], &grads[k]);
-            let n = norm(&deltas[i]);
-            if n > max_norm[i] {
-                for x in deltas[i].iter_mut() {
-                    *x *= max_norm[i] / n;
-                }
-            }
-        }
+        let grad = problem.backward()?;
+        let rows: Vec<u32> = going.iter().map(|&k| active[k] as u32).collect();
+        let rows = be.upload_u32("stepping requests", &rows, &[rows.len()])?;
+        // Every request that still steps has stepped at every iteration so far.
+        let (step, bc2_sqrt) = step_constants(hp.v_lr, it as i32 + 1);
+        be.z_adam(
+            &mut state,
+            &ZAdamStep {
+                grad: &grad,
+                rows: &rows,
+                coef: &coef,
+                step,
+                bc2_sqrt,
+            },
+        )?;
         if going.len() < active.len() {
             let keep: Vec<usize> = going.iter().map(|&k| active[k]).collect();
             problem.retain(&keep)?;
         }
     }
+    let flat = be.read(&state.delta).await?;
+    let deltas: Vec<Vec<f32>> = flat.chunks(d.max(1)).map(<[f32]>::to_vec).collect();
     let mut out = Vec::with_capacity(n);
     for (i, (delta, steps)) in deltas.into_iter().zip(steps).enumerate() {
         let h_init = problem.h_init(i).to_vec();
@@ -221,41 +241,4 @@ async fn optimise<B: Backend>(
         });
     }
     Ok(out)
-}
-
-/// Adam with PyTorch's defaults (β = (0.9, 0.999), ε = 1e-8) and its update arithmetic.
-struct Adam {
-    lr: f32,
-    m: Vec<f32>,
-    v: Vec<f32>,
-    t: i32,
-}
-
-impl Adam {
-    fn new(n: usize, lr: f32) -> Self {
-        Adam {
-            lr,
-            m: vec![0.0; n],
-            v: vec![0.0; n],
-            t: 0,
-        }
-    }
-
-    fn step(&mut self, x: &mut [f32], g: &[f32]) {
-        const B1: f64 = 0.9;
-        const B2: f64 = 0.999;
-        const EPS: f32 = 1e-8;
-        self.t += 1;
-        // PyTorch computes the bias corrections and the step size in Python doubles.
-        let bc1 = 1.0 - B1.powi(self.t);
-        let bc2_sqrt = (1.0 - B2.powi(self.t)).sqrt() as f32;
-        let step = (self.lr as f64 / bc1) as f32;
-        let (b1, b2) = (B1 as f32, B2 as f32);
-        for i in 0..x.len() {
-            self.m[i] = self.m[i] * b1 + g[i] * (1.0 - b1);
-            self.v[i] = self.v[i] * b2 + (1.0 - b2) * g[i] * g[i];
-            let denom = self.v[i].sqrt() / bc2_sqrt + EPS;
-            x[i] -= step * (self.m[i] / denom);
-        }
-    }
 }

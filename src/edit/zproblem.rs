@@ -80,9 +80,10 @@ struct Layout<T> {
     prefix: T,
     positions: T,
     ranges: T,
-    /// Every lookup row of those requests, request after request, and how many each has.
+    /// Every lookup row of those requests, request after request, and the request (its index
+    /// into the batch) each belongs to.
     lookup_t: T,
-    n_lookup: Vec<usize>,
+    lookup_req: T,
     /// Every loss row, request after request.
     loss: Vec<u32>,
     loss_t: T,
@@ -99,12 +100,13 @@ impl<T: TensorInfo> Layout<T> {
         dep: &DepRows,
     ) -> Result<(Self, T)> {
         let mut sel = vec![];
-        let (mut lookup, mut n_lookup, mut loss) = (vec![], vec![], vec![]);
+        let (mut lookup, mut loss) = (vec![], vec![]);
+        let mut lookup_req = vec![];
         for &i in requests {
             let it = &items[i];
             let base = sel.len() as u32;
             lookup.extend(it.lookup.iter().map(|&r| base + r as u32));
-            n_lookup.push(it.lookup.len());
+            lookup_req.extend(it.lookup.iter().map(|_| i as u32));
             loss.extend(it.loss.iter().map(|&r| base + r as u32));
             sel.extend(it.dep.start as u32..it.dep.end as u32);
         }
@@ -121,7 +123,7 @@ impl<T: TensorInfo> Layout<T> {
             positions: be.upload_u32("positions", &pos, &[pos.len()])?,
             ranges: be.upload_u32("ranges", &rng, &[pos.len(), 2])?,
             lookup_t: be.upload_u32("lookup rows", &lookup, &[lookup.len()])?,
-            n_lookup,
+            lookup_req: be.upload_u32("lookup requests", &lookup_req, &[lookup_req.len()])?,
             loss_t: be.upload_u32("loss rows", &loss, &[loss.len()])?,
             loss,
         };
@@ -132,7 +134,6 @@ impl<T: TensorInfo> Layout<T> {
 
 /// The forward pass kept for [`ZProblem::backward`].
 struct Pending<T> {
-    deltas: Vec<Vec<f32>>,
     tape: Vec<(usize, T, BlockActs<T>)>,
     hidden: T,
     logp: T,
@@ -394,23 +395,25 @@ impl<'m, B: Backend> ZProblem<'m, B> {
         Ok(())
     }
 
-    /// The loss terms of every active request at its `δ` (`deltas[k]` for
-    /// `active()[k]`). A request's first evaluation fixes its KL reference distribution (the
-    /// optimisation makes it at `δ = 0`).
-    pub async fn forward(&mut self, deltas: &[&[f32]]) -> Result<Vec<ZStep>> {
+    /// The loss terms of every active request at its `δ` (row `i` of `delta` for request
+    /// `i`, whose norm is `norms[i]`), and `norms` read back with them in one transfer. A
+    /// request's first evaluation fixes its KL reference distribution (the optimisation makes
+    /// it at `δ = 0`).
+    ///
+    /// # Shapes
+    /// `delta (N, d)`, `norms (N)` for the `N` requests of the batch.
+    pub async fn forward(
+        &mut self,
+        delta: &B::Tensor,
+        norms: &B::Tensor,
+    ) -> Result<(Vec<ZStep>, Vec<f32>)> {
         let (model, hp) = (self.model, &self.hp);
         let be = model.backend();
-        let (d, vocab) = (model.config.d_model, model.config.vocab_size);
+        let vocab = model.config.vocab_size;
         let lay = &self.layout;
-        assert_eq!(deltas.len(), lay.requests.len(), "one δ per active request");
         let mut h = be.copy(&lay.prefix)?;
-        let mut shift = Vec::with_capacity(lay.n_lookup.iter().sum::<usize>() * d);
-        for (delta, &n) in deltas.iter().zip(&lay.n_lookup) {
-            for _ in 0..n {
-                shift.extend_from_slice(delta);
-            }
-        }
-        let shift = be.upload_owned("delta", shift, &[lay.n_lookup.iter().sum(), d])?;
+        // δ of each request at each of its lookup rows, gathered on the device.
+        let shift = be.gather_rows(delta, &lay.lookup_req)?;
         be.add_rows(&mut h, &lay.lookup_t, &shift)?;
         let mut tape = Vec::with_capacity(model.config.n_layers - hp.z_layer() - 1);
         for l in hp.z_layer() + 1..model.config.n_layers {
@@ -461,12 +464,16 @@ impl<'m, B: Backend> ZProblem<'m, B> {
         }
         let [labels, weights, kl_rows, refs] = self.loss_spec.as_ref().expect("built above");
         let (dlogp, values_t) = be.z_loss(&logp_t, labels, weights, refs, kl_rows, hp.kl_factor)?;
-        let values = be.read(&values_t).await?;
+        let mut read = be.read_many(&[&values_t, norms]).await?.into_iter();
+        let (values, norms) = (
+            read.next().unwrap_or_default(),
+            read.next().unwrap_or_default(),
+        );
 
         // The loss terms, request after request (the sums in the reference's order).
-        let mut steps = Vec::with_capacity(deltas.len());
+        let mut steps = Vec::with_capacity(lay.requests.len());
         let mut row0 = 0;
-        for (&i, delta) in lay.requests.iter().zip(deltas) {
+        for &i in &lay.requests {
             let it = &self.items[i];
             let (t, n_rewrite) = (it.t, it.n_rewrite);
             let terms = &values[row0..row0 + it.loss.len()];
@@ -483,7 +490,7 @@ impl<'m, B: Backend> ZProblem<'m, B> {
             }
             // KL(p_cur ‖ p_init) at the KL prompt's subject-last token.
             let kl = hp.kl_factor * terms[n_rewrite * t];
-            let wd = hp.v_weight_decay * norm(delta) / (it.h_init_norm * it.h_init_norm);
+            let wd = hp.v_weight_decay * norms[i] / (it.h_init_norm * it.h_init_norm);
             steps.push(ZStep {
                 loss: nll + kl + wd,
                 nll,
@@ -493,18 +500,21 @@ impl<'m, B: Backend> ZProblem<'m, B> {
             });
         }
         self.last = Some(Pending {
-            deltas: deltas.iter().map(|x| x.to_vec()).collect(),
             tape,
             hidden: h,
             logp: logp_t,
             dlogp,
         });
-        Ok(steps)
+        Ok((steps, norms))
     }
 
-    /// The gradient of each active request's loss with respect to its `δ`, at the last
-    /// [`ZProblem::forward`].
-    pub async fn backward(&mut self) -> Result<Vec<Vec<f32>>> {
+    /// The gradient of each active request's loss terms with respect to its `δ`, at the last
+    /// [`ZProblem::forward`], on the device: row `i` for request `i` (zero for the others).
+    /// The weight decay's gradient is [`Backend::z_adam`]'s.
+    ///
+    /// # Shapes
+    /// `(N, d)` for the `N` requests of the batch.
+    pub fn backward(&mut self) -> Result<B::Tensor> {
         let model = self.model;
         let be = model.backend();
         let d = model.config.d_model;
@@ -520,29 +530,12 @@ impl<'m, B: Backend> ZProblem<'m, B> {
             };
             dh = model.block_backward(*l, h_in, acts, rows, None, &dh)?;
         }
-        // δ is added at every lookup row of its request: its gradient is the sum over them.
-        let dh_rows = be.read(&be.gather_rows(&dh, &lay.lookup_t)?).await?;
-        let mut rows = dh_rows.chunks(d);
-        let mut grads = Vec::with_capacity(lay.requests.len());
-        for ((&i, &n), delta) in lay.requests.iter().zip(&lay.n_lookup).zip(&p.deltas) {
-            let mut grad = vec![0.0f32; d];
-            for row in rows.by_ref().take(n) {
-                for (g, x) in grad.iter_mut().zip(row) {
-                    *g += x;
-                }
-            }
-            // d ‖δ‖ / dδ = δ / ‖δ‖, taken as 0 at δ = 0 (PyTorch's convention).
-            let delta_norm = norm(delta);
-            if delta_norm > 0.0 {
-                let h2 = self.items[i].h_init_norm * self.items[i].h_init_norm;
-                let c = self.hp.v_weight_decay / h2 / delta_norm;
-                for (g, x) in grad.iter_mut().zip(delta) {
-                    *g += c * x;
-                }
-            }
-            grads.push(grad);
-        }
-        Ok(grads)
+        // δ is added at every lookup row of its request: its gradient is the sum over them,
+        // added in order (`add_rows`).
+        let dh_rows = be.gather_rows(&dh, &lay.lookup_t)?;
+        let mut grad = be.zeros(&[self.items.len(), d])?;
+        be.add_rows(&mut grad, &lay.lookup_req, &dh_rows)?;
+        Ok(grad)
     }
 
     /// Request `i`'s prompts, their tokens and subject-last indices, and its target's tokens,
@@ -591,10 +584,4 @@ pub fn target_ids(tok: &Tokenizer, request: &EditRequest, space: TargetSpace) ->
     Ok(ids)
 }
 
-/// Euclidean norm, accumulated in f64.
-pub fn norm(v: &[f32]) -> f32 {
-    v.iter()
-        .map(|&x| (x as f64) * (x as f64))
-        .sum::<f64>()
-        .sqrt() as f32
-}
+pub use crate::ops::adam::norm;

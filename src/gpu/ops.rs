@@ -4,11 +4,13 @@
 use std::future::Future;
 
 use super::kernels::{
-    attention, elementwise, embedding, fused, matmul, rms_norm, rope, rows, softmax,
+    adam, attention, elementwise, embedding, fused, matmul, rms_norm, rope, rows, softmax,
 };
 use super::{GpuBackend, GpuTensor};
 use crate::Result;
-use crate::backend::{AttnShape, Backend, DType, QkvDecode, TensorInfo, Transpose, unfused};
+use crate::backend::{
+    AttnShape, Backend, DType, QkvDecode, TensorInfo, Transpose, ZAdamState, ZAdamStep, unfused,
+};
 
 impl Backend for GpuBackend {
     type Tensor = GpuTensor;
@@ -70,6 +72,33 @@ impl Backend for GpuBackend {
 
     fn submit(&self) {
         self.flush();
+    }
+
+    /// One transfer for all of `ts`: each is copied into one staging buffer at its offset.
+    fn read_many(&self, ts: &[&GpuTensor]) -> impl Future<Output = Result<Vec<Vec<f32>>>> {
+        for t in ts {
+            t.expect_dtype(DType::F32, "read_many");
+        }
+        let started = self.start_read_many(ts);
+        let lens: Vec<usize> = ts.iter().map(|t| t.len()).collect();
+        async move {
+            let all: Vec<f32> = bytemuck::pod_collect_to_vec(&self.finish_read(started).await?);
+            let mut out = Vec::with_capacity(lens.len());
+            let mut at = 0;
+            for n in lens {
+                out.push(all[at..at + n].to_vec());
+                at += n;
+            }
+            Ok(out)
+        }
+    }
+
+    fn z_adam(
+        &self,
+        state: &mut ZAdamState<GpuTensor>,
+        s: &ZAdamStep<'_, GpuTensor>,
+    ) -> Result<()> {
+        adam::launch_z_adam(self, state, s)
     }
 
     fn embedding(&self, table: &GpuTensor, ids: &GpuTensor) -> Result<GpuTensor> {

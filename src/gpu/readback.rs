@@ -28,7 +28,13 @@ impl GpuBackend {
     /// # Errors
     /// [`Error::DeviceLost`], or an earlier uncaptured wgpu error.
     pub(crate) fn start_read(&self, t: &GpuTensor) -> Result<Option<Started>> {
-        let bytes = t.bytes();
+        self.start_read_many(&[t])
+    }
+
+    /// [`Self::start_read`] for several tensors, copied one after the other into one staging
+    /// buffer (their sizes are whole 4-byte words, as copies need).
+    pub(crate) fn start_read_many(&self, ts: &[&GpuTensor]) -> Result<Option<Started>> {
+        let bytes: u64 = ts.iter().map(|t| t.bytes()).sum();
         if bytes == 0 {
             self.check()?;
             return Ok(None);
@@ -49,7 +55,15 @@ impl GpuBackend {
                 mapped_at_creation: false,
             })
         });
-        self.encode(|encoder| encoder.copy_buffer_to_buffer(t.buffer(), 0, &staging, 0, bytes))?;
+        self.encode(|encoder| {
+            let mut at = 0;
+            for t in ts {
+                if t.bytes() > 0 {
+                    encoder.copy_buffer_to_buffer(t.buffer(), 0, &staging, at, t.bytes());
+                }
+                at += t.bytes();
+            }
+        })?;
         let submission = self.flush_index();
         let (sender, receiver) = futures_channel::oneshot::channel();
         staging

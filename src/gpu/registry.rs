@@ -55,6 +55,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ),
     ("silu_mul", include_str!("../../shaders/silu_mul.wgsl")),
     ("split_sum", include_str!("../../shaders/split_sum.wgsl")),
+    ("z_adam", include_str!("../../shaders/z_adam.wgsl")),
     ("z_loss", include_str!("../../shaders/z_loss.wgsl")),
 ];
 
@@ -70,6 +71,7 @@ pub const WORKGROUP_BYTES: &[(&str, u32)] = &[
     ("log_softmax", 512),
     ("rms_norm", 512),
     ("sample_top_k", 1024),
+    ("z_adam", 256),
     ("z_loss", 512),
 ];
 

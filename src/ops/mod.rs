@@ -6,6 +6,7 @@
 //! References work on slices with explicit sizes so that they read like the maths; the
 //! [`crate::cpu::CpuBackend`] wraps them into the [`crate::Backend`] interface.
 
+pub mod adam;
 pub mod attention;
 pub mod elementwise;
 pub mod embedding;

@@ -1,6 +1,7 @@
 //! One launcher file per op family: bind the tensors, set the override constants, dispatch the
 //! kernel of `shaders/`. Called from the `Backend` implementation (`super::ops`) only.
 
+pub mod adam;
 pub mod attention;
 pub mod elementwise;
 pub mod embedding;
