@@ -81,22 +81,9 @@ fn normed_sums(i: u32) -> vec4<f32> {
     return partial[i * WG] * (1.0 / sqrt(partial_sq[i * WG] / f32(p.k) + p.eps));
 }
 
-// vec4 `idx` of weight matrix `which`: 0 `b`, 1 `b2`, 2 `b3` (uniform in a workgroup: WGSL
-// cannot pass storage arrays to functions). Every entry that calls it binds all three; the
-// launchers bind an unread matrix to the slots an entry does not use.
-fn wload(which: u32, idx: u32) -> vec4<f32> {
-    if which == 0u {
-        return b[idx];
-    } else if which == 1u {
-        return b2[idx];
-    }
-    return b3[idx];
-}
-
-// The dot products of the rows of g ⊙ A with 4 weight rows (column c: the row at vec4 offset
-// o[c] of matrix which[c]), and the rows' sums of squares, reduced into partial[i · WG] and
-// partial_sq[i · WG].
-fn dots(lid: u32, which: vec4<u32>, o: vec4<u32>) {
+// The dot products of the rows of g ⊙ A with 4 rows of `b` (row offsets in vec4s), and the
+// rows' sums of squares, reduced into partial[i · WG] and partial_sq[i · WG].
+fn dots_b(lid: u32, r0: u32, r1: u32, r2: u32, r3: u32) {
     let k4 = p.k / 4u;
     var acc: array<vec4<f32>, MAX_M>;
     var sq: array<f32, MAX_M>;
@@ -105,10 +92,68 @@ fn dots(lid: u32, which: vec4<u32>, o: vec4<u32>) {
         sq[i] = 0.0;
     }
     for (var kk = lid; kk < k4; kk += WG) {
-        let w0 = wload(which.x, o.x + kk);
-        let w1 = wload(which.y, o.y + kk);
-        let w2 = wload(which.z, o.z + kk);
-        let w3 = wload(which.w, o.w + kk);
+        let w0 = b[r0 + kk];
+        let w1 = b[r1 + kk];
+        let w2 = b[r2 + kk];
+        let w3 = b[r3 + kk];
+        let gk = g[kk];
+        for (var i = 0u; i < M; i += 1u) {
+            let h = a[i * k4 + kk];
+            let x = gk * h;
+            acc[i] += vec4<f32>(dot(x, w0), dot(x, w1), dot(x, w2), dot(x, w3));
+            sq[i] += dot(h, h);
+        }
+    }
+    for (var i = 0u; i < M; i += 1u) {
+        partial[i * WG + lid] = acc[i];
+        partial_sq[i * WG + lid] = sq[i];
+    }
+    reduce(lid);
+}
+
+// The same with `b2`.
+fn dots_b2(lid: u32, r0: u32, r1: u32, r2: u32, r3: u32) {
+    let k4 = p.k / 4u;
+    var acc: array<vec4<f32>, MAX_M>;
+    var sq: array<f32, MAX_M>;
+    for (var i = 0u; i < M; i += 1u) {
+        acc[i] = vec4<f32>(0.0);
+        sq[i] = 0.0;
+    }
+    for (var kk = lid; kk < k4; kk += WG) {
+        let w0 = b2[r0 + kk];
+        let w1 = b2[r1 + kk];
+        let w2 = b2[r2 + kk];
+        let w3 = b2[r3 + kk];
+        let gk = g[kk];
+        for (var i = 0u; i < M; i += 1u) {
+            let h = a[i * k4 + kk];
+            let x = gk * h;
+            acc[i] += vec4<f32>(dot(x, w0), dot(x, w1), dot(x, w2), dot(x, w3));
+            sq[i] += dot(h, h);
+        }
+    }
+    for (var i = 0u; i < M; i += 1u) {
+        partial[i * WG + lid] = acc[i];
+        partial_sq[i * WG + lid] = sq[i];
+    }
+    reduce(lid);
+}
+
+// The same with `b3`.
+fn dots_b3(lid: u32, r0: u32, r1: u32, r2: u32, r3: u32) {
+    let k4 = p.k / 4u;
+    var acc: array<vec4<f32>, MAX_M>;
+    var sq: array<f32, MAX_M>;
+    for (var i = 0u; i < M; i += 1u) {
+        acc[i] = vec4<f32>(0.0);
+        sq[i] = 0.0;
+    }
+    for (var kk = lid; kk < k4; kk += WG) {
+        let w0 = b3[r0 + kk];
+        let w1 = b3[r1 + kk];
+        let w2 = b3[r2 + kk];
+        let w3 = b3[r3 + kk];
         let gk = g[kk];
         for (var i = 0u; i < M; i += 1u) {
             let h = a[i * k4 + kk];
@@ -143,7 +188,8 @@ fn norm_nt(
         return;
     }
     let j0 = group * 4u;
-    dots(lid, vec4<u32>(0u), rows4(j0, p.n));
+    let o = rows4(j0, p.n);
+    dots_b(lid, o.x, o.y, o.z, o.w);
     if lid < M {
         let sum = normed_sums(lid);
         for (var jj = 0u; jj < 4u; jj += 1u) {
@@ -216,8 +262,32 @@ fn gate_up(
     let j0 = group * 2u;
     let k4 = p.k / 4u;
     let last = p.n - 1u;
-    let r = vec2<u32>(min(j0, last), min(j0 + 1u, last)) * k4;
-    dots(lid, vec4<u32>(0u, 0u, 1u, 1u), vec4<u32>(r, r));
+    let g0 = min(j0, last) * k4;
+    let g1 = min(j0 + 1u, last) * k4;
+    var acc: array<vec4<f32>, MAX_M>;
+    var sq: array<f32, MAX_M>;
+    for (var i = 0u; i < M; i += 1u) {
+        acc[i] = vec4<f32>(0.0);
+        sq[i] = 0.0;
+    }
+    for (var kk = lid; kk < k4; kk += WG) {
+        let wg0 = b[g0 + kk];
+        let wg1 = b[g1 + kk];
+        let wu0 = b2[g0 + kk];
+        let wu1 = b2[g1 + kk];
+        let gk = g[kk];
+        for (var i = 0u; i < M; i += 1u) {
+            let h = a[i * k4 + kk];
+            let x = gk * h;
+            acc[i] += vec4<f32>(dot(x, wg0), dot(x, wg1), dot(x, wu0), dot(x, wu1));
+            sq[i] += dot(h, h);
+        }
+    }
+    for (var i = 0u; i < M; i += 1u) {
+        partial[i * WG + lid] = acc[i];
+        partial_sq[i * WG + lid] = sq[i];
+    }
+    reduce(lid);
     if lid < M {
         let s = normed_sums(lid);
         if j0 < p.n {
@@ -265,7 +335,13 @@ fn qkv_dots(t: QkvTile, lid: u32) {
     let k4 = p.k / 4u;
     let half = p.head_dim / 2u;
     let o = vec4<u32>(t.col, t.col + 1u, t.col + half, t.col + half + 1u) * k4;
-    dots(lid, vec4<u32>(t.which), o);
+    if t.which == 0u {
+        dots_b(lid, o.x, o.y, o.z, o.w);
+    } else if t.which == 1u {
+        dots_b2(lid, o.x, o.y, o.z, o.w);
+    } else {
+        dots_b3(lid, o.x, o.y, o.z, o.w);
+    }
 }
 
 // RoPE on the two pairs (x1 = s.xy at c, c+1; x2 = s.zw at c+hd/2, c+hd/2+1) of row i, then the

@@ -78,9 +78,6 @@ pub(crate) fn launch_norm_matmul_nt(
             (2, w.buffer()),
             (3, c.buffer()),
             (4, norm.buffer()),
-            // Unread (the kernel's loads branch on a uniform matrix index), but bound.
-            (6, w.buffer()),
-            (7, w.buffer()),
         ],
         groups,
     )?;
@@ -162,8 +159,6 @@ pub(crate) fn launch_norm_gate_up(
             (3, c.buffer()),
             (4, norm.buffer()),
             (6, up.buffer()),
-            // Unread, but bound (see launch_norm_matmul_nt).
-            (7, up.buffer()),
         ],
         groups,
     )?;
