@@ -43,6 +43,35 @@ fn dispatch(
     })
 }
 
+/// `(rows, K, N)` of `x · Wᵀ` for `x (rows, K)` and `w (N, K)`, or `None` where the kernels do
+/// not apply.
+fn gemv_dims(gpu: &GpuBackend, x: &GpuTensor, w: &GpuTensor, what: &str) -> Option<[usize; 3]> {
+    let (rows, k) = (x.len() / x.width().max(1), x.width());
+    if !applies(gpu, rows, k) {
+        return None;
+    }
+    assert_eq!(w.width(), k, "{what}: weight width");
+    Some([rows, k, w.len() / k])
+}
+
+/// Runs `entry` over `groups` workgroups into a new `(rows, N)` output (binding 3) beside
+/// `bindings`.
+fn launch_into(
+    gpu: &GpuBackend,
+    entry: &'static str,
+    [rows, k, n]: [usize; 3],
+    groups: usize,
+    eps: f32,
+    bindings: &[(u32, &wgpu::Buffer)],
+) -> Result<GpuTensor> {
+    let c = gpu.empty(entry, &[rows, n], DType::F32)?;
+    let mut all = bindings.to_vec();
+    all.push((3, c.buffer()));
+    let params = [u32_of(n), u32_of(k), u32_of(groups), eps.to_bits()];
+    dispatch(gpu, entry, rows, &params, &all, groups)?;
+    Ok(c)
+}
+
 /// `rms_norm(h, norm) · Wᵀ`, or `None` where the kernel does not apply.
 ///
 /// # Shapes
@@ -54,34 +83,13 @@ pub(crate) fn launch_norm_matmul_nt(
     eps: f32,
     w: &GpuTensor,
 ) -> Result<Option<GpuTensor>> {
-    let (rows, k) = (h.len() / h.width().max(1), h.width());
-    if !applies(gpu, rows, k) {
+    let Some(dims) = gemv_dims(gpu, h, w, "norm_matmul_nt") else {
         return Ok(None);
-    }
-    assert_eq!(
-        norm.len(),
-        k,
-        "norm_matmul_nt: norm weight of {} for {k}",
-        norm.len()
-    );
-    assert_eq!(w.width(), k, "norm_matmul_nt: weight width");
-    let n = w.len() / k;
-    let c = gpu.empty("norm_matmul_nt output", &[rows, n], DType::F32)?;
-    let groups = n.div_ceil(GEMV_COLS);
-    dispatch(
-        gpu,
-        "norm_nt",
-        rows,
-        &[u32_of(n), u32_of(k), u32_of(groups), eps.to_bits()],
-        &[
-            (1, h.buffer()),
-            (2, w.buffer()),
-            (3, c.buffer()),
-            (4, norm.buffer()),
-        ],
-        groups,
-    )?;
-    Ok(Some(c))
+    };
+    assert_eq!(norm.len(), dims[1], "norm_matmul_nt: norm weight");
+    let bindings = [(1, h.buffer()), (2, w.buffer()), (4, norm.buffer())];
+    let groups = dims[2].div_ceil(GEMV_COLS);
+    launch_into(gpu, "norm_nt", dims, groups, eps, &bindings).map(Some)
 }
 
 /// `r + x · Wᵀ`, or `None` where the kernel does not apply.
@@ -94,29 +102,17 @@ pub(crate) fn launch_matmul_nt_residual(
     w: &GpuTensor,
     r: &GpuTensor,
 ) -> Result<Option<GpuTensor>> {
-    let (rows, k) = (x.len() / x.width().max(1), x.width());
-    if !applies(gpu, rows, k) {
+    let Some(dims) = gemv_dims(gpu, x, w, "matmul_nt_residual") else {
         return Ok(None);
-    }
-    assert_eq!(w.width(), k, "matmul_nt_residual: weight width");
-    let n = w.len() / k;
-    assert_eq!(r.shape(), [rows, n], "matmul_nt_residual: residual shape");
-    let c = gpu.empty("matmul_nt_residual output", &[rows, n], DType::F32)?;
-    let groups = n.div_ceil(GEMV_COLS);
-    dispatch(
-        gpu,
-        "residual_nt",
-        rows,
-        &[u32_of(n), u32_of(k), u32_of(groups)],
-        &[
-            (1, x.buffer()),
-            (2, w.buffer()),
-            (3, c.buffer()),
-            (5, r.buffer()),
-        ],
-        groups,
-    )?;
-    Ok(Some(c))
+    };
+    assert_eq!(
+        r.shape(),
+        [dims[0], dims[2]],
+        "matmul_nt_residual: residual"
+    );
+    let bindings = [(1, x.buffer()), (2, w.buffer()), (5, r.buffer())];
+    let groups = dims[2].div_ceil(GEMV_COLS);
+    launch_into(gpu, "residual_nt", dims, groups, 0.0, &bindings).map(Some)
 }
 
 /// `silu(x · Gᵀ) ⊙ (x · Uᵀ)` with `x = rms_norm(h, norm)`, or `None` where the kernel does not
@@ -132,37 +128,20 @@ pub(crate) fn launch_norm_gate_up(
     gate: &GpuTensor,
     up: &GpuTensor,
 ) -> Result<Option<GpuTensor>> {
-    let (rows, k) = (h.len() / h.width().max(1), h.width());
-    if !applies(gpu, rows, k) {
+    let Some(dims) = gemv_dims(gpu, h, gate, "norm_gate_up") else {
         return Ok(None);
-    }
-    assert_eq!(
-        norm.len(),
-        k,
-        "norm_gate_up: norm weight of {} for {k}",
-        norm.len()
-    );
-    assert_eq!(gate.width(), k, "norm_gate_up: gate width");
+    };
+    assert_eq!(norm.len(), dims[1], "norm_gate_up: norm weight");
     assert_eq!(up.shape(), gate.shape(), "norm_gate_up: up shape");
-    let n = gate.len() / k;
-    let c = gpu.empty("norm_gate_up output", &[rows, n], DType::F32)?;
+    let bindings = [
+        (1, h.buffer()),
+        (2, gate.buffer()),
+        (4, norm.buffer()),
+        (6, up.buffer()),
+    ];
     // Two columns of the gate and two of up per workgroup.
-    let groups = n.div_ceil(2);
-    dispatch(
-        gpu,
-        "gate_up",
-        rows,
-        &[u32_of(n), u32_of(k), u32_of(groups), eps.to_bits()],
-        &[
-            (1, h.buffer()),
-            (2, gate.buffer()),
-            (3, c.buffer()),
-            (4, norm.buffer()),
-            (6, up.buffer()),
-        ],
-        groups,
-    )?;
-    Ok(Some(c))
+    let groups = dims[2].div_ceil(2);
+    launch_into(gpu, "gate_up", dims, groups, eps, &bindings).map(Some)
 }
 
 /// Attention's input while decoding ([`crate::backend::Backend::decode_qkv`]), or `None`
