@@ -272,6 +272,34 @@ pub trait Backend {
         eps: f32,
     ) -> Result<Self::Tensor>;
 
+    /// LayerNorm: `y = (x − μ) / sqrt(var + eps) · w + b`, per row, with `μ` the row's mean and
+    /// `var` its population variance (the mean of squared deviations), as `torch.nn.LayerNorm`
+    /// (GPT-2's `ln_1`, `ln_2` and `ln_f`).
+    ///
+    /// # Shapes
+    /// `x (N, D)`, `w (D)`, `b (D)` → `(N, D)`.
+    fn layer_norm(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        b: &Self::Tensor,
+        eps: f32,
+    ) -> Result<Self::Tensor>;
+
+    /// Gradient of [`Backend::layer_norm`] with respect to `x` (the weight and bias are frozen):
+    /// with `x̂ = (x − μ) · r`, `r = 1 / sqrt(var + eps)` and `g = w ⊙ dy`,
+    /// `dx = r · (g − mean(g) − x̂ · mean(g ⊙ x̂))`, per row.
+    ///
+    /// # Shapes
+    /// `x (N, D)`, `w (D)`, `dy (N, D)` → `(N, D)`.
+    fn layer_norm_backward(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        dy: &Self::Tensor,
+        eps: f32,
+    ) -> Result<Self::Tensor>;
+
     /// Elementwise `a + b`.
     fn add(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
 

@@ -100,6 +100,43 @@ fn rms_norm_forward_and_backward() {
     }
 }
 
+/// LayerNorm at widths below, at and past the workgroup's 64 invocations (576 and 1000: several
+/// strides, the last partial), on rows centred on 0 and on rows shifted far from it (where a
+/// one-pass variance would cancel).
+#[test]
+fn layer_norm_forward_and_backward() {
+    let Some(g) = gpu() else { return };
+    let mut rng = Rng::new(13);
+    for d in [1, 3, 7, 33, 64, 65, 129, 576, 1000] {
+        for (n, shift) in [(1, 0.0), (3, 0.0), (4, 8.0)] {
+            let data: Vec<f32> = rng.vec(n * d).iter().map(|x| 3.0 * x + shift).collect();
+            let (x, xc) = up(&g, &data, &[n, d]);
+            let (w, wc) = rand(&g, &mut rng, &[d]);
+            let (b, bc) = rand(&g, &mut rng, &[d]);
+            let (dy, dyc) = rand(&g, &mut rng, &[n, d]);
+            let what = format!("{n}x{d}, shift {shift}");
+            let want = CpuBackend.layer_norm(&xc, &wc, &bc, 1e-5).unwrap();
+            check(
+                &g,
+                &g.layer_norm(&x, &w, &b, 1e-5).unwrap(),
+                &want,
+                TOL_F32_REDUCTION,
+                &format!("layer_norm {what}"),
+            );
+            let want = CpuBackend
+                .layer_norm_backward(&xc, &wc, &dyc, 1e-5)
+                .unwrap();
+            check(
+                &g,
+                &g.layer_norm_backward(&x, &w, &dy, 1e-5).unwrap(),
+                &want,
+                TOL_F32_REDUCTION,
+                &format!("layer_norm_backward {what}"),
+            );
+        }
+    }
+}
+
 /// Stored shapes of `a` and `b` for a logical `(m, k) · (k, n)` under `t`.
 fn stored(m: usize, k: usize, n: usize, t: Transpose) -> ([usize; 2], [usize; 2]) {
     (

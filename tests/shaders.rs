@@ -10,7 +10,9 @@ use std::collections::BTreeSet;
 
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 use nse::gpu::SHADERS;
-use nse::gpu::kernels::{attention, elementwise, embedding, matmul, rms_norm, rope, rows, softmax};
+use nse::gpu::kernels::{
+    attention, elementwise, embedding, layer_norm, matmul, rms_norm, rope, rows, softmax,
+};
 
 fn parse(name: &str, src: &str) -> naga::Module {
     naga::front::wgsl::parse_str(src)
@@ -79,6 +81,7 @@ fn launcher_constants_mirror_the_shaders() {
         ("add_columns", rows::ADD_COLUMNS_WG),
         ("rope", rope::ROPE_WG),
         ("rms_norm", rms_norm::RMS_NORM_WG),
+        ("layer_norm", layer_norm::LAYER_NORM_WG),
         ("log_softmax", softmax::LOG_SOFTMAX_WG),
         ("argmax", softmax::ARGMAX_WG),
         ("sample_top_k", softmax::SAMPLE_TOP_K_WG),

@@ -17,7 +17,7 @@ use crate::Result;
 use crate::backend::{AttnShape, Backend, DType, TensorInfo, Transpose, ZAdamState, ZAdamStep};
 use crate::model::HostTensor;
 use crate::model::host::{HostData, Stored};
-use crate::ops::{elementwise, embedding, rms_norm, rope, rows, softmax};
+use crate::ops::{elementwise, embedding, layer_norm, rms_norm, rope, rows, softmax};
 
 /// Storage of a [`CpuTensor`].
 #[derive(Clone, Debug, PartialEq)]
@@ -369,6 +369,36 @@ impl Backend for CpuBackend {
         same_shape(x, dy, "rms_norm_backward");
         Ok(CpuTensor::from_f32(
             rms_norm::rms_norm_backward(x.f32(), w.f32(), dy.f32(), eps),
+            &x.shape,
+        ))
+    }
+
+    fn layer_norm(
+        &self,
+        x: &CpuTensor,
+        w: &CpuTensor,
+        b: &CpuTensor,
+        eps: f32,
+    ) -> Result<CpuTensor> {
+        assert_eq!(w.shape, [x.width()], "layer_norm: weight width");
+        assert_eq!(b.shape, [x.width()], "layer_norm: bias width");
+        Ok(CpuTensor::from_f32(
+            layer_norm::layer_norm_forward(x.f32(), w.f32(), b.f32(), eps),
+            &x.shape,
+        ))
+    }
+
+    fn layer_norm_backward(
+        &self,
+        x: &CpuTensor,
+        w: &CpuTensor,
+        dy: &CpuTensor,
+        eps: f32,
+    ) -> Result<CpuTensor> {
+        assert_eq!(w.shape, [x.width()], "layer_norm_backward: weight width");
+        same_shape(x, dy, "layer_norm_backward");
+        Ok(CpuTensor::from_f32(
+            layer_norm::layer_norm_backward(x.f32(), w.f32(), dy.f32(), eps),
             &x.shape,
         ))
     }

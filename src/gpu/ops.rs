@@ -4,7 +4,8 @@
 use std::future::Future;
 
 use super::kernels::{
-    adam, attention, elementwise, embedding, fused, matmul, rms_norm, rope, rows, softmax,
+    adam, attention, elementwise, embedding, fused, layer_norm, matmul, rms_norm, rope, rows,
+    softmax,
 };
 use super::{GpuBackend, GpuTensor};
 use crate::Result;
@@ -237,6 +238,26 @@ impl Backend for GpuBackend {
         eps: f32,
     ) -> Result<GpuTensor> {
         rms_norm::launch_rms_norm_backward(self, x, w, dy, eps)
+    }
+
+    fn layer_norm(
+        &self,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        b: &GpuTensor,
+        eps: f32,
+    ) -> Result<GpuTensor> {
+        layer_norm::launch_layer_norm(self, x, w, b, eps)
+    }
+
+    fn layer_norm_backward(
+        &self,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        dy: &GpuTensor,
+        eps: f32,
+    ) -> Result<GpuTensor> {
+        layer_norm::launch_layer_norm_backward(self, x, w, dy, eps)
     }
 
     fn add(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {

@@ -42,6 +42,7 @@ pub const SHADERS: &[(&str, &str)] = &[
         "log_softmax",
         include_str!("../../shaders/log_softmax.wgsl"),
     ),
+    ("layer_norm", include_str!("../../shaders/layer_norm.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
     (
         "matmul_vec4",
@@ -68,6 +69,7 @@ pub const WORKGROUP_BYTES: &[(&str, u32)] = &[
     ("attention_split", 6208),
     ("gemv", 8192),
     ("gemv_fused", 10240),
+    ("layer_norm", 512),
     ("log_softmax", 512),
     ("rms_norm", 512),
     ("sample_top_k", 1024),
