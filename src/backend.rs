@@ -300,6 +300,19 @@ pub trait Backend {
         eps: f32,
     ) -> Result<Self::Tensor>;
 
+    /// GPT-2's GELU ("gelu_new", the tanh approximation),
+    /// `0.5 · x · (1 + tanh(√(2/π) · (x + 0.044715 · x³)))`, elementwise.
+    ///
+    /// # Shapes
+    /// Any; the output is shaped like `x` (`(N, F)` in the MLP).
+    fn gelu(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// Gradient of [`Backend::gelu`]: `dy · gelu′(x)`.
+    ///
+    /// # Shapes
+    /// `x`, `dy` of one shape → that shape.
+    fn gelu_backward(&self, x: &Self::Tensor, dy: &Self::Tensor) -> Result<Self::Tensor>;
+
     /// Elementwise `a + b`.
     fn add(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
 

@@ -137,6 +137,51 @@ fn layer_norm_forward_and_backward() {
     }
 }
 
+/// GELU and its gradient on random inputs, at sizes that are not multiples of 4, and in the
+/// tails, where a tanh built on `exp(2u)` overflows to NaN.
+#[test]
+fn gelu_forward_and_backward() {
+    let Some(g) = gpu() else { return };
+    let mut rng = Rng::new(14);
+    // Compares both ops with the cpu backend; returns the gpu's GELU.
+    let mut compare = |data: &[f32], shape: [usize; 2], scale: &str| -> Vec<f32> {
+        let (x, xc) = up(&g, data, &shape);
+        let (dy, dyc) = rand(&g, &mut rng, &shape);
+        let what = format!("{}x{} {scale}", shape[0], shape[1]);
+        let got = g.gelu(&x).unwrap();
+        let want = CpuBackend.gelu(&xc).unwrap();
+        check(
+            &g,
+            &got,
+            &want,
+            TOL_F32_ELEMENTWISE,
+            &format!("gelu {what}"),
+        );
+        let want = CpuBackend.gelu_backward(&xc, &dyc).unwrap();
+        check(
+            &g,
+            &g.gelu_backward(&x, &dy).unwrap(),
+            &want,
+            TOL_F32_ELEMENTWISE,
+            &format!("gelu_backward {what}"),
+        );
+        read(&g, &got)
+    };
+    let mut inputs = Rng::new(15);
+    for (n, f) in [(1, 1), (1, 3), (2, 7), (3, 33), (5, 129), (2, 1000)] {
+        let data: Vec<f32> = inputs.vec(n * f).iter().map(|x| 8.0 * x).collect();
+        compare(&data, [n, f], "in ±8");
+    }
+    let data: Vec<f32> = inputs.vec(4 * 101).iter().map(|x| 50.0 * x).collect();
+    compare(&data, [4, 101], "in ±50");
+    let tails = [
+        50.0, -50.0, 1e4, -1e4, 11.0, -11.0, 9.5, -9.5, 6.0, -6.0, 0.0, 1e-3, -1e-3,
+    ];
+    let y = compare(&tails, [1, tails.len()], "tails");
+    // The identity on the right, 0 on the left, by hand.
+    assert_eq!(y[..4], [50.0, 0.0, 1e4, 0.0], "gelu(±50), gelu(±1e4)");
+}
+
 /// Stored shapes of `a` and `b` for a logical `(m, k) · (k, n)` under `t`.
 fn stored(m: usize, k: usize, n: usize, t: Transpose) -> ([usize; 2], [usize; 2]) {
     (

@@ -75,6 +75,7 @@ fn launcher_constants_mirror_the_shaders() {
         ("add", elementwise::ADD_WG),
         ("add_bias", elementwise::ADD_BIAS_WG),
         ("silu_mul", elementwise::SILU_MUL_WG),
+        ("gelu", elementwise::GELU_WG),
         ("embedding", embedding::EMBEDDING_WG),
         ("gather_rows", rows::GATHER_ROWS_WG),
         ("add_rows", rows::ADD_ROWS_WG),

@@ -403,6 +403,21 @@ impl Backend for CpuBackend {
         ))
     }
 
+    fn gelu(&self, x: &CpuTensor) -> Result<CpuTensor> {
+        Ok(CpuTensor::from_f32(
+            elementwise::gelu_forward(x.f32()),
+            &x.shape,
+        ))
+    }
+
+    fn gelu_backward(&self, x: &CpuTensor, dy: &CpuTensor) -> Result<CpuTensor> {
+        same_shape(x, dy, "gelu_backward");
+        Ok(CpuTensor::from_f32(
+            elementwise::gelu_backward(x.f32(), dy.f32()),
+            &x.shape,
+        ))
+    }
+
     fn add(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
         same_shape(a, b, "add");
         Ok(CpuTensor::from_f32(

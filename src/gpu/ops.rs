@@ -260,6 +260,14 @@ impl Backend for GpuBackend {
         layer_norm::launch_layer_norm_backward(self, x, w, dy, eps)
     }
 
+    fn gelu(&self, x: &GpuTensor) -> Result<GpuTensor> {
+        elementwise::launch_gelu(self, x)
+    }
+
+    fn gelu_backward(&self, x: &GpuTensor, dy: &GpuTensor) -> Result<GpuTensor> {
+        elementwise::launch_gelu_backward(self, x, dy)
+    }
+
     fn add(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
         elementwise::launch_add(self, a, b)
     }

@@ -32,6 +32,7 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../../shaders/attention_backward_wg.wgsl"),
     ),
     ("embedding", include_str!("../../shaders/embedding.wgsl")),
+    ("gelu", include_str!("../../shaders/gelu.wgsl")),
     ("gemv", include_str!("../../shaders/gemv.wgsl")),
     ("gemv_fused", include_str!("../../shaders/gemv_fused.wgsl")),
     (

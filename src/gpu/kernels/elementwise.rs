@@ -1,5 +1,5 @@
-//! The launchers of `shaders/add.wgsl`, `shaders/silu_mul.wgsl`, the WGSL kernels of
-//! `crate::ops::elementwise`
+//! The launchers of `shaders/add.wgsl`, `shaders/add_bias.wgsl`, `shaders/silu_mul.wgsl` and
+//! `shaders/gelu.wgsl`, the WGSL kernels of `crate::ops::elementwise`
 //! (the CPU reference is the specification; tests/gpu_ops.rs checks the kernels against it).
 
 use crate::backend::{DType, TensorInfo};
@@ -11,6 +11,8 @@ pub const ADD_WG: u32 = 256;
 pub const ADD_BIAS_WG: u32 = 256;
 /// Invocations per workgroup of `shaders/silu_mul.wgsl`.
 pub const SILU_MUL_WG: u32 = 256;
+/// Invocations per workgroup of `shaders/gelu.wgsl`.
+pub const GELU_WG: u32 = 256;
 
 /// The vec4s covering `t`'s elements (the kernels work four at a time, padding included).
 fn vec4s(t: &GpuTensor) -> u32 {
@@ -116,4 +118,52 @@ pub(crate) fn launch_silu_mul_backward(
         workgroups: u64::from(n).div_ceil(u64::from(SILU_MUL_WG)),
     })?;
     Ok((d_gate, d_up))
+}
+
+/// GPU [`gelu_forward`](crate::ops::elementwise::gelu_forward) (entry `forward`, `dy = None`)
+/// or [`gelu_backward`](crate::ops::elementwise::gelu_backward) (entry `backward`).
+///
+/// # Shapes
+/// `x` and `dy` of one shape → that shape.
+fn launch_gelu_pass(
+    gpu: &GpuBackend,
+    x: &GpuTensor,
+    dy: Option<&GpuTensor>,
+) -> crate::Result<GpuTensor> {
+    let out = gpu.empty("gelu output", x.shape(), DType::F32)?;
+    let n = vec4s(x);
+    let mut bindings: Vec<(u32, &wgpu::Buffer)> = vec![(1, x.buffer()), (3, out.buffer())];
+    if let Some(dy) = dy {
+        assert_eq!(dy.shape(), x.shape(), "gelu_backward: dy shape");
+        bindings.push((2, dy.buffer()));
+    }
+    gpu.dispatch(&Dispatch {
+        shader: "gelu",
+        entry: if dy.is_some() { "backward" } else { "forward" },
+        overrides: &[],
+        params: &[n],
+        bindings: &bindings,
+        workgroups: u64::from(n).div_ceil(u64::from(GELU_WG)),
+    })?;
+    Ok(out)
+}
+
+/// GPU GELU (GPT-2's tanh approximation).
+///
+/// # Shapes
+/// Any; the output is shaped like `x`.
+pub(crate) fn launch_gelu(gpu: &GpuBackend, x: &GpuTensor) -> crate::Result<GpuTensor> {
+    launch_gelu_pass(gpu, x, None)
+}
+
+/// GPU gradient of GELU, `dy · gelu′(x)`.
+///
+/// # Shapes
+/// `x`, `dy` of one shape → that shape.
+pub(crate) fn launch_gelu_backward(
+    gpu: &GpuBackend,
+    x: &GpuTensor,
+    dy: &GpuTensor,
+) -> crate::Result<GpuTensor> {
+    launch_gelu_pass(gpu, x, Some(dy))
 }
