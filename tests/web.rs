@@ -62,6 +62,14 @@ const TOL_REDUCTION: Tol = Tol {
     rel_of_max: 1e-5,
 };
 
+/// Elementwise maths whose `exp`/`sqrt`/fused multiply-adds differ by a few ulp between the GPU
+/// and the host.
+const TOL_ELEMENTWISE: Tol = Tol {
+    abs: 1e-6,
+    rel: 1e-5,
+    rel_of_max: 0.0,
+};
+
 /// A whole (tiny) forward pass: the reduction-order differences above, compounded through two
 /// blocks of RMSNorm, attention softmax and SwiGLU, and the LM head.
 const TOL_FORWARD: Tol = Tol {
@@ -320,17 +328,42 @@ async fn attention_matches_the_cpu_backend() {
     );
 }
 
+/// Both norms (RMSNorm; LayerNorm forward and backward) and GELU forward and backward.
 #[wasm_bindgen_test]
-async fn rms_norm_matches_the_cpu_backend() {
+async fn norms_and_gelu_match_the_cpu_backend() {
     let g = gpu().await;
     let mut rng = Rng(2);
     for (rows, d) in [(1, 1), (7, 37), (5, 576)] {
         let (x, xc) = both(&g, &mut rng, &[rows, d]);
         let (w, wc) = both(&g, &mut rng, &[d]);
+        let (b, bc) = both(&g, &mut rng, &[d]);
+        let (dy, dyc) = both(&g, &mut rng, &[rows, d]);
         let got = g.rms_norm(&x, &w, 1e-5).unwrap();
         let want = CpuBackend.rms_norm(&xc, &wc, 1e-5).unwrap();
         let what = format!("rms_norm {rows}x{d}");
         assert_close(&read(&g, &got).await, want.f32(), TOL_REDUCTION, &what);
+        let got = g.layer_norm(&x, &w, &b, 1e-5).unwrap();
+        let want = CpuBackend.layer_norm(&xc, &wc, &bc, 1e-5).unwrap();
+        let what = format!("layer_norm {rows}x{d}");
+        assert_close(&read(&g, &got).await, want.f32(), TOL_REDUCTION, &what);
+        let got = g.layer_norm_backward(&x, &w, &dy, 1e-5).unwrap();
+        let want = CpuBackend
+            .layer_norm_backward(&xc, &wc, &dyc, 1e-5)
+            .unwrap();
+        let what = format!("layer_norm_backward {rows}x{d}");
+        assert_close(&read(&g, &got).await, want.f32(), TOL_REDUCTION, &what);
+        // GELU on inputs in ±50: its tails too, where a tanh built on exp(2u) overflows.
+        let data: Vec<f32> = rng.vec(rows * d).iter().map(|v| 50.0 * v).collect();
+        let xg = g.upload("gelu input", &data, &[rows, d]).unwrap();
+        let xc = CpuBackend.upload("gelu input", &data, &[rows, d]).unwrap();
+        let got = g.gelu(&xg).unwrap();
+        let want = CpuBackend.gelu(&xc).unwrap();
+        let what = format!("gelu {rows}x{d}");
+        assert_close(&read(&g, &got).await, want.f32(), TOL_ELEMENTWISE, &what);
+        let got = g.gelu_backward(&xg, &dy).unwrap();
+        let want = CpuBackend.gelu_backward(&xc, &dyc).unwrap();
+        let what = format!("gelu_backward {rows}x{d}");
+        assert_close(&read(&g, &got).await, want.f32(), TOL_ELEMENTWISE, &what);
     }
 }
 
