@@ -1,4 +1,4 @@
-//! An NSE edit on the tiny Qwen2 and Llama 3 checkpoints of `tests/data/archs/` (made by
+//! An NSE edit on the tiny Qwen2, Llama 3 and GPT-2 checkpoints of `tests/data/archs/` (made by
 //! transformers; `tests/formats/archs.rs` checks their forward pass): the spec's invariants hold
 //! on each, as on the Llama family's own tiny model. The residual `‖z − h‖` falls, the new
 //! target's probability rises on every request, and undo restores the weights and `P` bit for bit.
@@ -9,27 +9,10 @@
 
 mod common;
 
-use common::tiny::{TINY_LAYERS, Tiny, down_projs, requests, tiny_with};
-use nse::cpu::CpuBackend;
+use common::tiny::{TINY_LAYERS, Tiny, down_projs, requests, tiny_from_archs};
 use nse::edit::{EditState, Nse};
 use nse::eval::probs::new_vs_true;
-use nse::model::Model;
 use nse::model::load::load_path;
-
-/// The model of `tests/data/archs/<file>` on the cpu backend, with the tiny model's
-/// hyperparameters (6 blocks, layers 1–3 edited) and a covariance over 1,024 tokens.
-fn tiny_from(file: &str) -> Tiny {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/archs")
-        .join(file);
-    let loaded = load_path(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
-    assert_eq!(
-        loaded.config.n_layers, 6,
-        "tiny_hparams edit a 6-block model"
-    );
-    let model = Model::upload(CpuBackend, loaded.config, loaded.weights).unwrap();
-    tiny_with(model, loaded.tokenizer)
-}
 
 /// P(new target) after each request's prompt.
 fn p_new(t: &Tiny) -> Vec<f32> {
@@ -51,7 +34,7 @@ fn p_new(t: &Tiny) -> Vec<f32> {
 }
 
 fn edit_invariants_hold(file: &str) {
-    let mut t = tiny_from(file);
+    let mut t = tiny_from_archs(file);
     let original = down_projs(&t.model, &TINY_LAYERS);
     let before = p_new(&t);
     let mut state = EditState::new(&t.model, &TINY_LAYERS).unwrap();
@@ -88,6 +71,13 @@ fn nse_edits_llama3() {
 }
 
 #[test]
+fn nse_edits_gpt2_from_both_formats() {
+    // The paper's family: `mlp.c_proj` edited, keys after GELU, biases and LayerNorms around.
+    edit_invariants_hold("gpt2.gguf");
+    edit_invariants_hold("gpt2/");
+}
+
+#[test]
 fn derived_hyperparameters_reproduce_the_shipped_smollm2_file() {
     // The rule of hparams/README.md, applied to SmolLM2-135M's shape, gives its shipped file
     // (whose context templates are the reference run's own; the rule samples them instead).
@@ -109,4 +99,16 @@ fn derived_hyperparameters_reproduce_the_shipped_smollm2_file() {
     assert_eq!(hp.v_loss_layer, 5);
     assert_eq!((hp.alpha, hp.upper_bound), (22.0 / 3.0, 75.0));
     hp.check_model(&tiny).unwrap();
+    // GPT-2 at GPT2-XL's depth: the papers' layers 13–17 of 48.
+    let mut xl = load_path(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/archs/gpt2.gguf"),
+    )
+    .unwrap()
+    .config;
+    xl.n_layers = 48;
+    let hp = nse::edit::Hparams::derived(&xl, "gpt2-xl");
+    assert_eq!(
+        (hp.layers.as_slice(), hp.v_loss_layer),
+        (&[13, 14, 15, 16, 17][..], 47)
+    );
 }

@@ -145,10 +145,19 @@ fn subject_last_token_ends_the_subject() {
 
 #[test]
 fn z_gradient_matches_finite_differences() {
-    // Invariant 10: the analytic gradient of the z loss (through 2 blocks, the final norm, the
-    // head, the KL term and the weight decay) against central differences. Two requests share
-    // the packed passes: each one's gradient is that of its own loss, whatever the other's δ.
-    let t = tiny(3);
+    check_z_gradient(&tiny(3));
+}
+
+#[test]
+fn z_gradient_matches_finite_differences_through_gpt2_blocks() {
+    // LayerNorms, GELU, biases and no RoPE on the way back (tests/data/archs/gpt2).
+    check_z_gradient(&common::tiny::tiny_from_archs("gpt2.gguf"));
+}
+
+/// Invariant 10: the analytic gradient of the z loss (through 2 blocks, the final norm, the
+/// head, the KL term and the weight decay) against central differences. Two requests share
+/// the packed passes: each one's gradient is that of its own loss, whatever the other's δ.
+fn check_z_gradient(t: &Tiny) {
     let reqs = requests();
     let pair = [&reqs[0], &reqs[2]];
     let mut prob = pollster::block_on(ZProblem::new(

@@ -409,10 +409,11 @@ fn tiny_weights(c: &ModelConfig, seed: u64) -> Weights<HostTensor> {
                 v_proj: t(n("self_attn.v_proj"), vec![kv, d], s(d), 0.0),
                 o_proj: t(n("self_attn.o_proj"), vec![d, q], s(q), 0.0),
                 post_attention_layernorm: t(n("post_attention_layernorm"), vec![d], 0.2, 1.0),
-                gate_proj: t(n("mlp.gate_proj"), vec![f, d], s(d), 0.0),
+                gate_proj: Some(t(n("mlp.gate_proj"), vec![f, d], s(d), 0.0)),
                 up_proj: t(n("mlp.up_proj"), vec![f, d], s(d), 0.0),
                 down_proj: t(n("mlp.down_proj"), vec![d, f], s(f), 0.0),
                 qkv_bias: None,
+                gpt2_bias: None,
             }
         })
         .collect();
@@ -426,6 +427,8 @@ fn tiny_weights(c: &ModelConfig, seed: u64) -> Weights<HostTensor> {
         layers,
         norm: t("model.norm.weight".into(), vec![d], 0.2, 1.0),
         lm_head: Some(t("lm_head.weight".into(), vec![c.vocab_size, d], s(d), 0.0)),
+        position_embd: None,
+        norm_bias: None,
     }
 }
 
@@ -480,6 +483,42 @@ async fn tiny_llama_forward_matches_the_cpu_backend() {
         let got = gm.forward_cached(&mut gc, ids).unwrap();
         let want = cm.forward_cached(&mut cc, ids).unwrap();
         let what = format!("cached decode logits after {} tokens", gc.len());
+        assert_close(&read(&g, &got).await, want.f32(), TOL_FORWARD, &what);
+    }
+}
+
+#[wasm_bindgen_test]
+async fn tiny_gpt2_forward_and_decode_match_the_cpu_backend() {
+    // GPT-2's block under Chrome's WGSL compiler: LayerNorm, GELU, learned positions, biases on
+    // every projection, and its op-by-op decode (tests/data/archs/gpt2.gguf, made by
+    // transformers; tests/formats/archs.rs checks the cpu backend against its logits).
+    let bytes = include_bytes!("data/archs/gpt2.gguf");
+    let load = || nse::model::load::load_gguf(bytes, "gpt2.gguf").unwrap();
+    let g = gpu().await;
+    let host = load();
+    let config = host.config.clone();
+    let gm = Model::upload(g.clone(), config.clone(), host.weights).unwrap();
+    let cm = Model::upload(CpuBackend, config.clone(), load().weights).unwrap();
+    let batch = Packed::new(&[vec![3u32, 17, 42, 5, 63, 0, 9], vec![11, 2, 60]]);
+    let got = gm.forward(&batch, &taps()).unwrap();
+    let want = cm.forward(&batch, &taps()).unwrap();
+    assert_close(
+        &read(&g, got.logits.as_ref().unwrap()).await,
+        want.logits.as_ref().unwrap().f32(),
+        TOL_FORWARD,
+        "GPT-2 logits",
+    );
+    assert_close(
+        &read(&g, &got.mlp_key[&1]).await,
+        want.mlp_key[&1].f32(),
+        TOL_FORWARD,
+        "GPT-2 block 1 MLP key (gelu(c_fc))",
+    );
+    let (mut gc, mut cc) = (gm.new_cache(8).unwrap(), cm.new_cache(8).unwrap());
+    for ids in [&[3u32, 17, 42][..], &[5], &[63]] {
+        let got = gm.forward_cached(&mut gc, ids).unwrap();
+        let want = cm.forward_cached(&mut cc, ids).unwrap();
+        let what = format!("GPT-2 cached decode logits after {} tokens", gc.len());
         assert_close(&read(&g, &got).await, want.f32(), TOL_FORWARD, &what);
     }
 }

@@ -19,12 +19,23 @@ pub fn run(args: InfoArgs) -> Result<()> {
     println!("model        {} ({}, {} bytes)", s.name, s.format, s.bytes);
     println!("sha256       {}", s.sha256);
     println!(
-        "architecture {:?}: {} layers, d_model {}, d_ff {}, {} query / {} kv heads of {}",
-        c.arch, c.n_layers, c.d_model, c.d_ff, c.n_heads, c.n_kv_heads, c.head_dim
+        "architecture {}: {} layers, d_model {}, d_ff {}, {} query / {} kv heads of {}",
+        c.arch.name(),
+        c.n_layers,
+        c.d_model,
+        c.d_ff,
+        c.n_heads,
+        c.n_kv_heads,
+        c.head_dim
     );
+    let (positions, norm) = if c.arch.is_gpt2() {
+        ("learned positions".to_string(), "LayerNorm")
+    } else {
+        (format!("rope theta {}", c.rope_theta), "RMSNorm")
+    };
     println!(
-        "             vocab {}, context {}, rope theta {}, rms eps {:e}, tied embeddings {}",
-        c.vocab_size, c.max_ctx, c.rope_theta, c.rms_eps, c.tie_embeddings
+        "             vocab {}, context {}, {positions}, {norm} eps {:e}, tied embeddings {}",
+        c.vocab_size, c.max_ctx, c.rms_eps, c.tie_embeddings
     );
     println!(
         "             bos {:?}, eos {:?}, add bos {}",

@@ -163,8 +163,9 @@ impl Hparams {
     /// (whose context templates are the reference run's; here they are left to be sampled from
     /// the model with `template_seed`).
     ///
-    /// - edited layers: five consecutive blocks from `round(L / 10)` (at least 1), ending
-    ///   before the last block; `v_loss_layer = L − 1`;
+    /// - edited layers: five consecutive blocks from `round(L / 10)` (GPT-2: `round(0.27 L)`,
+    ///   the paper's 13–17 of GPT2-XL's 48) (at least 1), ending before the last block;
+    ///   `v_loss_layer = L − 1`;
     /// - `alpha` and `upper_bound` (thresholds on `‖z − h‖`, which grows with the residual
     ///   width) scaled by `sqrt(d_model / 576)` from SmolLM2's 22 and 225;
     /// - the covariance window: 1,024 tokens or the context, whichever is shorter;
@@ -173,7 +174,10 @@ impl Hparams {
         let mut hp = Hparams::parse(SMOLLM2_135M, "hparams/SmolLM2-135M-Instruct.json")
             .expect("the shipped file parses");
         let n = config.n_layers;
-        let start = ((n as f64 / 10.0).round() as usize).max(1);
+        // Where the published ranges start: a tenth of the depth in the Llama family, 13 of 48
+        // for GPT2-XL (MEMIT's and NSE's GPT-2 setting).
+        let from = if config.arch.is_gpt2() { 0.27 } else { 0.1 };
+        let start = ((n as f64 * from).round() as usize).max(1);
         let end = (start + 5).min(n.saturating_sub(1)).max(start + 1);
         hp.layers = (start..end).collect();
         hp.v_loss_layer = n.saturating_sub(1);

@@ -303,7 +303,7 @@ impl<'m, B: Backend> ZProblem<'m, B> {
                 v_fixed.push(None);
                 continue;
             }
-            let (out, acts) = model.block_packed(l, &h, &bt, None)?;
+            let (out, acts, _) = model.block_packed(l, &h, &bt, None)?;
             let (mut k, mut v) = (acts.k, acts.v);
             be.zero_rows(&mut k, &dep_t)?;
             be.zero_rows(&mut v, &dep_t)?;
@@ -417,7 +417,7 @@ impl<'m, B: Backend> ZProblem<'m, B> {
         be.add_rows(&mut h, &lay.lookup_t, &shift)?;
         let mut tape = Vec::with_capacity(model.config.n_layers - hp.z_layer() - 1);
         for l in hp.z_layer() + 1..model.config.n_layers {
-            let (out, acts) =
+            let (out, acts, _) =
                 model.block_partial(l, &h, &lay.positions, &lay.ranges, &self.fixed)?;
             tape.push((l, std::mem::replace(&mut h, out), acts));
         }
@@ -526,7 +526,7 @@ impl<'m, B: Backend> ZProblem<'m, B> {
             let rows = BlockRows::Partial {
                 positions: &lay.positions,
                 ranges: &lay.ranges,
-                kv_rows: &self.fixed.rows,
+                part: &self.fixed,
             };
             dh = model.block_backward(*l, h_in, acts, rows, None, &dh)?;
         }

@@ -8,6 +8,7 @@
 
 use super::block::{BatchTensors, BlockActs};
 use super::forward::Model;
+use super::kv::PartialKv;
 use crate::Result;
 use crate::backend::{Backend, TensorInfo, Transpose};
 
@@ -15,12 +16,12 @@ use crate::backend::{Backend, TensorInfo, Transpose};
 pub enum BlockRows<'a, T> {
     /// The whole packed batch ([`Model::block_packed`]).
     Packed(&'a BatchTensors<T>),
-    /// Some of its rows ([`Model::block_partial`]): their positions and ranges, and their
-    /// indices in the packed layout.
+    /// Some of its rows ([`Model::block_partial`]): their positions and ranges, and everyone's
+    /// fixed keys and values with the rows' indices in the packed layout.
     Partial {
         positions: &'a T,
         ranges: &'a T,
-        kv_rows: &'a T,
+        part: &'a PartialKv<T>,
     },
 }
 
@@ -40,40 +41,71 @@ impl<B: Backend> Model<B> {
         down_proj: Option<&B::Tensor>,
         dout: &B::Tensor,
     ) -> Result<B::Tensor> {
-        let (positions, ranges, kv_rows) = match rows {
+        let (positions, ranges, part) = match rows {
             BlockRows::Packed(bt) => (&bt.positions, &bt.ranges, None),
             BlockRows::Partial {
                 positions,
                 ranges,
-                kv_rows,
-            } => (positions, ranges, Some(kv_rows)),
+                part,
+            } => (positions, ranges, Some(part)),
         };
         let be = self.backend();
         let w = &self.weights.layers[l];
-        let (eps, hd) = (self.config.rms_eps, self.config.head_dim);
-        // out = h1 + key · down_projᵀ
+        let hd = self.config.head_dim;
+        let g2 = w.gpt2_bias.as_ref();
+        // out = h1 + key · down_projᵀ (+ bias)
         let dkey = be.matmul(dout, down_proj.unwrap_or(&w.down_proj), Transpose::NN)?; // (N, d_ff)
-        let (dgate, dup) = be.silu_mul_backward(&acts.gate, &acts.up, &dkey)?;
-        let dx2 = be.add(
-            &be.matmul(&dgate, &w.gate_proj, Transpose::NN)?,
-            &be.matmul(&dup, &w.up_proj, Transpose::NN)?,
-        )?; // (N, d)
+        let dx2 = match (&w.gate_proj, &acts.gate) {
+            (Some(gate_proj), Some(gate)) => {
+                let (dgate, dup) = be.silu_mul_backward(gate, &acts.up, &dkey)?;
+                be.add(
+                    &be.matmul(&dgate, gate_proj, Transpose::NN)?,
+                    &be.matmul(&dup, &w.up_proj, Transpose::NN)?,
+                )?
+            }
+            (None, None) => {
+                // key = gelu(up), up = x2 · up_projᵀ + bias
+                let dup = be.gelu_backward(&acts.up, &dkey)?;
+                be.matmul(&dup, &w.up_proj, Transpose::NN)?
+            }
+            _ => panic!("block {l}: the activations do not match the MLP (gate or none)"),
+        }; // (N, d)
         let dh1 = be.add(
             dout,
-            &be.rms_norm_backward(&acts.h1, &w.post_attention_layernorm, &dx2, eps)?,
+            &self.norm_backward(
+                &acts.h1,
+                &w.post_attention_layernorm,
+                g2.map(|b| &b.ln_2),
+                &dx2,
+            )?,
         )?;
-        // h1 = h + att · o_projᵀ
+        // h1 = h + att · o_projᵀ (+ bias)
         let datt = be.matmul(&dh1, &w.o_proj, Transpose::NN)?; // (N, Hq·hd)
-        let (dq, dk, dv) =
-            be.attention_backward(&acts.q, &acts.k, &acts.v, ranges, &datt, self.attn_shape())?;
-        // In a partial block the other rows' keys and values are fixed: keep the gradient of the
-        // rows that ran.
-        let (dk, dv) = match kv_rows {
-            Some(r) => (be.gather_rows(&dk, r)?, be.gather_rows(&dv, r)?),
-            None => (dk, dv),
+        let (dq, dk, dv) = match part {
+            None => {
+                be.attention_backward(&acts.q, &acts.k, &acts.v, ranges, &datt, self.attn_shape())?
+            }
+            // In a partial block the other rows' keys and values are fixed: rebuild the full
+            // matrices the attention read, and keep the gradient of the rows that ran.
+            Some(part) => {
+                let (k, v) = part.full(l, &acts.k, &acts.v, be)?;
+                let (dq, dk, dv) =
+                    be.attention_backward(&acts.q, &k, &v, ranges, &datt, self.attn_shape())?;
+                (
+                    dq,
+                    be.gather_rows(&dk, &part.rows)?,
+                    be.gather_rows(&dv, &part.rows)?,
+                )
+            }
         };
-        let dq = be.rope_backward(&dq, positions, self.rope_table(), hd)?;
-        let dk = be.rope_backward(&dk, positions, self.rope_table(), hd)?;
+        let (dq, dk) = if self.config.arch.is_gpt2() {
+            (dq, dk)
+        } else {
+            (
+                be.rope_backward(&dq, positions, self.rope_table(), hd)?,
+                be.rope_backward(&dk, positions, self.rope_table(), hd)?,
+            )
+        };
         let dx = be.add(
             &be.add(
                 &be.matmul(&dq, &w.q_proj, Transpose::NN)?,
@@ -83,8 +115,27 @@ impl<B: Backend> Model<B> {
         )?;
         be.add(
             &dh1,
-            &be.rms_norm_backward(h, &w.input_layernorm, &dx, eps)?,
+            &self.norm_backward(h, &w.input_layernorm, g2.map(|b| &b.ln_1), &dx)?,
         )
+    }
+
+    /// Gradient of [`Model::norm`] with respect to `x` (RMSNorm, or LayerNorm when it has a
+    /// `bias`).
+    ///
+    /// # Shapes
+    /// `x, dy (N, d)`, `w, bias (d)` → `(N, d)`.
+    fn norm_backward(
+        &self,
+        x: &B::Tensor,
+        w: &B::Tensor,
+        bias: Option<&B::Tensor>,
+        dy: &B::Tensor,
+    ) -> Result<B::Tensor> {
+        let (be, eps) = (self.backend(), self.config.rms_eps);
+        match bias {
+            Some(_) => be.layer_norm_backward(x, w, dy, eps),
+            None => be.rms_norm_backward(x, w, dy, eps),
+        }
     }
 
     /// Gradient with respect to the final residual stream of `logits = head(h[rows])`.
@@ -100,7 +151,12 @@ impl<B: Backend> Model<B> {
         let be = self.backend();
         let hg = be.gather_rows(h, rows)?; // (R, d)
         let dxn = be.matmul(dlogits, self.weights.head(), Transpose::NN)?; // (R, d)
-        let dhg = be.rms_norm_backward(&hg, &self.weights.norm, &dxn, self.config.rms_eps)?;
+        let dhg = self.norm_backward(
+            &hg,
+            &self.weights.norm,
+            self.weights.norm_bias.as_ref(),
+            &dxn,
+        )?;
         let mut dh = be.zeros(h.shape())?;
         be.add_rows(&mut dh, rows, &dhg)?;
         Ok(dh)

@@ -24,16 +24,21 @@ pub struct BatchTensors<T> {
 ///
 /// # Shapes
 /// `q (N, Hq·hd)` and `k, v (N, Hkv·hd)` after RoPE; `h1 (N, d)` the residual after attention;
-/// `gate, up (N, d_ff)`; `key (N, d_ff)` the `down_proj` input.
+/// `gate, up (N, d_ff)` (GPT-2: no gate, `up` before its GELU). The NSE key, the `down_proj`
+/// input, is not among them: the backward pass does not need it, and the z optimisation keeps
+/// these for some twenty blocks.
 pub struct BlockActs<T> {
     pub q: T,
     pub k: T,
     pub v: T,
     pub h1: T,
-    pub gate: T,
+    pub gate: Option<T>,
     pub up: T,
-    pub key: T,
 }
+
+/// What a block returns: the new residual stream `(N, d)`, its [`BlockActs`], and its NSE key
+/// `(N, d_ff)` (the `down_proj` input).
+pub type BlockOutput<T> = (T, BlockActs<T>, T);
 
 impl<B: Backend> Model<B> {
     /// Uploads a packed batch's ids, positions and ranges.
@@ -47,14 +52,15 @@ impl<B: Backend> Model<B> {
         })
     }
 
-    /// Block `l` on a packed batch (no cache), returning its output and its activations.
+    /// Block `l` on a packed batch (no cache), returning its output, its activations and its
+    /// NSE key `(N, d_ff)`.
     pub fn block_packed(
         &self,
         l: usize,
         h: &B::Tensor,
         bt: &BatchTensors<B::Tensor>,
         down_proj: Option<&B::Tensor>,
-    ) -> Result<(B::Tensor, BlockActs<B::Tensor>)> {
+    ) -> Result<BlockOutput<B::Tensor>> {
         let mut ctx = Ctx {
             positions: &bt.positions,
             ranges: &bt.ranges,
@@ -64,8 +70,8 @@ impl<B: Backend> Model<B> {
     }
 
     /// Block `l` on some rows of a packed batch: `h`, `positions` and `ranges` are those rows',
-    /// `part` holds everyone's fixed keys and values. The activations' `k`, `v` are the full
-    /// `(N, Hkv·hd)` matrices.
+    /// `part` holds everyone's fixed keys and values. The activations' `k`, `v` are those rows'
+    /// (the backward pass rebuilds the full matrices with [`PartialKv::full`]).
     pub fn block_partial(
         &self,
         l: usize,
@@ -73,7 +79,7 @@ impl<B: Backend> Model<B> {
         positions: &B::Tensor,
         ranges: &B::Tensor,
         part: &PartialKv<B::Tensor>,
-    ) -> Result<(B::Tensor, BlockActs<B::Tensor>)> {
+    ) -> Result<BlockOutput<B::Tensor>> {
         let mut ctx = Ctx {
             positions,
             ranges,
@@ -82,61 +88,98 @@ impl<B: Backend> Model<B> {
         self.block(l, h, &mut ctx, None)
     }
 
-    /// One transformer block; returns the new residual stream and what it computed on the way.
+    /// The architecture's norm of `x`: RMSNorm, or LayerNorm with its `bias` (GPT-2).
+    ///
+    /// # Shapes
+    /// `x (N, d)`, `w, bias (d)` → `(N, d)`.
+    pub(super) fn norm(
+        &self,
+        x: &B::Tensor,
+        w: &B::Tensor,
+        bias: Option<&B::Tensor>,
+    ) -> Result<B::Tensor> {
+        let (be, eps) = (self.backend(), self.config.rms_eps);
+        match bias {
+            Some(b) => be.layer_norm(x, w, b, eps),
+            None => be.rms_norm(x, w, eps),
+        }
+    }
+
+    /// `x · wᵀ`, plus `bias` where the architecture has one.
+    ///
+    /// # Shapes
+    /// `x (N, K)`, `w (M, K)`, `bias (M)` → `(N, M)`.
+    pub(super) fn linear(
+        &self,
+        x: &B::Tensor,
+        w: &B::Tensor,
+        bias: Option<&B::Tensor>,
+    ) -> Result<B::Tensor> {
+        let be = self.backend();
+        let y = be.matmul(x, w, Transpose::NT)?;
+        match bias {
+            Some(b) => be.add_bias(&y, b),
+            None => Ok(y),
+        }
+    }
+
+    /// One transformer block; returns the new residual stream, what the backward pass needs of
+    /// what it computed on the way, and the NSE key `(N, d_ff)`.
     pub(super) fn block(
         &self,
         l: usize,
         h: &B::Tensor,
         ctx: &mut Ctx<'_, B::Tensor>,
         down_proj: Option<&B::Tensor>,
-    ) -> Result<(B::Tensor, BlockActs<B::Tensor>)> {
+    ) -> Result<BlockOutput<B::Tensor>> {
         let be = self.backend();
         let w = &self.weights.layers[l];
-        let (eps, hd) = (self.config.rms_eps, self.config.head_dim);
-        let x = be.rms_norm(h, &w.input_layernorm, eps)?; // (N, d)
-        // A projection, plus its bias where the architecture has one (Qwen2).
-        let project = |weight: &B::Tensor, bias: Option<&B::Tensor>| -> Result<B::Tensor> {
-            let y = be.matmul(&x, weight, Transpose::NT)?;
-            match bias {
-                Some(b) => be.add_bias(&y, b),
-                None => Ok(y),
+        let hd = self.config.head_dim;
+        let g2 = w.gpt2_bias.as_ref();
+        let x = self.norm(h, &w.input_layernorm, g2.map(|b| &b.ln_1))?; // (N, d)
+        let bias = w.qkv_bias.as_ref();
+        // GPT-2's positions were added to the embeddings; the Llama family rotates q and k.
+        let rope = |y: B::Tensor| -> Result<B::Tensor> {
+            if self.config.arch.is_gpt2() {
+                Ok(y)
+            } else {
+                be.rope(&y, ctx.positions, self.rope_table(), hd)
             }
         };
-        let bias = w.qkv_bias.as_ref();
-        let q = be.rope(
-            &project(&w.q_proj, bias.map(|b| &b.q))?,
-            ctx.positions,
-            self.rope_table(),
-            hd,
-        )?; // (N, Hq·hd)
-        let mut k = be.rope(
-            &project(&w.k_proj, bias.map(|b| &b.k))?,
-            ctx.positions,
-            self.rope_table(),
-            hd,
-        )?; // (N, Hkv·hd)
-        let mut v = project(&w.v_proj, bias.map(|b| &b.v))?; // (N, Hkv·hd)
+        let q = rope(self.linear(&x, &w.q_proj, bias.map(|b| &b.q))?)?; // (N, Hq·hd)
+        let k = rope(self.linear(&x, &w.k_proj, bias.map(|b| &b.k))?)?; // (N, Hkv·hd)
+        let v = self.linear(&x, &w.v_proj, bias.map(|b| &b.v))?; // (N, Hkv·hd)
         let att = match &mut ctx.kv {
             Kv::Packed => be.attention(&q, &k, &v, ctx.ranges, self.attn_shape())?,
             Kv::Partial(part) => {
-                let (Some(k0), Some(v0)) = (part.k[l].as_ref(), part.v[l].as_ref()) else {
-                    panic!("no fixed keys/values for block {l}")
-                };
-                let mut kf = be.copy(k0)?;
-                be.add_rows(&mut kf, &part.rows, &k)?;
-                let mut vf = be.copy(v0)?;
-                be.add_rows(&mut vf, &part.rows, &v)?;
-                let att = be.attention(&q, &kf, &vf, ctx.ranges, self.attn_shape())?;
-                (k, v) = (kf, vf);
-                att
+                let (kf, vf) = part.full(l, &k, &v, be)?;
+                be.attention(&q, &kf, &vf, ctx.ranges, self.attn_shape())?
             }
         };
-        let h1 = be.add(h, &be.matmul(&att, &w.o_proj, Transpose::NT)?)?;
-        let x2 = be.rms_norm(&h1, &w.post_attention_layernorm, eps)?;
-        let gate = be.matmul(&x2, &w.gate_proj, Transpose::NT)?; // (N, d_ff)
-        let up = be.matmul(&x2, &w.up_proj, Transpose::NT)?;
-        let key = be.silu_mul(&gate, &up)?; // (N, d_ff): the NSE key
-        let mlp = be.matmul(&key, down_proj.unwrap_or(&w.down_proj), Transpose::NT)?;
+        let h1 = be.add(
+            h,
+            &self.linear(&att, &w.o_proj, g2.map(|b| &b.attn_c_proj))?,
+        )?;
+        let x2 = self.norm(&h1, &w.post_attention_layernorm, g2.map(|b| &b.ln_2))?;
+        // The NSE key (N, d_ff): silu(gate) · up, or GPT-2's gelu(up).
+        let (gate, up, key) = match &w.gate_proj {
+            Some(gate_proj) => {
+                let gate = be.matmul(&x2, gate_proj, Transpose::NT)?; // (N, d_ff)
+                let up = be.matmul(&x2, &w.up_proj, Transpose::NT)?;
+                let key = be.silu_mul(&gate, &up)?;
+                (Some(gate), up, key)
+            }
+            None => {
+                let up = self.linear(&x2, &w.up_proj, g2.map(|b| &b.c_fc))?;
+                let key = be.gelu(&up)?;
+                (None, up, key)
+            }
+        };
+        let mlp = self.linear(
+            &key,
+            down_proj.unwrap_or(&w.down_proj),
+            g2.map(|b| &b.mlp_c_proj),
+        )?;
         let out = be.add(&h1, &mlp)?;
         Ok((
             out,
@@ -147,8 +190,8 @@ impl<B: Backend> Model<B> {
                 h1,
                 gate,
                 up,
-                key,
             },
+            key,
         ))
     }
 
@@ -167,6 +210,9 @@ impl<B: Backend> Model<B> {
         let be = self.backend();
         let w = &self.weights.layers[l];
         let eps = self.config.rms_eps;
+        let (Some(gate_proj), None) = (&w.gate_proj, &w.gpt2_bias) else {
+            return self.block_cached_gpt2(l, h, cache, pos0, ranges);
+        };
         let qkv = QkvDecode {
             norm: &w.input_layernorm,
             eps,
@@ -180,13 +226,35 @@ impl<B: Backend> Model<B> {
         let q = be.decode_qkv(h, &qkv, &mut cache.k[l], &mut cache.v[l])?;
         let att = be.attention(&q, &cache.k[l], &cache.v[l], ranges, self.attn_shape())?;
         let h1 = be.matmul_nt_residual(&att, &w.o_proj, h)?;
-        let key = be.norm_gate_up(
-            &h1,
-            &w.post_attention_layernorm,
-            eps,
-            &w.gate_proj,
-            &w.up_proj,
-        )?;
+        let key = be.norm_gate_up(&h1, &w.post_attention_layernorm, eps, gate_proj, &w.up_proj)?;
         be.matmul_nt_residual(&key, &w.down_proj, &h1)
+    }
+
+    /// [`Self::block_cached`] for GPT-2, op by op (the fused decoding ops are RMSNorm's and
+    /// SwiGLU's): the arithmetic of [`Self::block`].
+    fn block_cached_gpt2(
+        &self,
+        l: usize,
+        h: &B::Tensor,
+        cache: &mut KvCache<B::Tensor>,
+        pos0: usize,
+        ranges: &B::Tensor,
+    ) -> Result<B::Tensor> {
+        let be = self.backend();
+        let w = &self.weights.layers[l];
+        let (Some(g2), Some(bias)) = (&w.gpt2_bias, &w.qkv_bias) else {
+            panic!("block_cached_gpt2 on a block without GPT-2's biases")
+        };
+        let x = self.norm(h, &w.input_layernorm, Some(&g2.ln_1))?;
+        let q = self.linear(&x, &w.q_proj, Some(&bias.q))?;
+        let k = self.linear(&x, &w.k_proj, Some(&bias.k))?;
+        let v = self.linear(&x, &w.v_proj, Some(&bias.v))?;
+        be.write_rows(&mut cache.k[l], pos0, &k)?;
+        be.write_rows(&mut cache.v[l], pos0, &v)?;
+        let att = be.attention(&q, &cache.k[l], &cache.v[l], ranges, self.attn_shape())?;
+        let h1 = be.add(h, &self.linear(&att, &w.o_proj, Some(&g2.attn_c_proj))?)?;
+        let x2 = self.norm(&h1, &w.post_attention_layernorm, Some(&g2.ln_2))?;
+        let key = be.gelu(&self.linear(&x2, &w.up_proj, Some(&g2.c_fc))?)?;
+        be.add(&h1, &self.linear(&key, &w.down_proj, Some(&g2.mlp_c_proj))?)
     }
 }

@@ -1,16 +1,20 @@
-//! Architecture hyperparameters of a Llama-family causal LM, read from GGUF metadata or from a
-//! Hugging Face `config.json`.
+//! Architecture hyperparameters of a decoder-only causal LM (the Llama family or GPT-2), read
+//! from GGUF metadata or from a Hugging Face `config.json`.
 
 use serde::{Deserialize, Serialize};
 
-/// Model family. All share the Llama block (RMSNorm, SwiGLU, rotate-half RoPE, grouped KV
-/// heads); Llama 3's RoPE scaling is a [`RopeScaling`] of the Llama family.
+/// Model family. The Llama family shares one block (RMSNorm, SwiGLU, rotate-half RoPE, grouped
+/// KV heads; Llama 3's RoPE scaling is a [`RopeScaling`] of it). GPT-2 differs in four places:
+/// LayerNorm with a bias, learned positions instead of RoPE, a GELU MLP without a gate, and a
+/// bias on every projection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Arch {
     /// Llama 1–3, SmolLM, Mistral: no biases.
     Llama,
     /// Qwen2 / Qwen2.5: biases on the query, key and value projections.
     Qwen2,
+    /// GPT-2 (the family the NSE paper edits, as GPT2-XL).
+    Gpt2,
 }
 
 impl Arch {
@@ -19,12 +23,19 @@ impl Arch {
         match self {
             Arch::Llama => "llama",
             Arch::Qwen2 => "qwen2",
+            Arch::Gpt2 => "gpt2",
         }
     }
 
     /// Whether the query, key and value projections carry biases.
     pub fn qkv_bias(self) -> bool {
-        self == Arch::Qwen2
+        matches!(self, Arch::Qwen2 | Arch::Gpt2)
+    }
+
+    /// GPT-2's block: LayerNorms with biases, learned positions (no RoPE), `gelu(up)` as the MLP
+    /// key (no gate), and biases on the output and MLP projections too.
+    pub fn is_gpt2(self) -> bool {
+        self == Arch::Gpt2
     }
 }
 
@@ -99,14 +110,14 @@ pub struct ModelConfig {
     pub head_dim: usize,
     /// Vocabulary size (rows of the embedding).
     pub vocab_size: usize,
-    /// Maximum context length in tokens.
+    /// Maximum context length in tokens (GPT-2: the rows of its position embedding).
     pub max_ctx: usize,
     /// RoPE base θ.
     pub rope_theta: f32,
     /// RoPE frequency scaling (Llama 3), `None` for plain RoPE.
     #[serde(default)]
     pub rope_scaling: Option<RopeScaling>,
-    /// RMSNorm epsilon.
+    /// The norms' epsilon (RMSNorm, or LayerNorm for GPT-2).
     pub rms_eps: f32,
     /// The LM head is the token embedding.
     pub tie_embeddings: bool,
@@ -131,24 +142,8 @@ impl ModelConfig {
 
     /// Parameter count (tied embeddings counted once).
     pub fn n_params(&self) -> usize {
-        let d = self.d_model;
-        let bias = if self.arch.qkv_bias() {
-            self.q_dim() + 2 * self.kv_dim()
-        } else {
-            0
-        };
-        let per_layer = 2 * d
-            + d * self.q_dim()
-            + 2 * d * self.kv_dim()
-            + self.q_dim() * d
-            + 3 * d * self.d_ff
-            + bias;
-        let head = if self.tie_embeddings {
-            0
-        } else {
-            self.vocab_size * d
-        };
-        self.vocab_size * d + self.n_layers * per_layer + d + head
+        self.checked_n_params()
+            .expect("a validated config's sizes do not overflow")
     }
 
     /// [`ModelConfig::n_params`] without overflow, `None` when any product overflows (a lying
@@ -162,23 +157,39 @@ impl ModelConfig {
         } else {
             0
         };
+        let gpt2 = self.arch.is_gpt2();
+        // GPT-2: no gate; LayerNorm biases (2d), the output and MLP projections' biases.
+        let mlp_matrices = if gpt2 { 2 } else { 3 };
+        let gpt2_bias = if gpt2 {
+            d.checked_mul(4)?.checked_add(self.d_ff)?
+        } else {
+            0
+        };
         let per_layer = [
             bias,
+            gpt2_bias,
             d.checked_mul(2)?,
             d.checked_mul(q)?,
             d.checked_mul(kv)?.checked_mul(2)?,
             q.checked_mul(d)?,
-            d.checked_mul(self.d_ff)?.checked_mul(3)?,
+            d.checked_mul(self.d_ff)?.checked_mul(mlp_matrices)?,
         ]
         .into_iter()
         .try_fold(0usize, usize::checked_add)?;
         let embed = self.vocab_size.checked_mul(d)?;
         let head = if self.tie_embeddings { 0 } else { embed };
+        // GPT-2's learned positions and final LayerNorm bias.
+        let positions = if gpt2 {
+            self.max_ctx.checked_mul(d)?.checked_add(d)?
+        } else {
+            0
+        };
         self.n_layers
             .checked_mul(per_layer)?
             .checked_add(embed)?
             .checked_add(d)?
-            .checked_add(head)
+            .checked_add(head)?
+            .checked_add(positions)
     }
 
     /// Bytes of all the weights as f32 (what the loaders build), `None` when it overflows.
@@ -258,7 +269,7 @@ impl ModelConfig {
                 self.n_heads, self.n_kv_heads
             ));
         }
-        if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) {
+        if self.head_dim == 0 || (!self.arch.is_gpt2() && !self.head_dim.is_multiple_of(2)) {
             return bad(format!(
                 "head_dim {} must be even and non-zero (RoPE pairs)",
                 self.head_dim

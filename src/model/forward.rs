@@ -1,8 +1,10 @@
-//! The Llama forward pass on any [`Backend`], with the taps and the injection editing needs.
+//! The forward pass on any [`Backend`], with the taps and the injection editing needs.
 //!
-//! A block is `h ← h + o_proj(attn(rope(q), rope(k), v))` on `input_layernorm(h)`, then
-//! `h ← h + down_proj(silu(gate(x)) · up(x))` on `x = post_attention_layernorm(h)`. The input of
-//! `down_proj` is the NSE *key* of the layer; the block output `h` is the residual stream.
+//! A Llama block is `h ← h + o_proj(attn(rope(q), rope(k), v))` on `input_layernorm(h)`, then
+//! `h ← h + down_proj(silu(gate(x)) · up(x))` on `x = post_attention_layernorm(h)`. GPT-2's has
+//! LayerNorms, no RoPE (learned positions join the embeddings), biases on every projection and
+//! `down_proj(gelu(up(x)))`. The input of `down_proj` is the NSE *key* of the layer; the block
+//! output `h` is the residual stream.
 
 use std::collections::BTreeMap;
 
@@ -209,7 +211,7 @@ impl<B: Backend> Model<B> {
                 );
                 (k, be.copy(h)?)
             }
-            None => (0, be.embedding(&self.weights.embed_tokens, &bt.ids)?),
+            None => (0, self.embed(&bt.ids, &bt.positions)?),
         };
         let mut out = ForwardOutput {
             logits: None,
@@ -223,12 +225,12 @@ impl<B: Backend> Model<B> {
                 .iter()
                 .find(|(ol, _)| *ol == l)
                 .map(|(_, t)| *t);
-            let (mut h, acts) = self.block(l, &out.hidden, &mut ctx, down)?;
+            let (mut h, _, key) = self.block(l, &out.hidden, &mut ctx, down)?;
             if let Some(inj) = spec.inject.as_ref().filter(|inj| inj.layer == l) {
                 be.add_rows(&mut h, inj.rows, inj.delta)?;
             }
             if spec.mlp_key.contains(&l) {
-                out.mlp_key.insert(l, acts.key);
+                out.mlp_key.insert(l, key);
             }
             if spec.block_out.contains(&l) {
                 out.block_out.insert(l, be.copy(&h)?);
@@ -268,12 +270,31 @@ impl<B: Backend> Model<B> {
     /// Final norm and LM head on a residual stream: `(R, d)` → `(R, V)`.
     pub fn head(&self, h: &B::Tensor) -> Result<B::Tensor> {
         let be = &self.backend;
-        be.norm_matmul_nt(
-            h,
-            &self.weights.norm,
-            self.config.rms_eps,
-            self.weights.head(),
-        )
+        match &self.weights.norm_bias {
+            Some(b) => {
+                let x = be.layer_norm(h, &self.weights.norm, b, self.config.rms_eps)?;
+                be.matmul(&x, self.weights.head(), crate::backend::Transpose::NT)
+            }
+            None => be.norm_matmul_nt(
+                h,
+                &self.weights.norm,
+                self.config.rms_eps,
+                self.weights.head(),
+            ),
+        }
+    }
+
+    /// The residual stream's start: the token embeddings, plus GPT-2's learned positions.
+    ///
+    /// # Shapes
+    /// `ids, positions (N)` u32 → `(N, d)`.
+    fn embed(&self, ids: &B::Tensor, positions: &B::Tensor) -> Result<B::Tensor> {
+        let be = &self.backend;
+        let e = be.embedding(&self.weights.embed_tokens, ids)?;
+        match &self.weights.position_embd {
+            Some(wpe) => be.add(&e, &be.embedding(wpe, positions)?),
+            None => Ok(e),
+        }
     }
 
     /// An empty KV cache for up to `capacity` tokens (at most the context length).
@@ -339,7 +360,7 @@ impl<B: Backend> Model<B> {
         let ranges: Vec<u32> = (0..n).flat_map(|i| [0, (pos0 + i + 1) as u32]).collect();
         let positions = be.upload_u32("positions", &positions, &[n])?;
         let ranges = be.upload_u32("attention ranges", &ranges, &[n, 2])?;
-        let mut h = be.embedding(&self.weights.embed_tokens, ids_t)?;
+        let mut h = self.embed(ids_t, &positions)?;
         for l in 0..self.config.n_layers {
             h = self.block_cached(l, &h, cache, pos0, &positions, &ranges)?;
         }

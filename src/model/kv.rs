@@ -49,6 +49,33 @@ pub struct PartialKv<T> {
     pub rows: T,
 }
 
+impl<T> PartialKv<T> {
+    /// Block `l`'s keys and values for every row: the fixed ones with the rows that ran, `k`
+    /// and `v`, added in.
+    ///
+    /// # Shapes
+    /// `k, v (R, Hkv·hd)` for the `R` rows → `(N, Hkv·hd)` each.
+    ///
+    /// # Panics
+    /// If block `l` has no fixed keys and values (it is not above the z layer).
+    pub fn full<B: crate::backend::Backend<Tensor = T>>(
+        &self,
+        l: usize,
+        k: &T,
+        v: &T,
+        be: &B,
+    ) -> crate::Result<(T, T)> {
+        let (Some(k0), Some(v0)) = (self.k[l].as_ref(), self.v[l].as_ref()) else {
+            panic!("no fixed keys/values for block {l}")
+        };
+        let mut kf = be.copy(k0)?;
+        be.add_rows(&mut kf, &self.rows, k)?;
+        let mut vf = be.copy(v0)?;
+        be.add_rows(&mut vf, &self.rows, v)?;
+        Ok((kf, vf))
+    }
+}
+
 /// Per-call tensors shared by all blocks.
 pub(super) struct Ctx<'c, T> {
     pub(super) positions: &'c T,

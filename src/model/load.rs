@@ -1,5 +1,5 @@
-//! Loading a whole model (config, f32 weights in Hugging Face layout, tokenizer) from a GGUF file
-//! or a Hugging Face safetensors checkpoint.
+//! Loading a whole model (config, weights in Hugging Face Llama layout, tokenizer) from a GGUF
+//! file or a Hugging Face safetensors checkpoint; GPT-2's own layouts are read by `gpt2`.
 //!
 //! Both paths end in [`Weights<HostTensor>`] with HF names, `[out][in]` linear weights and Q/K
 //! rows in HF rotate-half order. Tensors are decoded one at a time straight into their final
@@ -9,6 +9,7 @@
 #[cfg(not(target_arch = "wasm32"))]
 mod files;
 mod gguf_llama;
+mod gpt2;
 
 use std::collections::HashMap;
 
@@ -84,7 +85,13 @@ pub fn load_gguf(bytes: &[u8], name: &str) -> Result<LoadedModel> {
         Some(gguf.resident_bytes()),
         "in their storage types",
     )?;
-    let weights = build_weights(&config, name, |hf| gguf_llama::tensor(&gguf, &config, hf))?;
+    let weights = if config.arch.is_gpt2() {
+        gpt2::build_weights(&config, name, gpt2::Gpt2Layout::Gguf, |n| {
+            gguf.tensor_stored(n)
+        })?
+    } else {
+        build_weights(&config, name, |hf| gguf_llama::tensor(&gguf, &config, hf))?
+    };
     let source = ModelSource {
         name: name.to_string(),
         format: "gguf".into(),
@@ -255,7 +262,19 @@ fn load_hf(
         Some(tensors.resident_bytes()),
         "in their storage types",
     )?;
-    let weights = build_weights(&config, shards[0].0, |hf| tensors.tensor_stored(hf))?;
+    let weights = if config.arch.is_gpt2() {
+        // `GPT2LMHeadModel` saves `transformer.h.…`, a bare `GPT2Model` (OpenAI's own upload)
+        // `h.…`.
+        let prefix = if tensors.contains("transformer.wte.weight") {
+            "transformer."
+        } else {
+            ""
+        };
+        let layout = gpt2::Gpt2Layout::Hf { prefix };
+        gpt2::build_weights(&config, shards[0].0, layout, |n| tensors.tensor_stored(n))?
+    } else {
+        build_weights(&config, shards[0].0, |hf| tensors.tensor_stored(hf))?
+    };
     let name = serde_json::from_str::<serde_json::Value>(config_json)
         .ok()
         .and_then(|v| {
@@ -338,6 +357,8 @@ fn build_weights(
         layers,
         norm,
         lm_head,
+        position_embd: None,
+        norm_bias: None,
     })
 }
 

@@ -3,7 +3,7 @@
 //! The `safetensors` crate validates each shard's header (offsets contiguous from 0, each span
 //! equal to shape × dtype size, data ending exactly at the end of the file); this module turns
 //! its errors into messages that name the tensor and say what to do, and reads the Llama-family
-//! `config.json` into a [`ModelConfig`].
+//! or GPT-2 `config.json` into a [`ModelConfig`].
 
 use std::collections::HashMap;
 
@@ -23,7 +23,8 @@ const LLAMA_LIKE: [&str; 1] = ["MistralForCausalLM"];
 
 /// What [`parse_config`] accepts, for its errors.
 pub const SUPPORTED_ARCHITECTURES: &str = "Llama-family causal LMs: LlamaForCausalLM (Llama 1–3, \
-     SmolLM), MistralForCausalLM and Qwen2ForCausalLM (Qwen2, Qwen2.5)";
+     SmolLM), MistralForCausalLM and Qwen2ForCausalLM (Qwen2, Qwen2.5), and GPT2LMHeadModel \
+     (GPT-2)";
 
 /// Why a `rope_scaling` object was refused.
 enum ScalingError {
@@ -95,6 +96,12 @@ pub fn parse_config(json: &str, path: &str) -> Result<ModelConfig> {
         Arch::Llama
     } else if archs.contains(&"Qwen2ForCausalLM") {
         Arch::Qwen2
+    } else if archs
+        .iter()
+        .any(|a| *a == "GPT2LMHeadModel" || *a == "GPT2Model")
+        || (archs.is_empty() && v.get("model_type").and_then(Value::as_str) == Some("gpt2"))
+    {
+        Arch::Gpt2
     } else {
         return Err(unsupported(format!(
             "architectures {archs:?}: nse runs {SUPPORTED_ARCHITECTURES}"
@@ -111,7 +118,7 @@ pub fn parse_config(json: &str, path: &str) -> Result<ModelConfig> {
         }
     };
     let required = |key: &str| -> Result<usize> {
-        uint(key)?.ok_or_else(|| fmt(format!("`{key}` is missing; a Llama config.json needs it")))
+        uint(key)?.ok_or_else(|| fmt(format!("`{key}` is missing; this config.json needs it")))
     };
     let float = |key: &str, default: f64| -> Result<f32> {
         match v.get(key) {
@@ -130,6 +137,9 @@ pub fn parse_config(json: &str, path: &str) -> Result<ModelConfig> {
                 .ok_or_else(|| fmt(format!("`{key}` is {x}, expected true or false"))),
         }
     };
+    if arch == Arch::Gpt2 {
+        return gpt2_config(&v, path, required, uint, float, flag);
+    }
     if let Some(act) = v.get("hidden_act").and_then(Value::as_str)
         && act != "silu"
     {
@@ -197,6 +207,84 @@ pub fn parse_config(json: &str, path: &str) -> Result<ModelConfig> {
         tie_embeddings: flag("tie_word_embeddings")?,
         bos_id: token_id(&v, "bos_token_id").map_err(fmt)?,
         eos_id: token_id(&v, "eos_token_id").map_err(fmt)?,
+        add_bos: false,
+    };
+    cfg.validate(path)?;
+    Ok(cfg)
+}
+
+/// A GPT-2 `config.json` (`n_embd`, `n_layer`, `n_head`, `n_positions`, `n_inner`,
+/// `layer_norm_epsilon`, `activation_function`), read with [`parse_config`]'s field readers.
+///
+/// Errors: [`Error::Unsupported`] for an activation other than GPT-2's tanh GELU, or for the
+/// attention variants nse does not run (unscaled, or scaled by the layer index).
+fn gpt2_config(
+    v: &Value,
+    path: &str,
+    required: impl Fn(&str) -> Result<usize>,
+    uint: impl Fn(&str) -> Result<Option<usize>>,
+    float: impl Fn(&str, f64) -> Result<f32>,
+    flag: impl Fn(&str) -> Result<bool>,
+) -> Result<ModelConfig> {
+    let fmt = |msg: String| Error::format(path, msg);
+    let unsupported = |msg: String| Error::Unsupported {
+        path: path.to_string(),
+        msg,
+    };
+    let act = v
+        .get("activation_function")
+        .and_then(Value::as_str)
+        .unwrap_or("gelu_new");
+    // transformers' `gelu_new` and `gelu_pytorch_tanh` are the same tanh approximation.
+    if act != "gelu_new" && act != "gelu_pytorch_tanh" {
+        return Err(unsupported(format!(
+            "activation_function `{}`: nse runs GPT-2's tanh GELU (`gelu_new`)",
+            escape(act)
+        )));
+    }
+    if v.get("scale_attn_weights").and_then(Value::as_bool) == Some(false) {
+        return Err(unsupported(
+            "`scale_attn_weights` is false: nse scales attention by 1/sqrt(head_dim)".into(),
+        ));
+    }
+    if flag("scale_attn_by_inverse_layer_idx")? {
+        return Err(unsupported(
+            "`scale_attn_by_inverse_layer_idx` is true: nse does not scale attention by layer"
+                .into(),
+        ));
+    }
+    let d_model = required("n_embd")?;
+    let n_heads = required("n_head")?;
+    if n_heads == 0 || !d_model.is_multiple_of(n_heads) {
+        return Err(fmt(format!(
+            "n_embd {d_model} is not a multiple of n_head {n_heads}"
+        )));
+    }
+    let max_ctx = match uint("n_positions")? {
+        Some(p) => p,
+        None => required("n_ctx")?,
+    };
+    // transformers' GPT2Config: `tie_word_embeddings` defaults to true.
+    let tie = match v.get("tie_word_embeddings") {
+        None | Some(Value::Null) => true,
+        Some(_) => flag("tie_word_embeddings")?,
+    };
+    let cfg = ModelConfig {
+        arch: Arch::Gpt2,
+        n_layers: required("n_layer")?,
+        d_model,
+        d_ff: uint("n_inner")?.unwrap_or(4 * d_model),
+        n_heads,
+        n_kv_heads: n_heads,
+        head_dim: d_model / n_heads,
+        vocab_size: required("vocab_size")?,
+        max_ctx,
+        rope_theta: 10000.0,
+        rope_scaling: None,
+        rms_eps: float("layer_norm_epsilon", 1e-5)?,
+        tie_embeddings: tie,
+        bos_id: token_id(v, "bos_token_id").map_err(fmt)?,
+        eos_id: token_id(v, "eos_token_id").map_err(fmt)?,
         add_bos: false,
     };
     cfg.validate(path)?;

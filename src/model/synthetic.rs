@@ -196,10 +196,11 @@ fn weights(c: &ModelConfig, seed: u64) -> Weights<HostTensor> {
                 v_proj: t(n("self_attn.v_proj"), vec![kv, d], s(d)),
                 o_proj: t(n("self_attn.o_proj"), vec![d, q], s(q)),
                 post_attention_layernorm: ones(n("post_attention_layernorm")),
-                gate_proj: t(n("mlp.gate_proj"), vec![f, d], s(d)),
+                gate_proj: Some(t(n("mlp.gate_proj"), vec![f, d], s(d))),
                 up_proj: t(n("mlp.up_proj"), vec![f, d], s(d)),
                 down_proj: t(n("mlp.down_proj"), vec![d, f], s(f)),
                 qkv_bias: None,
+                gpt2_bias: None,
             }
         })
         .collect();
@@ -212,6 +213,8 @@ fn weights(c: &ModelConfig, seed: u64) -> Weights<HostTensor> {
         layers,
         norm: ones("model.norm.weight".into()),
         lm_head: None,
+        position_embd: None,
+        norm_bias: None,
     }
 }
 
@@ -303,7 +306,7 @@ mod tests {
             a.layers[0].down_proj.data,
             weights(&c, 4).layers[0].down_proj.data
         );
-        let w = a.layers[0].gate_proj.f32();
+        let w = a.layers[0].gate_proj.as_ref().unwrap().f32();
         let var = w.iter().map(|x| x * x).sum::<f32>() / w.len() as f32;
         // scale² · 2/3 with scale = 1.2 / sqrt(576).
         let want = 1.44 / 576.0 * 2.0 / 3.0;

@@ -111,20 +111,10 @@ impl Engine {
                         .to_string();
                     *by.entry(ty).or_default() += t.byte_len() as u64;
                 };
-                add(&ws.embed_tokens);
-                add(&ws.norm);
-                ws.lm_head.iter().for_each(&mut add);
-                for (i, l) in ws.layers.iter().enumerate() {
-                    l.named(i).into_iter().for_each(|(_, t)| add(t));
-                }
+                ws.tensors().into_iter().for_each(&mut add);
             }
             Engine::Gpu(w) => {
-                let ws = &w.model.weights;
-                let mut n = ws.embed_tokens.len() + ws.norm.len();
-                n += ws.lm_head.as_ref().map_or(0, |t| t.len());
-                for (i, l) in ws.layers.iter().enumerate() {
-                    n += l.named(i).iter().map(|(_, t)| t.len()).sum::<usize>();
-                }
+                let n: usize = w.model.weights.tensors().iter().map(|t| t.len()).sum();
                 by.insert("F32".into(), 4 * n as u64);
             }
         }

@@ -65,10 +65,11 @@ pub fn tiny_weights(c: &ModelConfig, seed: u64) -> Weights<HostTensor> {
                 vec![d],
                 vec![1.0; d],
             ),
-            gate_proj: t(n("mlp.gate_proj"), vec![f, d], s(d)),
+            gate_proj: Some(t(n("mlp.gate_proj"), vec![f, d], s(d))),
             up_proj: t(n("mlp.up_proj"), vec![f, d], s(d)),
             down_proj: t(n("mlp.down_proj"), vec![d, f], s(f)),
             qkv_bias: None,
+            gpt2_bias: None,
         });
     }
     Weights {
@@ -80,6 +81,8 @@ pub fn tiny_weights(c: &ModelConfig, seed: u64) -> Weights<HostTensor> {
         layers,
         norm: HostTensor::new("model.norm.weight", vec![d], vec![1.0; d]),
         lm_head: None,
+        position_embd: None,
+        norm_bias: None,
     }
 }
 
@@ -141,13 +144,13 @@ pub fn tiny(seed: u64) -> Tiny {
 }
 
 /// A 6-block `model` with the tiny model's hyperparameters, templates and a covariance over
-/// 1,024 tokens of wikitext-2 in `tok`'s tokens.
+/// 1,024 tokens of wikitext-2 in `tok`'s tokens (windows of 256 tokens, or the context).
 pub fn tiny_with(model: Model<CpuBackend>, tok: Tokenizer) -> Tiny {
     let hp = tiny_hparams();
     let templates =
         ContextTemplates::new(hp.context_templates.clone().expect("shipped templates")).unwrap();
     let text = super::wikitext();
-    let wins = windows(&text, &tok, 256, 1024).unwrap();
+    let wins = windows(&text, &tok, 256.min(model.config.max_ctx), 1024).unwrap();
     let (c, n) = pollster::block_on(second_moments(&model, &wins, &hp.layers, |_, _| {})).unwrap();
     Tiny {
         model,
@@ -196,4 +199,19 @@ pub fn down_projs(model: &Model<CpuBackend>, layers: &[usize]) -> BTreeMap<usize
             )
         })
         .collect()
+}
+
+/// The model of `tests/data/archs/<file>` on the cpu backend, with the tiny model's
+/// hyperparameters (6 blocks, layers 1–3 edited) and a covariance over 1,024 tokens.
+pub fn tiny_from_archs(file: &str) -> Tiny {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/archs")
+        .join(file);
+    let loaded = nse::model::load::load_path(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
+    assert_eq!(
+        loaded.config.n_layers, 6,
+        "tiny_hparams edit a 6-block model"
+    );
+    let model = Model::upload(CpuBackend, loaded.config, loaded.weights).unwrap();
+    tiny_with(model, loaded.tokenizer)
 }

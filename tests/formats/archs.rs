@@ -1,5 +1,5 @@
-//! Qwen2 (q/k/v biases, tied head) and Llama 3 (`llama3` RoPE scaling, untied head) from both
-//! formats: tiny random checkpoints made by Hugging Face transformers, their Hugging Face files
+//! Qwen2 (q/k/v biases, tied head), Llama 3 (`llama3` RoPE scaling, untied head) and GPT-2
+//! (LayerNorm, GELU, learned positions, `Conv1D` weights, biases everywhere) from both formats: tiny random checkpoints made by Hugging Face transformers, their Hugging Face files
 //! and the GGUF files gguf-py wrote from them as llama.cpp's converter does
 //! (`tests/data/archs/make.py`). Token ids, logits at every position (1e-4) and greedy tokens
 //! against transformers' own, on the cpu and the gpu backend.
@@ -164,6 +164,12 @@ fn qwen2_with_biases_and_a_tied_head_matches_transformers() {
 #[test]
 fn llama3_with_rope_scaling_and_an_untied_head_matches_transformers() {
     check("llama3", Arch::Llama, false, true);
+}
+
+#[test]
+fn gpt2_with_layer_norms_learned_positions_and_conv1d_weights_matches_transformers() {
+    // The GGUF's `output.weight` is llama.cpp's copy of the embedding: tied, held once.
+    check("gpt2", Arch::Gpt2, true, false);
 }
 
 #[test]

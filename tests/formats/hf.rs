@@ -150,7 +150,7 @@ fn tiny_llama_round_trips_in_f32_f16_bf16() {
                 &l.v_proj,
                 &l.o_proj,
                 &l.post_attention_layernorm,
-                &l.gate_proj,
+                l.gate_proj.as_ref().unwrap(),
                 &l.up_proj,
                 &l.down_proj,
             ]);
@@ -236,8 +236,43 @@ fn config_defaults_and_variants() {
 fn bad_configs_are_named() {
     let bad = |extra: Value| parse_config(&config(extra), "config.json");
     assert_mentions(
-        &unsupported_msg(bad(json!({"architectures": ["GPT2LMHeadModel"]}))),
-        &["GPT2LMHeadModel", "LlamaForCausalLM", "Qwen2ForCausalLM"],
+        &unsupported_msg(bad(json!({"architectures": ["FalconForCausalLM"]}))),
+        &[
+            "FalconForCausalLM",
+            "LlamaForCausalLM",
+            "Qwen2ForCausalLM",
+            "GPT2LMHeadModel",
+        ],
+    );
+    // GPT-2's own keys, and the variants of its block that nse does not run.
+    let gpt2 = |extra: Value| {
+        let mut v = json!({"architectures": ["GPT2LMHeadModel"], "n_embd": 64, "n_layer": 2,
+            "n_head": 4, "n_positions": 32, "vocab_size": 7});
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        parse_config(&v.to_string(), "config.json")
+    };
+    let c = gpt2(json!({})).unwrap();
+    assert_eq!(
+        (c.d_ff, c.head_dim, c.max_ctx, c.tie_embeddings, c.rms_eps),
+        (256, 16, 32, true, 1e-5)
+    );
+    assert_mentions(
+        &unsupported_msg(gpt2(json!({"activation_function": "relu"}))),
+        &["relu", "gelu_new"],
+    );
+    assert_mentions(
+        &unsupported_msg(gpt2(json!({"scale_attn_by_inverse_layer_idx": true}))),
+        &["scale_attn_by_inverse_layer_idx"],
+    );
+    assert_mentions(
+        &format_msg(gpt2(json!({"n_head": 5}))),
+        &["n_embd 64", "n_head 5"],
+    );
+    assert_mentions(
+        &format_msg(gpt2(json!({"n_layer": null}))),
+        &["`n_layer` is missing"],
     );
     assert_mentions(
         &unsupported_msg(bad(json!({"architectures": null}))),

@@ -79,10 +79,11 @@ fn weights(c: &ModelConfig, seed: u64) -> Weights<HostTensor> {
                     vec![d],
                     vec![1.0; d],
                 ),
-                gate_proj: t(n("mlp.gate_proj"), vec![f, d], s(d)),
+                gate_proj: Some(t(n("mlp.gate_proj"), vec![f, d], s(d))),
                 up_proj: t(n("mlp.up_proj"), vec![f, d], s(d)),
                 down_proj: t(n("mlp.down_proj"), vec![d, f], s(f)),
                 qkv_bias: None,
+                gpt2_bias: None,
             }
         })
         .collect();
@@ -95,6 +96,8 @@ fn weights(c: &ModelConfig, seed: u64) -> Weights<HostTensor> {
         layers,
         norm: HostTensor::new("model.norm.weight", vec![d], vec![1.0; d]),
         lm_head: None,
+        position_embd: None,
+        norm_bias: None,
     }
 }
 

@@ -21,8 +21,8 @@ const LAYER_NAMES: [(&str, &str); 9] = [
 ];
 
 /// The GGUF architectures read, for errors.
-pub const SUPPORTED_GGUF_ARCHITECTURES: &str = "`llama` (Llama 1–3, SmolLM, Mistral) and `qwen2` \
-     (Qwen2, Qwen2.5)";
+pub const SUPPORTED_GGUF_ARCHITECTURES: &str = "`llama` (Llama 1–3, SmolLM, Mistral), `qwen2` \
+     (Qwen2, Qwen2.5) and `gpt2` (GPT-2)";
 
 /// The GGUF name of a Hugging Face tensor name (`model.layers.3.mlp.down_proj.weight` →
 /// `blk.3.ffn_down.weight`, `model.layers.3.self_attn.q_proj.bias` → `blk.3.attn_q.bias`),
@@ -62,6 +62,7 @@ pub fn config_from_gguf(gguf: &GgufFile, tokenizer: &Tokenizer) -> Result<ModelC
     let arch = match arch_name {
         "llama" => Arch::Llama,
         "qwen2" => Arch::Qwen2,
+        "gpt2" => Arch::Gpt2,
         other => {
             return Err(unsupported(format!(
                 "general.architecture is `{}`: nse runs {SUPPORTED_GGUF_ARCHITECTURES}",
@@ -123,15 +124,20 @@ pub fn config_from_gguf(gguf: &GgufFile, tokenizer: &Tokenizer) -> Result<ModelC
         Some(tokens) => tokens.len(),
         None => required("vocab_size")?,
     };
-    let rms_eps = gguf
-        .get_f64(&key("attention.layer_norm_rms_epsilon"))?
-        .ok_or_else(|| {
-            Error::format(
-                path,
-                "metadata key `llama.attention.layer_norm_rms_epsilon` is missing: the \
-                 GGUF is incomplete; convert it again",
-            )
-        })?;
+    // GPT-2's LayerNorm, the Llama family's RMSNorm.
+    let eps_key = key(if arch.is_gpt2() {
+        "attention.layer_norm_epsilon"
+    } else {
+        "attention.layer_norm_rms_epsilon"
+    });
+    let rms_eps = gguf.get_f64(&eps_key)?.ok_or_else(|| {
+        Error::format(
+            path,
+            format!(
+                "metadata key `{eps_key}` is missing: the GGUF is incomplete; convert it again"
+            ),
+        )
+    })?;
     let rope_scaling = match gguf.tensor_info("rope_freqs.weight") {
         None => None,
         Some(info) if info.n_elements() == (head_dim / 2) as u64 => Some(RopeScaling::Factors(
@@ -162,7 +168,11 @@ pub fn config_from_gguf(gguf: &GgufFile, tokenizer: &Tokenizer) -> Result<ModelC
         rope_theta: gguf.get_f64(&key("rope.freq_base"))?.unwrap_or(10000.0) as f32,
         rope_scaling,
         rms_eps: rms_eps as f32,
-        tie_embeddings: gguf.tensor_info("output.weight").is_none(),
+        tie_embeddings: if arch.is_gpt2() {
+            super::gpt2::gguf_head_is_embedding(gguf)
+        } else {
+            gguf.tensor_info("output.weight").is_none()
+        },
         bos_id: tokenizer.bos_id(),
         eos_id: tokenizer.eos_id(),
         add_bos: tokenizer.add_bos(),

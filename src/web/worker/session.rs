@@ -90,11 +90,7 @@ pub(crate) async fn on_gpu(
 /// # Errors
 /// [`Error::BufferTooLarge`] naming the first such tensor, with the page's way out.
 pub(crate) fn check_binding_cap(weights: &Weights<HostTensor>, cap: u64) -> Result<()> {
-    let mut all: Vec<&HostTensor> = vec![&weights.embed_tokens, &weights.norm];
-    for (i, l) in weights.layers.iter().enumerate() {
-        all.extend(l.named(i).into_iter().map(|(_, t)| t));
-    }
-    all.extend(weights.lm_head.as_ref());
+    let all = weights.tensors();
     // The gpu backend widens every weight to f32.
     let f32_bytes = |t: &HostTensor| 4 * t.shape.iter().product::<usize>() as u64;
     match all.into_iter().find(|t| f32_bytes(t) > cap) {

@@ -1,15 +1,18 @@
-"""Tiny random Qwen2 and Llama 3 checkpoints, each as a Hugging Face directory (config.json,
-tokenizer.json, model.safetensors) and as a GGUF file, with the outputs of Hugging Face
-transformers on them (tests/formats/archs.rs and tests/edit_archs.rs compare against these).
+"""Tiny random Qwen2, Llama 3 and GPT-2 checkpoints, each as a Hugging Face directory
+(config.json, tokenizer.json, model.safetensors) and as a GGUF file, with the outputs of Hugging
+Face transformers on them (tests/formats/archs.rs and tests/edit_archs.rs compare against these).
 
 The oracle is transformers itself (4.46.3 on Debian's python3-torch 1.13); the GGUF files are
 written by gguf-py (0.19.0) following llama.cpp's converter: Q/K rows permuted for `llama`,
-not for `qwen2`, and Llama 3's RoPE scaling as the per-frequency `rope_freqs.weight`.
+not for `qwen2`, Llama 3's RoPE scaling as the per-frequency `rope_freqs.weight`, and GPT-2's
+`Conv1D` weights transposed with `output.weight` a copy of `token_embd.weight`.
 
     apt-get install python3-torch
     python3 -m venv --system-site-packages /tmp/tfenv
     /tmp/tfenv/bin/pip install transformers==4.46.3 gguf==0.19.0
-    /tmp/tfenv/bin/python tests/data/archs/make.py
+    /tmp/tfenv/bin/python tests/data/archs/make.py [qwen2 llama3 gpt2]
+
+With names, only those models are written (all three without).
 
 Weights are stored as F16 (norms and biases F32 in the GGUF) to keep each file under 1 MB; every
 parameter is rounded to f16 first, so that the reference logits are computed in f32 from exactly
@@ -26,8 +29,8 @@ import sys
 import numpy as np
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers, Regex
-from transformers import (LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config,
-                          Qwen2ForCausalLM)
+from transformers import (GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM,
+                          PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM)
 import gguf
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -55,10 +58,14 @@ def corpus():
 
 def train_tokenizer(split, specials, bos):
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(split), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False),
-    ])
+    if split is None:
+        # GPT-2's own: the byte-level pre-tokenizer with its built-in regex.
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    else:
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(split), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False),
+        ])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=specials,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
@@ -76,17 +83,23 @@ def train_tokenizer(split, specials, bos):
 def random_model(cls, cfg, seed):
     torch.manual_seed(seed)
     model = cls(cfg).eval()
+    conv1d = cls is GPT2LMHeadModel  # weights stored (in, out)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if p.dim() == 1 and "norm" in name:
+            if p.dim() == 1 and ("norm" in name or ".ln_" in name) and name.endswith(".weight"):
                 p.copy_(1.0 + 0.1 * torch.randn_like(p))
             elif p.dim() == 1:  # biases
                 p.copy_(0.5 * torch.randn_like(p))
-            elif "embed_tokens" in name or "lm_head" in name:
+            elif p.dim() == 1 and ".ln_" in name:  # GPT-2's LayerNorm biases
+                p.copy_(0.1 * torch.randn_like(p))
+            elif p.dim() == 1:  # biases
+                p.copy_(0.5 * torch.randn_like(p))
+            elif "embed_tokens" in name or "lm_head" in name or "wte" in name or "wpe" in name:
                 # Unit entries: logits of a few units, so that an edit can move them.
                 p.copy_(torch.randn_like(p) * 0.5)
             else:
-                p.copy_(torch.randn_like(p) / math.sqrt(p.shape[-1]) * 1.2)
+                fan_in = p.shape[0] if conv1d else p.shape[-1]
+                p.copy_(torch.randn_like(p) / math.sqrt(fan_in) * 1.2)
             # Stored as f16: compute with exactly those values (norms and biases too, which the
             # GGUF keeps as F32 but the f16 safetensors rounds).
             p.copy_(p.half().float())
@@ -120,19 +133,7 @@ def llama3_rope_factors(cfg):
     return np.array(out, dtype=np.float32)
 
 
-def write_gguf(path, arch, cfg, model, tok, pre, add_bos):
-    sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
-    w = gguf.GGUFWriter(path, arch)
-    w.add_name(os.path.basename(path))
-    w.add_block_count(cfg.num_hidden_layers)
-    w.add_context_length(cfg.max_position_embeddings)
-    w.add_embedding_length(cfg.hidden_size)
-    w.add_feed_forward_length(cfg.intermediate_size)
-    w.add_head_count(cfg.num_attention_heads)
-    w.add_head_count_kv(cfg.num_key_value_heads)
-    w.add_rope_freq_base(cfg.rope_theta)
-    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
-    w.add_rope_dimension_count(cfg.hidden_size // cfg.num_attention_heads)
+def gguf_tokenizer(w, cfg, tok, pre, add_bos):
     vocab = tok.get_vocab()
     tokens = [None] * len(vocab)
     for t, i in vocab.items():
@@ -148,6 +149,61 @@ def write_gguf(path, arch, cfg, model, tok, pre, add_bos):
         w.add_bos_token_id(cfg.bos_token_id)
     w.add_eos_token_id(cfg.eos_token_id)
     w.add_add_bos_token(add_bos)
+
+
+def write_gguf_gpt2(path, cfg, model, tok):
+    """llama.cpp's convert_hf_to_gguf.py GPT2Model: Conv1D weights transposed to (out, in),
+    `output.weight` written as a copy of the token embedding."""
+    sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    w = gguf.GGUFWriter(path, "gpt2")
+    w.add_name(os.path.basename(path))
+    w.add_block_count(cfg.n_layer)
+    w.add_context_length(cfg.n_positions)
+    w.add_embedding_length(cfg.n_embd)
+    w.add_feed_forward_length(4 * cfg.n_embd if cfg.n_inner is None else cfg.n_inner)
+    w.add_head_count(cfg.n_head)
+    w.add_layer_norm_eps(cfg.layer_norm_epsilon)
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+    gguf_tokenizer(w, cfg, tok, "gpt-2", False)
+
+    def put(name, arr):
+        arr = np.ascontiguousarray(arr)
+        w.add_tensor(name, arr.astype(np.float16) if arr.ndim > 1 else arr.astype(np.float32))
+
+    put("token_embd.weight", sd["transformer.wte.weight"])
+    put("position_embd.weight", sd["transformer.wpe.weight"])
+    for l in range(cfg.n_layer):
+        p = f"transformer.h.{l}."
+        for ours, theirs in [("attn_norm", "ln_1"), ("ffn_norm", "ln_2")]:
+            put(f"blk.{l}.{ours}.weight", sd[p + theirs + ".weight"])
+            put(f"blk.{l}.{ours}.bias", sd[p + theirs + ".bias"])
+        for ours, theirs in [("attn_qkv", "attn.c_attn"), ("attn_output", "attn.c_proj"),
+                             ("ffn_up", "mlp.c_fc"), ("ffn_down", "mlp.c_proj")]:
+            put(f"blk.{l}.{ours}.weight", sd[p + theirs + ".weight"].T)
+            put(f"blk.{l}.{ours}.bias", sd[p + theirs + ".bias"])
+    put("output_norm.weight", sd["transformer.ln_f.weight"])
+    put("output_norm.bias", sd["transformer.ln_f.bias"])
+    put("output.weight", sd["transformer.wte.weight"])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def write_gguf(path, arch, cfg, model, tok, pre, add_bos):
+    sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    w = gguf.GGUFWriter(path, arch)
+    w.add_name(os.path.basename(path))
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(cfg.num_attention_heads)
+    w.add_head_count_kv(cfg.num_key_value_heads)
+    w.add_rope_freq_base(cfg.rope_theta)
+    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    w.add_rope_dimension_count(cfg.hidden_size // cfg.num_attention_heads)
+    gguf_tokenizer(w, cfg, tok, pre, add_bos)
 
     def put(name, arr):
         arr = np.ascontiguousarray(arr)
@@ -185,6 +241,8 @@ def write_gguf(path, arch, cfg, model, tok, pre, add_bos):
 
 
 def make(name, arch, cls, cfg, split, specials, bos, pre, seed):
+    if len(sys.argv) > 1 and name not in sys.argv[1:]:
+        return
     out = os.path.join(HERE, name)
     os.makedirs(out, exist_ok=True)
     tok = train_tokenizer(split, specials, bos)
@@ -202,7 +260,10 @@ def make(name, arch, cls, cfg, split, specials, bos, pre, seed):
     for extra in ["tokenizer_config.json", "special_tokens_map.json", "generation_config.json"]:
         if os.path.exists(os.path.join(out, extra)):
             os.remove(os.path.join(out, extra))
-    write_gguf(os.path.join(HERE, f"{name}.gguf"), arch, cfg, model, tok, pre, bos is not None)
+    if arch == "gpt2":
+        write_gguf_gpt2(os.path.join(HERE, f"{name}.gguf"), cfg, model, tok)
+    else:
+        write_gguf(os.path.join(HERE, f"{name}.gguf"), arch, cfg, model, tok, pre, bos is not None)
 
     golden = {"model": name, "transformers": __import__("transformers").__version__,
               "torch": torch.__version__, "tokens": {}, "prompts": []}
@@ -236,4 +297,9 @@ make("llama3", "llama", LlamaForCausalLM,
                  rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                                "high_freq_factor": 4.0, "original_max_position_embeddings": 256}),
      LLAMA3_SPLIT, ["<|begin_of_text|>", "<|end_of_text|>"], "<|begin_of_text|>", "llama-bpe", seed=2)
+make("gpt2", "gpt2", GPT2LMHeadModel,
+     GPT2Config(n_embd=64, n_layer=6, n_head=4, n_positions=128, n_inner=None,
+                layer_norm_epsilon=1e-5, activation_function="gelu_new", resid_pdrop=0.0,
+                embd_pdrop=0.0, attn_pdrop=0.0),
+     None, ["<|endoftext|>"], None, "gpt-2", seed=3)
 print("wrote", sorted(os.listdir(HERE)))
