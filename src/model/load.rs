@@ -185,6 +185,52 @@ pub fn inspect_gguf(prefix: &[u8], file_len: u64, name: &str) -> Result<ModelEst
     Ok(estimate)
 }
 
+/// Sizes up a Hugging Face checkpoint from `config.json` and the first bytes of each shard
+/// (`(file name, prefix, file length)`; a prefix must hold the shard's 8-byte length and JSON
+/// header), and refuses it when loading it would not fit the memory budget, before the shards
+/// are read.
+///
+/// # Errors
+/// As [`parse_config`]; [`Error::Format`] for a shard whose header is cut short, is not a
+/// safetensors header, or does not account for the file's length; [`Error::TooLarge`] with the
+/// estimate when it does not fit.
+pub fn inspect_safetensors(
+    config_json: &str,
+    shards: &[(&str, &[u8], u64)],
+) -> Result<ModelEstimate> {
+    let config = parse_config(config_json, "config.json")?;
+    let mut types: HashMap<String, usize> = HashMap::new();
+    let (mut weight_bytes, mut file_bytes) = (0u64, 0u64);
+    for &(name, prefix, file_len) in shards {
+        for t in super::safetensors::header_tensors(prefix, file_len, name)? {
+            let n = t.shape.iter().fold(1u64, |n, &d| n.saturating_mul(d));
+            // As the loader keeps them: F16/BF16 matrices at 2 bytes, the rest widened to f32.
+            let half = (t.dtype == "F16" || t.dtype == "BF16") && t.shape.len() == 2;
+            weight_bytes = weight_bytes.saturating_add(n.saturating_mul(if half { 2 } else { 4 }));
+            *types.entry(t.dtype).or_default() += 1;
+        }
+        file_bytes = file_bytes.saturating_add(file_len);
+    }
+    let estimate = ModelEstimate {
+        arch: config.arch.name().to_string(),
+        n_layers: config.n_layers,
+        n_params: config.n_params() as u64,
+        tensor_types: sorted_counts(types),
+        file_bytes,
+        weight_bytes,
+        peak_bytes: file_bytes.saturating_add(weight_bytes),
+    };
+    let name = shards.first().map_or("the checkpoint", |s| s.0);
+    crate::budget::check(Some(estimate.peak_bytes), || {
+        format!(
+            "loading {} ({})",
+            crate::error::escape(name),
+            estimate.line()
+        )
+    })?;
+    Ok(estimate)
+}
+
 /// Loads a Hugging Face Llama checkpoint from the text of `config.json` and `tokenizer.json` and
 /// the `(file name, bytes)` of its safetensors shards.
 ///

@@ -308,6 +308,85 @@ fn token_id(v: &Value, key: &str) -> std::result::Result<Option<u32>, String> {
     })
 }
 
+/// One tensor as a shard's header states it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HeaderTensor {
+    pub name: String,
+    /// `F32`, `F16`, `BF16`, … as the header spells it.
+    pub dtype: String,
+    pub shape: Vec<u64>,
+}
+
+/// The tensors a safetensors shard of `file_len` bytes holds, read from its first bytes
+/// `prefix` (the 8-byte header length and the JSON header) without the data; `path` names it in
+/// errors. The header must account for the whole file: its last tensor ends where the file does.
+///
+/// # Errors
+/// [`Error::Format`] for a prefix shorter than the header, a header that is not a safetensors
+/// header (not JSON, a tensor without dtype, shape or offsets), or offsets that do not end at
+/// the file's end.
+pub fn header_tensors(prefix: &[u8], file_len: u64, path: &str) -> Result<Vec<HeaderTensor>> {
+    let fmt = |msg: String| Error::format(path, msg);
+    let Some(len) = prefix.get(..8) else {
+        return Err(fmt(format!(
+            "{} bytes: too short for a safetensors file (an 8-byte header length first)",
+            prefix.len()
+        )));
+    };
+    let n = u64::from_le_bytes(len.try_into().expect("8 bytes"));
+    let end = n.checked_add(8).filter(|&e| e <= file_len).ok_or_else(|| {
+        fmt(format!(
+            "the header claims {n} bytes in a file of {file_len}: not a safetensors file, or cut              short"
+        ))
+    })?;
+    let Some(header) = usize::try_from(end).ok().and_then(|e| prefix.get(8..e)) else {
+        return Err(fmt(format!(
+            "its header ({n} bytes) is longer than the {} bytes read to size it up",
+            prefix.len()
+        )));
+    };
+    let v: Value = serde_json::from_slice(header)
+        .map_err(|e| fmt(format!("the header is not valid JSON: {e}")))?;
+    let Value::Object(map) = v else {
+        return Err(fmt("the header is not a JSON object".into()));
+    };
+    let mut out = Vec::with_capacity(map.len());
+    let mut data_end = 0u64;
+    for (name, t) in map {
+        if name == "__metadata__" {
+            continue;
+        }
+        let bad = || {
+            fmt(format!(
+                "tensor `{}` in the header lacks a dtype, shape or data_offsets",
+                escape(&name)
+            ))
+        };
+        let dtype = t
+            .get("dtype")
+            .and_then(Value::as_str)
+            .ok_or_else(bad)?
+            .to_string();
+        let nums = |key: &str| -> Option<Vec<u64>> {
+            t.get(key)?.as_array()?.iter().map(Value::as_u64).collect()
+        };
+        let shape = nums("shape").ok_or_else(bad)?;
+        let offsets = nums("data_offsets")
+            .filter(|o| o.len() == 2)
+            .ok_or_else(bad)?;
+        data_end = data_end.max(offsets[1]);
+        out.push(HeaderTensor { name, dtype, shape });
+    }
+    if end.checked_add(data_end) != Some(file_len) {
+        return Err(fmt(format!(
+            "its tensors end at byte {} but the file has {file_len}: the file is cut short or \
+             padded",
+            end.saturating_add(data_end)
+        )));
+    }
+    Ok(out)
+}
+
 /// The tensors of one or more safetensors shards, by name.
 pub struct SafetensorsShards<'a> {
     shards: Vec<(String, SafeTensors<'a>)>,

@@ -214,3 +214,62 @@ fn a_gguf_is_sized_up_from_its_header_before_it_is_read() {
     let msg = crate::format_msg(inspect_gguf(&bytes[..100], len, "cut.gguf"));
     assert!(msg.contains("truncated") || msg.contains("bytes"), "{msg}");
 }
+
+#[test]
+fn a_safetensors_checkpoint_is_sized_up_from_its_headers_before_it_is_read() {
+    use nse::model::load::inspect_safetensors;
+    let dir = arch_path("gpt2");
+    let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let len = bytes.len() as u64;
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    // Exactly the header, and a longer prefix: the same estimate, without the data.
+    let e = inspect_safetensors(&config, &[("model.safetensors", &bytes[..8 + n], len)]).unwrap();
+    let longer = inspect_safetensors(
+        &config,
+        &[("model.safetensors", &bytes[..8 + n + 100], len)],
+    );
+    assert_eq!(longer.unwrap(), e);
+    assert_eq!(
+        (e.arch.as_str(), e.n_layers, e.n_params),
+        ("gpt2", 6, 340_992)
+    );
+    // All 76 tensors F16 (make.py saves the model halved): wte, wpe, 12 per block, ln_f.
+    assert_eq!(e.tensor_types, [("F16".to_string(), 76)]);
+    // Kept as loaded: F16 matrices at 2 bytes a weight (wte 512×64, wpe 128×64, per block
+    // c_attn 64×192, attn.c_proj 64×64, c_fc 64×256, mlp.c_proj 256×64), the vectors (832 per
+    // block, ln_f's 128) widened to 4.
+    let matrices = 512 * 64 + 128 * 64 + 6 * (64 * 192 + 64 * 64 + 2 * 64 * 256);
+    let vectors = 6 * 832 + 128;
+    assert_eq!(matrices + vectors, 340_992);
+    assert_eq!(
+        (e.file_bytes, e.weight_bytes),
+        (len, 2 * matrices + 4 * vectors)
+    );
+    // A prefix shorter than the header, and a header that does not account for the file.
+    let msg = crate::format_msg(inspect_safetensors(
+        &config,
+        &[("model.safetensors", &bytes[..100], len)],
+    ));
+    assert!(msg.contains("longer than the 100 bytes"), "{msg}");
+    let msg = crate::format_msg(inspect_safetensors(
+        &config,
+        &[("model.safetensors", &bytes[..8 + n], len + 4)],
+    ));
+    assert!(msg.contains("cut short or padded"), "{msg}");
+    // A shard whose header states a 4 TiB tensor is refused from the header, with the estimate.
+    let header =
+        br#"{"w":{"dtype":"F32","shape":[1048576,1048576],"data_offsets":[0,4398046511104]}}"#;
+    let mut huge = (header.len() as u64).to_le_bytes().to_vec();
+    huge.extend_from_slice(header);
+    let huge_len = huge.len() as u64 + 4_398_046_511_104;
+    match inspect_safetensors(&config, &[("huge.safetensors", &huge, huge_len)]) {
+        Err(nse::Error::TooLarge { what, .. }) => {
+            assert!(
+                what.contains("gpt2") && what.contains("needs about"),
+                "{what}"
+            )
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+}

@@ -43,8 +43,8 @@ pub fn gguf(data: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// The three parts of an HF checkpoint framed in one input (see [`frame_hf`]), loaded to a
-/// model on the cpu backend.
+/// The three parts of an HF checkpoint framed in one input (see [`frame_hf`]), sized up from
+/// its header (`inspect_safetensors`) and loaded to a model on the cpu backend.
 pub fn hf(data: &[u8]) -> Result<()> {
     nse::budget::set_limit(Some(BUDGET));
     let Some((config, tokenizer, shard)) = unframe_hf(data) else {
@@ -54,6 +54,12 @@ pub fn hf(data: &[u8]) -> Result<()> {
         String::from_utf8_lossy(config),
         String::from_utf8_lossy(tokenizer),
     );
+    // Sized up from its header first (as the page does), whole and from half a prefix.
+    let len = shard.len() as u64;
+    for prefix in [shard, &shard[..shard.len() / 2]] {
+        let _ =
+            nse::model::load::inspect_safetensors(&config, &[("fuzz.safetensors", prefix, len)]);
+    }
     let loaded =
         nse::model::load::load_safetensors(&config, &tokenizer, &[("fuzz.safetensors", shard)])?;
     Model::upload(CpuBackend, loaded.config, loaded.weights)?;

@@ -92,17 +92,36 @@ async fn load_session(
                 .filter_map(|f| f.dyn_into::<File>().ok())
                 .collect();
             let picked = Picked::classify(files)?;
-            // A GGUF is sized up from its header first: a model too large for this tab is
-            // refused, with the estimate, before the rest of the file is read.
-            if let Picked::Gguf(file) = &picked {
-                loading(&format!("Reading the header of {}…", file.name()));
-                let prefix = loader::read_prefix(file, HEADER_BYTES).await?;
-                let estimate =
-                    crate::model::load::inspect_gguf(&prefix, file.size() as u64, &file.name())?;
-                loading(&format!("Loading {}: {}…", file.name(), estimate.line()));
-            } else {
-                loading(&format!("Loading {}…", picked.name()));
-            }
+            // A model is sized up from its headers first (a GGUF's; a checkpoint's config.json
+            // and each shard's header): one too large for this tab is refused, with the
+            // estimate, before the rest of its files is read.
+            let estimate = match &picked {
+                Picked::Gguf(file) => {
+                    loading(&format!("Reading the header of {}…", file.name()));
+                    let prefix = loader::read_prefix(file, HEADER_BYTES).await?;
+                    crate::model::load::inspect_gguf(&prefix, file.size() as u64, &file.name())?
+                }
+                Picked::HuggingFace { config, shards, .. } => {
+                    loading(&format!("Reading the headers of {}…", picked.name()));
+                    let config_json = loader::read_file(config, |_, _| {}).await?;
+                    let config_json = std::str::from_utf8(&config_json).map_err(|e| {
+                        crate::Error::format("config.json", format!("not UTF-8 text: {e}"))
+                    })?;
+                    let mut prefixes = Vec::with_capacity(shards.len());
+                    for shard in shards {
+                        prefixes.push(loader::read_prefix(shard, HEADER_BYTES).await?);
+                    }
+                    let names: Vec<String> = shards.iter().map(File::name).collect();
+                    let heads: Vec<(&str, &[u8], u64)> = names
+                        .iter()
+                        .zip(&prefixes)
+                        .zip(shards)
+                        .map(|((n, p), f)| (n.as_str(), p.as_slice(), f.size() as u64))
+                        .collect();
+                    crate::model::load::inspect_safetensors(config_json, &heads)?
+                }
+            };
+            loading(&format!("Loading {}: {}…", picked.name(), estimate.line()));
             let total: u64 = picked.files().iter().map(|f| f.size() as u64).sum();
             let mut bytes = Vec::new();
             let mut before = 0;
