@@ -182,3 +182,33 @@ fn write_fuzz_seeds() {
         std::fs::write(dir.join(file), bytes).unwrap();
     }
 }
+
+#[test]
+fn the_gpt2_fixtures_load_to_the_same_model_from_both_layouts() {
+    // The seeds' tiny GPT-2, written once in llama.cpp's layout (`attn_qkv`, transposed) and once
+    // in Hugging Face's (`c_attn`, `Conv1D`), from the same values: both loaders must give the
+    // same weights, the GGUF's copied head tied back.
+    fixtures::setup();
+    let gguf = nse::model::load::load_gguf(&fixtures::tiny_gpt2_gguf(4), "g.gguf").unwrap();
+    let framed = fixtures::tiny_gpt2_hf();
+    let (config, tokenizer, shard) = harness::unframe_hf(&framed).unwrap();
+    let hf = nse::model::load::load_safetensors(
+        std::str::from_utf8(config).unwrap(),
+        std::str::from_utf8(tokenizer).unwrap(),
+        &[("m.safetensors", shard)],
+    )
+    .unwrap();
+    assert_eq!(gguf.config.arch, nse::model::Arch::Gpt2);
+    assert!(gguf.config.tie_embeddings && gguf.weights.lm_head.is_none());
+    let (a, b) = (gguf.weights.tensors(), hf.weights.tensors());
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(
+            (&x.shape, &*x.f32()),
+            (&y.shape, &*y.f32()),
+            "{} vs {}",
+            x.name,
+            y.name
+        );
+    }
+}
