@@ -101,7 +101,7 @@ fn counterfact_prefers_the_true_capital() {
 fn perplexity_slice_is_the_last_article() {
     let (model, tok) = common::cpu_model();
     let text = common::wikitext();
-    let slice = PerplexitySlice::wikitext_tail(&text, &tok, 4096, "wikitext").unwrap();
+    let slice = PerplexitySlice::wikitext_tail(&text, &tok, 4096, PPL_WINDOW, "wikitext").unwrap();
     assert_eq!(slice.tokens, 4096);
     assert_eq!(slice.windows.len(), 4);
     assert!(slice.windows.iter().all(|w| w.len() == PPL_WINDOW));
@@ -115,11 +115,28 @@ fn perplexity_slice_is_the_last_article() {
     assert_eq!(&slice.windows[0][..heading.len()], &heading[..]);
 
     // A short slice keeps the test fast; ordinary Wikipedia text has a moderate perplexity.
-    let short = PerplexitySlice::wikitext_tail(&text, &tok, 256, "wikitext").unwrap();
+    let short = PerplexitySlice::wikitext_tail(&text, &tok, 256, PPL_WINDOW, "wikitext").unwrap();
     assert_eq!(short.windows, vec![slice.windows[0][..256].to_vec()]);
     let ppl = pollster::block_on(perplexity(&model, &short)).unwrap();
     eprintln!("perplexity on 256 tokens: {ppl:.2}");
     assert!((3.0..200.0).contains(&ppl), "{ppl}");
+
+    // A model with a shorter context gets shorter windows of the same tokens (tiny GPT-2: 128).
+    let narrow = PerplexitySlice::wikitext_tail(&text, &tok, 256, 100, "wikitext").unwrap();
+    assert_eq!(
+        narrow.windows,
+        [
+            &slice.windows[0][..100],
+            &slice.windows[0][100..200],
+            &slice.windows[0][200..256]
+        ]
+    );
+    assert!(
+        narrow.description.ends_with("windows of 100"),
+        "{}",
+        narrow.description
+    );
+    assert!(PerplexitySlice::wikitext_tail(&text, &tok, 256, 1, "wikitext").is_err());
 }
 
 #[test]

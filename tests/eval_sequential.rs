@@ -52,7 +52,16 @@ fn same_seed_same_report_and_rewind_restores_the_model() {
                 max_out_len: 24,
                 ..FluencyOptions::reference(2, 11)
             }),
-            perplexity: Some(PerplexitySlice::wikitext_tail(&text, &tok, 128, "wikitext").unwrap()),
+            perplexity: Some(
+                PerplexitySlice::wikitext_tail(
+                    &text,
+                    &tok,
+                    128,
+                    nse::eval::collapse::PPL_WINDOW,
+                    "wikitext",
+                )
+                .unwrap(),
+            ),
         },
     };
     let mut state = EditState::new(&model, &hp.layers).unwrap();

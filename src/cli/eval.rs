@@ -317,6 +317,7 @@ async fn eval<B: Backend>(
             text,
             tok,
             args.ppl_tokens,
+            crate::eval::collapse::PPL_WINDOW.min(model.config.max_ctx),
             &path.display().to_string(),
         )?),
         None => None,

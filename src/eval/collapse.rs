@@ -42,13 +42,23 @@ pub struct PerplexitySlice {
 }
 
 impl PerplexitySlice {
-    /// The slice described in the module docs, `tokens` long (windows of [`PPL_WINDOW`]).
+    /// The slice described in the module docs, `tokens` long, in windows of `window` tokens
+    /// ([`PPL_WINDOW`], or the model's context when it is shorter: GPT-2's is 1,024, a small
+    /// model's may be less).
     ///
     /// # Errors
-    /// A text without any token; `tokens < 2`.
-    pub fn wikitext_tail(text: &str, tok: &Tokenizer, tokens: usize, source: &str) -> Result<Self> {
-        if tokens < 2 {
-            return Err(Error::input("the perplexity slice needs at least 2 tokens"));
+    /// A text without any token; `tokens < 2` or `window < 2`.
+    pub fn wikitext_tail(
+        text: &str,
+        tok: &Tokenizer,
+        tokens: usize,
+        window: usize,
+        source: &str,
+    ) -> Result<Self> {
+        if tokens < 2 || window < 2 {
+            return Err(Error::input(
+                "the perplexity slice needs at least 2 tokens, in windows of at least 2",
+            ));
         }
         let text = text.replace("\r\n", "\n").replace('\r', "\n");
         let arts = articles(&text);
@@ -62,7 +72,7 @@ impl PerplexitySlice {
                 first_title = article.lines().next().unwrap_or("").trim().to_string();
             }
             let ids = tok.encode(article)?;
-            for chunk in ids.chunks(PPL_WINDOW) {
+            for chunk in ids.chunks(window) {
                 let take = chunk.len().min(tokens - total);
                 if take >= 2 {
                     windows.push(chunk[..take].to_vec());
@@ -80,7 +90,7 @@ impl PerplexitySlice {
             windows,
             tokens: total,
             description: format!(
-                "{source}: {total} tokens from the last article ({first_title:?}) backwards, windows of {PPL_WINDOW}"
+                "{source}: {total} tokens from the last article ({first_title:?}) backwards, windows of {window}"
             ),
         })
     }
