@@ -221,6 +221,43 @@ await session('WebGPU browser session', { webgpu: true, query: '?backend=webgpu'
     expect(await page.isDisabled(tid('hparams-input')), 'the hyperparameters stay editable after an edit');
     await page.locator(tid('hparams-details')).screenshot({ path: path.join(SHOTS, 'qwen2-hparams.png') });
   });
+
+  await check('a GPT-2 checkpoint (config.json + tokenizer.json + safetensors) loads, generates and takes an edit', async () => {
+    // tests/data/archs/gpt2/: a tiny random GPT-2 made by transformers, in Hugging Face's own
+    // layout (Conv1D weights, c_attn joined), through the worker's safetensors reader: LayerNorm,
+    // GELU and learned positions on WebGPU, and NSE editing `mlp.c_proj`.
+    const dir = 'tests/data/archs/gpt2';
+    // The comparison that follows the Qwen2 edit keeps the page busy for a while; a pick then
+    // would be ignored.
+    await until('the page to be idle', () => document.body.dataset.busy === 'false', null, GENERATE_TIMEOUT_MS * 4);
+    await page.setInputFiles(tid('model-file-input'),
+      ['config.json', 'tokenizer.json', 'model.safetensors'].map((f) => path.join(dir, f)));
+    await until('the GPT-2 model in model-status', (sel) => {
+      const el = document.querySelector(sel);
+      return el.dataset.state === 'ready' && /gpt2, /.test(el.textContent);
+    }, tid('model-status'), LOAD_TIMEOUT_MS);
+    const status = await page.textContent(tid('model-status'));
+    console.log(`  status: ${status.replace(/\n/g, ' | ')}`);
+    expect(/derived from its shape \(layers 2–4\)/.test(status), `no word on the hyperparameters: ${status}`);
+    const out = await generate(page, until, 'The Eiffel Tower is located in the city of', 3);
+    console.log(`  output: ${JSON.stringify(out.text)}; ${out.stats}`);
+    expect(/^3 tokens/.test(out.stats), `stats: ${out.stats}`);
+    await page.fill(tid('prompt-input'), 'The Eiffel Tower is located in the city of');
+    await page.fill(tid('subject-input'), 'Eiffel Tower');
+    await page.fill(tid('target-input'), 'Rome');
+    await until('the apply button', (sel) => !document.querySelector(sel).disabled, tid('apply-button'), LOAD_TIMEOUT_MS);
+    const before = await page.$$eval(tid('ledger-row'), (rows) => rows.length);
+    await page.click(tid('apply-button'));
+    await until('the edit in the ledger, or an error', (args) => document.querySelectorAll(args.sel).length > args.before
+      || !document.querySelector('[data-testid="error-message"]').hidden,
+    { sel: tid('ledger-row'), before }, GENERATE_TIMEOUT_MS * 4);
+    const error = await page.$eval(tid('error-message'), (e) => (e.hidden ? '' : e.textContent));
+    expect(error === '', `the GPT-2 edit failed: ${error}`);
+    const cov = await page.textContent(tid('cov-status'));
+    console.log(`  edited; covariance: ${cov}`);
+    expect(/layers \[2, 3, 4\]/.test(cov), `the covariance is not for GPT-2's layers: ${cov}`);
+    await page.screenshot({ path: path.join(SHOTS, 'gpt2-edited.png') });
+  });
 });
 
 await session('software-adapter browser session', { webgpu: true }, async (page, until) => {
