@@ -126,6 +126,38 @@ pub struct ModelEstimate {
 }
 
 impl ModelEstimate {
+    /// The estimate for `config` stored as `tensor_types` in `file_bytes`, whose weights take
+    /// `weight_bytes` as kept; refused when the file and the weights together exceed the
+    /// memory budget.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] naming `name` and the estimate.
+    fn checked(
+        config: &ModelConfig,
+        tensor_types: Vec<(String, usize)>,
+        file_bytes: u64,
+        weight_bytes: u64,
+        name: &str,
+    ) -> Result<Self> {
+        let estimate = ModelEstimate {
+            arch: config.arch.name().to_string(),
+            n_layers: config.n_layers,
+            n_params: config.n_params() as u64,
+            tensor_types,
+            file_bytes,
+            weight_bytes,
+            peak_bytes: file_bytes.saturating_add(weight_bytes),
+        };
+        crate::budget::check(Some(estimate.peak_bytes), || {
+            format!(
+                "loading {} ({})",
+                crate::error::escape(name),
+                estimate.line()
+            )
+        })?;
+        Ok(estimate)
+    }
+
     /// "qwen2, 494.0 M parameters in 24 layers, stored as Q4_K ×169, …; needs about 2.4 GB".
     pub fn line(&self) -> String {
         let types: Vec<String> = self
@@ -166,23 +198,7 @@ pub fn inspect_gguf(prefix: &[u8], file_len: u64, name: &str) -> Result<ModelEst
     let tokenizer = Tokenizer::from_gguf(&gguf)?;
     let config = config_from_gguf(&gguf, &tokenizer)?;
     let weight_bytes = gguf.resident_bytes();
-    let estimate = ModelEstimate {
-        arch: config.arch.name().to_string(),
-        n_layers: config.n_layers,
-        n_params: config.n_params() as u64,
-        tensor_types: type_counts(&gguf),
-        file_bytes: file_len,
-        weight_bytes,
-        peak_bytes: file_len.saturating_add(weight_bytes),
-    };
-    crate::budget::check(Some(estimate.peak_bytes), || {
-        format!(
-            "loading {} ({})",
-            crate::error::escape(name),
-            estimate.line()
-        )
-    })?;
-    Ok(estimate)
+    ModelEstimate::checked(&config, type_counts(&gguf), file_len, weight_bytes, name)
 }
 
 /// Sizes up a Hugging Face checkpoint from `config.json` and the first bytes of each shard
@@ -211,24 +227,14 @@ pub fn inspect_safetensors(
         }
         file_bytes = file_bytes.saturating_add(file_len);
     }
-    let estimate = ModelEstimate {
-        arch: config.arch.name().to_string(),
-        n_layers: config.n_layers,
-        n_params: config.n_params() as u64,
-        tensor_types: sorted_counts(types),
+    let name = shards.first().map_or("the checkpoint", |s| s.0);
+    ModelEstimate::checked(
+        &config,
+        sorted_counts(types),
         file_bytes,
         weight_bytes,
-        peak_bytes: file_bytes.saturating_add(weight_bytes),
-    };
-    let name = shards.first().map_or("the checkpoint", |s| s.0);
-    crate::budget::check(Some(estimate.peak_bytes), || {
-        format!(
-            "loading {} ({})",
-            crate::error::escape(name),
-            estimate.line()
-        )
-    })?;
-    Ok(estimate)
+        name,
+    )
 }
 
 /// Loads a Hugging Face Llama checkpoint from the text of `config.json` and `tokenizer.json` and

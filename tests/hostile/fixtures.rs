@@ -66,7 +66,11 @@ pub fn tiny_tokenizer_json() -> String {
 
 /// The tiny HF weights as one F32 safetensors shard.
 pub fn tiny_shard() -> Vec<u8> {
-    let tensors = tiny_hf_weights(2);
+    f32_shard(tiny_hf_weights(2))
+}
+
+/// `(name, shape, values)` as one F32 safetensors shard.
+fn f32_shard(tensors: Vec<(String, Vec<usize>, Vec<f32>)>) -> Vec<u8> {
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .into_iter()
         .map(|(n, s, v)| (n, s, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
@@ -187,15 +191,7 @@ pub fn tiny_gpt2_hf() -> Vec<u8> {
         "n_positions": GPT2_POSITIONS, "vocab_size": tiny_vocab().0.len(),
         "layer_norm_epsilon": 1e-5, "activation_function": "gelu_new", "eos_token_id": 0
     });
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tiny_gpt2_hf_weights(4)
-        .into_iter()
-        .map(|(n, s, v)| (n, s, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
-        .collect();
-    let views = bytes.iter().map(|(n, s, b)| {
-        let view = ::safetensors::tensor::TensorView::new(::safetensors::Dtype::F32, s.clone(), b);
-        (n.clone(), view.unwrap())
-    });
-    let shard = ::safetensors::serialize(views, None).unwrap();
+    let shard = f32_shard(tiny_gpt2_hf_weights(4));
     frame_hf(&config.to_string(), &tiny_tokenizer_json(), &shard)
 }
 
