@@ -29,6 +29,10 @@
 # run on a software adapter: "--prefill-tokens 16 --decode-tokens 4 --repeats 1" and
 # "--batch 1 --z-batches 1 --cov-tokens 1024", with NSE_BENCH_COV_TOKENS=4096: fewer tokens than
 # the MLP has neurons leave the solve's matrix singular).
+# Without a GPU it runs on a software Vulkan: Mesa's lavapipe (WGPU_BACKEND=vulkan), or the
+# SwiftShader that headless Chromium uses, through the ICD file Chromium ships
+# (VK_ICD_FILENAMES=/usr/lib/chromium/vk_swiftshader_icd.json); docs/results/gpu-lavapipe/ and
+# docs/results/gpu-swiftshader/ hold such runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-artifacts/bench/gpu}
