@@ -56,10 +56,11 @@ fn tiny() -> Model<CpuBackend> {
                     vec![d],
                     vec![1.0; d],
                 ),
-                gate_proj: t(n("mlp.gate_proj"), vec![f, d]),
+                gate_proj: Some(t(n("mlp.gate_proj"), vec![f, d])),
                 up_proj: t(n("mlp.up_proj"), vec![f, d]),
                 down_proj: t(n("mlp.down_proj"), vec![d, f]),
                 qkv_bias: None,
+                gpt2_bias: None,
             }
         })
         .collect();
@@ -68,6 +69,8 @@ fn tiny() -> Model<CpuBackend> {
         layers,
         norm: HostTensor::new("model.norm.weight", vec![d], vec![1.0; d]),
         lm_head: None,
+        position_embd: None,
+        norm_bias: None,
     };
     Model::upload(CpuBackend, c, weights).expect("the tiny model uploads")
 }
