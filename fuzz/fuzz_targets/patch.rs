@@ -101,8 +101,15 @@ fn check(bytes: &[u8]) {
     let sha = patch.model_sha256.clone();
     if pollster::block_on(patch.apply(&mut model, &mut state, &sha)).is_err() {
         for (l, w) in model.weights.layers.iter().zip(&before) {
-            assert_eq!(l.down_proj.f32(), w.as_slice(), "a refused patch changed the model");
+            assert_eq!(
+                l.down_proj.f32(),
+                w.as_slice(),
+                "a refused patch changed the model"
+            );
         }
-        assert!(state.ledger.is_empty(), "a refused patch changed the ledger");
+        assert!(
+            state.ledger.is_empty(),
+            "a refused patch changed the ledger"
+        );
     }
 }
