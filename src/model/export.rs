@@ -151,7 +151,11 @@ async fn export_gpt2<B: Backend>(model: &Model<B>, metadata: &[(&str, &str)]) ->
         let d = model.config.d_model;
         let conv1d = |name: String, values: Vec<f32>, rows: usize| {
             let cols = values.len() / rows;
-            (name, vec![cols, rows], transpose(&values, rows, cols))
+            (
+                name,
+                vec![cols, rows],
+                super::host::transpose(&values, rows, cols),
+            )
         };
         layers.extend([
             (
@@ -216,17 +220,6 @@ async fn export_gpt2<B: Backend>(model: &Model<B>, metadata: &[(&str, &str)]) ->
         out.extend_from_slice(bytemuck::cast_slice(values));
     }
     Ok(out)
-}
-
-/// `(rows, cols)` row-major → `(cols, rows)`.
-fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0; x.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = x[r * cols + c];
-        }
-    }
-    out
 }
 
 /// The 8-byte length and the JSON header of an F32 safetensors file holding `tensors` in order,

@@ -186,3 +186,23 @@ impl HostTensor {
         }
     }
 }
+
+/// A row-major `(rows, cols)` matrix transposed to `(cols, rows)`.
+///
+/// # Panics
+/// If `x` does not hold `rows × cols` values (a caller bug).
+pub(crate) fn transpose<T: Copy + Default>(x: &[T], rows: usize, cols: usize) -> Vec<T> {
+    assert_eq!(
+        x.len(),
+        rows * cols,
+        "transpose: {} values for {rows}×{cols}",
+        x.len()
+    );
+    let mut out = vec![T::default(); x.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = x[r * cols + c];
+        }
+    }
+    out
+}

@@ -8,7 +8,7 @@
 //! are only ever split by rows.
 
 use super::super::gguf::GgufFile;
-use super::super::host::{HostData, Stored};
+use super::super::host::{HostData, Stored, transpose};
 use super::super::weights::{Gpt2Bias, LayerWeights, QkvBias, Weights};
 use super::super::{HostTensor, ModelConfig};
 use crate::{Error, Result};
@@ -215,27 +215,16 @@ fn transposed(t: HostTensor) -> HostTensor {
     };
     match t.data {
         HostData::Stored(s) if s.block() == 1 => {
-            let size = s.bytes.len() / (rows * cols);
-            let mut out = vec![0u8; s.bytes.len()];
-            for r in 0..rows {
-                for c in 0..cols {
-                    let (src, dst) = ((r * cols + c) * size, (c * rows + r) * size);
-                    out[dst..dst + size].copy_from_slice(&s.bytes[src..src + size]);
-                }
-            }
+            // F16 and BF16 elements are two bytes each: transpose them as u16 pairs of bytes.
+            let elems: Vec<[u8; 2]> = s.bytes.chunks_exact(2).map(|b| [b[0], b[1]]).collect();
+            let out: Vec<u8> = transpose(&elems, rows, cols).concat();
             let s = Stored::new(s.ty, out, cols, rows).expect("a transposed F16/BF16 matrix");
             HostTensor::stored(t.name, s)
         }
         _ => {
             let name = t.name.clone();
             let x = t.into_f32();
-            let mut out = vec![0.0f32; x.len()];
-            for r in 0..rows {
-                for c in 0..cols {
-                    out[c * rows + r] = x[r * cols + c];
-                }
-            }
-            HostTensor::new(name, vec![cols, rows], out)
+            HostTensor::new(name, vec![cols, rows], transpose(&x, rows, cols))
         }
     }
 }
