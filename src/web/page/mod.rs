@@ -376,6 +376,12 @@ pub(crate) fn start() {
                 return;
             }
         };
+        // The page has booted (its own layout, script and wasm compile are done) and the engine
+        // runs in its worker: from here on the main thread only shows what the engine reports.
+        // The e2e test bounds its tasks from this mark on.
+        if let Some(perf) = dom::window().performance() {
+            let _ = perf.mark("nse-engine-started");
+        }
         // A browser whose window has no WebGPU API has none in its workers either (and a page
         // that hides it, as the e2e test does, means it).
         let window_gpu = js_sys::Reflect::get(&dom::window().navigator(), &"gpu".into())
