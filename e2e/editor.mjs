@@ -475,13 +475,13 @@ await session('crash session', {
   });
 });
 
-await session('over-limit model session', { webgpu: true, query: '?backend=webgpu&max_binding=100000000', viewport: VIEWPORT }, async (page, until) => {
+await session('over-limit model session', { webgpu: true, query: '?backend=webgpu&max_binding=30000000', viewport: VIEWPORT }, async (page, until) => {
   await check('a model over the binding limit is refused naming the tensor; the page stays usable', async () => {
     await until('the error message', (sel) => !document.querySelector(sel).hidden, tid('error-message'), LOAD_TIMEOUT_MS);
     await idle(until, 'the page to be idle', 30_000);
     const error = await page.textContent(tid('error-message'));
     console.log(`  error: ${error}`);
-    expect(/embed_tokens|token_embd/.test(error) && /100000000 bytes/.test(error) && /CPU/.test(error),
+    expect(/embed_tokens|token_embd/.test(error) && /30000000 bytes/.test(error) && /CPU/.test(error),
       `unclear error: ${error}`);
     expect(await page.getAttribute(tid('model-status'), 'data-state') === 'empty', 'a model is loaded');
     expect(await page.isEnabled(tid('load-default-button')), 'the load button is disabled');

@@ -12,7 +12,8 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> table: array<f32>;      // (V, D)
+@group(0) @binding(1) var<storage, read> table: array<vec4<u32>>; // (V, D), f32 or compact
+// #include weights(table)
 @group(0) @binding(2) var<storage, read> ids: array<u32>;        // (N)
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;  // (N, D)
 
@@ -34,7 +35,8 @@ fn main(
     let id = ids[e / p.d];
     var value = 0.0;
     if id < p.vocab {
-        value = table[id * p.d + e % p.d];
+        let at = id * p.d + e % p.d;
+        value = table_vec4(at & ~3u, p.vocab * p.d)[at & 3u];
     }
     out[e] = value;
 }

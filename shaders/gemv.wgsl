@@ -27,7 +27,13 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;  // (M, K)
-@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;  // (N, K)
+@group(0) @binding(2) var<storage, read> b: array<vec4<u32>>;  // (N, K), f32 or compact
+// #include weights(b)
+
+// The `i`-th vec4 of B's values.
+fn b_at(i: u32) -> vec4<f32> {
+    return b_vec4(4u * i, p.n * p.k);
+}
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;  // (M, N)
 
 // Partial sums: one vec4 (the COLS columns) per row of A per invocation.
@@ -61,10 +67,10 @@ fn nt(
         acc[i] = vec4<f32>(0.0);
     }
     for (var kk = lid; kk < k4; kk += WG) {
-        let b0 = b[r0 + kk];
-        let b1 = b[r1 + kk];
-        let b2 = b[r2 + kk];
-        let b3 = b[r3 + kk];
+        let b0 = b_at(r0 + kk);
+        let b1 = b_at(r1 + kk);
+        let b2 = b_at(r2 + kk);
+        let b3 = b_at(r3 + kk);
         for (var i = 0u; i < M; i += 1u) {
             let x = a[i * k4 + kk];
             acc[i] += vec4<f32>(dot(x, b0), dot(x, b1), dot(x, b2), dot(x, b3));

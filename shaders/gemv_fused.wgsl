@@ -39,18 +39,37 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;       // (M, K)
-@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;       // (N, K)
+@group(0) @binding(2) var<storage, read> b: array<vec4<u32>>;       // (N, K), f32 or compact
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;       // (M, N)
 @group(0) @binding(4) var<storage, read> g: array<vec4<f32>>;       // (K) RMSNorm weight
 @group(0) @binding(5) var<storage, read> r: array<f32>;             // (M, N) residual
-@group(0) @binding(6) var<storage, read> b2: array<vec4<f32>>;      // up (N, K); k_proj
-@group(0) @binding(7) var<storage, read> b3: array<vec4<f32>>;      // v_proj
+@group(0) @binding(6) var<storage, read> b2: array<vec4<u32>>;      // up (N, K); k_proj
+@group(0) @binding(7) var<storage, read> b3: array<vec4<u32>>;      // v_proj
 @group(0) @binding(8) var<storage, read> table: array<f32>;         // (P, hd): cos | sin
 @group(0) @binding(9) var<storage, read_write> cache_k: array<f32>; // (capacity, Hkv·hd)
 @group(0) @binding(10) var<storage, read_write> cache_v: array<f32>;
 @group(0) @binding(11) var<storage, read> bias_q: array<f32>;
 @group(0) @binding(12) var<storage, read> bias_k: array<f32>;
 @group(0) @binding(13) var<storage, read> bias_v: array<f32>;
+// The weights may be kept compact (src/gpu/packed.rs); each is read through its `_at`.
+// #include weights(b)
+// #include weights(b2)
+// #include weights(b3)
+
+// The `i`-th vec4 of `b` (N, K).
+fn b_at(i: u32) -> vec4<f32> {
+    return b_vec4(4u * i, p.n * p.k);
+}
+
+// The `i`-th vec4 of `b2`, which holds `len` values (up (N, K); k_proj (Hkv·hd, K)).
+fn b2_at(i: u32, len: u32) -> vec4<f32> {
+    return b2_vec4(4u * i, len);
+}
+
+// The `i`-th vec4 of `b3` (v_proj (Hkv·hd, K)).
+fn b3_at(i: u32) -> vec4<f32> {
+    return b3_vec4(4u * i, p.n_kv * p.k);
+}
 
 // Partial sums: one vec4 per row of A per invocation, and the row's sum of squares.
 var<workgroup> partial: array<vec4<f32>, 512>; // MAX_M · WG
@@ -92,10 +111,10 @@ fn dots_b(lid: u32, r0: u32, r1: u32, r2: u32, r3: u32) {
         sq[i] = 0.0;
     }
     for (var kk = lid; kk < k4; kk += WG) {
-        let w0 = b[r0 + kk];
-        let w1 = b[r1 + kk];
-        let w2 = b[r2 + kk];
-        let w3 = b[r3 + kk];
+        let w0 = b_at(r0 + kk);
+        let w1 = b_at(r1 + kk);
+        let w2 = b_at(r2 + kk);
+        let w3 = b_at(r3 + kk);
         let gk = g[kk];
         for (var i = 0u; i < M; i += 1u) {
             let h = a[i * k4 + kk];
@@ -122,10 +141,10 @@ fn dots_b2(lid: u32, r0: u32, r1: u32, r2: u32, r3: u32) {
         sq[i] = 0.0;
     }
     for (var kk = lid; kk < k4; kk += WG) {
-        let w0 = b2[r0 + kk];
-        let w1 = b2[r1 + kk];
-        let w2 = b2[r2 + kk];
-        let w3 = b2[r3 + kk];
+        let w0 = b2_at(r0 + kk, p.n_kv * p.k);
+        let w1 = b2_at(r1 + kk, p.n_kv * p.k);
+        let w2 = b2_at(r2 + kk, p.n_kv * p.k);
+        let w3 = b2_at(r3 + kk, p.n_kv * p.k);
         let gk = g[kk];
         for (var i = 0u; i < M; i += 1u) {
             let h = a[i * k4 + kk];
@@ -151,10 +170,10 @@ fn dots_b3(lid: u32, r0: u32, r1: u32, r2: u32, r3: u32) {
         sq[i] = 0.0;
     }
     for (var kk = lid; kk < k4; kk += WG) {
-        let w0 = b3[r0 + kk];
-        let w1 = b3[r1 + kk];
-        let w2 = b3[r2 + kk];
-        let w3 = b3[r3 + kk];
+        let w0 = b3_at(r0 + kk);
+        let w1 = b3_at(r1 + kk);
+        let w2 = b3_at(r2 + kk);
+        let w3 = b3_at(r3 + kk);
         let gk = g[kk];
         for (var i = 0u; i < M; i += 1u) {
             let h = a[i * k4 + kk];
@@ -220,10 +239,10 @@ fn residual_nt(
         acc[i] = vec4<f32>(0.0);
     }
     for (var kk = lid; kk < k4; kk += WG) {
-        let w0 = b[o.x + kk];
-        let w1 = b[o.y + kk];
-        let w2 = b[o.z + kk];
-        let w3 = b[o.w + kk];
+        let w0 = b_at(o.x + kk);
+        let w1 = b_at(o.y + kk);
+        let w2 = b_at(o.z + kk);
+        let w3 = b_at(o.w + kk);
         for (var i = 0u; i < M; i += 1u) {
             let x = a[i * k4 + kk];
             acc[i] += vec4<f32>(dot(x, w0), dot(x, w1), dot(x, w2), dot(x, w3));
@@ -272,10 +291,10 @@ fn gate_up(
         sq[i] = 0.0;
     }
     for (var kk = lid; kk < k4; kk += WG) {
-        let wg0 = b[g0 + kk];
-        let wg1 = b[g1 + kk];
-        let wu0 = b2[g0 + kk];
-        let wu1 = b2[g1 + kk];
+        let wg0 = b_at(g0 + kk);
+        let wg1 = b_at(g1 + kk);
+        let wu0 = b2_at(g0 + kk, p.n * p.k);
+        let wu1 = b2_at(g1 + kk, p.n * p.k);
         let gk = g[kk];
         for (var i = 0u; i < M; i += 1u) {
             let h = a[i * k4 + kk];

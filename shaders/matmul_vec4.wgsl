@@ -37,7 +37,14 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;  // (M, K) `nt` `nn`; (K, M) `tn`
-@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;  // (N, K) `nt`; (K, N) `nn` `tn`
+// (N, K) `nt`; (K, N) `nn` `tn`: f32, or a weight kept compact (`nt`, `nn`), read through `b_at`.
+@group(0) @binding(2) var<storage, read> b: array<vec4<u32>>;
+// #include weights(b)
+
+// The `i`-th vec4 of B's values.
+fn b_at(i: u32) -> vec4<f32> {
+    return b_vec4(4u * i, p.n * p.k);
+}
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;  // (M, N)
 
 // Linear workgroup index of a dispatch folded into up to three dimensions.
@@ -127,10 +134,10 @@ fn nt(
     var acc3 = vec4<f32>(0.0);
     let sl = slice_of(wid, nwg);
     for (var kk = sl.lo / 4u; kk < sl.hi / 4u; kk += 1u) {
-        let b0 = b[cj.x + kk];
-        let b1 = b[cj.y + kk];
-        let b2 = b[cj.z + kk];
-        let b3 = b[cj.w + kk];
+        let b0 = b_at(cj.x + kk);
+        let b1 = b_at(cj.y + kk);
+        let b2 = b_at(cj.z + kk);
+        let b3 = b_at(cj.w + kk);
         let a0 = a[ri.x + kk];
         let a1 = a[ri.y + kk];
         let a2 = a[ri.z + kk];
@@ -172,10 +179,10 @@ fn nn(
         let ri = clamp4(o.x, p.m - 1u) * k4;
         for (var kq = sl.lo / 4u; kq < sl.hi / 4u; kq += 1u) {
             let kk = 4u * kq;
-            let b0 = b[kk * n4 + cq];
-            let b1 = b[(kk + 1u) * n4 + cq];
-            let b2 = b[(kk + 2u) * n4 + cq];
-            let b3 = b[(kk + 3u) * n4 + cq];
+            let b0 = b_at(kk * n4 + cq);
+            let b1 = b_at((kk + 1u) * n4 + cq);
+            let b2 = b_at((kk + 2u) * n4 + cq);
+            let b3 = b_at((kk + 3u) * n4 + cq);
             let a0 = a[ri.x + kq];
             let a1 = a[ri.y + kq];
             let a2 = a[ri.z + kq];
@@ -188,7 +195,7 @@ fn nn(
     } else {
         let ri = clamp4(o.x, p.m - 1u) * p.k;
         for (var kk = sl.lo; kk < sl.hi; kk += 1u) {
-            let bv = b[kk * n4 + cq];
+            let bv = b_at(kk * n4 + cq);
             acc0 += a_at(ri.x + kk) * bv;
             acc1 += a_at(ri.y + kk) * bv;
             acc2 += a_at(ri.z + kk) * bv;
@@ -219,7 +226,7 @@ fn tn(
     let sl = slice_of(wid, nwg);
     for (var kk = sl.lo; kk < sl.hi; kk += 1u) {
         let av = a[kk * m4 + rq];
-        let bv = b[kk * n4 + cq];
+        let bv = b_at(kk * n4 + cq);
         acc0 += av.x * bv;
         acc1 += av.y * bv;
         acc2 += av.z * bv;

@@ -189,5 +189,10 @@ fn golden_forward_gpu() {
     let Some(gpu) = common::gpu() else { return };
     let loaded = common::load_default_model();
     let model = Model::upload(gpu, loaded.config, loaded.weights).unwrap();
+    // The Q4_1 and Q8_0 matrices stay compact on the device: this checks the kernels that
+    // decode them, not an f32 copy.
+    let tensors = model.weights.tensors();
+    let packed = tensors.iter().filter(|t| t.packing().is_some()).count();
+    assert_eq!(packed, 30 * 7 + 1, "packed matrices of {}", tensors.len());
     pollster::block_on(check_model(&model, &loaded.tokenizer));
 }

@@ -9,10 +9,10 @@
 use std::collections::BTreeSet;
 
 use naga::valid::{Capabilities, ValidationFlags, Validator};
-use nse::gpu::SHADERS;
 use nse::gpu::kernels::{
-    attention, elementwise, embedding, layer_norm, matmul, rms_norm, rope, rows, softmax,
+    attention, elementwise, embedding, layer_norm, matmul, rms_norm, rope, rows, softmax, unpack,
 };
+use nse::gpu::{INCLUDES, SHADERS, shader_source};
 
 fn parse(name: &str, src: &str) -> naga::Module {
     naga::front::wgsl::parse_str(src)
@@ -22,7 +22,8 @@ fn parse(name: &str, src: &str) -> naga::Module {
 #[test]
 fn every_registered_shader_parses_and_validates() {
     assert!(!SHADERS.is_empty());
-    for (name, src) in SHADERS {
+    for (name, _) in SHADERS {
+        let src = &shader_source(name);
         let module = parse(name, src);
         assert!(
             !module.entry_points.is_empty(),
@@ -54,6 +55,32 @@ fn every_shader_file_is_registered() {
     }
     let registered: BTreeSet<String> = SHADERS.iter().map(|(n, _)| n.to_string()).collect();
     assert_eq!(registered, on_disk, "registry vs shaders/*.wgsl");
+}
+
+#[test]
+fn every_include_file_is_registered_and_used() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders/include");
+    let mut on_disk = BTreeSet::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_stem().unwrap().to_str().unwrap().to_string();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let registered = INCLUDES.iter().find(|(n, _)| *n == name);
+        assert_eq!(
+            registered.map(|(_, src)| *src),
+            Some(text.as_str()),
+            "include/{name}.wgsl is not in the registry as is"
+        );
+        assert!(
+            SHADERS
+                .iter()
+                .any(|(_, src)| src.contains(&format!("// #include {name}("))),
+            "include/{name}.wgsl is included by no shader"
+        );
+        on_disk.insert(name);
+    }
+    let registered: BTreeSet<String> = INCLUDES.iter().map(|(n, _)| n.to_string()).collect();
+    assert_eq!(registered, on_disk, "INCLUDES vs shaders/include/");
 }
 
 /// The value of the u32 `const` named `name` in `module`.
@@ -96,16 +123,16 @@ fn launcher_constants_mirror_the_shaders() {
         ("split_sum", matmul::SPLIT_SUM_WG),
         ("z_loss", softmax::Z_LOSS_WG),
         ("z_adam", nse::ops::adam::Z_ADAM_WG),
+        ("unpack", unpack::UNPACK_WG),
         ("attention_split", attention::ATTENTION_WG),
     ];
     let mut checked = BTreeSet::new();
     for (shader, want) in wg {
-        let src = SHADERS
-            .iter()
-            .find(|(n, _)| *n == shader)
-            .unwrap_or_else(|| panic!("{shader} not registered"))
-            .1;
-        let module = parse(shader, src);
+        assert!(
+            SHADERS.iter().any(|(n, _)| *n == shader),
+            "{shader} not registered"
+        );
+        let module = parse(shader, &shader_source(shader));
         for ep in &module.entry_points {
             let size: u32 = ep.workgroup_size.iter().product();
             assert_eq!(
@@ -174,8 +201,8 @@ fn workgroup_memory(module: &naga::Module, shader: &str) -> u32 {
 
 #[test]
 fn workgroup_memory_table_matches_the_shaders() {
-    for (name, src) in SHADERS {
-        let bytes = workgroup_memory(&parse(name, src), name);
+    for (name, _) in SHADERS {
+        let bytes = workgroup_memory(&parse(name, &shader_source(name)), name);
         assert_eq!(
             nse::gpu::workgroup_bytes(name),
             bytes,

@@ -12,6 +12,8 @@
 use nse::backend::{Backend, QkvDecode, TensorInfo, Transpose};
 use nse::cpu::{CpuBackend, CpuTensor};
 use nse::gpu::{GpuBackend, GpuTensor};
+use nse::model::gguf::GgmlType;
+use nse::model::host::Stored;
 use nse::model::{
     Arch, ForwardSpec, HostTensor, LayerWeights, LogitRows, Model, ModelConfig, Packed, Weights,
 };
@@ -520,5 +522,78 @@ async fn tiny_gpt2_forward_and_decode_match_the_cpu_backend() {
         let want = cm.forward_cached(&mut cc, ids).unwrap();
         let what = format!("GPT-2 cached decode logits after {} tokens", gc.len());
         assert_close(&read(&g, &got).await, want.f32(), TOL_FORWARD, &what);
+    }
+}
+
+/// A random `(rows, cols)` matrix of `ty` with finite values: random block bytes whose f16
+/// fields (at `f16_fields` in each block) are set to moderate values.
+fn random_stored(
+    rng: &mut Rng,
+    ty: GgmlType,
+    f16_fields: &[usize],
+    rows: usize,
+    cols: usize,
+) -> Stored {
+    let (block, block_bytes) = ty.block_layout().unwrap();
+    let (block, block_bytes) = (block as usize, block_bytes as usize);
+    let mut bytes: Vec<u8> = (0..rows * cols / block * block_bytes)
+        .map(|_| rng.next_u64() as u8)
+        .collect();
+    if ty == GgmlType::F16 {
+        for h in bytes.chunks_exact_mut(2) {
+            h.copy_from_slice(&half::f16::from_f32(rng.signed()).to_le_bytes());
+        }
+    }
+    for b in bytes.chunks_exact_mut(block_bytes) {
+        for &at in f16_fields {
+            let v = half::f16::from_f32(0.1 * rng.signed());
+            b[at..at + 2].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    Stored::new(ty, bytes, rows, cols).unwrap()
+}
+
+/// Weights kept compact on WebGPU (`shaders/include/weights.wgsl` through Chrome's compiler):
+/// the GEMV, the vec4 products, the embedding gather, a fused decoding kernel and readback give
+/// exactly what they give on the same values in f32.
+#[wasm_bindgen_test]
+async fn packed_weights_match_their_f32_values() {
+    let g = gpu().await;
+    let mut rng = Rng(9);
+    let (rows, cols) = (24, 256);
+    for (ty, fields) in [
+        (GgmlType::F16, &[][..]),
+        (GgmlType::Q4_1, &[0, 2][..]),
+        (GgmlType::Q8_0, &[0][..]),
+        (GgmlType::Q4_K, &[0, 2][..]),
+        (GgmlType::Q6_K, &[208][..]),
+    ] {
+        let s = random_stored(&mut rng, ty, fields, rows, cols);
+        let packed = g.upload_host(HostTensor::stored("w", s.clone())).unwrap();
+        assert!(packed.packing().is_some(), "{ty} is kept packed");
+        let dense = g.upload("w", &s.to_f32(), &[rows, cols]).unwrap();
+        let same = |a: Vec<f32>, b: Vec<f32>, what: &str| {
+            assert_eq!(a.len(), b.len(), "{ty} {what}: length");
+            if let Some(i) = a.iter().zip(&b).position(|(x, y)| x != y) {
+                panic!("{ty} {what}: index {i}: packed {} vs f32 {}", a[i], b[i]);
+            }
+        };
+        same(read(&g, &packed).await, s.to_f32(), "read");
+        for (m, t) in [(3, Transpose::NT), (20, Transpose::NT), (2, Transpose::NN)] {
+            let (x, _) = both(&g, &mut rng, &[m, if t.b { cols } else { rows }]);
+            let a = read(&g, &g.matmul(&x, &packed, t).unwrap()).await;
+            let b = read(&g, &g.matmul(&x, &dense, t).unwrap()).await;
+            same(a, b, &format!("matmul m={m} {t:?}"));
+        }
+        let ids = g.upload_u32("ids", &[3, 0, 23], &[3]).unwrap();
+        let a = read(&g, &g.embedding(&packed, &ids).unwrap()).await;
+        let b = read(&g, &g.embedding(&dense, &ids).unwrap()).await;
+        same(a, b, "embedding");
+        let (h, _) = both(&g, &mut rng, &[2, cols]);
+        let (norm, _) = both(&g, &mut rng, &[cols]);
+        let a = read(&g, &g.norm_matmul_nt(&h, &norm, 1e-5, &packed).unwrap()).await;
+        let b = read(&g, &g.norm_matmul_nt(&h, &norm, 1e-5, &dense).unwrap()).await;
+        same(a, b, "norm_matmul_nt");
+        console_log!("{ty}: packed weights match their f32 values");
     }
 }

@@ -37,8 +37,7 @@ pub struct ForwardBenchArgs {
     /// Where to write the JSON (default: artifacts/bench/forward-<backend>.json).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// With compact weights on the cpu backend, also run the same benchmark with every weight
-    /// widened to f32 (in a second process, so that each peak is its own) and print both.
+    /// With compact weights, also run the same benchmark with every weight widened to f32 (in a second process, so that each peak is its own) and print both.
     /// Default on; `--compare-f32 false` turns it off.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     compare_f32: bool,
@@ -252,11 +251,9 @@ fn forward(args: ForwardBenchArgs) -> Result<()> {
     let overlapped_tps = args.decode_tokens as f64 / times.decode_overlapped_s;
     let peak_host = peak_rss_bytes();
     let by_type = model.weight_bytes_by_type();
-    let compare = (args.compare_f32
-        && args.model.weights == super::common::WeightStorage::Compact
-        && matches!(model, crate::session::Engine::Cpu(_)))
-    .then(f32_run)
-    .transpose()?;
+    let compare = (args.compare_f32 && args.model.weights == super::common::WeightStorage::Compact)
+        .then(f32_run)
+        .transpose()?;
     let peak_gpu = match &model {
         crate::session::Engine::Gpu(w) => Some(w.model.backend().peak_buffer_bytes()),
         crate::session::Engine::Cpu(_) => None,
@@ -344,12 +341,16 @@ fn forward(args: ForwardBenchArgs) -> Result<()> {
         let g = |k: &str| f["results"][k].as_f64().unwrap_or(f64::NAN);
         println!("\nsame benchmark, same threads: compact weights vs all f32 (a second process)");
         println!("{:<34} {:>12} {:>12}", "", "compact", "f32");
+        let gpu_row = peak_gpu.map(|p| ("peak GPU buffer MiB", mib(p), g("peak_gpu_buffer_mib")));
         for (name, ours, theirs) in [
             ("peak host memory MiB", mib(peak_host), g("peak_rss_mib")),
             ("prefill tokens/s", prefill_tps, g("prefill_tokens_per_s")),
             ("decode tokens/s", decode_tps, g("decode_tokens_per_s")),
             ("model load seconds", load_seconds, g("load_seconds")),
-        ] {
+        ]
+        .into_iter()
+        .chain(gpu_row)
+        {
             println!("{name:<34} {ours:>12.2} {theirs:>12.2}");
         }
     }

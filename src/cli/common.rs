@@ -34,8 +34,9 @@ pub enum BackendChoice {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum WeightStorage {
     /// Each weight matrix stays in its file's storage type (f16, bf16, Q8_0, Q4_0, Q4_1, …) on
-    /// the cpu backend and is decoded slice by slice inside the matmul; an edited `down_proj`
-    /// becomes f32 at its first edit. The gpu backend widens every weight to f32.
+    /// the cpu backend and is decoded slice by slice inside the matmul; on the gpu backend it
+    /// is repacked once into a compact layout its kernels decode (f16/bf16 pairs, 8- or 4-bit
+    /// codes with per-group scales). An edited `down_proj` becomes f32 at its first edit.
     #[default]
     Compact,
     /// Every weight widened to f32 at load (the design before compact weights; for comparison).
@@ -69,8 +70,8 @@ pub struct ModelArgs {
     /// the default model's when it is on disk, else one token per byte.
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
-    /// How the weights are held: compact (each in its file's storage type, decoded inside the
-    /// matmuls; cpu backend) or f32 (all widened at load).
+    /// How the weights are held: compact (each in its file's storage type, or a compact
+    /// layout of it on the gpu, decoded inside the matmuls) or f32 (all widened at load).
     #[arg(long, value_enum, default_value_t = WeightStorage::Compact)]
     pub weights: WeightStorage,
 }

@@ -16,6 +16,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use super::context::{Shared, lock};
+use super::packed::{Packed, PackedFormat};
 use super::{Count, GpuBackend};
 use crate::backend::{DType, TensorInfo};
 use crate::{Error, Result};
@@ -98,12 +99,35 @@ impl Pool {
     }
 }
 
-/// A dense row-major tensor in a GPU buffer. Dropping it returns the buffer to the pool.
+/// A row-major tensor in a GPU buffer: dense 32-bit elements, or a weight kept compact
+/// ([`Packing`]). Dropping it returns the buffer to the pool.
 pub struct GpuTensor {
     shape: Vec<usize>,
     dtype: DType,
     buffer: Option<wgpu::Buffer>,
     pool: Shared<Pool>,
+    packing: Option<Packing>,
+}
+
+/// The layout of a weight kept compact on the device (see [`super::packed`]): only the kernels
+/// that decode it take such a tensor; the backend gives every other op a dense copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Packing {
+    pub format: PackedFormat,
+    /// Values per `(scale, offset)` group (1, 16 or 32; a byte keeps [`GpuTensor`] small).
+    pub group: u8,
+}
+
+impl Packing {
+    /// The pipeline constants `(fmt, group)` of `shaders/include/weights.wgsl` for this layout
+    /// (`None`: dense f32).
+    pub(crate) fn constants(
+        packing: Option<Packing>,
+        names: (&'static str, &'static str),
+    ) -> [(&'static str, f64); 2] {
+        let (fmt, group) = packing.map_or((0, 32), |p| (p.format as u8, p.group));
+        [(names.0, f64::from(fmt)), (names.1, f64::from(group))]
+    }
 }
 
 impl GpuTensor {
@@ -112,9 +136,21 @@ impl GpuTensor {
         self.buffer.as_ref().expect("a live tensor owns its buffer")
     }
 
-    /// Bytes of the elements themselves, without padding.
+    /// Bytes of the elements themselves, without padding (dense tensors only: a packed one is
+    /// decoded before it is read or copied in part).
     pub(crate) fn bytes(&self) -> u64 {
+        assert!(self.packing.is_none(), "bytes() of a packed tensor");
         self.len() as u64 * 4
+    }
+
+    /// Bytes of the buffer behind the tensor (padded to whole vec4s).
+    pub fn buffer_bytes(&self) -> u64 {
+        self.buffer().size()
+    }
+
+    /// The compact layout of a weight, `None` for a dense tensor.
+    pub fn packing(&self) -> Option<Packing> {
+        self.packing
     }
 
     /// Last dimension (the row width); panics on a 0-d tensor.
@@ -204,6 +240,7 @@ impl GpuBackend {
             dtype,
             buffer: Some(buffer),
             pool: Shared::clone(pool),
+            packing: None,
         })
     }
 
@@ -233,6 +270,7 @@ impl GpuBackend {
                 dtype,
                 buffer: Some(buffer),
                 pool: Shared::clone(&self.ctx.pool),
+                packing: None,
             });
         }
         self.ctx.pool.created(padded_bytes(len));
@@ -257,7 +295,43 @@ impl GpuBackend {
             dtype,
             buffer: Some(buffer),
             pool,
+            packing: None,
         })
+    }
+
+    /// A weight of `shape` kept compact: `packed`'s words in a new buffer.
+    ///
+    /// # Errors
+    /// [`Error::BufferTooLarge`] naming the tensor (its packed size against the binding limit).
+    pub(crate) fn upload_packed(
+        &self,
+        name: &str,
+        packed: &Packed,
+        shape: &[usize],
+    ) -> Result<GpuTensor> {
+        let words = &packed.words;
+        let mut t = self.upload_bytes(
+            name,
+            bytemuck::cast_slice(words),
+            &[words.len()],
+            DType::F32,
+        )?;
+        t.shape = shape.to_vec();
+        t.packing = Some(Packing {
+            format: packed.format,
+            group: u8::try_from(packed.group).expect("groups of at most 32 values"),
+        });
+        Ok(t)
+    }
+
+    /// A new tensor of `t`'s shape, type and layout, with a buffer of the same size (contents
+    /// undefined).
+    pub(crate) fn empty_like(&self, name: &str, t: &GpuTensor) -> Result<GpuTensor> {
+        let words = (t.buffer().size() / 4) as usize;
+        let mut out = self.empty(name, &[words], t.dtype)?;
+        out.shape = t.shape.clone();
+        out.packing = t.packing;
+        Ok(out)
     }
 
     /// A pooled buffer of `bytes` filled with `data` by `queue.write_buffer`, when no command

@@ -19,13 +19,14 @@ mod counters;
 mod encoder;
 pub mod kernels;
 mod ops;
+pub mod packed;
 mod readback;
 mod registry;
 
-pub use buffer::GpuTensor;
 pub(crate) use buffer::u32_of;
+pub use buffer::{GpuTensor, Packing};
 pub use context::{GpuBackend, KernelSet};
 pub(crate) use counters::Count;
 pub use counters::GpuCounters;
 pub(crate) use encoder::Dispatch;
-pub use registry::{SHADERS, WORKGROUP_BYTES, workgroup_bytes};
+pub use registry::{INCLUDES, SHADERS, WORKGROUP_BYTES, shader_source, workgroup_bytes};

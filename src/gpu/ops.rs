@@ -30,6 +30,19 @@ impl Backend for GpuBackend {
         self.upload_bytes(name, bytemuck::cast_slice(data), shape, DType::F32)
     }
 
+    /// Keeps a weight compact where a packed layout exists for its storage type
+    /// ([`super::packed`]); widens it to f32 otherwise (and always in the baseline design).
+    fn upload_host(&self, t: crate::model::HostTensor) -> Result<GpuTensor> {
+        if let crate::model::host::HostData::Stored(s) = &t.data
+            && !self.is_baseline()
+            && let Some(packed) = super::packed::Packed::from_stored(s)
+        {
+            return self.upload_packed(&t.name, &packed, &t.shape);
+        }
+        let (name, shape) = (t.name.clone(), t.shape.clone());
+        self.upload_owned(&name, t.into_f32(), &shape)
+    }
+
     fn upload_u32(&self, name: &str, data: &[u32], shape: &[usize]) -> Result<GpuTensor> {
         self.upload_bytes(name, bytemuck::cast_slice(data), shape, DType::U32)
     }
@@ -41,8 +54,9 @@ impl Backend for GpuBackend {
         Ok(t)
     }
 
+    /// A packed weight's copy is packed too.
     fn copy(&self, t: &GpuTensor) -> Result<GpuTensor> {
-        let out = self.empty("copy", t.shape(), t.dtype())?;
+        let out = self.empty_like("copy", t)?;
         let size = t.buffer().size();
         self.count(crate::gpu::Count::Copy);
         self.encode(|encoder| encoder.copy_buffer_to_buffer(t.buffer(), 0, out.buffer(), 0, size))?;
@@ -52,7 +66,7 @@ impl Backend for GpuBackend {
     /// The copy is recorded and submitted when this is called, not when it is awaited.
     fn read(&self, t: &GpuTensor) -> impl Future<Output = Result<Vec<f32>>> {
         t.expect_dtype(DType::F32, "read");
-        let started = self.start_read(t);
+        let started = self.dense(t).and_then(|t| self.start_read(&t));
         async move {
             Ok(bytemuck::pod_collect_to_vec(
                 &self.finish_read(started).await?,
@@ -80,7 +94,13 @@ impl Backend for GpuBackend {
         for t in ts {
             t.expect_dtype(DType::F32, "read_many");
         }
-        let started = self.start_read_many(ts);
+        let started = ts
+            .iter()
+            .map(|t| self.dense(t))
+            .collect::<Result<Vec<_>>>()
+            .and_then(|dense| {
+                self.start_read_many(&dense.iter().map(|t| &**t).collect::<Vec<_>>())
+            });
         let lens: Vec<usize> = ts.iter().map(|t| t.len()).collect();
         async move {
             let all: Vec<f32> = bytemuck::pod_collect_to_vec(&self.finish_read(started).await?);
@@ -107,6 +127,8 @@ impl Backend for GpuBackend {
     }
 
     fn rms_norm(&self, x: &GpuTensor, w: &GpuTensor, eps: f32) -> Result<GpuTensor> {
+        let x = &*self.dense(x)?;
+        let w = &*self.dense(w)?;
         rms_norm::launch_rms_norm(self, x, w, eps)
     }
 
@@ -181,6 +203,8 @@ impl Backend for GpuBackend {
         table: &GpuTensor,
         head_dim: usize,
     ) -> Result<GpuTensor> {
+        let x = &*self.dense(x)?;
+        let table = &*self.dense(table)?;
         rope::launch_rope(self, x, positions, table, head_dim, 1.0)
     }
 
@@ -191,6 +215,8 @@ impl Backend for GpuBackend {
         table: &GpuTensor,
         head_dim: usize,
     ) -> Result<GpuTensor> {
+        let dy = &*self.dense(dy)?;
+        let table = &*self.dense(table)?;
         rope::launch_rope(self, dy, positions, table, head_dim, -1.0)
     }
 
@@ -202,6 +228,9 @@ impl Backend for GpuBackend {
         ranges: &GpuTensor,
         shape: AttnShape,
     ) -> Result<GpuTensor> {
+        let q = &*self.dense(q)?;
+        let k = &*self.dense(k)?;
+        let v = &*self.dense(v)?;
         attention::launch_attention(self, q, k, v, ranges, shape)
     }
 
@@ -214,10 +243,16 @@ impl Backend for GpuBackend {
         dout: &GpuTensor,
         shape: AttnShape,
     ) -> Result<(GpuTensor, GpuTensor, GpuTensor)> {
+        let q = &*self.dense(q)?;
+        let k = &*self.dense(k)?;
+        let v = &*self.dense(v)?;
+        let dout = &*self.dense(dout)?;
         attention::launch_attention_backward(self, q, k, v, ranges, dout, shape)
     }
 
     fn silu_mul(&self, gate: &GpuTensor, up: &GpuTensor) -> Result<GpuTensor> {
+        let gate = &*self.dense(gate)?;
+        let up = &*self.dense(up)?;
         elementwise::launch_silu_mul(self, gate, up)
     }
 
@@ -227,6 +262,9 @@ impl Backend for GpuBackend {
         up: &GpuTensor,
         dy: &GpuTensor,
     ) -> Result<(GpuTensor, GpuTensor)> {
+        let gate = &*self.dense(gate)?;
+        let up = &*self.dense(up)?;
+        let dy = &*self.dense(dy)?;
         elementwise::launch_silu_mul_backward(self, gate, up, dy)
     }
 
@@ -237,6 +275,9 @@ impl Backend for GpuBackend {
         dy: &GpuTensor,
         eps: f32,
     ) -> Result<GpuTensor> {
+        let x = &*self.dense(x)?;
+        let w = &*self.dense(w)?;
+        let dy = &*self.dense(dy)?;
         rms_norm::launch_rms_norm_backward(self, x, w, dy, eps)
     }
 
@@ -247,6 +288,9 @@ impl Backend for GpuBackend {
         b: &GpuTensor,
         eps: f32,
     ) -> Result<GpuTensor> {
+        let x = &*self.dense(x)?;
+        let w = &*self.dense(w)?;
+        let b = &*self.dense(b)?;
         layer_norm::launch_layer_norm(self, x, w, b, eps)
     }
 
@@ -257,26 +301,38 @@ impl Backend for GpuBackend {
         dy: &GpuTensor,
         eps: f32,
     ) -> Result<GpuTensor> {
+        let x = &*self.dense(x)?;
+        let w = &*self.dense(w)?;
+        let dy = &*self.dense(dy)?;
         layer_norm::launch_layer_norm_backward(self, x, w, dy, eps)
     }
 
     fn gelu(&self, x: &GpuTensor) -> Result<GpuTensor> {
+        let x = &*self.dense(x)?;
         elementwise::launch_gelu(self, x)
     }
 
     fn gelu_backward(&self, x: &GpuTensor, dy: &GpuTensor) -> Result<GpuTensor> {
+        let x = &*self.dense(x)?;
+        let dy = &*self.dense(dy)?;
         elementwise::launch_gelu_backward(self, x, dy)
     }
 
     fn add(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
+        let a = &*self.dense(a)?;
+        let b = &*self.dense(b)?;
         elementwise::launch_add(self, a, b)
     }
 
     fn add_bias(&self, x: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
+        let x = &*self.dense(x)?;
+        let b = &*self.dense(b)?;
         elementwise::launch_add_bias(self, x, b)
     }
 
     fn add_rows(&self, x: &mut GpuTensor, rows: &GpuTensor, v: &GpuTensor) -> Result<()> {
+        let v = &*self.dense(v)?;
+        self.widen(x)?;
         rows::launch_add_rows(self, x, rows, v)
     }
 
@@ -289,34 +345,46 @@ impl Backend for GpuBackend {
         kl_rows: &GpuTensor,
         kl_factor: f32,
     ) -> Result<(GpuTensor, GpuTensor)> {
+        let logp = &*self.dense(logp)?;
+        let refs = &*self.dense(refs)?;
         softmax::launch_z_loss(self, logp, labels, weights, refs, kl_rows, kl_factor)
     }
 
     fn zero_rows(&self, x: &mut GpuTensor, rows: &GpuTensor) -> Result<()> {
+        self.widen(x)?;
         rows::launch_zero_rows(self, x, rows)
     }
 
     fn gather_rows(&self, x: &GpuTensor, rows: &GpuTensor) -> Result<GpuTensor> {
+        let x = &*self.dense(x)?;
         rows::launch_gather_rows(self, x, rows)
     }
 
     fn write_rows(&self, dst: &mut GpuTensor, row0: usize, src: &GpuTensor) -> Result<()> {
+        let src = &*self.dense(src)?;
+        self.widen(dst)?;
         rows::launch_write_rows(self, dst, row0, src)
     }
 
     fn add_columns(&self, w: &mut GpuTensor, cols: &GpuTensor, delta: &GpuTensor) -> Result<()> {
+        let delta = &*self.dense(delta)?;
+        self.widen(w)?;
         rows::launch_add_columns(self, w, cols, delta)
     }
 
     fn log_softmax(&self, x: &GpuTensor) -> Result<GpuTensor> {
+        let x = &*self.dense(x)?;
         softmax::launch_log_softmax(self, x)
     }
 
     fn log_softmax_backward(&self, logp: &GpuTensor, dy: &GpuTensor) -> Result<GpuTensor> {
+        let logp = &*self.dense(logp)?;
+        let dy = &*self.dense(dy)?;
         softmax::launch_log_softmax_backward(self, logp, dy)
     }
 
     fn argmax(&self, x: &GpuTensor) -> Result<GpuTensor> {
+        let x = &*self.dense(x)?;
         softmax::launch_argmax(self, x)
     }
 
@@ -326,6 +394,7 @@ impl Backend for GpuBackend {
         k: usize,
         uniforms: &GpuTensor,
     ) -> Result<GpuTensor> {
+        let logits = &*self.dense(logits)?;
         softmax::launch_sample_top_k(self, logits, k, uniforms)
     }
 }

@@ -57,9 +57,47 @@ pub const SHADERS: &[(&str, &str)] = &[
     ),
     ("silu_mul", include_str!("../../shaders/silu_mul.wgsl")),
     ("split_sum", include_str!("../../shaders/split_sum.wgsl")),
+    ("unpack", include_str!("../../shaders/unpack.wgsl")),
     ("z_adam", include_str!("../../shaders/z_adam.wgsl")),
     ("z_loss", include_str!("../../shaders/z_loss.wgsl")),
 ];
+
+/// WGSL included by shaders: a line `// #include NAME(ARG)` is replaced by the snippet `NAME`
+/// with `$W` replaced by `ARG` (WGSL has no includes of its own; module-scope declarations may
+/// come in any order, so the snippet goes at the line's place).
+pub const INCLUDES: &[(&str, &str)] = &[(
+    "weights",
+    include_str!("../../shaders/include/weights.wgsl"),
+)];
+
+/// The source of shader `name` as compiled: its file with every `// #include` expanded; panics
+/// for a name not in [`SHADERS`] or an unknown include (bugs caught by tests/shaders.rs).
+pub fn shader_source(name: &str) -> String {
+    let raw = source(name);
+    if !raw.contains("// #include ") {
+        return raw.to_string();
+    }
+    let mut out = String::with_capacity(raw.len() * 2);
+    for line in raw.lines() {
+        match line.trim().strip_prefix("// #include ") {
+            Some(call) => {
+                let (inc, arg) = call
+                    .strip_suffix(')')
+                    .and_then(|c| c.split_once('('))
+                    .unwrap_or_else(|| panic!("{name}.wgsl: a bad include line `{line}`"));
+                let snippet = INCLUDES
+                    .iter()
+                    .find(|(n, _)| *n == inc)
+                    .unwrap_or_else(|| panic!("{name}.wgsl includes an unknown `{inc}`"))
+                    .1;
+                out.push_str(&snippet.replace("$W", arg.trim()));
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
 
 /// Bytes of workgroup memory each shader declares (all its entry points together), checked
 /// against the adapter's `max_compute_workgroup_storage_size` before a dispatch; shaders not
@@ -153,7 +191,7 @@ impl GpuBackend {
             .or_insert_with(|| {
                 device.create_shader_module(wgpu::ShaderModuleDescriptor {
                     label: Some(shader),
-                    source: wgpu::ShaderSource::Wgsl(source(shader).into()),
+                    source: wgpu::ShaderSource::Wgsl(shader_source(shader).into()),
                 })
             })
             .clone();

@@ -119,7 +119,7 @@ pub struct ModelEstimate {
     pub tensor_types: Vec<(String, usize)>,
     pub file_bytes: u64,
     /// The weights as the loaders keep them: matrices in their file's storage type, the rest
-    /// as f32 (the gpu backend widens them all to f32 on the device).
+    /// as f32 (the gpu backend holds about as much: see [`crate::gpu::packed::device_bytes`]).
     pub weight_bytes: u64,
     /// What a load holds at its peak: the file read whole and its weights as kept.
     pub peak_bytes: u64,

@@ -114,8 +114,13 @@ impl Engine {
                 ws.tensors().into_iter().for_each(&mut add);
             }
             Engine::Gpu(w) => {
-                let n: usize = w.model.weights.tensors().iter().map(|t| t.len()).sum();
-                by.insert("F32".into(), 4 * n as u64);
+                for t in w.model.weights.tensors() {
+                    let (name, bytes) = match t.packing() {
+                        Some(p) => (p.format.name(), t.buffer_bytes()),
+                        None => ("F32", 4 * t.len() as u64),
+                    };
+                    *by.entry(name.to_string()).or_default() += bytes;
+                }
             }
         }
         let mut v: Vec<(String, u64)> = by.into_iter().collect();

@@ -2,7 +2,7 @@
 //! (the CPU reference is the specification; tests/gpu_ops.rs checks the kernels against it).
 
 use crate::backend::{DType, TensorInfo};
-use crate::gpu::{Dispatch, GpuBackend, GpuTensor, u32_of};
+use crate::gpu::{Dispatch, GpuBackend, GpuTensor, Packing, u32_of};
 
 /// Invocations per workgroup of `shaders/embedding.wgsl`.
 pub const EMBEDDING_WG: u32 = 256;
@@ -29,7 +29,7 @@ pub(crate) fn launch_embedding(
     gpu.dispatch(&Dispatch {
         shader: "embedding",
         entry: "main",
-        overrides: &[],
+        overrides: &Packing::constants(table.packing(), ("table_FMT", "table_GROUP")),
         params: &[len, u32_of(d), u32_of(vocab)],
         bindings: &[(1, table.buffer()), (2, ids.buffer()), (3, out.buffer())],
         workgroups: u64::from(len).div_ceil(u64::from(EMBEDDING_WG)),

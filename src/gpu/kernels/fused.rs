@@ -7,7 +7,7 @@
 
 use super::matmul::{GEMV_COLS, GEMV_MAX_ROWS};
 use crate::backend::{DType, QkvDecode, TensorInfo};
-use crate::gpu::{Dispatch, GpuBackend, GpuTensor, u32_of};
+use crate::gpu::{Dispatch, GpuBackend, GpuTensor, Packing, u32_of};
 use crate::{Error, Result};
 
 /// Storage bindings of the `qkv` entry (h, norm, three projections, the RoPE table, q and the
@@ -21,7 +21,8 @@ fn applies(gpu: &GpuBackend, rows: usize, k: usize) -> bool {
     gpu.uses_fused() && (1..=GEMV_MAX_ROWS).contains(&rows) && k.is_multiple_of(4)
 }
 
-/// The fused GEMV entry `entry` over `n` outputs in `groups` workgroups.
+/// The fused GEMV entry `entry` over `n` outputs in `groups` workgroups, with the weights
+/// bound to `b`, `b2` and `b3` in the layouts `packs` (`None`: dense f32, or not bound).
 fn dispatch(
     gpu: &GpuBackend,
     entry: &'static str,
@@ -29,14 +30,20 @@ fn dispatch(
     params: &[u32],
     bindings: &[(u32, &wgpu::Buffer)],
     groups: usize,
+    packs: [Option<Packing>; 3],
 ) -> Result<()> {
     // Every entry binds the whole `Params` block (8 words).
     let mut words = [0u32; 8];
     words[..params.len()].copy_from_slice(params);
+    let [b, b2, b3] = [
+        Packing::constants(packs[0], ("b_FMT", "b_GROUP")),
+        Packing::constants(packs[1], ("b2_FMT", "b2_GROUP")),
+        Packing::constants(packs[2], ("b3_FMT", "b3_GROUP")),
+    ];
     gpu.dispatch(&Dispatch {
         shader: "gemv_fused",
         entry,
-        overrides: &[("M", rows as f64)],
+        overrides: &[("M", rows as f64), b[0], b[1], b2[0], b2[1], b3[0], b3[1]],
         params: &words,
         bindings,
         workgroups: groups as u64,
@@ -63,12 +70,13 @@ fn launch_into(
     groups: usize,
     eps: f32,
     bindings: &[(u32, &wgpu::Buffer)],
+    packs: [Option<Packing>; 3],
 ) -> Result<GpuTensor> {
     let c = gpu.empty(entry, &[rows, n], DType::F32)?;
     let mut all = bindings.to_vec();
     all.push((3, c.buffer()));
     let params = [u32_of(n), u32_of(k), u32_of(groups), eps.to_bits()];
-    dispatch(gpu, entry, rows, &params, &all, groups)?;
+    dispatch(gpu, entry, rows, &params, &all, groups, packs)?;
     Ok(c)
 }
 
@@ -89,7 +97,8 @@ pub(crate) fn launch_norm_matmul_nt(
     assert_eq!(norm.len(), dims[1], "norm_matmul_nt: norm weight");
     let bindings = [(1, h.buffer()), (2, w.buffer()), (4, norm.buffer())];
     let groups = dims[2].div_ceil(GEMV_COLS);
-    launch_into(gpu, "norm_nt", dims, groups, eps, &bindings).map(Some)
+    let packs = [w.packing(), None, None];
+    launch_into(gpu, "norm_nt", dims, groups, eps, &bindings, packs).map(Some)
 }
 
 /// `r + x · Wᵀ`, or `None` where the kernel does not apply.
@@ -112,7 +121,8 @@ pub(crate) fn launch_matmul_nt_residual(
     );
     let bindings = [(1, x.buffer()), (2, w.buffer()), (5, r.buffer())];
     let groups = dims[2].div_ceil(GEMV_COLS);
-    launch_into(gpu, "residual_nt", dims, groups, 0.0, &bindings).map(Some)
+    let packs = [w.packing(), None, None];
+    launch_into(gpu, "residual_nt", dims, groups, 0.0, &bindings, packs).map(Some)
 }
 
 /// `silu(x · Gᵀ) ⊙ (x · Uᵀ)` with `x = rms_norm(h, norm)`, or `None` where the kernel does not
@@ -141,7 +151,8 @@ pub(crate) fn launch_norm_gate_up(
     ];
     // Two columns of the gate and two of up per workgroup.
     let groups = dims[2].div_ceil(2);
-    launch_into(gpu, "gate_up", dims, groups, eps, &bindings).map(Some)
+    let packs = [gate.packing(), up.packing(), None];
+    launch_into(gpu, "gate_up", dims, groups, eps, &bindings, packs).map(Some)
 }
 
 /// Attention's input while decoding ([`crate::backend::Backend::decode_qkv`]), or `None`
@@ -227,6 +238,7 @@ pub(crate) fn launch_decode_qkv(
         ],
         &bindings,
         groups,
+        [wq.packing(), wk.packing(), wv.packing()],
     )?;
     Ok(Some(q))
 }

@@ -3,8 +3,9 @@
 //! `crate::ops::matmul`
 //! (the CPU reference is the specification; tests/gpu_ops.rs checks the kernels against it).
 
+use super::unpack::Dense;
 use crate::backend::{DType, TensorInfo, Transpose};
-use crate::gpu::{Dispatch, GpuBackend, GpuTensor, u32_of};
+use crate::gpu::{Dispatch, GpuBackend, GpuTensor, Packing, u32_of};
 use crate::ops::matmul::MatmulDims;
 
 /// Invocations per side of a matmul workgroup.
@@ -58,13 +59,28 @@ pub(crate) fn launch_matmul(
         return Ok(());
     }
     let (shader, entry) = gpu_matmul_kernel(dims, t, !gpu.uses_gemv());
+    // A weight kept compact is decoded inside the GEMV and the vec4 `nt` and `nn` products
+    // (its rows run along K, or along N); any other operand is made dense first.
+    let b_native = matches!((shader, entry), ("gemv", _) | ("matmul_vec4", "nt" | "nn"));
+    if a.packing().is_some() || (b.packing().is_some() && !b_native) {
+        let (a, b) = (
+            gpu.dense(a)?,
+            if b_native {
+                Dense::Borrowed(b)
+            } else {
+                gpu.dense(b)?
+            },
+        );
+        return launch_matmul(gpu, c, &a, &b, t, accumulate);
+    }
+    let [b_fmt, b_group] = Packing::constants(b.packing(), ("b_FMT", "b_GROUP"));
     let acc = f64::from(u8::from(accumulate));
     if shader == "gemv" {
         let groups = n.div_ceil(GEMV_COLS);
         return gpu.dispatch(&Dispatch {
             shader,
             entry,
-            overrides: &[("M", m as f64), ("ACCUMULATE", acc)],
+            overrides: &[("M", m as f64), ("ACCUMULATE", acc), b_fmt, b_group],
             params: &[u32_of(n), u32_of(k), u32_of(groups)],
             bindings: &[(1, a.buffer()), (2, b.buffer()), (3, c.buffer())],
             workgroups: groups as u64,
@@ -88,7 +104,7 @@ pub(crate) fn launch_matmul(
         ("TRANS_B", f64::from(u8::from(t.b))),
         ("ACCUMULATE", acc),
     ];
-    let vec4 = [("ACCUMULATE", acc)];
+    let vec4 = [("ACCUMULATE", acc), b_fmt, b_group];
     gpu.dispatch(&Dispatch {
         shader,
         entry,
@@ -147,10 +163,11 @@ fn launch_split_k(
     let MatmulDims { m, k, n } = dims;
     let chunk = k.div_ceil(splits).next_multiple_of(4);
     let part = gpu.empty("split-K partial products", &[splits * m, n], DType::F32)?;
+    let [b_fmt, b_group] = Packing::constants(b.packing(), ("b_FMT", "b_GROUP"));
     gpu.dispatch(&Dispatch {
         shader: "matmul_vec4",
         entry,
-        overrides: &[("ACCUMULATE", 0.0)],
+        overrides: &[("ACCUMULATE", 0.0), b_fmt, b_group],
         params: &[
             u32_of(m),
             u32_of(n),

@@ -12,3 +12,4 @@ pub mod rms_norm;
 pub mod rope;
 pub mod rows;
 pub mod softmax;
+pub mod unpack;

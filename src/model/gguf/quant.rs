@@ -221,7 +221,7 @@ fn blocks_into(ty: GgmlType, bytes: &[u8], out: &mut [f32]) {
 /// Weights per K-quant super-block.
 const QK_K: usize = 256;
 
-fn f16_at(b: &[u8], at: usize) -> f32 {
+pub(crate) fn f16_at(b: &[u8], at: usize) -> f32 {
     f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
 }
 
@@ -251,24 +251,29 @@ fn q8_0_block(b: &[u8], out: &mut Vec<f32>) {
 /// of weight `j` is bit `j` of `qh`; `w = d·(q − 16)` (Q5_0) or `w = d·q + m` (Q5_1).
 fn q5_block(b: &[u8], with_min: bool, out: &mut Vec<f32>) {
     let d = f16_at(b, 0);
+    let q = q5_codes(b, with_min);
+    if with_min {
+        let m = f16_at(b, 2);
+        out.extend(q.iter().map(|&q| d * q as f32 + m));
+    } else {
+        out.extend(q.iter().map(|&q| d * (q as i32 - 16) as f32));
+    }
+}
+
+/// The 32 five-bit codes `q` of a Q5_0 (`with_min` false) or Q5_1 block, in weight order.
+pub(crate) fn q5_codes(b: &[u8], with_min: bool) -> [u8; 32] {
     let at = if with_min { 4 } else { 2 };
     let qh = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
     let qs = &b[at + 4..at + 20];
-    let q = |j: usize| -> u8 {
+    std::array::from_fn(|j| {
         let nibble = if j < 16 { qs[j] & 15 } else { qs[j - 16] >> 4 };
         nibble | (((qh >> j) & 1) as u8) << 4
-    };
-    if with_min {
-        let m = f16_at(b, 2);
-        out.extend((0..32).map(|j| d * q(j) as f32 + m));
-    } else {
-        out.extend((0..32).map(|j| d * (q(j) as i32 - 16) as f32));
-    }
+    })
 }
 
 /// The 6-bit scale and min of sub-block `j` (of 8) from the 12 packed bytes of Q4_K and Q5_K
 /// (ggml's `get_scale_min_k4`).
-fn scale_min_k4(j: usize, s: &[u8]) -> (u8, u8) {
+pub(crate) fn scale_min_k4(j: usize, s: &[u8]) -> (u8, u8) {
     if j < 4 {
         (s[j] & 63, s[j + 4] & 63)
     } else {
@@ -283,41 +288,53 @@ fn scale_min_k4(j: usize, s: &[u8]) -> (u8, u8) {
 /// before `qs`): 8 sub-blocks of 32 weights, `w = (d·sc)·q − dmin·m`, `q` 4 bits (+ 1 from `qh`).
 fn q45_k_block(b: &[u8], five: bool, out: &mut Vec<f32>) {
     let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
-    let scales = &b[4..16];
+    let codes = q45_k_codes(b, five);
+    for (sub, q) in codes.chunks_exact(32).enumerate() {
+        let (sc, m) = scale_min_k4(sub, &b[4..16]);
+        let (d1, m1) = (d * sc as f32, dmin * m as f32);
+        out.extend(q.iter().map(|&q| d1 * q as f32 - m1));
+    }
+}
+
+/// The 256 codes `q` (4 or 5 bits) of a Q4_K or Q5_K block, in weight order.
+pub(crate) fn q45_k_codes(b: &[u8], five: bool) -> [u8; QK_K] {
     let (qh, qs) = if five {
         (&b[16..48], &b[48..176])
     } else {
         (&[][..], &b[16..144])
     };
-    for sub in 0..8 {
-        let (sc, m) = scale_min_k4(sub, scales);
-        let (d1, m1) = (d * sc as f32, dmin * m as f32);
+    std::array::from_fn(|i| {
+        let (sub, l) = (i / 32, i % 32);
         // Sub-blocks pair up on 32 bytes of `qs`: low nibbles, then high nibbles.
-        let bytes = &qs[32 * (sub / 2)..32 * (sub / 2 + 1)];
-        for (l, &q) in bytes.iter().enumerate() {
-            let mut q = if sub % 2 == 0 { q & 15 } else { q >> 4 };
-            if five {
-                q |= ((qh[l] >> sub) & 1) << 4;
-            }
-            out.push(d1 * q as f32 - m1);
+        let byte = qs[32 * (sub / 2) + l];
+        let mut q = if sub % 2 == 0 { byte & 15 } else { byte >> 4 };
+        if five {
+            q |= ((qh[l] >> sub) & 1) << 4;
         }
-    }
+        q
+    })
 }
 
 /// Q6_K `{u8 ql[128], u8 qh[64], i8 scales[16], f16 d}`: 16 groups of 16 weights,
 /// `w = (d·sc)·(q − 32)` with `q` 4 bits from `ql` and 2 from `qh`.
 fn q6_k_block(b: &[u8], out: &mut Vec<f32>) {
-    let (ql, qh, scales) = (&b[..128], &b[128..192], &b[192..208]);
     let d = f16_at(b, 208);
-    for i in 0..QK_K {
+    for (i, q) in q6_k_codes(b).into_iter().enumerate() {
+        let sc = b[192 + i / 16] as i8;
+        out.push(d * sc as f32 * q as f32);
+    }
+}
+
+/// The 256 codes `q − 32` of a Q6_K block, in weight order.
+pub(crate) fn q6_k_codes(b: &[u8]) -> [i8; QK_K] {
+    let (ql, qh) = (&b[..128], &b[128..192]);
+    std::array::from_fn(|i| {
         // Two halves of 128 weights; within a half, four runs of 32.
         let (half, k) = (i / 128, i % 128);
         let (run, l) = (k / 32, k % 32);
         let low = ql[64 * half + 32 * (run % 2) + l];
         let low = if run < 2 { low & 15 } else { low >> 4 };
         let high = (qh[32 * half + l] >> (2 * run)) & 3;
-        let q = (low | (high << 4)) as i32 - 32;
-        let sc = scales[i / 16] as i8;
-        out.push(d * sc as f32 * q as f32);
-    }
+        ((low | (high << 4)) as i32 - 32) as i8
+    })
 }

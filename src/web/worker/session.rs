@@ -91,12 +91,17 @@ pub(crate) async fn on_gpu(
 /// [`Error::BufferTooLarge`] naming the first such tensor, with the page's way out.
 pub(crate) fn check_binding_cap(weights: &Weights<HostTensor>, cap: u64) -> Result<()> {
     let all = weights.tensors();
-    // The gpu backend widens every weight to f32.
-    let f32_bytes = |t: &HostTensor| 4 * t.shape.iter().product::<usize>() as u64;
-    match all.into_iter().find(|t| f32_bytes(t) > cap) {
+    // What the gpu backend uploads: a matrix in its packed layout where it has one, else f32.
+    let device_bytes = |t: &HostTensor| match &t.data {
+        crate::model::host::HostData::Stored(s) => {
+            crate::gpu::packed::device_bytes(s.ty, s.rows, s.cols)
+        }
+        crate::model::host::HostData::F32(v) => 4 * v.len() as u64,
+    };
+    match all.into_iter().find(|t| device_bytes(t) > cap) {
         Some(t) => Err(page_hint(Error::BufferTooLarge {
             name: t.name.clone(),
-            bytes: f32_bytes(t),
+            bytes: device_bytes(t),
             limit: cap,
         })),
         None => Ok(()),

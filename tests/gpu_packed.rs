@@ -1,0 +1,285 @@
+//! Weights kept compact on the gpu backend (`src/gpu/packed.rs`, `shaders/include/weights.wgsl`):
+//! for every storage type with a packed layout, the kernels that decode a weight themselves (the
+//! GEMV, the vec4 `nt` and `nn` products, the embedding gather, the fused decoding kernels) give
+//! exactly what the same kernels give on the weight widened to f32 by the cpu's dequantiser, and
+//! every other op, readback, copy and the first edit of a matrix see those same values.
+//!
+//! Natively without a GPU: `WGPU_BACKEND=vulkan` with Mesa lavapipe. `NSE_GPU_OPTIONAL=1` turns
+//! a missing adapter into a loud skip.
+
+// Native only (files, threads, blocking on the GPU): in wasm32 this test crate is empty, and
+// the browser tests are tests/web.rs.
+#![cfg(not(target_arch = "wasm32"))]
+
+mod common;
+
+use common::gpu_vs_cpu::{check, rand, read, up, up_u32};
+use common::{Rng, TOL_F32_REDUCTION, gpu};
+use nse::backend::{Backend, QkvDecode, TensorInfo, Transpose};
+use nse::cpu::CpuBackend;
+use nse::gpu::packed::PackedFormat;
+use nse::gpu::{GpuBackend, GpuTensor};
+use nse::model::HostTensor;
+use nse::model::gguf::GgmlType;
+use nse::model::host::Stored;
+use nse::ops::rope::rope_table;
+
+/// Every storage type with a packed layout: its byte offsets of f16 fields in a block, and the
+/// layout it gets.
+const TYPES: [(GgmlType, &[usize], PackedFormat); 10] = [
+    (GgmlType::F16, &[], PackedFormat::F16),
+    (GgmlType::BF16, &[], PackedFormat::Bf16),
+    (GgmlType::Q4_0, &[0], PackedFormat::Int4),
+    (GgmlType::Q4_1, &[0, 2], PackedFormat::Int4),
+    (GgmlType::Q8_0, &[0], PackedFormat::Int8),
+    (GgmlType::Q5_0, &[0], PackedFormat::Int8),
+    (GgmlType::Q5_1, &[0, 2], PackedFormat::Int8),
+    (GgmlType::Q4_K, &[0, 2], PackedFormat::Int4),
+    (GgmlType::Q5_K, &[0, 2], PackedFormat::Int8),
+    (GgmlType::Q6_K, &[208], PackedFormat::Int8),
+];
+
+/// A random `(rows, cols)` matrix of `ty` whose every value is finite: random block bytes with
+/// every f16 field set to a value of moderate size, and F16/BF16 halves of moderate exponent.
+fn random_stored(
+    rng: &mut Rng,
+    ty: GgmlType,
+    f16_fields: &[usize],
+    rows: usize,
+    cols: usize,
+) -> Stored {
+    let (block, block_bytes) = ty.block_layout().unwrap();
+    let (block, block_bytes) = (block as usize, block_bytes as usize);
+    let mut bytes: Vec<u8> = (0..rows * cols / block * block_bytes)
+        .map(|_| rng.below(256) as u8)
+        .collect();
+    match ty {
+        GgmlType::F16 | GgmlType::BF16 => {
+            for h in bytes.chunks_exact_mut(2) {
+                let v = rng.range(-2.0, 2.0);
+                let bits = if ty == GgmlType::F16 {
+                    half::f16::from_f32(v).to_bits()
+                } else {
+                    half::bf16::from_f32(v).to_bits()
+                };
+                h.copy_from_slice(&bits.to_le_bytes());
+            }
+        }
+        _ => {
+            for b in bytes.chunks_exact_mut(block_bytes) {
+                for &at in f16_fields {
+                    let v = half::f16::from_f32(rng.range(-0.1, 0.1));
+                    b[at..at + 2].copy_from_slice(&v.to_le_bytes());
+                }
+            }
+        }
+    }
+    Stored::new(ty, bytes, rows, cols).expect("a whole number of blocks per row")
+}
+
+/// The matrix on the gpu twice, packed and widened to f32 by the cpu's dequantiser, and on the
+/// cpu backend as the cpu keeps it (in its storage type).
+fn three(
+    g: &GpuBackend,
+    s: &Stored,
+    format: PackedFormat,
+) -> (GpuTensor, GpuTensor, nse::cpu::CpuTensor) {
+    let host = HostTensor::stored("w", s.clone());
+    let packed = g.upload_host(host.clone()).unwrap();
+    let layout = packed.packing().expect("the gpu keeps it packed");
+    assert_eq!(layout.format, format, "{}", s.ty);
+    assert!(
+        packed_bytes(&packed) < 4 * s.rows * s.cols,
+        "{}: packed takes less than f32",
+        s.ty
+    );
+    let dense = g.upload("w", &s.to_f32(), &[s.rows, s.cols]).unwrap();
+    (packed, dense, CpuBackend.upload_host(host).unwrap())
+}
+
+fn packed_bytes(t: &GpuTensor) -> usize {
+    t.buffer_bytes() as usize
+}
+
+fn exact(g: &GpuBackend, got: &GpuTensor, want: &GpuTensor, what: &str) {
+    assert_eq!(got.shape(), want.shape(), "{what}: shape");
+    let (got, want) = (read(g, got), read(g, want));
+    if let Some(i) = got.iter().zip(&want).position(|(a, b)| a != b) {
+        panic!(
+            "{what}: first difference at {i}: packed {} vs f32 {}",
+            got[i], want[i]
+        );
+    }
+}
+
+#[test]
+fn every_packed_type_reads_copies_and_multiplies_as_its_f32_values() {
+    let Some(g) = gpu() else { return };
+    let mut rng = Rng::new(71);
+    let (rows, cols) = (12, 512);
+    for (ty, fields, format) in TYPES {
+        let s = random_stored(&mut rng, ty, fields, rows, cols);
+        let (packed, dense, cpu) = three(&g, &s, format);
+        let want = s.to_f32();
+        let got = read(&g, &packed);
+        assert!(got.iter().zip(&want).all(|(a, b)| a == b), "{ty}: read");
+        exact(
+            &g,
+            &g.copy(&packed).unwrap(),
+            &dense,
+            &format!("{ty}: copy"),
+        );
+        assert!(
+            g.copy(&packed).unwrap().packing().is_some(),
+            "{ty}: a copy stays packed"
+        );
+        // x · Wᵀ: the GEMV (≤ 8 rows) and the vec4 `nt` product (more).
+        for m in [1, 3, 8, 37] {
+            let (x, x_c) = rand(&g, &mut rng, &[m, cols]);
+            let got = g.matmul(&x, &packed, Transpose::NT).unwrap();
+            exact(
+                &g,
+                &got,
+                &g.matmul(&x, &dense, Transpose::NT).unwrap(),
+                &format!("{ty}: nt m={m}"),
+            );
+            let want = CpuBackend.matmul(&x_c, &cpu, Transpose::NT).unwrap();
+            check(
+                &g,
+                &got,
+                &want,
+                TOL_F32_REDUCTION,
+                &format!("{ty}: nt m={m} vs the cpu"),
+            );
+            let mut acc = g.matmul(&x, &dense, Transpose::NT).unwrap();
+            let mut acc_dense = g.copy(&acc).unwrap();
+            g.matmul_acc(&mut acc, &x, &packed, Transpose::NT).unwrap();
+            g.matmul_acc(&mut acc_dense, &x, &dense, Transpose::NT)
+                .unwrap();
+            exact(&g, &acc, &acc_dense, &format!("{ty}: nt accumulate m={m}"));
+        }
+        // dy · W: the backward pass through a linear layer (the vec4 `nn` product).
+        for m in [1, 5] {
+            let (dy, _) = rand(&g, &mut rng, &[m, rows]);
+            exact(
+                &g,
+                &g.matmul(&dy, &packed, Transpose::NN).unwrap(),
+                &g.matmul(&dy, &dense, Transpose::NN).unwrap(),
+                &format!("{ty}: nn m={m}"),
+            );
+        }
+        // Wᵀ · A (no kernel decodes it): made dense first.
+        let (a, _) = rand(&g, &mut rng, &[rows, 4]);
+        exact(
+            &g,
+            &g.matmul(&packed, &a, Transpose::TN).unwrap(),
+            &g.matmul(&dense, &a, Transpose::TN).unwrap(),
+            &format!("{ty}: tn"),
+        );
+        // The embedding gather, ids out of order and repeated.
+        let (ids, _) = up_u32(&g, &[5, 0, 11, 5, 3], &[5]);
+        exact(
+            &g,
+            &g.embedding(&packed, &ids).unwrap(),
+            &g.embedding(&dense, &ids).unwrap(),
+            &format!("{ty}: embedding"),
+        );
+    }
+}
+
+/// The first edit of a packed matrix widens it to the dequantiser's values, then edits it.
+#[test]
+fn editing_a_packed_matrix_widens_it_first() {
+    let Some(g) = gpu() else { return };
+    let mut rng = Rng::new(72);
+    let (rows, cols) = (16, 256);
+    for (ty, fields, format) in [TYPES[3], TYPES[9]] {
+        let s = random_stored(&mut rng, ty, fields, rows, cols);
+        let (mut packed, mut dense, _) = three(&g, &s, format);
+        let (cols_t, _) = up_u32(&g, &[7, 200, 3], &[3]);
+        let (delta, _) = rand(&g, &mut rng, &[rows, 3]);
+        g.add_columns(&mut packed, &cols_t, &delta).unwrap();
+        g.add_columns(&mut dense, &cols_t, &delta).unwrap();
+        assert!(packed.packing().is_none(), "{ty}: an edited matrix is f32");
+        exact(&g, &packed, &dense, &format!("{ty}: add_columns"));
+    }
+}
+
+/// Decoding's fused kernels with packed weights (q, k, v of different types, as a `Q4_K_M` file
+/// mixes Q4_K and Q6_K) give what they give on the f32 values.
+#[test]
+fn fused_decoding_kernels_decode_packed_weights() {
+    let Some(g) = gpu() else { return };
+    let mut rng = Rng::new(73);
+    let k = 256;
+    let mut w = |ty: usize, rows: usize| {
+        let (t, fields, format) = TYPES[ty];
+        let s = random_stored(&mut rng, t, fields, rows, k);
+        let (p, d, _) = three(&g, &s, format);
+        (p, d)
+    };
+    let (lm, lm_d) = w(4, 40);
+    let (down, down_d) = w(9, 24);
+    let (gate, gate_d) = w(7, 36);
+    let (upw, up_d) = w(3, 36);
+    let (hd, hq, hkv, capacity) = (16, 4, 2, 8);
+    let (wq, wq_d) = w(7, hq * hd);
+    let (wk, wk_d) = w(7, hkv * hd);
+    let (wv, wv_d) = w(9, hkv * hd);
+    let mut rng = Rng::new(74);
+    let norm_values: Vec<f32> = rng.vec(k).iter().map(|x| 1.0 + 0.2 * x).collect();
+    let (norm, _) = up(&g, &norm_values, &[k]);
+    let table = rope_table(10000.0, hd, capacity, None);
+    let (table, _) = up(&g, &table, &[capacity, hd]);
+    for m in [1, 3] {
+        let (h, _) = rand(&g, &mut rng, &[m, k]);
+        exact(
+            &g,
+            &g.norm_matmul_nt(&h, &norm, 1e-5, &lm).unwrap(),
+            &g.norm_matmul_nt(&h, &norm, 1e-5, &lm_d).unwrap(),
+            &format!("norm_matmul_nt m={m}"),
+        );
+        let (r, _) = rand(&g, &mut rng, &[m, 24]);
+        exact(
+            &g,
+            &g.matmul_nt_residual(&h, &down, &r).unwrap(),
+            &g.matmul_nt_residual(&h, &down_d, &r).unwrap(),
+            &format!("matmul_nt_residual m={m}"),
+        );
+        exact(
+            &g,
+            &g.norm_gate_up(&h, &norm, 1e-5, &gate, &upw).unwrap(),
+            &g.norm_gate_up(&h, &norm, 1e-5, &gate_d, &up_d).unwrap(),
+            &format!("norm_gate_up m={m}"),
+        );
+        let positions: Vec<u32> = (2..2 + m as u32).collect();
+        let (positions, _) = up_u32(&g, &positions, &[m]);
+        let run = |proj: [&GpuTensor; 3]| {
+            let mut ck = g.zeros(&[capacity, hkv * hd]).unwrap();
+            let mut cv = g.zeros(&[capacity, hkv * hd]).unwrap();
+            let p = QkvDecode {
+                norm: &norm,
+                eps: 1e-5,
+                proj,
+                bias: None,
+                positions: &positions,
+                table: &table,
+                head_dim: hd,
+                pos0: 2,
+            };
+            let q = g.decode_qkv(&h, &p, &mut ck, &mut cv).unwrap();
+            [read(&g, &q), read(&g, &ck), read(&g, &cv)]
+        };
+        let got = run([&wq, &wk, &wv]);
+        let want = run([&wq_d, &wk_d, &wv_d]);
+        for (what, (a, b)) in ["q", "cache k", "cache v"]
+            .iter()
+            .zip(got.iter().zip(&want))
+        {
+            assert!(
+                a.iter().zip(b).all(|(x, y)| x == y),
+                "decode_qkv m={m}: {what}"
+            );
+        }
+    }
+}
