@@ -114,7 +114,10 @@ await session('WebGPU browser session', { webgpu: true, query: '?backend=webgpu'
     expect(/swiftshader|adapter/i.test(status), `no adapter in the status: ${status}`);
     expect(/maxStorageBufferBindingSize/.test(status), `no limits in the status: ${status}`);
     expect(/parameters/.test(status), `no model size in the status: ${status}`);
-    expect(/Weights in memory: 513 MiB \(F32 513\.1 MiB\)/.test(status), `the gpu backend's f32 weights: ${status}`);
+    // Compact on the device too (Q4_1 as 4-bit codes, the Q8_0 embedding as 8-bit codes, with
+    // per-group scales), not 513 MiB of f32.
+    expect(/Weights in memory: 110 MiB \(4-bit groups 75\.9 MiB, 8-bit groups 33\.8 MiB, F32 0\.1 MiB\)/.test(status),
+      `the gpu backend's compact weights: ${status}`);
     expect(await page.isHidden(tid('webgpu-notice')), 'the no-WebGPU notice is shown');
     const [value, max] = await page.$eval(tid('progress'), (p) => [p.value, p.max]);
     expect(value === max, `progress bar at ${value} of ${max}`);
