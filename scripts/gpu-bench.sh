@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The gpu backend's benchmarks on this machine's GPU, in one command, with no model file:
 # `nse bench forward` and `nse bench edit` on random weights of the default model's shape
-# (--model synthetic:smollm2-135m), each run under three gpu paths in the same invocation:
+# (--model synthetic:smollm2-135m), each run under five gpu paths in the same invocation:
 #
 #   baseline  NSE_GPU_BASELINE=1: the first design (a compute pass, uniform buffer and bind group
 #             per dispatch, a submit every 64 commands, the tiled matmul at every row count and
@@ -11,9 +11,11 @@
 #             split-KV attention and a workgroup per row in its backward; the tiled matmul
 #             (NSE_GPU_GEMV=0)
 #   tuned     ring + the GEMV for x·Wᵀ with at most 8 rows (NSE_GPU_FUSED=0)
-#   fused     tuned + decoding's fused GEMVs (q, k, v with the norm, RoPE and the cache write;
-#             the residual adds; gate and up with SiLU; the final norm with the head): what nse
-#             runs by default
+#   portable  tuned + decoding's fused GEMVs (q, k, v with the norm, RoPE and the cache write;
+#             the residual adds; gate and up with SiLU; the final norm with the head), every
+#             GEMV reducing in workgroup memory (NSE_GPU_SUBGROUPS=0)
+#   fused     portable, with the GEMVs' subgroup reductions where the adapter has subgroups:
+#             what nse runs by default
 #
 # It prints one table of speeds and device counts with the ratios to the baseline, and writes
 # every JSON plus summary.json to the output directory.
@@ -45,12 +47,13 @@ fi
 model=${NSE_BENCH_MODEL:-synthetic:smollm2-135m}
 tok=()
 [ -n "${NSE_BENCH_TOKENIZER:-}" ] && tok=(--tokenizer "$NSE_BENCH_TOKENIZER")
-paths=(baseline ring tuned fused)
+paths=(baseline ring tuned portable fused)
 env_of() {
   case $1 in
     baseline) echo NSE_GPU_BASELINE=1 ;;
     ring) echo NSE_GPU_GEMV=0 ;;
     tuned) echo NSE_GPU_FUSED=0 ;;
+    portable) echo NSE_GPU_SUBGROUPS=0 ;;
     fused) echo NSE_GPU_DEFAULT=1 ;;
   esac
 }
@@ -59,7 +62,7 @@ env_of() {
 for p in "${paths[@]}"; do
   echo "== bench forward, $p path"
   env "$(env_of "$p")" "$bin" bench forward --model "$model" "${tok[@]}" --backend gpu \
-    ${NSE_BENCH_FORWARD_ARGS:-} --out "$out/forward-$p.json"
+    --compare-f32 false ${NSE_BENCH_FORWARD_ARGS:-} --out "$out/forward-$p.json"
 done
 if [ "${NSE_BENCH_EDIT:-1}" != 0 ]; then
   hp="$out/hparams.json"
@@ -79,7 +82,7 @@ out = sys.argv[1]
 def load(name):
     p = os.path.join(out, name)
     return json.load(open(p)) if os.path.exists(p) else None
-fwd = {p: load(f"forward-{p}.json") for p in ("baseline", "ring", "tuned", "fused")}
+fwd = {p: load(f"forward-{p}.json") for p in ("baseline", "ring", "tuned", "portable", "fused")}
 edit = {p: load(f"edit-{p}.json") for p in ("baseline", "fused")}
 base = fwd["baseline"]
 print(f"\ngpu-bench on {base['device']} ({base['model']})")

@@ -49,6 +49,10 @@ fn nt(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
+// #if subgroups
+    @builtin(subgroup_invocation_id) sg_lane: u32,
+    @builtin(subgroup_size) sg_size: u32,
+// #endif
 ) {
     // Every invocation of a workgroup takes the same branch: barriers stay uniform.
     let group = workgroup_index(wid, nwg);
@@ -76,6 +80,19 @@ fn nt(
             acc[i] += vec4<f32>(dot(x, b0), dot(x, b1), dot(x, b2), dot(x, b3));
         }
     }
+// #if subgroups
+    // A subgroupAdd per row, and lane 0 of the g-th subgroup writes the subgroup's sums at g.
+    // Subgroups are taken to be runs of consecutive invocations, as implementations form them
+    // for a 1-D workgroup; the backend checks it on the device before it uses this variant.
+    for (var i = 0u; i < M; i += 1u) {
+        let s = subgroupAdd(acc[i]);
+        if sg_lane == 0u {
+            partial[i * WG + lid / sg_size] = s;
+        }
+    }
+    workgroupBarrier();
+    let sums = max(WG / sg_size, 1u);
+// #else
     for (var i = 0u; i < M; i += 1u) {
         partial[i * WG + lid] = acc[i];
     }
@@ -88,9 +105,14 @@ fn nt(
         }
         workgroupBarrier();
     }
+    let sums = 1u;
+// #endif
     // Invocation i < M writes row i's COLS columns.
     if lid < M {
-        let sum = partial[lid * WG];
+        var sum = partial[lid * WG];
+        for (var g = 1u; g < sums; g += 1u) {
+            sum += partial[lid * WG + g];
+        }
         for (var jj = 0u; jj < COLS; jj += 1u) {
             let j = j0 + jj;
             if j < p.n {

@@ -80,10 +80,35 @@ fn workgroup_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.x + nwg.x * (wid.y + nwg.y * wid.z);
 }
 
-// Adds the WG partial sums of each row into partial[i · WG] and partial_sq[i · WG]. Ends at a
-// barrier.
+// #if subgroups
+// This invocation's subgroup: (lane, size), set first thing by every entry point.
+var<private> sg: vec2<u32>;
+// #endif
+
+// Adds the WG partial sums of each row, partial[i · WG + lid] and partial_sq[i · WG + lid], for
+// `total` and `total_sq`. Starts and ends at a barrier.
 fn reduce(lid: u32) {
     workgroupBarrier();
+// #if subgroups
+    // A subgroupAdd of this invocation's own sums, then (once every invocation has read its
+    // own) lane 0 of the g-th subgroup writes the subgroup's sums at g. Subgroups are taken to be
+    // runs of consecutive invocations, as implementations form them for a 1-D workgroup;
+    // the backend checks it on the device before it uses this variant.
+    var s: array<vec4<f32>, MAX_M>;
+    var q: array<f32, MAX_M>;
+    for (var i = 0u; i < M; i += 1u) {
+        s[i] = subgroupAdd(partial[i * WG + lid]);
+        q[i] = subgroupAdd(partial_sq[i * WG + lid]);
+    }
+    workgroupBarrier();
+    if sg.x == 0u {
+        for (var i = 0u; i < M; i += 1u) {
+            partial[i * WG + lid / sg.y] = s[i];
+            partial_sq[i * WG + lid / sg.y] = q[i];
+        }
+    }
+    workgroupBarrier();
+// #else
     for (var half = WG / 2u; half > 0u; half /= 2u) {
         if lid < half {
             for (var i = 0u; i < M; i += 1u) {
@@ -93,11 +118,39 @@ fn reduce(lid: u32) {
         }
         workgroupBarrier();
     }
+// #endif
+}
+
+// Partial sums per row after `reduce`: 1, or one per subgroup.
+fn sums_per_row() -> u32 {
+// #if subgroups
+    return max(WG / sg.y, 1u);
+// #else
+    return 1u;
+// #endif
+}
+
+// Row i's products summed over the workgroup (after `reduce`).
+fn total(i: u32) -> vec4<f32> {
+    var t = partial[i * WG];
+    for (var g = 1u; g < sums_per_row(); g += 1u) {
+        t += partial[i * WG + g];
+    }
+    return t;
+}
+
+// Row i's sum of squares over the workgroup (after `reduce`).
+fn total_sq(i: u32) -> f32 {
+    var t = partial_sq[i * WG];
+    for (var g = 1u; g < sums_per_row(); g += 1u) {
+        t += partial_sq[i * WG + g];
+    }
+    return t;
 }
 
 // Row i's reduced products times its RMSNorm factor 1 / sqrt(mean(a_i²) + eps).
 fn normed_sums(i: u32) -> vec4<f32> {
-    return partial[i * WG] * (1.0 / sqrt(partial_sq[i * WG] / f32(p.k) + p.eps));
+    return total(i) * (1.0 / sqrt(total_sq(i) / f32(p.k) + p.eps));
 }
 
 // The dot products of the rows of g ⊙ A with 4 rows of `b` (row offsets in vec4s), and the
@@ -201,7 +254,14 @@ fn norm_nt(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
+// #if subgroups
+    @builtin(subgroup_invocation_id) sg_lane: u32,
+    @builtin(subgroup_size) sg_size: u32,
+// #endif
 ) {
+// #if subgroups
+    sg = vec2<u32>(sg_lane, sg_size);
+// #endif
     // Every invocation of a workgroup takes the same branch: barriers stay uniform.
     let group = workgroup_index(wid, nwg);
     if group >= p.groups {
@@ -226,7 +286,14 @@ fn residual_nt(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
+// #if subgroups
+    @builtin(subgroup_invocation_id) sg_lane: u32,
+    @builtin(subgroup_size) sg_size: u32,
+// #endif
 ) {
+// #if subgroups
+    sg = vec2<u32>(sg_lane, sg_size);
+// #endif
     let group = workgroup_index(wid, nwg);
     if group >= p.groups {
         return;
@@ -253,7 +320,7 @@ fn residual_nt(
     }
     reduce(lid);
     if lid < M {
-        let sum = partial[lid * WG];
+        let sum = total(lid);
         for (var jj = 0u; jj < 4u; jj += 1u) {
             let j = j0 + jj;
             if j < p.n {
@@ -273,7 +340,14 @@ fn gate_up(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
+// #if subgroups
+    @builtin(subgroup_invocation_id) sg_lane: u32,
+    @builtin(subgroup_size) sg_size: u32,
+// #endif
 ) {
+// #if subgroups
+    sg = vec2<u32>(sg_lane, sg_size);
+// #endif
     let group = workgroup_index(wid, nwg);
     if group >= p.groups {
         return;
@@ -395,7 +469,14 @@ fn qkv(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
+// #if subgroups
+    @builtin(subgroup_invocation_id) sg_lane: u32,
+    @builtin(subgroup_size) sg_size: u32,
+// #endif
 ) {
+// #if subgroups
+    sg = vec2<u32>(sg_lane, sg_size);
+// #endif
     let group = workgroup_index(wid, nwg);
     if group >= p.groups {
         return;
@@ -412,7 +493,14 @@ fn qkv_bias(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
+// #if subgroups
+    @builtin(subgroup_invocation_id) sg_lane: u32,
+    @builtin(subgroup_size) sg_size: u32,
+// #endif
 ) {
+// #if subgroups
+    sg = vec2<u32>(sg_lane, sg_size);
+// #endif
     let group = workgroup_index(wid, nwg);
     if group >= p.groups {
         return;

@@ -260,3 +260,56 @@ fn generation_with_the_next_pass_queued_matches_the_cpu() {
     assert_eq!(run(1), long[..1], "one token");
     assert_eq!(run(5), long[..5], "five tokens");
 }
+
+/// The GEMVs' subgroup reductions (`+subgroups` variants, on where the device has subgroups:
+/// lavapipe and SwiftShader do) and the portable ones, on the same device, against the cpu.
+#[test]
+fn gemvs_with_and_without_subgroups_match_the_cpu() {
+    let Some(g) = gpu() else { return };
+    // A device with subgroups uses them unless its startup check failed (which would mean its
+    // subgroups are not runs of consecutive invocations): on lavapipe it must pass.
+    assert_eq!(
+        g.uses_subgroups(),
+        g.subgroup_sizes().is_some(),
+        "subgroups {:?} but not used",
+        g.subgroup_sizes()
+    );
+    let mut rng = Rng::new(35);
+    let (k, n) = (576, 130);
+    let (w, w_c) = rand(&g, &mut rng, &[n, k]);
+    let (w2, w2_c) = rand(&g, &mut rng, &[n, k]);
+    let (norm, norm_c) = up(&g, &norm_weight(&mut rng, k), &[k]);
+    for on in [true, false] {
+        g.set_subgroups(on);
+        for m in [1, 2, 5, 8] {
+            let (h, h_c) = rand(&g, &mut rng, &[m, k]);
+            let (r, r_c) = rand(&g, &mut rng, &[m, n]);
+            let what = |op: &str| format!("{op} m={m} subgroups={on}");
+            let got = g.matmul(&h, &w, nse::backend::Transpose::NT).unwrap();
+            let want = CpuBackend
+                .matmul(&h_c, &w_c, nse::backend::Transpose::NT)
+                .unwrap();
+            check(&g, &got, &want, TOL_F32_REDUCTION, &what("gemv"));
+            let got = g.norm_matmul_nt(&h, &norm, 1e-5, &w).unwrap();
+            let want = CpuBackend
+                .norm_matmul_nt(&h_c, &norm_c, 1e-5, &w_c)
+                .unwrap();
+            check(&g, &got, &want, TOL_F32_REDUCTION, &what("norm_matmul_nt"));
+            let got = g.matmul_nt_residual(&h, &w, &r).unwrap();
+            let want = CpuBackend.matmul_nt_residual(&h_c, &w_c, &r_c).unwrap();
+            check(
+                &g,
+                &got,
+                &want,
+                TOL_F32_REDUCTION,
+                &what("matmul_nt_residual"),
+            );
+            let got = g.norm_gate_up(&h, &norm, 1e-5, &w, &w2).unwrap();
+            let want = CpuBackend
+                .norm_gate_up(&h_c, &norm_c, 1e-5, &w_c, &w2_c)
+                .unwrap();
+            check(&g, &got, &want, TOL_F32_REDUCTION, &what("norm_gate_up"));
+        }
+    }
+    g.set_subgroups(true);
+}

@@ -12,7 +12,7 @@ use naga::valid::{Capabilities, ValidationFlags, Validator};
 use nse::gpu::kernels::{
     attention, elementwise, embedding, layer_norm, matmul, rms_norm, rope, rows, softmax, unpack,
 };
-use nse::gpu::{INCLUDES, SHADERS, shader_source};
+use nse::gpu::{INCLUDES, SHADERS, SUBGROUPS, shader_source};
 
 fn parse(name: &str, src: &str) -> naga::Module {
     naga::front::wgsl::parse_str(src)
@@ -22,7 +22,8 @@ fn parse(name: &str, src: &str) -> naga::Module {
 #[test]
 fn every_registered_shader_parses_and_validates() {
     assert!(!SHADERS.is_empty());
-    for (name, _) in SHADERS {
+    let mut variants = 0;
+    for (name, raw) in SHADERS {
         let src = &shader_source(name);
         let module = parse(name, src);
         assert!(
@@ -32,7 +33,20 @@ fn every_registered_shader_parses_and_validates() {
         Validator::new(ValidationFlags::all(), Capabilities::empty())
             .validate(&module)
             .unwrap_or_else(|e| panic!("{name}.wgsl: {}", e.emit_to_string(src)));
+        // The subgroup variant, as a device with subgroups compiles it.
+        if raw.contains("// #if subgroups") {
+            let variant = format!("{name}{SUBGROUPS}");
+            let src = &shader_source(&variant);
+            let module = parse(&variant, src);
+            Validator::new(ValidationFlags::all(), Capabilities::SUBGROUP)
+                .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
+                .subgroup_operations(naga::valid::SubgroupOperationSet::all())
+                .validate(&module)
+                .unwrap_or_else(|e| panic!("{variant}: {}", e.emit_to_string(src)));
+            variants += 1;
+        }
     }
+    assert_eq!(variants, 2, "gemv and gemv_fused have subgroup variants");
 }
 
 #[test]

@@ -140,7 +140,16 @@ async fn webgpu_adapter_is_found() {
     let g = gpu().await;
     let info = g.adapter_info();
     console_log!("adapter: {} ({:?})", g.describe_adapter(), info.backend);
+    console_log!("kernels: {}", g.kernel_summary());
     assert_eq!(info.backend, wgpu::Backend::BrowserWebGpu);
+    // A browser adapter with subgroups runs the GEMVs' subgroup variants (Chrome's compiler
+    // checks them in every test here); its startup check must pass.
+    assert_eq!(
+        g.uses_subgroups(),
+        g.subgroup_sizes().is_some(),
+        "{:?}",
+        g.subgroup_sizes()
+    );
 }
 
 #[wasm_bindgen_test]

@@ -52,10 +52,17 @@ pub(crate) struct Context {
     /// Whether decoding's fused products run as one kernel each with few rows (off with
     /// `NSE_GPU_FUSED=0`, to time them apart).
     pub(crate) fused: bool,
+    /// Whether the GEMVs reduce with `subgroupAdd` (their `+subgroups` variants): on when the
+    /// adapter has subgroups and the device check passed ([`GpuBackend::set_subgroups`]); off
+    /// with `NSE_GPU_SUBGROUPS=0`.
+    pub(crate) subgroups: std::sync::atomic::AtomicBool,
+    /// Whether the device was created with the subgroup feature.
+    pub(crate) has_subgroups: bool,
 }
 
-/// The kernels a device runs. Both are portable WGSL (no subgroups, no shader-f16, at most
-/// 8 KiB of workgroup memory).
+/// The kernels a device runs. Both are portable WGSL (no shader-f16, at most 10 KiB of
+/// workgroup memory); the hardware set's GEMVs use subgroup reductions where the device has
+/// subgroups ([`GpuBackend::uses_subgroups`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KernelSet {
     /// For hardware GPUs: the GEMV for `x · Wᵀ` with at most 8 rows, split-K, split-KV
@@ -170,9 +177,15 @@ impl GpuBackend {
             .map_err(|e| Error::Gpu(no_adapter_message(&e)))?;
         let mut limits = adapter.limits();
         lower(&mut limits);
+        let has_subgroups = adapter.features().contains(wgpu::Features::SUBGROUP)
+            && !env_is("NSE_GPU_SUBGROUPS", "0");
         let device_desc = wgpu::DeviceDescriptor {
             label: Some("nse"),
-            required_features: wgpu::Features::empty(),
+            required_features: if has_subgroups {
+                wgpu::Features::SUBGROUP
+            } else {
+                wgpu::Features::empty()
+            },
             required_limits: limits.clone(),
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,
@@ -209,6 +222,8 @@ impl GpuBackend {
             kernels: KernelSet::Hardware,
             gemv: !env_is("NSE_GPU_GEMV", "0"),
             fused: !env_is("NSE_GPU_FUSED", "0"),
+            subgroups: std::sync::atomic::AtomicBool::new(false),
+            has_subgroups,
         };
         let mut gpu = GpuBackend {
             ctx: Shared::new(ctx),
@@ -223,7 +238,68 @@ impl GpuBackend {
         Shared::get_mut(&mut gpu.ctx)
             .expect("the only handle")
             .kernels = kernels;
+        if has_subgroups && kernels == KernelSet::Hardware && !gpu.ctx.baseline {
+            // A check that cannot run (a GEMV over the adapter's workgroup memory) keeps the
+            // portable reductions; a lost device shows at the next op.
+            gpu.set_subgroups(gpu.subgroups_agree().await.unwrap_or(false));
+        }
         Ok(gpu)
+    }
+
+    /// Runs the GEMV (one row and three) with and without subgroups on integer-valued inputs,
+    /// whose sums are exact in any order: `true` when both agree. The subgroup variants take
+    /// subgroups to be runs of consecutive invocations; an implementation that forms them
+    /// otherwise fails here and keeps the portable reductions.
+    ///
+    /// # Errors
+    /// As any op: over a limit, [`Error::DeviceLost`].
+    async fn subgroups_agree(&self) -> Result<bool> {
+        use crate::backend::{Backend, Transpose};
+        let (k, n) = (1024, 12);
+        let ints = |len: usize, seed: usize| -> Vec<f32> {
+            (0..len)
+                .map(|i| ((i * 7 + seed * 13) % 9) as f32 - 4.0)
+                .collect()
+        };
+        let b = self.upload("subgroup check weights", &ints(n * k, 1), &[n, k])?;
+        for m in [1, 3] {
+            let a = self.upload("subgroup check input", &ints(m * k, m), &[m, k])?;
+            let mut out = vec![];
+            for on in [true, false] {
+                self.ctx
+                    .subgroups
+                    .store(on, std::sync::atomic::Ordering::Relaxed);
+                out.push(self.read(&self.matmul(&a, &b, Transpose::NT)?).await?);
+            }
+            if out[0] != out[1] {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Turns the GEMVs' subgroup reductions on or off (on only where the device has
+    /// subgroups); for tests that run both on one device.
+    pub fn set_subgroups(&self, on: bool) {
+        self.ctx.subgroups.store(
+            on && self.ctx.has_subgroups,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// Whether the GEMVs reduce with subgroup operations on this device.
+    pub fn uses_subgroups(&self) -> bool {
+        self.ctx
+            .subgroups
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The adapter's subgroup sizes `(min, max)`, when the device has subgroups.
+    pub fn subgroup_sizes(&self) -> Option<(u32, u32)> {
+        self.ctx.has_subgroups.then_some((
+            self.ctx.info.subgroup_min_size,
+            self.ctx.info.subgroup_max_size,
+        ))
     }
 
     /// The adapter's name, vendor, backend and driver.

@@ -143,26 +143,31 @@ impl GpuBackend {
     }
 
     /// The kernels in a few words, for the page's status line.
-    pub fn kernel_summary(&self) -> &'static str {
+    pub fn kernel_summary(&self) -> String {
         let qkv = self.ctx.limits.max_storage_buffers_per_shader_stage
             >= crate::gpu::kernels::fused::QKV_BINDINGS;
+        let reductions = match (self.uses_subgroups(), self.subgroup_sizes()) {
+            (true, Some((lo, hi))) if lo == hi => format!("subgroup reductions (size {lo})"),
+            (true, Some((lo, hi))) => format!("subgroup reductions (sizes {lo}–{hi})"),
+            _ => "no subgroups".to_string(),
+        };
         match (self.ctx.kernels, self.uses_gemv(), self.uses_fused(), qkv) {
-            (super::KernelSet::Hardware, true, true, true) => {
-                "portable WGSL (fused decoding GEMVs, split-K, split-KV attention; no subgroups \
-                 or f16)"
-            }
-            (super::KernelSet::Hardware, true, true, false) => {
+            (super::KernelSet::Hardware, true, true, true) => format!(
+                "portable WGSL (fused decoding GEMVs, split-K, split-KV attention; {reductions}; \
+                 no f16)"
+            ),
+            (super::KernelSet::Hardware, true, true, false) => format!(
                 "portable WGSL (fused decoding GEMVs but q, k, v apart: too few storage \
-                 bindings; split-K, split-KV attention; no subgroups or f16)"
-            }
+                 bindings; split-K, split-KV attention; {reductions}; no f16)"
+            ),
             (super::KernelSet::Hardware, true, false, _) => {
-                "portable WGSL (GEMV, split-K, split-KV attention; no subgroups or f16)"
+                format!("portable WGSL (GEMV, split-K, split-KV attention; {reductions}; no f16)")
             }
             (super::KernelSet::Hardware, false, _, _) => {
-                "portable WGSL without the GEMV (tiled matmul, split-K, split-KV attention)"
+                "portable WGSL without the GEMV (tiled matmul, split-K, split-KV attention)".into()
             }
             (super::KernelSet::Software, ..) => {
-                "the first portable WGSL (tiled matmul, an invocation per row in attention)"
+                "the first portable WGSL (tiled matmul, an invocation per row in attention)".into()
             }
         }
     }

@@ -70,15 +70,56 @@ pub const INCLUDES: &[(&str, &str)] = &[(
     include_str!("../../shaders/include/weights.wgsl"),
 )];
 
-/// The source of shader `name` as compiled: its file with every `// #include` expanded; panics
-/// for a name not in [`SHADERS`] or an unknown include (bugs caught by tests/shaders.rs).
-pub fn shader_source(name: &str) -> String {
-    let raw = source(name);
-    if !raw.contains("// #include ") {
-        return raw.to_string();
+/// The suffix of a shader's subgroup variant (`gemv+subgroups`): its file compiled with its
+/// `// #if subgroups` blocks kept (and `enable subgroups;` in the browser) (their `// #else` blocks are the
+/// portable variant's). Launchers ask for it only on a device that runs subgroups.
+pub const SUBGROUPS: &str = "+subgroups";
+
+/// The shader file behind `name` (a variant's base), and whether `name` is the subgroup variant.
+fn base_of(name: &str) -> (&str, bool) {
+    match name.strip_suffix(SUBGROUPS) {
+        Some(base) => (base, true),
+        None => (name, false),
     }
+}
+
+/// The source of shader `name` as compiled: its file with every `// #include` expanded and its
+/// `// #if subgroups … // #else … // #endif` blocks resolved for the variant; panics for a name
+/// not in [`SHADERS`], an unknown include or unbalanced blocks (bugs caught by
+/// tests/shaders.rs).
+pub fn shader_source(name: &str) -> String {
+    let (base, subgroups) = base_of(name);
+    let raw = source(base);
     let mut out = String::with_capacity(raw.len() * 2);
+    // The browser's WGSL compiler wants the extension enabled; naga (wgpu natively) takes the
+    // subgroup builtins as they are and rejects the directive.
+    if subgroups && cfg!(target_arch = "wasm32") {
+        out.push_str("enable subgroups;\n");
+    }
+    // Inside an `#if subgroups` block (Some(true)), its `#else` block (Some(false)), or neither.
+    let mut block: Option<bool> = None;
     for line in raw.lines() {
+        match line.trim() {
+            "// #if subgroups" => {
+                assert!(block.is_none(), "{name}.wgsl: nested #if");
+                block = Some(true);
+                continue;
+            }
+            "// #else" => {
+                assert_eq!(block, Some(true), "{name}.wgsl: #else outside #if");
+                block = Some(false);
+                continue;
+            }
+            "// #endif" => {
+                assert!(block.is_some(), "{name}.wgsl: #endif outside #if");
+                block = None;
+                continue;
+            }
+            _ => {}
+        }
+        if block.is_some_and(|kept_when| kept_when != subgroups) {
+            continue;
+        }
         match line.trim().strip_prefix("// #include ") {
             Some(call) => {
                 let (inc, arg) = call
@@ -96,6 +137,7 @@ pub fn shader_source(name: &str) -> String {
         }
         out.push('\n');
     }
+    assert!(block.is_none(), "{name}.wgsl: #if without #endif");
     out
 }
 
@@ -118,9 +160,10 @@ pub const WORKGROUP_BYTES: &[(&str, u32)] = &[
 
 /// Bytes of workgroup memory `shader` declares.
 pub fn workgroup_bytes(shader: &str) -> u32 {
+    let (base, _) = base_of(shader);
     WORKGROUP_BYTES
         .iter()
-        .find(|(n, _)| *n == shader)
+        .find(|(n, _)| *n == base)
         .map_or(0, |&(_, b)| b)
 }
 
@@ -196,7 +239,7 @@ impl GpuBackend {
             })
             .clone();
         let explicit = storage.map(|bindings| {
-            let writable = read_write_bindings(source(shader));
+            let writable = read_write_bindings(source(base_of(shader).0));
             let mut entries = vec![wgpu::BindGroupLayoutEntry {
                 binding: 0,
                 visibility: wgpu::ShaderStages::COMPUTE,

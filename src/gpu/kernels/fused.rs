@@ -41,7 +41,11 @@ fn dispatch(
         Packing::constants(packs[2], ("b3_FMT", "b3_GROUP")),
     ];
     gpu.dispatch(&Dispatch {
-        shader: "gemv_fused",
+        shader: if gpu.uses_subgroups() {
+            "gemv_fused+subgroups"
+        } else {
+            "gemv_fused"
+        },
         entry,
         overrides: &[("M", rows as f64), b[0], b[1], b2[0], b2[1], b3[0], b3[1]],
         params: &words,

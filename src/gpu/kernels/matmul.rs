@@ -78,7 +78,11 @@ pub(crate) fn launch_matmul(
     if shader == "gemv" {
         let groups = n.div_ceil(GEMV_COLS);
         return gpu.dispatch(&Dispatch {
-            shader,
+            shader: if gpu.uses_subgroups() {
+                "gemv+subgroups"
+            } else {
+                "gemv"
+            },
             entry,
             overrides: &[("M", m as f64), ("ACCUMULATE", acc), b_fmt, b_group],
             params: &[u32_of(n), u32_of(k), u32_of(groups)],
