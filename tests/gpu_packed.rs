@@ -39,8 +39,7 @@ const TYPES: [(GgmlType, &[usize], PackedFormat); 10] = [
     (GgmlType::Q6_K, &[208], PackedFormat::Int8),
 ];
 
-/// A random `(rows, cols)` matrix of `ty` whose every value is finite: random block bytes with
-/// every f16 field set to a value of moderate size, and F16/BF16 halves of moderate exponent.
+/// A random `(rows, cols)` matrix of `ty` with finite values (see [`common::stored`]).
 fn random_stored(
     rng: &mut Rng,
     ty: GgmlType,
@@ -48,33 +47,14 @@ fn random_stored(
     rows: usize,
     cols: usize,
 ) -> Stored {
-    let (block, block_bytes) = ty.block_layout().unwrap();
-    let (block, block_bytes) = (block as usize, block_bytes as usize);
-    let mut bytes: Vec<u8> = (0..rows * cols / block * block_bytes)
-        .map(|_| rng.below(256) as u8)
-        .collect();
-    match ty {
-        GgmlType::F16 | GgmlType::BF16 => {
-            for h in bytes.chunks_exact_mut(2) {
-                let v = rng.range(-2.0, 2.0);
-                let bits = if ty == GgmlType::F16 {
-                    half::f16::from_f32(v).to_bits()
-                } else {
-                    half::bf16::from_f32(v).to_bits()
-                };
-                h.copy_from_slice(&bits.to_le_bytes());
-            }
-        }
-        _ => {
-            for b in bytes.chunks_exact_mut(block_bytes) {
-                for &at in f16_fields {
-                    let v = half::f16::from_f32(rng.range(-0.1, 0.1));
-                    b[at..at + 2].copy_from_slice(&v.to_le_bytes());
-                }
-            }
-        }
-    }
-    Stored::new(ty, bytes, rows, cols).expect("a whole number of blocks per row")
+    let rng = std::cell::RefCell::new(rng);
+    common::stored::random_stored(
+        ty,
+        f16_fields,
+        (rows, cols),
+        || rng.borrow_mut().below(256) as u8,
+        || rng.borrow_mut().range(-1.0, 1.0),
+    )
 }
 
 /// The matrix on the gpu twice, packed and widened to f32 by the cpu's dequantiser, and on the

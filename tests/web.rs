@@ -25,6 +25,8 @@ wasm_bindgen_test_configure!(run_in_browser);
 mod edit;
 #[path = "web/storage.rs"]
 mod storage;
+#[path = "common/stored.rs"]
+mod stored;
 
 /// SplitMix64: the same inputs on every machine and every run.
 struct Rng(u64);
@@ -534,8 +536,7 @@ async fn tiny_gpt2_forward_and_decode_match_the_cpu_backend() {
     }
 }
 
-/// A random `(rows, cols)` matrix of `ty` with finite values: random block bytes whose f16
-/// fields (at `f16_fields` in each block) are set to moderate values.
+/// A random `(rows, cols)` matrix of `ty` with finite values (see `tests/common/stored.rs`).
 fn random_stored(
     rng: &mut Rng,
     ty: GgmlType,
@@ -543,23 +544,14 @@ fn random_stored(
     rows: usize,
     cols: usize,
 ) -> Stored {
-    let (block, block_bytes) = ty.block_layout().unwrap();
-    let (block, block_bytes) = (block as usize, block_bytes as usize);
-    let mut bytes: Vec<u8> = (0..rows * cols / block * block_bytes)
-        .map(|_| rng.next_u64() as u8)
-        .collect();
-    if ty == GgmlType::F16 {
-        for h in bytes.chunks_exact_mut(2) {
-            h.copy_from_slice(&half::f16::from_f32(rng.signed()).to_le_bytes());
-        }
-    }
-    for b in bytes.chunks_exact_mut(block_bytes) {
-        for &at in f16_fields {
-            let v = half::f16::from_f32(0.1 * rng.signed());
-            b[at..at + 2].copy_from_slice(&v.to_le_bytes());
-        }
-    }
-    Stored::new(ty, bytes, rows, cols).unwrap()
+    let rng = std::cell::RefCell::new(rng);
+    stored::random_stored(
+        ty,
+        f16_fields,
+        (rows, cols),
+        || rng.borrow_mut().next_u64() as u8,
+        || rng.borrow_mut().signed(),
+    )
 }
 
 /// Weights kept compact on WebGPU (`shaders/include/weights.wgsl` through Chrome's compiler):

@@ -84,6 +84,7 @@ pub fn wikitext() -> String {
 // ---- Seeded random inputs, `assert_close` with named tolerances, and the shared GPU ----
 
 pub mod gpu_vs_cpu;
+pub mod stored;
 pub mod tiny;
 
 /// A tiny deterministic PRNG (SplitMix64): the same inputs on every machine and every run.
