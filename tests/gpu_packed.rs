@@ -39,24 +39,6 @@ const TYPES: [(GgmlType, &[usize], PackedFormat); 10] = [
     (GgmlType::Q6_K, &[208], PackedFormat::Int8),
 ];
 
-/// A random `(rows, cols)` matrix of `ty` with finite values (see [`common::stored`]).
-fn random_stored(
-    rng: &mut Rng,
-    ty: GgmlType,
-    f16_fields: &[usize],
-    rows: usize,
-    cols: usize,
-) -> Stored {
-    let rng = std::cell::RefCell::new(rng);
-    common::stored::random_stored(
-        ty,
-        f16_fields,
-        (rows, cols),
-        || rng.borrow_mut().below(256) as u8,
-        || rng.borrow_mut().range(-1.0, 1.0),
-    )
-}
-
 /// The matrix on the gpu twice, packed and widened to f32 by the cpu's dequantiser, and on the
 /// cpu backend as the cpu keeps it (in its storage type).
 fn three(
@@ -69,16 +51,12 @@ fn three(
     let layout = packed.packing().expect("the gpu keeps it packed");
     assert_eq!(layout.format, format, "{}", s.ty);
     assert!(
-        packed_bytes(&packed) < 4 * s.rows * s.cols,
+        packed.buffer_bytes() < 4 * (s.rows * s.cols) as u64,
         "{}: packed takes less than f32",
         s.ty
     );
     let dense = g.upload("w", &s.to_f32(), &[s.rows, s.cols]).unwrap();
     (packed, dense, CpuBackend.upload_host(host).unwrap())
-}
-
-fn packed_bytes(t: &GpuTensor) -> usize {
-    t.buffer_bytes() as usize
 }
 
 fn exact(g: &GpuBackend, got: &GpuTensor, want: &GpuTensor, what: &str) {
@@ -98,7 +76,7 @@ fn every_packed_type_reads_copies_and_multiplies_as_its_f32_values() {
     let mut rng = Rng::new(71);
     let (rows, cols) = (12, 512);
     for (ty, fields, format) in TYPES {
-        let s = random_stored(&mut rng, ty, fields, rows, cols);
+        let s = common::stored::random_stored(ty, fields, (rows, cols), || rng.next_u64());
         let (packed, dense, cpu) = three(&g, &s, format);
         let want = s.to_f32();
         let got = read(&g, &packed);
@@ -174,7 +152,7 @@ fn editing_a_packed_matrix_widens_it_first() {
     let mut rng = Rng::new(72);
     let (rows, cols) = (16, 256);
     for (ty, fields, format) in [TYPES[3], TYPES[9]] {
-        let s = random_stored(&mut rng, ty, fields, rows, cols);
+        let s = common::stored::random_stored(ty, fields, (rows, cols), || rng.next_u64());
         let (mut packed, mut dense, _) = three(&g, &s, format);
         let (cols_t, _) = up_u32(&g, &[7, 200, 3], &[3]);
         let (delta, _) = rand(&g, &mut rng, &[rows, 3]);
@@ -194,7 +172,7 @@ fn fused_decoding_kernels_decode_packed_weights() {
     let k = 256;
     let mut w = |ty: usize, rows: usize| {
         let (t, fields, format) = TYPES[ty];
-        let s = random_stored(&mut rng, t, fields, rows, k);
+        let s = common::stored::random_stored(t, fields, (rows, k), || rng.next_u64());
         let (p, d, _) = three(&g, &s, format);
         (p, d)
     };

@@ -13,7 +13,6 @@ use nse::backend::{Backend, QkvDecode, TensorInfo, Transpose};
 use nse::cpu::{CpuBackend, CpuTensor};
 use nse::gpu::{GpuBackend, GpuTensor};
 use nse::model::gguf::GgmlType;
-use nse::model::host::Stored;
 use nse::model::{
     Arch, ForwardSpec, HostTensor, LayerWeights, LogitRows, Model, ModelConfig, Packed, Weights,
 };
@@ -536,24 +535,6 @@ async fn tiny_gpt2_forward_and_decode_match_the_cpu_backend() {
     }
 }
 
-/// A random `(rows, cols)` matrix of `ty` with finite values (see `tests/common/stored.rs`).
-fn random_stored(
-    rng: &mut Rng,
-    ty: GgmlType,
-    f16_fields: &[usize],
-    rows: usize,
-    cols: usize,
-) -> Stored {
-    let rng = std::cell::RefCell::new(rng);
-    stored::random_stored(
-        ty,
-        f16_fields,
-        (rows, cols),
-        || rng.borrow_mut().next_u64() as u8,
-        || rng.borrow_mut().signed(),
-    )
-}
-
 /// Weights kept compact on WebGPU (`shaders/include/weights.wgsl` through Chrome's compiler):
 /// the GEMV, the vec4 products, the embedding gather, a fused decoding kernel and readback give
 /// exactly what they give on the same values in f32.
@@ -569,7 +550,7 @@ async fn packed_weights_match_their_f32_values() {
         (GgmlType::Q4_K, &[0, 2][..]),
         (GgmlType::Q6_K, &[208][..]),
     ] {
-        let s = random_stored(&mut rng, ty, fields, rows, cols);
+        let s = stored::random_stored(ty, fields, (rows, cols), || rng.next_u64());
         let packed = g.upload_host(HostTensor::stored("w", s.clone())).unwrap();
         assert!(packed.packing().is_some(), "{ty} is kept packed");
         let dense = g.upload("w", &s.to_f32(), &[rows, cols]).unwrap();

@@ -4,16 +4,20 @@
 use nse::model::gguf::GgmlType;
 use nse::model::host::Stored;
 
-/// A random `(rows, cols)` matrix of `ty` whose every value is finite: block bytes from `byte`,
-/// every f16 field of a block (at the byte offsets `f16_fields`) set to a tenth of a value
-/// from `unit` (in `[-1, 1)`), and F16/BF16 values from `unit`.
+/// A random `(rows, cols)` matrix of `ty` whose every value is finite, from the random bits of
+/// `next` (each test crate's own generator): random block bytes, every f16 field of a block (at
+/// the byte offsets `f16_fields`) set to a tenth of a value in `[-1, 1)`, and F16/BF16 values in
+/// `[-1, 1)`.
 pub fn random_stored(
     ty: GgmlType,
     f16_fields: &[usize],
     (rows, cols): (usize, usize),
-    mut byte: impl FnMut() -> u8,
-    mut unit: impl FnMut() -> f32,
+    mut next: impl FnMut() -> u64,
 ) -> Stored {
+    let next = std::cell::RefCell::new(&mut next);
+    let byte = || next.borrow_mut()() as u8;
+    // 24 random bits, exact in f32.
+    let unit = || (next.borrow_mut()() >> 40) as f32 / (1u64 << 23) as f32 - 1.0;
     let (block, block_bytes) = ty.block_layout().unwrap();
     let (block, block_bytes) = (block as usize, block_bytes as usize);
     let mut bytes: Vec<u8> = (0..rows * cols / block * block_bytes)
