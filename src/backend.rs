@@ -360,26 +360,40 @@ pub trait Backend {
     /// `x (N, V)` → `(N, V)`.
     fn log_softmax(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
 
+    /// [`Backend::log_softmax`] of a tensor the caller gives up, computed over its own storage
+    /// where the backend can (the cpu backend): the z loop's `(R, V)` logits are not copied.
+    ///
+    /// # Shapes
+    /// `x (N, V)` → `(N, V)`.
+    fn log_softmax_into(&self, x: Self::Tensor) -> Result<Self::Tensor> {
+        self.log_softmax(&x)
+    }
+
     /// Gradient of [`Backend::log_softmax`]: `dx = dy − softmax(x) · Σ dy`, given its output.
     ///
     /// # Shapes
     /// `logp (N, V)`, `dy (N, V)` → `(N, V)`.
     fn log_softmax_backward(&self, logp: &Self::Tensor, dy: &Self::Tensor) -> Result<Self::Tensor>;
 
-    /// The z loss's per-row terms and their gradient with respect to `logp` (spec §4.2), so that
-    /// only the terms come back to the host. Row `r` of `logp` is
+    /// The z loss's per-row terms, and their gradient with respect to the logits that `logp`
+    /// came from (through the log-softmax), so that only the terms come back to the host. Row
+    /// `r` of `logp` is
     /// - a target row (`labels[r] < V`): `values[r] = logp[r, labels[r]]`, and `dlogp[r]` is
     ///   `weights[r]` at the label and 0 elsewhere;
     /// - a KL row (`labels[r] == u32::MAX`), against reference row `refs[kl_rows[r]]`:
     ///   `values[r] = Σ_v p_v (logp[r, v] − ref_v)` with `p = exp(logp[r])` (summed in f64 on
-    ///   the cpu backend), and `dlogp[r] = kl_factor · p · (logp[r] − ref + 1)`.
+    ///   the cpu backend), and `dlogp[r] = kl_factor · p · (logp[r] − ref + 1)`;
+    ///
+    /// and the gradient returned is [`Backend::log_softmax_backward`]`(logp, dlogp)`, bit for bit.
+    /// `logp` is consumed: the cpu backend writes the gradient over it, so the z loop's
+    /// backward pass holds one `(R, V)` buffer, not three.
     ///
     /// # Shapes
     /// `logp (R, V)`, `labels (R)` u32, `weights (R)`, `refs (K, V)`, `kl_rows (R)` u32 →
-    /// `(dlogp (R, V), values (R))`.
+    /// `(dlogits (R, V), values (R))`.
     fn z_loss(
         &self,
-        logp: &Self::Tensor,
+        logp: Self::Tensor,
         labels: &Self::Tensor,
         weights: &Self::Tensor,
         refs: &Self::Tensor,

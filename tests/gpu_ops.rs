@@ -511,7 +511,7 @@ fn sample_top_k_matches_reference() {
     }
 }
 
-/// The z loss's terms and gradient: target rows (a label, a weight) and KL rows against
+/// The z loss's terms and gradient (with respect to the logits): target rows (a label, a weight) and KL rows against
 /// reference rows, at vocabularies below, at and above a workgroup's 128 invocations.
 #[test]
 fn z_loss_terms_and_gradient() {
@@ -533,11 +533,18 @@ fn z_loss_terms_and_gradient() {
         let (labels, labels_c) = up_u32(&g, &label_rows, &[r]);
         let (weights, weights_c) = up(&g, &[-0.25, -0.25, 0.0, -0.5, 0.0], &[r]);
         let (kl_rows, kl_rows_c) = up_u32(&g, &[0, 0, 1, 0, 0], &[r]);
-        let (dlogp, values) = g
-            .z_loss(&logp, &labels, &weights, &refs, &kl_rows, 0.0625)
+        let (dlogits, values) = g
+            .z_loss(logp, &labels, &weights, &refs, &kl_rows, 0.0625)
             .unwrap();
         let (want_d, want_v) = CpuBackend
-            .z_loss(&logp_c, &labels_c, &weights_c, &refs_c, &kl_rows_c, 0.0625)
+            .z_loss(
+                logp_c.clone(),
+                &labels_c,
+                &weights_c,
+                &refs_c,
+                &kl_rows_c,
+                0.0625,
+            )
             .unwrap();
         // A target row's term is its label's log-probability.
         assert_eq!(want_v.f32()[1], logp_c.f32()[2 * v - 1]);
@@ -550,7 +557,7 @@ fn z_loss_terms_and_gradient() {
         );
         check(
             &g,
-            &dlogp,
+            &dlogits,
             &want_d,
             TOL_F32_REDUCTION,
             &format!("z_loss gradient v={v}"),

@@ -477,7 +477,7 @@ impl Backend for CpuBackend {
 
     fn z_loss(
         &self,
-        logp: &CpuTensor,
+        mut logp: CpuTensor,
         labels: &CpuTensor,
         weights: &CpuTensor,
         refs: &CpuTensor,
@@ -489,8 +489,8 @@ impl Backend for CpuBackend {
         assert_eq!(logp.len(), r * v, "z_loss: one label per row");
         assert_eq!(weights.len(), r, "z_loss: one weight per row");
         assert_eq!(kl_rows.len(), r, "z_loss: one KL row index per row");
-        let (dlogp, values) = crate::ops::softmax::z_loss(
-            logp.f32(),
+        let values = softmax::z_loss_in_place(
+            logp.f32_mut(),
             v,
             labels.u32(),
             weights.f32(),
@@ -498,10 +498,7 @@ impl Backend for CpuBackend {
             kl_rows.u32(),
             kl_factor,
         );
-        Ok((
-            CpuTensor::from_f32(dlogp, &logp.shape),
-            CpuTensor::from_f32(values, &[r]),
-        ))
+        Ok((logp, CpuTensor::from_f32(values, &[r])))
     }
 
     fn zero_rows(&self, x: &mut CpuTensor, rows: &CpuTensor) -> Result<()> {
@@ -543,6 +540,12 @@ impl Backend for CpuBackend {
             softmax::log_softmax_forward(x.f32(), x.width()),
             &x.shape,
         ))
+    }
+
+    fn log_softmax_into(&self, mut x: CpuTensor) -> Result<CpuTensor> {
+        let v = x.width();
+        softmax::log_softmax_in_place(x.f32_mut(), v);
+        Ok(x)
     }
 
     fn log_softmax_backward(&self, logp: &CpuTensor, dy: &CpuTensor) -> Result<CpuTensor> {

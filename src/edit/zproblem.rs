@@ -136,8 +136,8 @@ impl<T: TensorInfo> Layout<T> {
 struct Pending<T> {
     tape: Vec<(usize, T, BlockActs<T>)>,
     hidden: T,
-    logp: T,
-    dlogp: T,
+    /// The loss's gradient with respect to the logits.
+    dlogits: T,
 }
 
 /// What a request contributes to the packed batch, before anything runs.
@@ -421,7 +421,7 @@ impl<'m, B: Backend> ZProblem<'m, B> {
                 model.block_partial(l, &h, &lay.positions, &lay.ranges, &self.fixed)?;
             tape.push((l, std::mem::replace(&mut h, out), acts));
         }
-        let logp_t = be.log_softmax(&model.logits_at(&h, &lay.loss)?)?; // (R, V)
+        let logp_t = be.log_softmax_into(model.logits_at(&h, &lay.loss)?)?; // (R, V)
 
         // A request's first evaluation (at δ = 0) fixes its KL reference: its KL row, kept on
         // the device.
@@ -435,7 +435,7 @@ impl<'m, B: Backend> ZProblem<'m, B> {
             row0 += n;
         }
         // The loss rows' kinds (a target row's label and weight, or a KL row and its
-        // reference), once per layout, and the terms and d loss / d log p computed on the
+        // reference), once per layout, and the terms and d loss / d logits computed on the
         // device: only the terms, one float per row, come back.
         if self.loss_spec.is_none() {
             let (mut labels, mut weights, mut kl_rows) = (vec![], vec![], vec![]);
@@ -463,7 +463,8 @@ impl<'m, B: Backend> ZProblem<'m, B> {
             ]);
         }
         let [labels, weights, kl_rows, refs] = self.loss_spec.as_ref().expect("built above");
-        let (dlogp, values_t) = be.z_loss(&logp_t, labels, weights, refs, kl_rows, hp.kl_factor)?;
+        let (dlogits, values_t) =
+            be.z_loss(logp_t, labels, weights, refs, kl_rows, hp.kl_factor)?;
         let mut read = be.read_many(&[&values_t, norms]).await?.into_iter();
         let (values, norms) = (
             read.next().unwrap_or_default(),
@@ -502,8 +503,7 @@ impl<'m, B: Backend> ZProblem<'m, B> {
         self.last = Some(Pending {
             tape,
             hidden: h,
-            logp: logp_t,
-            dlogp,
+            dlogits,
         });
         Ok((steps, norms))
     }
@@ -520,8 +520,7 @@ impl<'m, B: Backend> ZProblem<'m, B> {
         let d = model.config.d_model;
         let p = self.last.take().expect("backward follows forward");
         let lay = &self.layout;
-        let dlogits = be.log_softmax_backward(&p.logp, &p.dlogp)?;
-        let mut dh = model.head_backward(&p.hidden, &lay.loss_t, &dlogits)?;
+        let mut dh = model.head_backward(&p.hidden, &lay.loss_t, &p.dlogits)?;
         for (l, h_in, acts) in p.tape.iter().rev() {
             let rows = BlockRows::Partial {
                 positions: &lay.positions,

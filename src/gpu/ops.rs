@@ -338,16 +338,19 @@ impl Backend for GpuBackend {
 
     fn z_loss(
         &self,
-        logp: &GpuTensor,
+        logp: GpuTensor,
         labels: &GpuTensor,
         weights: &GpuTensor,
         refs: &GpuTensor,
         kl_rows: &GpuTensor,
         kl_factor: f32,
     ) -> Result<(GpuTensor, GpuTensor)> {
-        let logp = &*self.dense(logp)?;
+        let logp = &*self.dense(&logp)?;
         let refs = &*self.dense(refs)?;
-        softmax::launch_z_loss(self, logp, labels, weights, refs, kl_rows, kl_factor)
+        let (dlogp, values) =
+            softmax::launch_z_loss(self, logp, labels, weights, refs, kl_rows, kl_factor)?;
+        let dlogits = softmax::launch_log_softmax_backward(self, logp, &dlogp)?;
+        Ok((dlogits, values))
     }
 
     fn zero_rows(&self, x: &mut GpuTensor, rows: &GpuTensor) -> Result<()> {
