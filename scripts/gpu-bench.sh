@@ -17,6 +17,10 @@
 #   fused     portable, with the GEMVs' subgroup reductions where the adapter has subgroups:
 #             what nse runs by default
 #
+# and a long prompt's prefill (NSE_BENCH_LONG_PREFILL tokens, default 440) on the default path
+# twice: with attention split along the keys for every row count (NSE_GPU_TILED_ATTENTION=0) and
+# tiled from 32 query rows on (the default).
+#
 # It prints one table of speeds and device counts with the ratios to the baseline, and writes
 # every JSON plus summary.json to the output directory.
 #
@@ -64,6 +68,13 @@ for p in "${paths[@]}"; do
   env "$(env_of "$p")" "$bin" bench forward --model "$model" "${tok[@]}" --backend gpu \
     --compare-f32 false ${NSE_BENCH_FORWARD_ARGS:-} --out "$out/forward-$p.json"
 done
+for p in split tiled; do
+  echo "== bench forward, long prefill, $p attention"
+  env NSE_GPU_TILED_ATTENTION="$([ $p = tiled ] && echo 1 || echo 0)" "$bin" bench forward \
+    --model "$model" "${tok[@]}" --backend gpu --compare-f32 false \
+    --prefill-tokens "${NSE_BENCH_LONG_PREFILL:-440}" --decode-tokens 1 --repeats 1 \
+    --out "$out/prefill-$p.json"
+done
 if [ "${NSE_BENCH_EDIT:-1}" != 0 ]; then
   hp="$out/hparams.json"
   "$bin" hparams --model "$model" "${tok[@]}" --out "$hp"
@@ -102,6 +113,18 @@ for key in ("dispatches", "passes", "submits", "bind_groups", "buffers_created",
     vals = {p: fwd[p]["device_work"]["per_decode_token"][key] for p in fwd}
     summary["forward"]["per_decode_token_" + key] = vals
     print(f"{'per decode token: ' + key:<34}" + "".join(f"{vals[p]:>12}" for p in fwd))
+long = {p: load(f"prefill-{p}.json") for p in ("split", "tiled")}
+if long["split"] and long["tiled"]:
+    print(f"\n{'long prefill':<34}{'split':>12}{'tiled':>12}{'tiled/split':>12}")
+    vals = {p: long[p]["results"]["prefill_tokens_per_s"] for p in long}
+    print(f"{'prefill tokens/s':<34}{vals['split']:>12.2f}{vals['tiled']:>12.2f}{vals['tiled'] / vals['split']:>11.2f}x")
+    for key in ("dispatches",):
+        d = {p: long[p]["device_work"]["per_prefill"][key] for p in long}
+        print(f"{'per prefill: ' + key:<34}{d['split']:>12}{d['tiled']:>12}")
+    peak = {p: long[p]["results"]["peak_gpu_buffer_mib"] for p in long}
+    print(f"{'peak GPU buffers, MiB':<34}{peak['split']:>12.1f}{peak['tiled']:>12.1f}")
+    summary["long_prefill"] = {"prefill_tokens_per_s": vals, "peak_gpu_buffer_mib": peak,
+                               "speedup": vals["tiled"] / vals["split"]}
 if edit["baseline"] and edit["fused"]:
     print(f"\n{'edit (seconds)':<34}{'baseline':>12}{'fused':>12}{'base/fused':>12}")
     for label, key in (("z, one request (mean)", "z_seconds_mean"), ("z per evaluation", "z_seconds_per_evaluation"),

@@ -78,7 +78,7 @@ fn attention_forward_packed_causal_and_cross() {
 /// query rows over a KV cache of 1, 17, 1000 and 4097 keys (one chunk, a partial chunk, many,
 /// and one key past a whole number of chunks), with the grouping of SmolLM2 (9/3), Llama 3.2
 /// (32/8), Qwen2.5 (14/2) and a group of 16 (two head batches per KV head); and a causal
-/// prefill of 200 rows, whose rows span one to four chunks.
+/// prefill of 200 rows (which the tiled kernel takes).
 #[test]
 fn attention_split_kv_at_decode_context_lengths() {
     let Some(g) = gpu() else { return };
@@ -131,6 +131,73 @@ fn split_kv_cases(g: nse::gpu::GpuBackend) {
         &want,
         TOL_F32_REDUCTION,
         "split attention, causal prefill of 200",
+    );
+}
+
+/// The tiled kernel (`attention_tiled.wgsl`, from 32 query rows on): causal prefills of 1,000
+/// and 4,097 rows (8 and 33 passes of 128 keys; in one pass, lavapipe's loop limit cut the
+/// rows past ~480 keys of width 64 short, and the split kernel would need 613 MB of partial
+/// buffers for 4,097 rows of the default model's attention), packed
+/// sequences whose tiles straddle several of them (lengths 1, 17, 40, 1, 70), every head
+/// geometry of `ATTN_SHAPES` (widths not a multiple of 4 included) and the groupings of
+/// Llama 3.2 (32/8) and a group of 12 (two head batches of different sizes), and a subset of
+/// query rows over all keys (the z loop's recomputed rows).
+#[test]
+fn attention_tiles_prefill_rows() {
+    let Some(g) = gpu() else { return };
+    let mut rng = Rng::new(9);
+    let mut case = |s: AttnShape, lens: &[usize], what: &str| {
+        let n: usize = lens.iter().sum();
+        let (q, qc) = rand(&g, &mut rng, &[n, s.n_heads * s.head_dim]);
+        let (k, kc) = rand(&g, &mut rng, &[n, s.n_kv_heads * s.head_dim]);
+        let (v, vc) = rand(&g, &mut rng, &[n, s.n_kv_heads * s.head_dim]);
+        let (r, rc) = up_u32(&g, &causal_ranges(lens), &[n, 2]);
+        let want = CpuBackend.attention(&qc, &kc, &vc, &rc, s).unwrap();
+        check(
+            &g,
+            &g.attention(&q, &k, &v, &r, s).unwrap(),
+            &want,
+            TOL_F32_REDUCTION,
+            &format!("tiled attention {s:?}, {what}"),
+        );
+    };
+    let shape = |(n_heads, n_kv_heads, head_dim)| AttnShape {
+        n_heads,
+        n_kv_heads,
+        head_dim,
+    };
+    for geometry in ATTN_SHAPES.into_iter().chain([(32, 8, 16), (24, 2, 12)]) {
+        case(shape(geometry), &[1, 17, 40, 1, 70], "packed sequences");
+    }
+    case(shape((9, 3, 64)), &[1000], "a causal prefill of 1,000");
+    case(shape((9, 3, 8)), &[4097], "a causal prefill of 4,097");
+
+    // 40 of 130 rows over all keys, as the z loop recomputes them.
+    let s = shape((9, 3, 64));
+    let lens = [60, 70];
+    let n: usize = lens.iter().sum();
+    let rows: Vec<u32> = (0..n as u32).filter(|i| i % 13 < 4).collect();
+    let ranges = causal_ranges(&lens);
+    let sub: Vec<u32> = rows
+        .iter()
+        .flat_map(|&i| [ranges[2 * i as usize], ranges[2 * i as usize + 1]])
+        .collect();
+    let (q, qc) = rand(&g, &mut rng, &[rows.len(), 9 * 64]);
+    let (k, kc) = rand(&g, &mut rng, &[n, 3 * 64]);
+    let (v, vc) = rand(&g, &mut rng, &[n, 3 * 64]);
+    let (r, rc) = up_u32(&g, &sub, &[rows.len(), 2]);
+    assert!(
+        rows.len() >= 32,
+        "{} rows: the tiled kernel's case",
+        rows.len()
+    );
+    let want = CpuBackend.attention(&qc, &kc, &vc, &rc, s).unwrap();
+    check(
+        &g,
+        &g.attention(&q, &k, &v, &r, s).unwrap(),
+        &want,
+        TOL_F32_REDUCTION,
+        "tiled attention, a subset of rows over all keys",
     );
 }
 

@@ -139,6 +139,7 @@ fn launcher_constants_mirror_the_shaders() {
         ("z_adam", nse::ops::adam::Z_ADAM_WG),
         ("unpack", unpack::UNPACK_WG),
         ("attention_split", attention::ATTENTION_WG),
+        ("attention_tiled", attention::ATTENTION_WG),
     ];
     let mut checked = BTreeSet::new();
     for (shader, want) in wg {
@@ -174,6 +175,15 @@ fn launcher_constants_mirror_the_shaders() {
             let heads = const_u32(&module, shader, "GMAX") as usize;
             assert_eq!(heads, attention::SPLIT_HEADS, "{shader}: GMAX");
         }
+        if shader == "attention_tiled" {
+            let keys = const_u32(&module, shader, "TK") as usize;
+            assert_eq!(keys, attention::TILED_KEYS, "{shader}: TK");
+            let pass = const_u32(&module, shader, "CH") as usize;
+            assert_eq!(pass, attention::TILED_PASS_KEYS, "{shader}: CH");
+            assert!(pass.is_multiple_of(keys), "{shader}: CH is whole tiles");
+            let heads = const_u32(&module, shader, "GMAX") as usize;
+            assert_eq!(heads, attention::SPLIT_HEADS, "{shader}: GMAX");
+        }
         if shader == "gemv" {
             let cols = const_u32(&module, shader, "COLS") as usize;
             assert_eq!(cols, matmul::GEMV_COLS, "{shader}: COLS");
@@ -196,7 +206,8 @@ fn launcher_constants_mirror_the_shaders() {
     assert_eq!(checked, all, "every shader's workgroup size is mirrored");
 }
 
-/// Bytes of the workgroup-memory variables of `module` (arrays of scalars and vectors).
+/// Bytes of the workgroup-memory variables of `module` (scalars, and arrays of scalars and
+/// vectors).
 fn workgroup_memory(module: &naga::Module, shader: &str) -> u32 {
     module
         .global_variables
@@ -208,6 +219,7 @@ fn workgroup_memory(module: &naga::Module, shader: &str) -> u32 {
                 stride,
                 ..
             } => n.get() * stride,
+            naga::TypeInner::Scalar(s) => u32::from(s.width),
             ref other => panic!("{shader}.wgsl: workgroup variable of type {other:?}"),
         })
         .sum()

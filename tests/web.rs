@@ -281,8 +281,10 @@ async fn fused_decoding_kernels_match_the_cpu_backend() {
     }
 }
 
-/// Attention forward (split-KV) and backward (a workgroup per row) against the cpu backend:
-/// packed causal sequences, one longer than a 64-key chunk, grouped heads.
+/// Attention forward and backward (a workgroup per row) against the cpu backend: packed causal
+/// sequences, one longer than a 64-key chunk and one longer than a 128-key pass, grouped heads
+/// (273 query rows: the tiled kernel, in three passes); and two query rows over the keys
+/// (the split-KV kernel, in several chunks).
 #[wasm_bindgen_test]
 async fn attention_matches_the_cpu_backend() {
     let g = gpu().await;
@@ -292,7 +294,7 @@ async fn attention_matches_the_cpu_backend() {
         n_kv_heads: 2,
         head_dim: 8,
     };
-    let lens = [3usize, 70];
+    let lens = [3usize, 70, 200];
     let n: usize = lens.iter().sum();
     let mut ranges = vec![];
     let mut start = 0u32;
@@ -314,7 +316,21 @@ async fn attention_matches_the_cpu_backend() {
         &read(&g, &got).await,
         want.f32(),
         TOL_REDUCTION,
-        "attention",
+        "attention (tiled)",
+    );
+    let split_ranges = [0, n as u32, 3, 73];
+    let (q2, q2c) = both(&g, &mut rng, &[2, 32]);
+    let r2 = g.upload_u32("ranges", &split_ranges, &[2, 2]).unwrap();
+    let r2c = CpuBackend
+        .upload_u32("ranges", &split_ranges, &[2, 2])
+        .unwrap();
+    let got = g.attention(&q2, &k, &v, &r2, s).unwrap();
+    let want = CpuBackend.attention(&q2c, &kc, &vc, &r2c, s).unwrap();
+    assert_close(
+        &read(&g, &got).await,
+        want.f32(),
+        TOL_REDUCTION,
+        "attention (split)",
     );
     let (dq, dk, dv) = g.attention_backward(&q, &k, &v, &r, &dout, s).unwrap();
     let (wq, wk, wv) = CpuBackend

@@ -52,6 +52,9 @@ pub(crate) struct Context {
     /// Whether decoding's fused products run as one kernel each with few rows (off with
     /// `NSE_GPU_FUSED=0`, to time them apart).
     pub(crate) fused: bool,
+    /// Whether attention over many query rows runs in tiles (`attention_tiled.wgsl`) among the
+    /// hardware kernels (off with `NSE_GPU_TILED_ATTENTION=0`, to time it apart).
+    pub(crate) tiled_attention: bool,
     /// Whether the GEMVs reduce with `subgroupAdd` (their `+subgroups` variants): on when the
     /// adapter has subgroups and the device check passed ([`GpuBackend::set_subgroups`]); off
     /// with `NSE_GPU_SUBGROUPS=0`.
@@ -74,7 +77,11 @@ pub enum KernelSet {
     /// SwiftShader), which emulate invocations and barriers on the CPU, run them faster, but
     /// they are not the default there: on lavapipe their attention goes wrong over long
     /// ranges (1,000 keys; a 150-token sequence in the backward), which the hardware kernels
-    /// pass, and the cause is not known yet.
+    /// pass. The likely cause is llvmpipe's loop limit: it ends a loop after 65,535 iterations,
+    /// counting those of the loops inside it, without an error, and these kernels walk every
+    /// key of a row in one loop with a loop over the head inside. `attention_tiled.wgsl` hit
+    /// the same wall at ~480 keys of width 64 (rows past it left unwritten, whatever the
+    /// thread count) and passes since its walk is cut into passes of 128 keys.
     Software,
 }
 
@@ -222,6 +229,7 @@ impl GpuBackend {
             kernels: KernelSet::Hardware,
             gemv: !env_is("NSE_GPU_GEMV", "0"),
             fused: !env_is("NSE_GPU_FUSED", "0"),
+            tiled_attention: !env_is("NSE_GPU_TILED_ATTENTION", "0"),
             subgroups: std::sync::atomic::AtomicBool::new(false),
             has_subgroups,
         };

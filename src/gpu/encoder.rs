@@ -127,6 +127,12 @@ impl GpuBackend {
         self.hardware_kernels() && self.ctx.gemv
     }
 
+    /// Whether attention over many query rows runs in tiles (`shaders/attention_tiled.wgsl`)
+    /// on this device.
+    pub fn uses_tiled_attention(&self) -> bool {
+        self.hardware_kernels() && self.ctx.tiled_attention
+    }
+
     /// Whether decoding's fused products (`shaders/gemv_fused.wgsl`) run on this device.
     pub fn uses_fused(&self) -> bool {
         self.uses_gemv() && self.ctx.fused
@@ -151,20 +157,24 @@ impl GpuBackend {
             (true, Some((lo, hi))) => format!("subgroup reductions (sizes {lo}–{hi})"),
             _ => "no subgroups".to_string(),
         };
+        let attention = if self.uses_tiled_attention() {
+            "split-KV and tiled attention"
+        } else {
+            "split-KV attention"
+        };
         match (self.ctx.kernels, self.uses_gemv(), self.uses_fused(), qkv) {
             (super::KernelSet::Hardware, true, true, true) => format!(
-                "portable WGSL (fused decoding GEMVs, split-K, split-KV attention; {reductions}; \
-                 no f16)"
+                "portable WGSL (fused decoding GEMVs, split-K, {attention}; {reductions}; no f16)"
             ),
             (super::KernelSet::Hardware, true, true, false) => format!(
                 "portable WGSL (fused decoding GEMVs but q, k, v apart: too few storage \
-                 bindings; split-K, split-KV attention; {reductions}; no f16)"
+                 bindings; split-K, {attention}; {reductions}; no f16)"
             ),
             (super::KernelSet::Hardware, true, false, _) => {
-                format!("portable WGSL (GEMV, split-K, split-KV attention; {reductions}; no f16)")
+                format!("portable WGSL (GEMV, split-K, {attention}; {reductions}; no f16)")
             }
             (super::KernelSet::Hardware, false, _, _) => {
-                "portable WGSL without the GEMV (tiled matmul, split-K, split-KV attention)".into()
+                format!("portable WGSL without the GEMV (tiled matmul, split-K, {attention})")
             }
             (super::KernelSet::Software, ..) => {
                 "the first portable WGSL (tiled matmul, an invocation per row in attention)".into()

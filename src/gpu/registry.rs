@@ -24,6 +24,10 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../../shaders/attention_split.wgsl"),
     ),
     (
+        "attention_tiled",
+        include_str!("../../shaders/attention_tiled.wgsl"),
+    ),
+    (
         "attention_backward",
         include_str!("../../shaders/attention_backward.wgsl"),
     ),
@@ -148,6 +152,7 @@ pub const WORKGROUP_BYTES: &[(&str, u32)] = &[
     ("argmax", 1024),
     ("attention_backward_wg", 1552),
     ("attention_split", 6208),
+    ("attention_tiled", 8200),
     ("gemv", 8192),
     ("gemv_fused", 10240),
     ("layer_norm", 512),

@@ -1,5 +1,5 @@
 //! The launchers of `shaders/attention.wgsl`, `shaders/attention_split.wgsl`,
-//! `shaders/attention_backward.wgsl` and `shaders/attention_backward_wg.wgsl`, the WGSL kernels
+//! `shaders/attention_tiled.wgsl`, `shaders/attention_backward.wgsl` and `shaders/attention_backward_wg.wgsl`, the WGSL kernels
 //! of `crate::ops::attention`
 //! (the CPU reference is the specification; tests/gpu_ops.rs checks the kernels against it).
 
@@ -64,8 +64,14 @@ pub(crate) fn launch_attention(
     s: AttnShape,
 ) -> Result<GpuTensor> {
     check_shapes(q, k, v, ranges, s)?;
-    if gpu.hardware_kernels() && s.head_dim.is_multiple_of(4) {
-        return launch_attention_split(gpu, q, k, v, ranges, s);
+    if gpu.hardware_kernels() {
+        let nq = q.len() / q.width().max(1);
+        if nq >= TILED_MIN_ROWS && gpu.uses_tiled_attention() {
+            return launch_attention_tiled(gpu, q, k, v, ranges, s);
+        }
+        if s.head_dim.is_multiple_of(4) {
+            return launch_attention_split(gpu, q, k, v, ranges, s);
+        }
     }
     let out = gpu.empty("attention output", q.shape(), DType::F32)?;
     let len = u32_of(q.len() / s.head_dim.max(1));
@@ -92,6 +98,73 @@ pub(crate) fn launch_attention(
         ],
         workgroups: u64::from(len).div_ceil(u64::from(ATTENTION_WG)),
     })?;
+    Ok(out)
+}
+
+/// Query rows from which the hardware kernels' attention runs in tiles
+/// (`attention_tiled.wgsl`) instead of split along the keys: decoding's few rows over a long
+/// cache want the split kernel's parallelism, a prefill's many rows want each key read once
+/// per tile of rows.
+pub const TILED_MIN_ROWS: usize = 32;
+/// Keys per tile in workgroup memory of `attention_tiled.wgsl` (`TK`).
+pub const TILED_KEYS: usize = 16;
+/// Keys per pass (dispatch) of `attention_tiled.wgsl` (`CH`).
+pub const TILED_PASS_KEYS: usize = 128;
+
+/// [`launch_attention`] for many query rows (`shaders/attention_tiled.wgsl`): a workgroup per
+/// (tile of `ATTENTION_WG / min(group, SPLIT_HEADS)` consecutive query rows, KV head, batch of
+/// its query heads), which loads each tile of keys and values into workgroup memory once for
+/// all its rows and heads; one dispatch per `TILED_PASS_KEYS` keys of the longest possible
+/// range, with each row's softmax state kept between them. Any head width.
+fn launch_attention_tiled(
+    gpu: &GpuBackend,
+    q: &GpuTensor,
+    k: &GpuTensor,
+    v: &GpuTensor,
+    ranges: &GpuTensor,
+    s: AttnShape,
+) -> Result<GpuTensor> {
+    let out = gpu.empty("attention output", q.shape(), DType::F32)?;
+    let nq = q.len() / q.width().max(1);
+    let nk = k.len() / k.width().max(1);
+    let group = s.n_heads / s.n_kv_heads;
+    let batches = group.div_ceil(SPLIT_HEADS);
+    let tq = ATTENTION_WG as usize / group.min(SPLIT_HEADS);
+    let workgroups = nq.div_ceil(tq) * s.n_kv_heads * batches;
+    // Ranges are on the device: as many passes as the longest possible range needs.
+    let passes = nk.div_ceil(TILED_PASS_KEYS).max(1);
+    let state_rows = if passes == 1 { 1 } else { nq * s.n_heads };
+    let ml = gpu.empty("attention softmax state", &[state_rows, 2], DType::F32)?;
+    let scale = 1.0 / (s.head_dim as f32).sqrt();
+    for pass in 0..passes {
+        gpu.dispatch(&Dispatch {
+            shader: "attention_tiled",
+            entry: "main",
+            overrides: &[],
+            params: &[
+                u32_of(nq),
+                u32_of(nk),
+                u32_of(s.n_heads),
+                u32_of(s.head_dim),
+                u32_of(group),
+                scale.to_bits(),
+                u32_of(batches),
+                u32_of(tq),
+                u32_of(workgroups),
+                u32_of(pass),
+                u32_of(passes),
+            ],
+            bindings: &[
+                (1, q.buffer()),
+                (2, k.buffer()),
+                (3, v.buffer()),
+                (4, ranges.buffer()),
+                (5, out.buffer()),
+                (6, ml.buffer()),
+            ],
+            workgroups: workgroups as u64,
+        })?;
+    }
     Ok(out)
 }
 
