@@ -481,6 +481,13 @@ pub trait Backend {
         s: &ZAdamStep<'_, Self::Tensor>,
     ) -> Result<()>;
 
+    /// Whether work enqueued after a read has started runs while the host waits for it (the gpu
+    /// backend; a cpu backend computes as ops are called). The z loop then enqueues each step's
+    /// update before it reads the step's loss, instead of after.
+    fn reads_overlap(&self) -> bool {
+        false
+    }
+
     /// Reads several tensors back to the host after all work enqueued so far, as one transfer
     /// on the gpu backend (one wait instead of one per tensor).
     fn read_many(&self, ts: &[&Self::Tensor]) -> impl Future<Output = Result<Vec<Vec<f32>>>> {

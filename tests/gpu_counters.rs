@@ -187,14 +187,17 @@ fn z_adam_step_counts_stay_within_bounds() {
     // each recomputed block's full keys and values from the fixed ones (a copy and an
     // `add_rows` each, 2 blocks here: +4 dispatches, +4 copies) instead of keeping them for the
     // whole step, which kept ~40 MB of the default model's z loop alive on the cpu backend (461 →
-    // 401 MiB for `nse edit` of 10 requests). (Before Adam moved to the
+    // 401 MiB for `nse edit` of 10 requests). The step's update is submitted before its loss
+    // terms are awaited, so that the device runs it while the host waits (a second submit), with
+    // two more copies: δ before the update, kept in case a request turns out done, and ‖δ‖ as
+    // evaluated, read with the terms while the update overwrites it. (Before Adam moved to the
     // device: 2 readbacks of 924 bytes and 2 submits; the session-14 baseline: 87 dispatches,
     // 87 passes, 87 bind groups, 95 buffers, 1,377,152 bytes read back and 1,377,180 uploaded.)
     let bound = GpuCounters {
         dispatches: 97,
         passes: 12,
-        copies: 12,
-        submits: 1,
+        copies: 13,
+        submits: 2,
         readbacks: 1,
         readback_bytes: 32,
         uploads: 2,

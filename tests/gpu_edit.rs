@@ -75,6 +75,56 @@ fn gpu_edit_matches_cpu() {
     );
     assert_close(&z_gpu.z, &z_cpu.z, Tol::rel_of_max(1e-3), "z");
 
+    // Early stops. The gpu backend enqueues each step's update before it reads the step's
+    // loss, and a request found done gets back the δ it was evaluated at: stopping after the
+    // third evaluation gives the cpu's z (one more Adam step would move it by ~lr per
+    // coordinate), and stopping at the first gives δ = 0 exactly.
+    let (l1, l2) = (z_cpu.steps[1].loss, z_cpu.steps[2].loss);
+    assert!(l2 < l1, "the loss falls from step 1 to 2: {l1} → {l2}");
+    for (threshold, evaluations) in [((l1 + l2) / 2.0, 3), (1e9, 1)] {
+        let mut early = hp.clone();
+        early.early_stop_loss = threshold;
+        let cpu_z = pollster::block_on(compute_z(
+            &cpu_model,
+            &tok,
+            &r,
+            &templates,
+            &early,
+            &[],
+            |_, _| {},
+        ))
+        .unwrap();
+        let gpu_z = pollster::block_on(compute_z(
+            &gpu_model,
+            &tok,
+            &r,
+            &templates,
+            &early,
+            &[],
+            |_, _| {},
+        ))
+        .unwrap();
+        assert_eq!(
+            cpu_z.steps.len(),
+            evaluations,
+            "cpu, stop below {threshold}"
+        );
+        assert_eq!(
+            gpu_z.steps.len(),
+            evaluations,
+            "gpu, stop below {threshold}"
+        );
+        assert_close(
+            &gpu_z.z,
+            &cpu_z.z,
+            Tol::rel_of_max(1e-3),
+            &format!("z stopped after {evaluations} evaluations"),
+        );
+        if evaluations == 1 {
+            assert_eq!(gpu_z.z, gpu_z.h_init, "δ = 0 after one evaluation");
+        }
+    }
+
     // One layer update (edited layers = [7], one round) from the same z: keys and h on each
     // backend, the f64 solve on the host, the column update on each backend.
     hp.layers = vec![7];

@@ -131,6 +131,34 @@ pub async fn compute_zs<B: Backend>(
     Ok(out)
 }
 
+/// Step `it` of Adam for the requests `rows` (indices into the batch) from the gradient at
+/// `problem`'s last pass.
+fn adam_step<B: Backend>(
+    problem: &mut ZProblem<'_, B>,
+    state: &mut ZAdamState<B::Tensor>,
+    rows: &[usize],
+    coef: &B::Tensor,
+    hp: &Hparams,
+    it: usize,
+) -> Result<()> {
+    let be = problem.backend();
+    let grad = problem.backward()?;
+    let rows: Vec<u32> = rows.iter().map(|&i| i as u32).collect();
+    let rows = be.upload_u32("stepping requests", &rows, &[rows.len()])?;
+    // Every request that still steps has stepped at every iteration so far.
+    let (step, bc2_sqrt) = step_constants(hp.v_lr, it as i32 + 1);
+    be.z_adam(
+        state,
+        &ZAdamStep {
+            grad: &grad,
+            rows: &rows,
+            coef,
+            step,
+            bc2_sqrt,
+        },
+    )
+}
+
 /// [`compute_zs`] for one packed chunk.
 #[allow(clippy::too_many_arguments)]
 async fn optimise<B: Backend>(
@@ -163,11 +191,36 @@ async fn optimise<B: Backend>(
         norms: be.zeros(&[n])?,
     };
     let mut steps = vec![vec![]; n];
+    // Where the device runs on while the host waits (the gpu backend), each step's loss terms
+    // are read while the device runs that step's backward pass and Adam update, enqueued
+    // before the terms are known: the host never waits for a drained device. A request whose
+    // terms then say it is done keeps the δ it was evaluated at, copied before the update, as
+    // if the update had not run: the result is the plain loop's, bit for bit.
+    let overlap = be.reads_overlap();
+    let mut done: Vec<(Vec<usize>, B::Tensor)> = vec![];
     for it in 0..hp.v_num_grad_steps {
         let active = problem.active().to_vec();
-        let (evaluated, norms) = problem.forward(&state.delta, &state.norms).await?;
+        let terms = problem.enqueue_forward(&state.delta)?;
+        let norms_then = be.copy(&state.norms)?;
+        let pair = [&terms, &norms_then];
+        let read = be.read_many(&pair);
+        let last_step = it + 1 == hp.v_num_grad_steps;
+        let before = if overlap && !last_step {
+            let before = be.copy(&state.delta)?;
+            adam_step(&mut problem, &mut state, &active, &coef, hp, it)?;
+            be.submit();
+            Some(before)
+        } else {
+            None
+        };
+        let mut read = read.await?.into_iter();
+        let (values, norms) = (
+            read.next().unwrap_or_default(),
+            read.next().unwrap_or_default(),
+        );
+        let evaluated = problem.steps(&values, &norms);
         let mut going = vec![];
-        for (k, (&i, step)) in active.iter().zip(evaluated).enumerate() {
+        for (&i, step) in active.iter().zip(evaluated) {
             // ‖δ‖ is not finite only when the last step's gradient was not.
             if !norms[i].is_finite() {
                 return Err(Error::Numeric(format!(
@@ -186,9 +239,15 @@ async fn optimise<B: Backend>(
             }
             steps[i].push(step);
             on_step(i, it, step.loss);
-            if !(step.loss < hp.early_stop_loss || it + 1 == hp.v_num_grad_steps) {
-                going.push(k);
+            if !(step.loss < hp.early_stop_loss || last_step) {
+                going.push(i);
             }
+        }
+        if let Some(before) = before
+            && going.len() < active.len()
+        {
+            let stopped = active.iter().copied().filter(|i| !going.contains(i));
+            done.push((stopped.collect(), before));
         }
         if let Some(p) = pause {
             p().await?;
@@ -196,27 +255,24 @@ async fn optimise<B: Backend>(
         if going.is_empty() {
             break;
         }
-        let grad = problem.backward()?;
-        let rows: Vec<u32> = going.iter().map(|&k| active[k] as u32).collect();
-        let rows = be.upload_u32("stepping requests", &rows, &[rows.len()])?;
-        // Every request that still steps has stepped at every iteration so far.
-        let (step, bc2_sqrt) = step_constants(hp.v_lr, it as i32 + 1);
-        be.z_adam(
-            &mut state,
-            &ZAdamStep {
-                grad: &grad,
-                rows: &rows,
-                coef: &coef,
-                step,
-                bc2_sqrt,
-            },
-        )?;
+        if !overlap {
+            adam_step(&mut problem, &mut state, &going, &coef, hp, it)?;
+        }
         if going.len() < active.len() {
-            let keep: Vec<usize> = going.iter().map(|&k| active[k]).collect();
-            problem.retain(&keep)?;
+            problem.retain(&going)?;
         }
     }
-    let flat = be.read(&state.delta).await?;
+    // δ as each request finished: the last update's for those that ran every step, the copy
+    // taken before the update that followed their last evaluation for the others.
+    let mut finals: Vec<&B::Tensor> = vec![&state.delta];
+    finals.extend(done.iter().map(|(_, t)| t));
+    let mut read = be.read_many(&finals).await?.into_iter();
+    let mut flat = read.next().unwrap_or_default();
+    for ((stopped, _), before) in done.iter().zip(read) {
+        for &i in stopped {
+            flat[i * d..(i + 1) * d].copy_from_slice(&before[i * d..(i + 1) * d]);
+        }
+    }
     let deltas: Vec<Vec<f32>> = flat.chunks(d.max(1)).map(<[f32]>::to_vec).collect();
     let mut out = Vec::with_capacity(n);
     for (i, (delta, steps)) in deltas.into_iter().zip(steps).enumerate() {

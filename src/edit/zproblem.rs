@@ -376,6 +376,11 @@ impl<'m, B: Backend> ZProblem<'m, B> {
         &self.items[i].h_init
     }
 
+    /// The backend the problem runs on.
+    pub fn backend(&self) -> &'m B {
+        self.model.backend()
+    }
+
     /// The requests [`ZProblem::forward`] evaluates, in order.
     pub fn active(&self) -> &[usize] {
         &self.layout.requests
@@ -407,6 +412,27 @@ impl<'m, B: Backend> ZProblem<'m, B> {
         delta: &B::Tensor,
         norms: &B::Tensor,
     ) -> Result<(Vec<ZStep>, Vec<f32>)> {
+        let terms = self.enqueue_forward(delta)?;
+        let mut read = self
+            .model
+            .backend()
+            .read_many(&[&terms, norms])
+            .await?
+            .into_iter();
+        let (values, norms) = (
+            read.next().unwrap_or_default(),
+            read.next().unwrap_or_default(),
+        );
+        Ok((self.steps(&values, &norms), norms))
+    }
+
+    /// [`ZProblem::forward`] without the readback: enqueues the pass and returns the loss
+    /// terms on the device, one float per loss row, for [`ZProblem::steps`]. The z loop reads
+    /// them while the device runs the step's backward pass and Adam update.
+    ///
+    /// # Shapes
+    /// `delta (N, d)` → `(R)` for the `R` loss rows.
+    pub fn enqueue_forward(&mut self, delta: &B::Tensor) -> Result<B::Tensor> {
         let (model, hp) = (self.model, &self.hp);
         let be = model.backend();
         let vocab = model.config.vocab_size;
@@ -465,12 +491,18 @@ impl<'m, B: Backend> ZProblem<'m, B> {
         let [labels, weights, kl_rows, refs] = self.loss_spec.as_ref().expect("built above");
         let (dlogits, values_t) =
             be.z_loss(logp_t, labels, weights, refs, kl_rows, hp.kl_factor)?;
-        let mut read = be.read_many(&[&values_t, norms]).await?.into_iter();
-        let (values, norms) = (
-            read.next().unwrap_or_default(),
-            read.next().unwrap_or_default(),
-        );
+        self.last = Some(Pending {
+            tape,
+            hidden: h,
+            dlogits,
+        });
+        Ok(values_t)
+    }
 
+    /// Each active request's loss and its parts, from the terms of
+    /// [`ZProblem::enqueue_forward`] read back (`values`) and every request's `‖δ‖` (`norms`).
+    pub fn steps(&self, values: &[f32], norms: &[f32]) -> Vec<ZStep> {
+        let (hp, lay) = (&self.hp, &self.layout);
         // The loss terms, request after request (the sums in the reference's order).
         let mut steps = Vec::with_capacity(lay.requests.len());
         let mut row0 = 0;
@@ -500,16 +532,11 @@ impl<'m, B: Backend> ZProblem<'m, B> {
                 prob,
             });
         }
-        self.last = Some(Pending {
-            tape,
-            hidden: h,
-            dlogits,
-        });
-        Ok((steps, norms))
+        steps
     }
 
     /// The gradient of each active request's loss terms with respect to its `δ`, at the last
-    /// [`ZProblem::forward`], on the device: row `i` for request `i` (zero for the others).
+    /// pass ([`ZProblem::forward`] or [`ZProblem::enqueue_forward`]), on the device: row `i` for request `i` (zero for the others).
     /// The weight decay's gradient is [`Backend::z_adam`]'s.
     ///
     /// # Shapes

@@ -89,6 +89,10 @@ impl Backend for GpuBackend {
         self.flush();
     }
 
+    fn reads_overlap(&self) -> bool {
+        true
+    }
+
     /// One transfer for all of `ts`: each is copied into one staging buffer at its offset.
     fn read_many(&self, ts: &[&GpuTensor]) -> impl Future<Output = Result<Vec<Vec<f32>>>> {
         for t in ts {
