@@ -112,3 +112,51 @@ fn derived_hyperparameters_reproduce_the_shipped_smollm2_file() {
         (&[13, 14, 15, 16, 17][..], 47)
     );
 }
+
+/// A block's backward pass gives the same input gradient, bit for bit, whether it kept the
+/// MLP's `gate` and `up` or recomputes them from `h1` (what the z loop does past
+/// `Z_TAPE_MLP_BUDGET`), on SwiGLU (Llama 3, Qwen2) and GELU-with-biases (GPT-2) blocks.
+#[test]
+fn recomputed_mlp_activations_give_the_same_gradient() {
+    use nse::backend::Backend;
+    use nse::model::{BlockRows, Packed};
+    for file in ["llama3.gguf", "qwen2.gguf", "gpt2.gguf"] {
+        let t = tiny_from_archs(file);
+        let (m, be) = (&t.model, t.model.backend());
+        let ids: Vec<u32> = (0..9).map(|i| 3 + 7 * i).collect();
+        let batch = Packed::new(&[&ids[..5], &ids[5..]]);
+        let bt = m.upload_batch(&batch).unwrap();
+        let d = m.config.d_model;
+        let n = batch.n_rows();
+        let mut s = 1u32;
+        let mut next = || {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (s >> 8) as f32 / (1 << 24) as f32 - 0.5
+        };
+        let h = be.upload(
+            "h",
+            &(0..n * d).map(|_| next()).collect::<Vec<_>>(),
+            &[n, d],
+        );
+        let dout = be.upload(
+            "dout",
+            &(0..n * d).map(|_| next()).collect::<Vec<_>>(),
+            &[n, d],
+        );
+        let (h, dout) = (h.unwrap(), dout.unwrap());
+        for l in 0..m.config.n_layers {
+            let (_, mut acts, _) = m.block_packed(l, &h, &bt, None).unwrap();
+            let kept = m
+                .block_backward(l, &h, &acts, BlockRows::Packed(&bt), None, &dout)
+                .unwrap();
+            acts.forget_mlp();
+            let recomputed = m
+                .block_backward(l, &h, &acts, BlockRows::Packed(&bt), None, &dout)
+                .unwrap();
+            assert!(
+                kept.f32() == recomputed.f32(),
+                "{file}, block {l}: the input gradients differ"
+            );
+        }
+    }
+}

@@ -148,6 +148,51 @@ fn z_gradient_matches_finite_differences() {
     check_z_gradient(&tiny(3));
 }
 
+/// The z loop's tape keeps the MLP activations of the blocks that fit its budget and the
+/// backward pass recomputes the others': the losses and the gradient are the same bit for bit
+/// with every block's kept, none, or one (Llama-family and GPT-2 blocks).
+#[test]
+fn z_gradient_is_the_same_whatever_the_tape_keeps() {
+    for t in [
+        common::tiny::tiny(3),
+        common::tiny::tiny_from_archs("gpt2.gguf"),
+    ] {
+        let reqs = requests();
+        let pair = [&reqs[0], &reqs[2]];
+        let d = t.model.config.d_model;
+        let mut rng = Rng::new(5);
+        let flat: Vec<f32> = rng.vec(2 * d).iter().map(|x| 0.3 * x).collect();
+        let norms: Vec<f32> = flat.chunks(d).map(norm).collect();
+        let delta = CpuBackend.upload("δ", &flat, &[2, d]).unwrap();
+        let norms = CpuBackend.upload("‖δ‖", &norms, &[2]).unwrap();
+        let run = |budget: usize| {
+            let mut prob = pollster::block_on(ZProblem::new(
+                &t.model,
+                &t.tok,
+                &pair,
+                &t.templates,
+                &t.hp,
+                &[],
+            ))
+            .unwrap();
+            prob.set_mlp_tape_budget(budget);
+            let (steps, _) = pollster::block_on(prob.forward(&delta, &norms)).unwrap();
+            let grad = prob.backward().unwrap().f32().to_vec();
+            (steps.iter().map(|s| s.loss).collect::<Vec<_>>(), grad)
+        };
+        let all = run(usize::MAX);
+        // Room for 64 rows' `gate` and `up` of one block: some blocks kept, not all.
+        let some = 8 * 64 * t.model.config.d_ff;
+        for budget in [0, some] {
+            let got = run(budget);
+            assert!(
+                got == all,
+                "tape budget {budget}: losses or gradient differ"
+            );
+        }
+    }
+}
+
 #[test]
 fn z_gradient_matches_finite_differences_through_gpt2_blocks() {
     // LayerNorms, GELU, biases and no RoPE on the way back (tests/data/archs/gpt2).

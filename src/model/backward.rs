@@ -55,9 +55,17 @@ impl<B: Backend> Model<B> {
         let g2 = w.gpt2_bias.as_ref();
         // out = h1 + key · down_projᵀ (+ bias)
         let dkey = be.matmul(dout, down_proj.unwrap_or(&w.down_proj), Transpose::NN)?; // (N, d_ff)
-        let dx2 = match (&w.gate_proj, &acts.gate) {
+        let recomputed;
+        let (gate, up) = match &acts.mlp {
+            Some((gate, up)) => (gate.as_ref(), up),
+            None => {
+                recomputed = self.mlp_inputs(l, &acts.h1)?;
+                (recomputed.0.as_ref(), &recomputed.1)
+            }
+        };
+        let dx2 = match (&w.gate_proj, gate) {
             (Some(gate_proj), Some(gate)) => {
-                let (dgate, dup) = be.silu_mul_backward(gate, &acts.up, &dkey)?;
+                let (dgate, dup) = be.silu_mul_backward(gate, up, &dkey)?;
                 be.add(
                     &be.matmul(&dgate, gate_proj, Transpose::NN)?,
                     &be.matmul(&dup, &w.up_proj, Transpose::NN)?,
@@ -65,7 +73,7 @@ impl<B: Backend> Model<B> {
             }
             (None, None) => {
                 // key = gelu(up), up = x2 · up_projᵀ + bias
-                let dup = be.gelu_backward(&acts.up, &dkey)?;
+                let dup = be.gelu_backward(up, &dkey)?;
                 be.matmul(&dup, &w.up_proj, Transpose::NN)?
             }
             _ => panic!("block {l}: the activations do not match the MLP (gate or none)"),

@@ -32,8 +32,18 @@ pub struct BlockActs<T> {
     pub k: T,
     pub v: T,
     pub h1: T,
-    pub gate: Option<T>,
-    pub up: T,
+    /// The MLP's inputs to its activation, `(gate, up)`; `None` once
+    /// [`BlockActs::forget_mlp`] dropped them, and the backward pass recomputes them from `h1`
+    /// with the same ops ([`Model::mlp_inputs`]), so the result is the same bit for bit.
+    pub mlp: Option<(Option<T>, T)>,
+}
+
+impl<T> BlockActs<T> {
+    /// Drops the MLP's `gate` and `up` (two `(N, d_ff)` tensors, most of a block's
+    /// activations), for the backward pass to recompute: memory for two matmuls.
+    pub fn forget_mlp(&mut self) {
+        self.mlp = None;
+    }
 }
 
 /// What a block returns: the new residual stream `(N, d)`, its [`BlockActs`], and its NSE key
@@ -160,20 +170,11 @@ impl<B: Backend> Model<B> {
             h,
             &self.linear(&att, &w.o_proj, g2.map(|b| &b.attn_c_proj))?,
         )?;
-        let x2 = self.norm(&h1, &w.post_attention_layernorm, g2.map(|b| &b.ln_2))?;
         // The NSE key (N, d_ff): silu(gate) · up, or GPT-2's gelu(up).
-        let (gate, up, key) = match &w.gate_proj {
-            Some(gate_proj) => {
-                let gate = be.matmul(&x2, gate_proj, Transpose::NT)?; // (N, d_ff)
-                let up = be.matmul(&x2, &w.up_proj, Transpose::NT)?;
-                let key = be.silu_mul(&gate, &up)?;
-                (Some(gate), up, key)
-            }
-            None => {
-                let up = self.linear(&x2, &w.up_proj, g2.map(|b| &b.c_fc))?;
-                let key = be.gelu(&up)?;
-                (None, up, key)
-            }
+        let (gate, up) = self.mlp_inputs(l, &h1)?;
+        let key = match &gate {
+            Some(gate) => be.silu_mul(gate, &up)?,
+            None => be.gelu(&up)?,
         };
         let mlp = self.linear(
             &key,
@@ -188,11 +189,33 @@ impl<B: Backend> Model<B> {
                 k,
                 v,
                 h1,
-                gate,
-                up,
+                mlp: Some((gate, up)),
             },
             key,
         ))
+    }
+
+    /// Block `l`'s MLP inputs to its activation from the residual after attention `h1`:
+    /// `(Some(gate), up)`, or GPT-2's `(None, up)` with `up` before its GELU.
+    ///
+    /// # Shapes
+    /// `h1 (N, d)` → `(N, d_ff)` each.
+    pub(super) fn mlp_inputs(
+        &self,
+        l: usize,
+        h1: &B::Tensor,
+    ) -> Result<(Option<B::Tensor>, B::Tensor)> {
+        let be = self.backend();
+        let w = &self.weights.layers[l];
+        let g2 = w.gpt2_bias.as_ref();
+        let x2 = self.norm(h1, &w.post_attention_layernorm, g2.map(|b| &b.ln_2))?;
+        Ok(match &w.gate_proj {
+            Some(gate_proj) => (
+                Some(be.matmul(&x2, gate_proj, Transpose::NT)?),
+                be.matmul(&x2, &w.up_proj, Transpose::NT)?,
+            ),
+            None => (None, self.linear(&x2, &w.up_proj, g2.map(|b| &b.c_fc))?),
+        })
     }
 
     /// Block `l` decoding the rows of `h` at positions `pos0 …`: appends their keys and values
