@@ -13,6 +13,7 @@ use common::{Rng, TOL_F32_REDUCTION, gpu};
 use nse::Error;
 use nse::backend::{AttnShape, Backend};
 use nse::cpu::CpuBackend;
+use nse::gpu::GpuBackend;
 
 /// Causal ranges for packed sequences of `lens`: row `i` of a sequence starting at `s` sees
 /// `s .. i + 1`.
@@ -26,6 +27,25 @@ fn causal_ranges(lens: &[usize]) -> Vec<u32> {
         start += len;
     }
     ranges
+}
+
+/// Random `q` (`nq` rows) and `k`, `v` (`nk` rows) for `s`, attention over `ranges` on the
+/// gpu backend against the cpu backend.
+fn attention_matches(
+    g: &GpuBackend,
+    rng: &mut Rng,
+    s: AttnShape,
+    (nq, nk): (usize, usize),
+    ranges: &[u32],
+    what: &str,
+) {
+    let (q, qc) = rand(g, rng, &[nq, s.n_heads * s.head_dim]);
+    let (k, kc) = rand(g, rng, &[nk, s.n_kv_heads * s.head_dim]);
+    let (v, vc) = rand(g, rng, &[nk, s.n_kv_heads * s.head_dim]);
+    let (r, rc) = up_u32(g, ranges, &[nq, 2]);
+    let want = CpuBackend.attention(&qc, &kc, &vc, &rc, s).unwrap();
+    let got = g.attention(&q, &k, &v, &r, s).unwrap();
+    check(g, &got, &want, TOL_F32_REDUCTION, what);
 }
 
 /// Grouped-head geometries: 9/3 and 4/2 grouping, plain multi-head, one-wide and widest heads.
@@ -45,40 +65,18 @@ fn attention_forward_packed_causal_and_cross() {
         // Causal self-attention over packed sequences, including ones of length 1.
         let lens = [1, 3, 7, 1, 5];
         let n: usize = lens.iter().sum();
-        let (q, qc) = rand(&g, &mut rng, &[n, hq * hd]);
-        let (k, kc) = rand(&g, &mut rng, &[n, hkv * hd]);
-        let (v, vc) = rand(&g, &mut rng, &[n, hkv * hd]);
-        let (r, rc) = up_u32(&g, &causal_ranges(&lens), &[n, 2]);
-        let want = CpuBackend.attention(&qc, &kc, &vc, &rc, s).unwrap();
-        check(
-            &g,
-            &g.attention(&q, &k, &v, &r, s).unwrap(),
-            &want,
-            TOL_F32_REDUCTION,
-            &format!("attention causal {s:?}"),
-        );
+        let causal = causal_ranges(&lens);
+        attention_matches(&g, &mut rng, s, (n, n), &causal, &format!("causal {s:?}"));
         // Queries over another set of keys (a KV cache), arbitrary non-empty ranges.
-        let (nq, nk) = (3, 10);
-        let (q, qc) = rand(&g, &mut rng, &[nq, hq * hd]);
-        let (k, kc) = rand(&g, &mut rng, &[nk, hkv * hd]);
-        let (v, vc) = rand(&g, &mut rng, &[nk, hkv * hd]);
-        let (r, rc) = up_u32(&g, &[0, 10, 4, 5, 2, 9], &[nq, 2]);
-        let want = CpuBackend.attention(&qc, &kc, &vc, &rc, s).unwrap();
-        check(
-            &g,
-            &g.attention(&q, &k, &v, &r, s).unwrap(),
-            &want,
-            TOL_F32_REDUCTION,
-            &format!("attention cross {s:?}"),
-        );
+        let cross = [0, 10, 4, 5, 2, 9];
+        attention_matches(&g, &mut rng, s, (3, 10), &cross, &format!("cross {s:?}"));
     }
 }
 
 /// The split-KV kernel (`attention_split.wgsl`, heads of width % 4 = 0) at decode: one or two
 /// query rows over a KV cache of 1, 17, 1000 and 4097 keys (one chunk, a partial chunk, many,
 /// and one key past a whole number of chunks), with the grouping of SmolLM2 (9/3), Llama 3.2
-/// (32/8), Qwen2.5 (14/2) and a group of 16 (two head batches per KV head); and a causal
-/// prefill of 200 rows (which the tiled kernel takes).
+/// (32/8), Qwen2.5 (14/2) and a group of 16 (two head batches per KV head).
 #[test]
 fn attention_split_kv_at_decode_context_lengths() {
     let Some(g) = gpu() else { return };
@@ -94,44 +92,16 @@ fn split_kv_cases(g: nse::gpu::GpuBackend) {
             head_dim: hd,
         };
         for nk in [1usize, 17, 1000, 4097] {
-            let (k, kc) = rand(&g, &mut rng, &[nk, hkv * hd]);
-            let (v, vc) = rand(&g, &mut rng, &[nk, hkv * hd]);
             // The newest token over the whole cache, and an older one over a prefix.
             let (nq, ranges) = if nk == 1 {
                 (1, vec![0, 1])
             } else {
                 (2, vec![0, nk as u32, 0, (nk / 2) as u32])
             };
-            let (q, qc) = rand(&g, &mut rng, &[nq, hq * hd]);
-            let (r, rc) = up_u32(&g, &ranges, &[nq, 2]);
-            let want = CpuBackend.attention(&qc, &kc, &vc, &rc, s).unwrap();
-            check(
-                &g,
-                &g.attention(&q, &k, &v, &r, s).unwrap(),
-                &want,
-                TOL_F32_REDUCTION,
-                &format!("split attention {s:?} over {nk} keys"),
-            );
+            let what = format!("split attention {s:?} over {nk} keys");
+            attention_matches(&g, &mut rng, s, (nq, nk), &ranges, &what);
         }
     }
-    let s = AttnShape {
-        n_heads: 9,
-        n_kv_heads: 3,
-        head_dim: 64,
-    };
-    let n = 200;
-    let (q, qc) = rand(&g, &mut rng, &[n, 9 * 64]);
-    let (k, kc) = rand(&g, &mut rng, &[n, 3 * 64]);
-    let (v, vc) = rand(&g, &mut rng, &[n, 3 * 64]);
-    let (r, rc) = up_u32(&g, &causal_ranges(&[n]), &[n, 2]);
-    let want = CpuBackend.attention(&qc, &kc, &vc, &rc, s).unwrap();
-    check(
-        &g,
-        &g.attention(&q, &k, &v, &r, s).unwrap(),
-        &want,
-        TOL_F32_REDUCTION,
-        "split attention, causal prefill of 200",
-    );
 }
 
 /// The tiled kernel (`attention_tiled.wgsl`, from 32 query rows on): causal prefills of 1,000
@@ -148,18 +118,8 @@ fn attention_tiles_prefill_rows() {
     let mut rng = Rng::new(9);
     let mut case = |s: AttnShape, lens: &[usize], what: &str| {
         let n: usize = lens.iter().sum();
-        let (q, qc) = rand(&g, &mut rng, &[n, s.n_heads * s.head_dim]);
-        let (k, kc) = rand(&g, &mut rng, &[n, s.n_kv_heads * s.head_dim]);
-        let (v, vc) = rand(&g, &mut rng, &[n, s.n_kv_heads * s.head_dim]);
-        let (r, rc) = up_u32(&g, &causal_ranges(lens), &[n, 2]);
-        let want = CpuBackend.attention(&qc, &kc, &vc, &rc, s).unwrap();
-        check(
-            &g,
-            &g.attention(&q, &k, &v, &r, s).unwrap(),
-            &want,
-            TOL_F32_REDUCTION,
-            &format!("tiled attention {s:?}, {what}"),
-        );
+        let what = format!("tiled attention {s:?}, {what}");
+        attention_matches(&g, &mut rng, s, (n, n), &causal_ranges(lens), &what);
     };
     let shape = |(n_heads, n_kv_heads, head_dim)| AttnShape {
         n_heads,
@@ -182,23 +142,13 @@ fn attention_tiles_prefill_rows() {
         .iter()
         .flat_map(|&i| [ranges[2 * i as usize], ranges[2 * i as usize + 1]])
         .collect();
-    let (q, qc) = rand(&g, &mut rng, &[rows.len(), 9 * 64]);
-    let (k, kc) = rand(&g, &mut rng, &[n, 3 * 64]);
-    let (v, vc) = rand(&g, &mut rng, &[n, 3 * 64]);
-    let (r, rc) = up_u32(&g, &sub, &[rows.len(), 2]);
     assert!(
         rows.len() >= 32,
         "{} rows: the tiled kernel's case",
         rows.len()
     );
-    let want = CpuBackend.attention(&qc, &kc, &vc, &rc, s).unwrap();
-    check(
-        &g,
-        &g.attention(&q, &k, &v, &r, s).unwrap(),
-        &want,
-        TOL_F32_REDUCTION,
-        "tiled attention, a subset of rows over all keys",
-    );
+    let what = "tiled attention, a subset of rows over all keys";
+    attention_matches(&g, &mut rng, s, (rows.len(), n), &sub, what);
 }
 
 #[test]

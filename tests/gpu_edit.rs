@@ -8,10 +8,11 @@
 mod common;
 
 use common::{Tol, assert_close};
+use nse::backend::Backend;
 use nse::cpu::CpuBackend;
-use nse::edit::target::compute_z;
+use nse::edit::target::{ZResult, compute_z};
 use nse::edit::{ContextTemplates, EditContext, EditRequest, EditState, Hparams, Nse, apply_batch};
-use nse::model::Model;
+use nse::model::{Model, Tokenizer};
 
 fn request() -> EditRequest {
     EditRequest::from_sentence(
@@ -21,6 +22,17 @@ fn request() -> EditRequest {
         Some("French"),
     )
     .unwrap()
+}
+
+/// The z of `r` on `model`'s backend.
+fn z_on<B: Backend>(
+    model: &Model<B>,
+    tok: &Tokenizer,
+    r: &EditRequest,
+    templates: &ContextTemplates,
+    hp: &Hparams,
+) -> ZResult {
+    pollster::block_on(compute_z(model, tok, r, templates, hp, &[], |_, _| {})).unwrap()
 }
 
 #[test]
@@ -38,26 +50,8 @@ fn gpu_edit_matches_cpu() {
 
     // A short z optimisation: the same losses and z. Both sum in f32 in different orders, and
     // Adam's first steps (≈ lr · sign(g)) amplify differences, so compare at 1e-3.
-    let z_cpu = pollster::block_on(compute_z(
-        &cpu_model,
-        &tok,
-        &r,
-        &templates,
-        &hp,
-        &[],
-        |_, _| {},
-    ))
-    .unwrap();
-    let z_gpu = pollster::block_on(compute_z(
-        &gpu_model,
-        &tok,
-        &r,
-        &templates,
-        &hp,
-        &[],
-        |_, _| {},
-    ))
-    .unwrap();
+    let z_cpu = z_on(&cpu_model, &tok, &r, &templates, &hp);
+    let z_gpu = z_on(&gpu_model, &tok, &r, &templates, &hp);
     assert_eq!(z_cpu.steps.len(), 4);
     for (s, (a, b)) in z_cpu.steps.iter().zip(&z_gpu.steps).enumerate() {
         assert_close(
@@ -84,26 +78,8 @@ fn gpu_edit_matches_cpu() {
     for (threshold, evaluations) in [((l1 + l2) / 2.0, 3), (1e9, 1)] {
         let mut early = hp.clone();
         early.early_stop_loss = threshold;
-        let cpu_z = pollster::block_on(compute_z(
-            &cpu_model,
-            &tok,
-            &r,
-            &templates,
-            &early,
-            &[],
-            |_, _| {},
-        ))
-        .unwrap();
-        let gpu_z = pollster::block_on(compute_z(
-            &gpu_model,
-            &tok,
-            &r,
-            &templates,
-            &early,
-            &[],
-            |_, _| {},
-        ))
-        .unwrap();
+        let cpu_z = z_on(&cpu_model, &tok, &r, &templates, &early);
+        let gpu_z = z_on(&gpu_model, &tok, &r, &templates, &early);
         assert_eq!(
             cpu_z.steps.len(),
             evaluations,

@@ -218,23 +218,25 @@ mod tests {
         }
     }
 
+    impl Case {
+        /// [`z_loss_in_place`] of these rows over `logp`.
+        fn in_place(&self, logp: &mut [f32]) -> Vec<f32> {
+            let (l, w, r, k) = (&self.labels, &self.weights, &self.refs, &self.kl_rows);
+            z_loss_in_place(logp, 7, l, w, r, k, 0.0625)
+        }
+    }
+
     #[test]
     fn z_loss_in_place_is_z_loss_then_log_softmax_backward_bit_for_bit() {
-        let Case {
-            logits,
-            labels,
-            weights,
-            refs,
-            kl_rows,
-        } = case();
-        let logp = log_softmax_forward(&logits, 7);
-        let mut in_place = logits.clone();
+        let c = case();
+        let logp = log_softmax_forward(&c.logits, 7);
+        let mut in_place = c.logits.clone();
         log_softmax_in_place(&mut in_place, 7);
         assert_eq!(in_place, logp);
-        let (dlogp, want_values) = z_loss(&logp, 7, &labels, &weights, &refs, &kl_rows, 0.0625);
+        let (l, w, r, k) = (&c.labels, &c.weights, &c.refs, &c.kl_rows);
+        let (dlogp, want_values) = z_loss(&logp, 7, l, w, r, k, 0.0625);
         let want = log_softmax_backward(&logp, &dlogp, 7);
-        let values = z_loss_in_place(&mut in_place, 7, &labels, &weights, &refs, &kl_rows, 0.0625);
-        assert_eq!(values, want_values);
+        assert_eq!(c.in_place(&mut in_place), want_values);
         assert_eq!(in_place, want);
     }
 
@@ -242,31 +244,27 @@ mod tests {
     /// the logits: central differences in f64 on the same function.
     #[test]
     fn z_loss_gradient_matches_finite_differences() {
-        let Case {
-            logits,
-            labels,
-            weights,
-            refs,
-            kl_rows,
-        } = case();
+        let c = case();
         let loss = |x: &[f64]| -> f64 {
             let mut total = 0.0;
             for (r, row) in x.chunks(7).enumerate() {
                 let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                 let lse = max + row.iter().map(|a| (a - max).exp()).sum::<f64>().ln();
                 let lp: Vec<f64> = row.iter().map(|a| a - lse).collect();
-                total += if labels[r] == KL_ROW {
-                    let kl: f64 = (0..7).map(|j| lp[j].exp() * (lp[j] - refs[j] as f64)).sum();
+                total += if c.labels[r] == KL_ROW {
+                    let kl: f64 = (0..7)
+                        .map(|j| lp[j].exp() * (lp[j] - c.refs[j] as f64))
+                        .sum();
                     0.0625 * kl
                 } else {
-                    weights[r] as f64 * lp[labels[r] as usize]
+                    c.weights[r] as f64 * lp[c.labels[r] as usize]
                 };
             }
             total
         };
-        let mut grad = log_softmax_forward(&logits, 7);
-        z_loss_in_place(&mut grad, 7, &labels, &weights, &refs, &kl_rows, 0.0625);
-        let x: Vec<f64> = logits.iter().map(|&a| a as f64).collect();
+        let mut grad = log_softmax_forward(&c.logits, 7);
+        c.in_place(&mut grad);
+        let x: Vec<f64> = c.logits.iter().map(|&a| a as f64).collect();
         for i in 0..x.len() {
             let (mut hi, mut lo) = (x.clone(), x.clone());
             hi[i] += 1e-5;

@@ -101,6 +101,33 @@ pub(crate) fn launch_attention(
     Ok(out)
 }
 
+/// What the split and tiled kernels derive from their operands.
+struct Geometry {
+    /// Query rows.
+    nq: usize,
+    /// Key rows.
+    nk: usize,
+    /// Query heads per KV head.
+    group: usize,
+    /// Batches of at most `SPLIT_HEADS` query heads per KV head.
+    batches: usize,
+    /// `1 / sqrt(head_dim)`.
+    scale: f32,
+}
+
+impl Geometry {
+    fn of(q: &GpuTensor, k: &GpuTensor, s: AttnShape) -> Self {
+        let group = s.n_heads / s.n_kv_heads;
+        Geometry {
+            nq: q.len() / q.width().max(1),
+            nk: k.len() / k.width().max(1),
+            group,
+            batches: group.div_ceil(SPLIT_HEADS),
+            scale: 1.0 / (s.head_dim as f32).sqrt(),
+        }
+    }
+}
+
 /// Query rows from which the hardware kernels' attention runs in tiles
 /// (`attention_tiled.wgsl`) instead of split along the keys: decoding's few rows over a long
 /// cache want the split kernel's parallelism, a prefill's many rows want each key read once
@@ -125,17 +152,19 @@ fn launch_attention_tiled(
     s: AttnShape,
 ) -> Result<GpuTensor> {
     let out = gpu.empty("attention output", q.shape(), DType::F32)?;
-    let nq = q.len() / q.width().max(1);
-    let nk = k.len() / k.width().max(1);
-    let group = s.n_heads / s.n_kv_heads;
-    let batches = group.div_ceil(SPLIT_HEADS);
+    let Geometry {
+        nq,
+        nk,
+        group,
+        batches,
+        scale,
+    } = Geometry::of(q, k, s);
     let tq = ATTENTION_WG as usize / group.min(SPLIT_HEADS);
     let workgroups = nq.div_ceil(tq) * s.n_kv_heads * batches;
     // Ranges are on the device: as many passes as the longest possible range needs.
     let passes = nk.div_ceil(TILED_PASS_KEYS).max(1);
     let state_rows = if passes == 1 { 1 } else { nq * s.n_heads };
     let ml = gpu.empty("attention softmax state", &[state_rows, 2], DType::F32)?;
-    let scale = 1.0 / (s.head_dim as f32).sqrt();
     for pass in 0..passes {
         gpu.dispatch(&Dispatch {
             shader: "attention_tiled",
@@ -185,12 +214,15 @@ fn launch_attention_split(
     s: AttnShape,
 ) -> Result<GpuTensor> {
     let out = gpu.empty("attention output", q.shape(), DType::F32)?;
-    let nq = q.len() / q.width().max(1);
-    let nk = k.len() / k.width().max(1);
-    let group = s.n_heads / s.n_kv_heads;
+    let Geometry {
+        nq,
+        nk,
+        group,
+        batches,
+        scale,
+    } = Geometry::of(q, k, s);
     // Ranges are on the device: every row gets the chunks of the longest possible one.
     let chunks = nk.div_ceil(SPLIT_CHUNK).max(1);
-    let batches = group.div_ceil(SPLIT_HEADS);
     let workgroups = nq * s.n_kv_heads * batches * chunks;
     // One chunk: the split pass writes `out` itself and the partial buffers are not read.
     let parts = if chunks == 1 {
@@ -204,7 +236,6 @@ fn launch_attention_split(
         DType::F32,
     )?;
     let part_ml = gpu.empty("attention partial statistics", &[parts, 2], DType::F32)?;
-    let scale = 1.0 / (s.head_dim as f32).sqrt();
     let params = |total: usize| {
         [
             u32_of(nq),
