@@ -148,6 +148,21 @@ fn z_gradient_matches_finite_differences() {
     check_z_gradient(&tiny(3));
 }
 
+/// The z problem of requests 0 and 2 on `t`.
+fn pair_problem(t: &Tiny) -> ZProblem<'_, CpuBackend> {
+    let reqs = requests();
+    let pair = [&reqs[0], &reqs[2]];
+    pollster::block_on(ZProblem::new(
+        &t.model,
+        &t.tok,
+        &pair,
+        &t.templates,
+        &t.hp,
+        &[],
+    ))
+    .unwrap()
+}
+
 /// The z loop's tape keeps the MLP activations of the blocks that fit its budget and the
 /// backward pass recomputes the others': the losses and the gradient are the same bit for bit
 /// with every block's kept, none, or one (Llama-family and GPT-2 blocks).
@@ -157,8 +172,6 @@ fn z_gradient_is_the_same_whatever_the_tape_keeps() {
         common::tiny::tiny(3),
         common::tiny::tiny_from_archs("gpt2.gguf"),
     ] {
-        let reqs = requests();
-        let pair = [&reqs[0], &reqs[2]];
         let d = t.model.config.d_model;
         let mut rng = Rng::new(5);
         let flat: Vec<f32> = rng.vec(2 * d).iter().map(|x| 0.3 * x).collect();
@@ -166,15 +179,7 @@ fn z_gradient_is_the_same_whatever_the_tape_keeps() {
         let delta = CpuBackend.upload("δ", &flat, &[2, d]).unwrap();
         let norms = CpuBackend.upload("‖δ‖", &norms, &[2]).unwrap();
         let run = |budget: usize| {
-            let mut prob = pollster::block_on(ZProblem::new(
-                &t.model,
-                &t.tok,
-                &pair,
-                &t.templates,
-                &t.hp,
-                &[],
-            ))
-            .unwrap();
+            let mut prob = pair_problem(&t);
             prob.set_mlp_tape_budget(budget);
             let (steps, _) = pollster::block_on(prob.forward(&delta, &norms)).unwrap();
             let grad = prob.backward().unwrap().f32().to_vec();
@@ -203,17 +208,7 @@ fn z_gradient_matches_finite_differences_through_gpt2_blocks() {
 /// head, the KL term and the weight decay) against central differences. Two requests share
 /// the packed passes: each one's gradient is that of its own loss, whatever the other's δ.
 fn check_z_gradient(t: &Tiny) {
-    let reqs = requests();
-    let pair = [&reqs[0], &reqs[2]];
-    let mut prob = pollster::block_on(ZProblem::new(
-        &t.model,
-        &t.tok,
-        &pair,
-        &t.templates,
-        &t.hp,
-        &[],
-    ))
-    .unwrap();
+    let mut prob = pair_problem(t);
     let d = t.model.config.d_model;
     // δ of both requests and their norms as the tensors the z loop keeps on the backend.
     let forward = |prob: &mut ZProblem<'_, CpuBackend>, ds: &[Vec<f32>]| {
