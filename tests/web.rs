@@ -11,11 +11,14 @@
 
 use nse::backend::{Backend, QkvDecode, TensorInfo, Transpose};
 use nse::cpu::{CpuBackend, CpuTensor};
+use nse::gpu::kernels::fused::{QKV_BIAS_BINDINGS, QKV_BINDINGS};
 use nse::gpu::{GpuBackend, GpuTensor};
 use nse::model::gguf::GgmlType;
 use nse::model::{
     Arch, ForwardSpec, HostTensor, LayerWeights, LogitRows, Model, ModelConfig, Packed, Weights,
 };
+use wasm_bindgen::JsValue;
+use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen_test::{console_log, wasm_bindgen_test, wasm_bindgen_test_configure};
 
 wasm_bindgen_test_configure!(run_in_browser);
@@ -143,8 +146,10 @@ async fn webgpu_adapter_is_found() {
     console_log!("adapter: {} ({:?})", g.describe_adapter(), info.backend);
     console_log!("kernels: {}", g.kernel_summary());
     assert_eq!(info.backend, wgpu::Backend::BrowserWebGpu);
-    // A browser adapter with subgroups runs the GEMVs' subgroup variants (Chrome's compiler
-    // checks them in every test here); its startup check must pass.
+    // wgpu 30's browser backend does not map WebGPU's `subgroups` feature, so the page runs the
+    // portable reductions even where Chrome has subgroups (this one does: see
+    // `subgroup_variants_compile_and_reduce_right_in_chrome`). If a later wgpu maps it, the
+    // device's startup check must pass and the variants come into use.
     assert_eq!(
         g.uses_subgroups(),
         g.subgroup_sizes().is_some(),
@@ -593,5 +598,194 @@ async fn packed_weights_match_their_f32_values() {
         let b = read(&g, &g.norm_matmul_nt(&h, &norm, 1e-5, &dense).unwrap()).await;
         same(a, b, "norm_matmul_nt");
         console_log!("{ty}: packed weights match their f32 values");
+    }
+}
+
+// Chrome's own WebGPU, driven from JavaScript: wgpu 30's browser backend does not map the
+// `subgroups` feature (it is native-only in wgpu, gfx-rs/wgpu#5555), so the page never gets the
+// subgroup variants, but Chrome's adapter has subgroups. This checks that Chrome's WGSL compiler
+// (Tint) takes every subgroup variant as `gpu::shader_source` writes it for the browser, and that
+// the GEMV's subgroup reduction gives the portable reduction's sums there.
+#[wasm_bindgen(inline_js = r#"
+export async function subgroup_kernels(spec, a, b, m, k, n) {
+  const { compile, storage_buffers, gemv_subgroups, gemv_portable } = JSON.parse(spec);
+  // Copies: the arguments are views of the module's memory.
+  a = new Float32Array(a);
+  b = new Float32Array(b);
+  const adapter = await navigator.gpu.requestAdapter();
+  if (!adapter) throw new Error("no WebGPU adapter");
+  const info = adapter.info || {};
+  if (!adapter.features.has("subgroups")) return JSON.stringify({ subgroups: null });
+  // As the backend does: the adapter's storage-buffer limit (the fused qkv binds 9).
+  const device = await adapter.requestDevice({
+    requiredFeatures: ["subgroups"],
+    requiredLimits: { maxStorageBuffersPerShaderStage: adapter.limits.maxStorageBuffersPerShaderStage },
+  });
+  const limit = device.limits.maxStorageBuffersPerShaderStage;
+  let pipelines = 0;
+  const skipped = [];
+  for (const [name, code, entries, weights] of compile) {
+    const module = device.createShaderModule({ code, label: name });
+    const errors = (await module.getCompilationInfo()).messages.filter((x) => x.type === "error");
+    if (errors.length) {
+      throw new Error(name + ": " + errors.map((x) => `${x.lineNum}:${x.linePos} ${x.message}`).join("; "));
+    }
+    for (const entryPoint of entries) {
+      // The backend leaves an entry that binds more storage buffers than the device allows
+      // unused (the unfused kernels run instead); so does this check.
+      if ((storage_buffers[entryPoint] || 0) > limit) {
+        skipped.push(`${name} ${entryPoint}`);
+        continue;
+      }
+      for (const M of [1, 8]) {
+        for (const fmt of [0, 1, 3, 4]) {
+          const constants = { M };
+          for (const w of weights) constants[w + "_FMT"] = fmt;
+          try {
+            await device.createComputePipelineAsync({ layout: "auto", compute: { module, entryPoint, constants } });
+          } catch (e) {
+            throw new Error(`${name} ${entryPoint} M=${M} format ${fmt}: ${e.message}`);
+          }
+          pipelines += 1;
+        }
+      }
+    }
+  }
+  const upload = (data, usage) => {
+    const buf = device.createBuffer({ size: data.byteLength, usage, mappedAtCreation: true });
+    new Uint8Array(buf.getMappedRange()).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    buf.unmap();
+    return buf;
+  };
+  const run = async (code) => {
+    const module = device.createShaderModule({ code });
+    const pipeline = await device.createComputePipelineAsync({ layout: "auto", compute: { module, entryPoint: "nt", constants: { M: m } } });
+    const groups = Math.ceil(n / 4);
+    const bufs = [
+      upload(new Uint32Array([n, k, groups, 0]), GPUBufferUsage.UNIFORM),
+      upload(a, GPUBufferUsage.STORAGE),
+      upload(b, GPUBufferUsage.STORAGE),
+      device.createBuffer({ size: m * n * 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC }),
+    ];
+    const back = device.createBuffer({ size: m * n * 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const bind = device.createBindGroup({
+      layout: pipeline.getBindGroupLayout(0),
+      entries: bufs.map((buffer, binding) => ({ binding, resource: { buffer } })),
+    });
+    const enc = device.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, bind);
+    pass.dispatchWorkgroups(groups);
+    pass.end();
+    enc.copyBufferToBuffer(bufs[3], 0, back, 0, m * n * 4);
+    device.queue.submit([enc.finish()]);
+    await back.mapAsync(GPUMapMode.READ);
+    const out = Array.from(new Float32Array(back.getMappedRange()));
+    back.unmap();
+    return out;
+  };
+  const result = {
+    subgroups: [info.subgroupMinSize, info.subgroupMaxSize],
+    limit,
+    pipelines,
+    skipped,
+    with_subgroups: await run(gemv_subgroups),
+    portable: await run(gemv_portable),
+  };
+  device.destroy();
+  return JSON.stringify(result);
+}
+"#)]
+extern "C" {
+    #[wasm_bindgen(catch)]
+    async fn subgroup_kernels(
+        spec: &str,
+        a: &[f32],
+        b: &[f32],
+        m: u32,
+        k: u32,
+        n: u32,
+    ) -> Result<JsValue, JsValue>;
+}
+
+/// The entry points of a WGSL source and the weight bindings it includes.
+fn entries_and_weights(src: &str) -> (Vec<String>, Vec<String>) {
+    let lines: Vec<&str> = src.lines().map(str::trim).collect();
+    let entries = lines
+        .windows(2)
+        .filter(|w| w[0].starts_with("@compute"))
+        .filter_map(|w| w[1].strip_prefix("fn ")?.split('(').next())
+        .map(str::to_string)
+        .collect();
+    let weights = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("// #include weights(")?.strip_suffix(')'))
+        .map(str::to_string)
+        .collect();
+    (entries, weights)
+}
+
+#[wasm_bindgen_test]
+async fn subgroup_variants_compile_and_reduce_right_in_chrome() {
+    let mut compile = vec![];
+    for (name, src) in nse::gpu::SHADERS {
+        if !src.contains("// #if subgroups") {
+            continue;
+        }
+        let variant = format!("{name}{}", nse::gpu::SUBGROUPS);
+        let code = nse::gpu::shader_source(&variant);
+        assert!(code.starts_with("enable subgroups;"), "{variant}");
+        let (entries, weights) = entries_and_weights(src);
+        assert!(!entries.is_empty() && !weights.is_empty(), "{name}");
+        compile.push(serde_json::json!([variant, code, entries, weights]));
+    }
+    let names: Vec<&str> = compile.iter().filter_map(|c| c[0].as_str()).collect();
+    assert_eq!(names, ["gemv+subgroups", "gemv_fused+subgroups"]);
+    let spec = serde_json::json!({
+        "compile": compile,
+        "storage_buffers": {"qkv": QKV_BINDINGS, "qkv_bias": QKV_BIAS_BINDINGS},
+        "gemv_subgroups": nse::gpu::shader_source("gemv+subgroups"),
+        "gemv_portable": nse::gpu::shader_source("gemv"),
+    });
+    // Integer values: every order of summation gives the same exact sums.
+    let (m, k, n) = (3usize, 1024usize, 13usize);
+    let ints = |len: usize, seed: usize| -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * 7 + seed * 13) % 9) as f32 - 4.0)
+            .collect()
+    };
+    let (a, b) = (ints(m * k, 3), ints(n * k, 1));
+    let mut want = vec![0.0f32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            want[i * n + j] = (0..k).map(|p| a[i * k + p] * b[j * k + p]).sum();
+        }
+    }
+    let got = subgroup_kernels(&spec.to_string(), &a, &b, m as u32, k as u32, n as u32)
+        .await
+        .unwrap_or_else(|e| panic!("Chrome refused a subgroup variant: {e:?}"));
+    let got: serde_json::Value =
+        serde_json::from_str(&got.as_string().expect("a JSON string")).expect("the check's JSON");
+    console_log!(
+        "subgroup check: sizes {}, {} pipelines, storage-buffer limit {}, skipped {}",
+        got["subgroups"],
+        got["pipelines"],
+        got["limit"],
+        got["skipped"]
+    );
+    // This project's Chromium (SwiftShader) has subgroups of 4; without them nothing is checked.
+    assert!(
+        got["subgroups"].is_array(),
+        "Chrome's adapter has no subgroups: the subgroup variants were not checked"
+    );
+    let limit = got["limit"].as_u64().expect("the limit") as u32;
+    assert!(limit >= QKV_BINDINGS, "the fused qkv is checked");
+    let skipped = usize::from(limit < QKV_BIAS_BINDINGS);
+    assert_eq!(got["skipped"].as_array().map(Vec::len), Some(skipped));
+    assert_eq!(got["pipelines"], (6 - skipped) * 2 * 4, "pipelines built");
+    for key in ["with_subgroups", "portable"] {
+        let out: Vec<f32> = serde_json::from_value(got[key].clone()).expect("floats");
+        assert_eq!(out, want, "{key}");
     }
 }
