@@ -8,6 +8,7 @@
 mod common;
 
 use common::Rng;
+use nse::edit::PastKeys;
 use nse::edit::keys::{KeyPrompts, average_keys};
 use nse::edit::select::select_neurons;
 use nse::edit::solve::{Factored, LayerSystem, solve_nse};
@@ -16,7 +17,7 @@ use nse::model::Packed;
 /// A random layer system: `C` a random SPD second moment, `P` a sum of outer products.
 struct System {
     c: Vec<f32>,
-    p: Vec<f32>,
+    p: PastKeys,
     keys: Vec<f32>,
     resid: Vec<f64>,
     d_ff: usize,
@@ -41,7 +42,13 @@ fn random_system(seed: u64, d_ff: usize, d: usize, n: usize) -> System {
     };
     System {
         c: gram(&mut rng, 3 * d_ff),
-        p: gram(&mut rng, 4),
+        // A few past keys: P stays in the keys form (4 rows of 24 neurons or more).
+        p: {
+            let mut p = PastKeys::new(d_ff);
+            p.add(&rng.vec(4 * d_ff));
+            assert!(!p.is_dense());
+            p
+        },
         keys: rng.vec(n * d_ff),
         resid: rng.vec(n * d).iter().map(|&x| x as f64).collect(),
         d_ff,
@@ -66,12 +73,13 @@ impl System {
     /// `G = λ C_SS + P_SS + K_S K_Sᵀ` in f64.
     fn g(&self, sel: &[usize], lambda: f64) -> Vec<Vec<f64>> {
         let k = |r: usize, j: usize| self.keys[r * self.d_ff + j] as f64;
+        let p = self.p.dense();
         sel.iter()
             .map(|&a| {
                 sel.iter()
                     .map(|&b| {
                         lambda * self.c[a * self.d_ff + b] as f64
-                            + self.p[a * self.d_ff + b] as f64
+                            + p[a * self.d_ff + b] as f64
                             + (0..self.n).map(|r| k(r, a) * k(r, b)).sum::<f64>()
                     })
                     .collect()
@@ -157,7 +165,7 @@ fn the_condition_estimate_is_the_eigenvalue_ratio() {
     keys[d_ff + 2] = 1.0; // request 1 on neuron 2: G_22 = 2·0.5 + 1 = 2
     let sys = System {
         c,
-        p: vec![0.0; d_ff * d_ff],
+        p: PastKeys::new(d_ff),
         keys,
         resid: vec![1.0; n * d],
         d_ff,
@@ -186,6 +194,7 @@ fn the_update_minimises_the_objective() {
     let sel: Vec<usize> = (0..24).step_by(2).collect();
     let lambda = 3.0;
     let delta = delta_f64(&solve_nse(&sys.view(), &sel, lambda).unwrap().update);
+    let p = sys.p.dense();
     let objective = |dl: &[Vec<f64>]| {
         let mut f = 0.0;
         for (i, row) in dl.iter().enumerate() {
@@ -199,8 +208,8 @@ fn the_update_minimises_the_objective() {
             }
             for (a, &ja) in sel.iter().enumerate() {
                 for (b, &jb) in sel.iter().enumerate() {
-                    let m = lambda * sys.c[ja * sys.d_ff + jb] as f64
-                        + sys.p[ja * sys.d_ff + jb] as f64;
+                    let m =
+                        lambda * sys.c[ja * sys.d_ff + jb] as f64 + p[ja * sys.d_ff + jb] as f64;
                     f += row[a] * m * row[b];
                 }
             }
@@ -265,7 +274,7 @@ fn inverse(mut a: Vec<Vec<f64>>) -> Vec<Vec<f64>> {
 fn all_neurons_and_no_past_keys_is_memit() {
     // Invariant 4: with S = all and P = 0, Δ = R Kᵀ (λC + KKᵀ)⁻¹.
     let mut sys = random_system(3, 20, 5, 3);
-    sys.p.fill(0.0);
+    sys.p = PastKeys::new(20);
     let all: Vec<usize> = (0..20).collect();
     let ours = delta_f64(&solve_nse(&sys.view(), &all, 11.0).unwrap().update);
     let memit = matmul(&sys.rk(&all), &inverse(sys.g(&all, 11.0)));

@@ -56,7 +56,12 @@ fn edit_invariants_hold(file: &str) {
 
     state.rewind_to(&mut t.model, 0).unwrap();
     assert_eq!(down_projs(&t.model, &TINY_LAYERS), original, "{file}: undo");
-    assert!(state.p.values().all(|p| p.iter().all(|&x| x == 0.0)));
+    assert!(
+        state
+            .p
+            .values()
+            .all(|p| p.dense().iter().all(|&x| x == 0.0))
+    );
     assert_eq!(p_new(&t), before, "{file}: P(new) after undo");
 }
 

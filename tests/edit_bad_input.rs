@@ -228,3 +228,44 @@ fn a_non_positive_definite_system_is_rejected_and_rolled_back() {
         "not positive definite",
     );
 }
+
+#[test]
+fn a_batch_failing_after_others_rolls_back_to_them_bit_for_bit() {
+    // The rollback rebuilds the weights from the originals and the ledger: after a good batch,
+    // a batch whose second layer's solve fails must leave batch 1's weights exactly.
+    let mut t = tiny(25);
+    let f = t.model.config.d_ff;
+    let mut state = EditState::new(&t.model, &TINY_LAYERS).unwrap();
+    let (tok, good) = (t.tok.clone(), t.cov.clone());
+    let ctx = EditContext {
+        tok: &tok,
+        hp: &t.hp,
+        templates: &t.templates,
+        cov: &good,
+        method: &Nse,
+    };
+    pollster::block_on(apply_batch(
+        &mut t.model,
+        &mut state,
+        &ctx,
+        &requests()[..1],
+        Default::default(),
+        |_| {},
+    ))
+    .unwrap();
+    assert_eq!(state.ledger.len(), 1);
+    let mut m: BTreeMap<usize, Vec<f32>> = t.cov.matrices().clone();
+    let neg: Vec<f32> = (0..f * f)
+        .map(|i| if i % (f + 1) == 0 { -10.0 } else { 0.0 })
+        .collect();
+    m.insert(2, neg);
+    let corrupt = CovarianceSet::new(m, 1, "corrupt");
+    assert_rejected(
+        &mut t,
+        &mut state,
+        &tok,
+        &corrupt,
+        &requests()[1..2],
+        "not positive definite",
+    );
+}

@@ -72,14 +72,14 @@ fn past_keys_accumulate_as_a_psd_sum() {
     for batch in [&reqs[..2], &reqs[2..]] {
         run(&mut t, &mut state, batch, &Nse);
         let l = TINY_LAYERS[0];
-        traces.push((0..f).map(|i| state.p[&l][i * f + i] as f64).sum());
+        traces.push(state.p[&l].trace());
     }
     assert!(
         traces.windows(2).all(|w| w[1] >= w[0]),
         "trace decreased: {traces:?}"
     );
     for &l in &TINY_LAYERS {
-        let p = &state.p[&l];
+        let p = state.p[&l].dense();
         let mut want = vec![0.0f64; f * f];
         for entry in &state.ledger {
             for k in entry.p_keys[&l].chunks(f) {
@@ -491,7 +491,10 @@ fn plain_memit_forgets_the_past_keys() {
     run(&mut t, &mut state, &reqs[..2], &Memit);
     assert_eq!(down_projs(&t.model, &TINY_LAYERS), seq_w1, "first batch");
     assert!(
-        state.p.values().any(|p| p.iter().any(|&x| x != 0.0)),
+        state
+            .p
+            .values()
+            .any(|p| p.dense().iter().any(|&x| x != 0.0)),
         "P holds batch 1's keys"
     );
 
@@ -555,7 +558,12 @@ fn undo_and_patches_are_bit_exact() {
     assert_eq!(state.p, p1);
     state.rewind_to(&mut t.model, 0).unwrap();
     assert_eq!(down_projs(&t.model, &TINY_LAYERS), original);
-    assert!(state.p.values().all(|p| p.iter().all(|&x| x == 0.0)));
+    assert!(
+        state
+            .p
+            .values()
+            .all(|p| p.dense().iter().all(|&x| x == 0.0))
+    );
     let _ = t.model.backend().describe();
 }
 

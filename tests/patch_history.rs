@@ -143,7 +143,7 @@ fn a_history_that_does_not_line_up_is_refused_and_nothing_changes() {
         .to_string();
     assert!(err.contains("recorded ffffffffffff"), "{err}");
     assert_eq!(down_projs(&f.model, &TINY_LAYERS), base);
-    assert!(fs.ledger.is_empty() && fs.p.values().all(|p| p.iter().all(|&x| x == 0.0)));
+    assert!(fs.ledger.is_empty() && fs.p.values().all(|p| p.dense().iter().all(|&x| x == 0.0)));
 
     // Another base model: refused before anything is applied.
     let err = block_on(full.apply(&mut f.model, &mut fs, &"e".repeat(64)))

@@ -77,7 +77,10 @@ fn snapshot(s: &Session) -> Snapshot {
         .into_values()
         .collect();
     let st = cpu_state(s);
-    let p = TINY_LAYERS.iter().map(|l| st.p[l].clone()).collect();
+    let p = TINY_LAYERS
+        .iter()
+        .map(|l| st.p[l].dense().to_vec())
+        .collect();
     let digests = st.ledger.iter().map(|e| e.digest()).collect();
     let meta = serde_json::to_string(&s.setup().unwrap().meta).unwrap();
     (w, p, digests, meta)

@@ -305,7 +305,7 @@ async fn measure<B: Backend>(
         .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
         .collect();
     let resid = vec![0.5f64; requests.len() * model.config.d_model];
-    let zero = vec![0.0f32; d_ff * d_ff];
+    let zero = crate::edit::PastKeys::new(d_ff);
     let sys = LayerSystem {
         c: editor.cov()?.layer(l)?,
         p: &zero,

@@ -155,23 +155,25 @@ pub async fn apply_batch<B: Backend>(
         max_ctx: model.config.max_ctx,
     }
     .check_batch(requests)?;
-    let be = model.backend();
-    let mut snapshot = vec![];
-    for &l in &state.layers {
-        snapshot.push((l, be.copy(&model.weights.layers[l].down_proj)?));
-    }
     match run_batch(model, state, ctx, requests, opts, &mut progress).await {
         Ok(outcome) => {
             state.add_to_p(&outcome.entry.p_keys);
             state.ledger.push(outcome.entry.clone());
             Ok(outcome)
         }
-        Err(e) => {
-            for (l, w) in snapshot {
-                model.weights.layers[l].down_proj = w;
-            }
-            Err(e)
-        }
+        // All or nothing: the weights are rebuilt from the originals and the ledger (no copy
+        // of them is held while the batch runs: 17.7 MB for the default model, 335 MB for a
+        // model with d_ff 8,192).
+        Err(e) => match state.rebuild_weights(model, state.ledger.len()) {
+            Ok(()) => Err(e),
+            Err(undo) => Err(Error::Refused {
+                code: undo.code(),
+                msg: format!(
+                    "{e}; then undoing the batch's partial updates failed too ({undo}): the \
+                     model's weights are not to be trusted, reload the model and its edits"
+                ),
+            }),
+        },
     }
 }
 

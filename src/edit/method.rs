@@ -168,7 +168,7 @@ impl EditMethod for Memit {
         selection: &Selection,
         hp: &Hparams,
     ) -> Result<Solved> {
-        let no_past = vec![0.0f32; sys.p.len()];
+        let no_past = super::past::PastKeys::new(sys.d_ff);
         let sys = LayerSystem {
             p: &no_past,
             ..*sys

@@ -8,7 +8,7 @@
 //! - [`covariance`]: the corpus second moment `C_l`.
 //! - [`select`], [`solve`]: neuron selection and the f64 least-squares update.
 //! - [`method`]: NSE, MEMIT-seq, AlphaEdit behind one trait; [`batch`]: the shared procedure;
-//!   [`state`]: `P_l`, the original weights and the ledger; [`patch`]: the ledger as a file;
+//!   [`state`]: `P_l` ([`past`]), the original weights and the ledger; [`patch`]: the ledger as a file;
 //!   [`history`]: removing an entry from the middle of a ledger.
 
 pub mod batch;
@@ -19,6 +19,7 @@ pub mod history;
 pub mod hparams;
 pub mod keys;
 pub mod method;
+pub mod past;
 pub mod patch;
 pub mod request;
 pub mod select;
@@ -34,6 +35,7 @@ pub use covariance::CovarianceSet;
 pub use dataset::{Case, Probes};
 pub use hparams::{Hparams, TargetSpace};
 pub use method::{AlphaEdit, EditMethod, Memit, MemitSeq, MethodKind, Nse};
+pub use past::PastKeys;
 pub use request::EditRequest;
 pub use state::{EditState, LedgerEntry, Measured, ROOT_DIGEST};
 pub use templates::ContextTemplates;

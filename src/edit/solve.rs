@@ -9,6 +9,7 @@
 use faer::linalg::solvers::Solve;
 use faer::{Mat, Side};
 
+use super::past::PastKeys;
 use crate::{Error, Result};
 
 /// Relative residual `‖G X − B‖ / ‖B‖` above which a solve is rejected.
@@ -17,10 +18,11 @@ pub const MAX_RELATIVE_RESIDUAL: f64 = 1e-8;
 /// The inputs of one layer's solve.
 ///
 /// # Shapes
-/// `c, p (d_ff, d_ff)` f32 row-major; `keys (n, d_ff)` (request-major); `resid (n, d)`.
+/// `c (d_ff, d_ff)` f32 row-major, `p` of `d_ff`; `keys (n, d_ff)` (request-major);
+/// `resid (n, d)`.
 pub struct LayerSystem<'a> {
     pub c: &'a [f32],
-    pub p: &'a [f32],
+    pub p: &'a PastKeys,
     pub d_ff: usize,
     pub keys: &'a [f32],
     pub resid: &'a [f64],
@@ -91,10 +93,11 @@ pub fn solve_nse(sys: &LayerSystem, sel: &[usize], lambda: f64) -> Result<Solved
     let s = sel.len();
     let (d_ff, n) = (sys.d_ff, sys.n);
     let ks = Mat::<f64>::from_fn(s, n, |a, r| sys.keys[r * d_ff + sel[a]] as f64); // K_S (|S|, n)
+    let p_ss = sys.p.block(sel);
     let g = Mat::<f64>::from_fn(s, s, |a, b| {
         let (ia, ib) = (sel[a], sel[b]);
         let kk: f64 = (0..n).map(|r| ks[(a, r)] * ks[(b, r)]).sum();
-        lambda * sys.c[ia * d_ff + ib] as f64 + sys.p[ia * d_ff + ib] as f64 + kk
+        lambda * sys.c[ia * d_ff + ib] as f64 + p_ss[a * s + b] as f64 + kk
     });
     let llt = g.llt(Side::Lower).map_err(|e| {
         Error::Numeric(format!(
@@ -142,7 +145,8 @@ pub fn solve_alphaedit(sys: &LayerSystem, proj: &[f64], l2: f64) -> Result<Solve
     let (f, n) = (sys.d_ff, sys.n);
     let k = Mat::<f64>::from_fn(f, n, |j, r| sys.keys[r * f + j] as f64); // (d_ff, n)
     let pi = Mat::<f64>::from_fn(f, f, |a, b| proj[a * f + b]);
-    let m = Mat::<f64>::from_fn(f, f, |a, b| sys.p[a * f + b] as f64) + &k * k.transpose();
+    let p = sys.p.dense();
+    let m = Mat::<f64>::from_fn(f, f, |a, b| p[a * f + b] as f64) + &k * k.transpose();
     let mut a = &pi * &m;
     for i in 0..f {
         a[(i, i)] += l2;

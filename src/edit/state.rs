@@ -7,14 +7,13 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::method::MethodKind;
+use super::past::PastKeys;
 use super::request::EditRequest;
 use super::solve::Factored;
 use sha2::{Digest, Sha256};
 
-use crate::backend::{Backend, Transpose};
-use crate::cpu::matmul::matmul_into;
+use crate::backend::Backend;
 use crate::model::Model;
-use crate::ops::matmul::MatmulDims;
 use crate::{Error, Result};
 
 /// One layer update as applied: `W_l[:, cols] += expand(update)` in round `round`.
@@ -89,8 +88,8 @@ fn hex(bytes: &[u8]) -> String {
 pub struct EditState<T> {
     /// Edited layers.
     pub layers: Vec<usize>,
-    /// `P_l`, `(d_ff, d_ff)` f32 per edited layer.
-    pub p: BTreeMap<usize, Vec<f32>>,
+    /// `P_l` per edited layer (its keys while they are few, then `(d_ff, d_ff)` f32).
+    pub p: BTreeMap<usize, PastKeys>,
     /// Original `down_proj` of each edited layer, on the backend.
     pub originals: BTreeMap<usize, T>,
     /// Applied batches, oldest first.
@@ -147,10 +146,7 @@ impl<T> EditState<T> {
         }
         Ok(EditState {
             layers: layers.to_vec(),
-            p: layers
-                .iter()
-                .map(|&l| (l, vec![0.0; d_ff * d_ff]))
-                .collect(),
+            p: layers.iter().map(|&l| (l, PastKeys::new(d_ff))).collect(),
             originals,
             ledger: vec![],
             d_ff,
@@ -183,18 +179,8 @@ impl<T> EditState<T> {
     /// A layer that this state does not edit, or keys whose length is not a multiple of `d_ff`:
     /// callers check entries from files first ([`crate::edit::patch::Patch::check_fits`]).
     pub fn add_to_p(&mut self, p_keys: &BTreeMap<usize, Vec<f32>>) {
-        let f = self.d_ff;
         for (l, k) in p_keys {
-            let n = k.len() / f;
-            let p = self.p.get_mut(l).expect("P for every edited layer");
-            matmul_into(
-                p,
-                k,
-                k,
-                MatmulDims { m: f, k: n, n: f },
-                Transpose::TN,
-                true,
-            );
+            self.p.get_mut(l).expect("P for every edited layer").add(k);
         }
     }
 
@@ -244,6 +230,32 @@ impl<T> EditState<T> {
         model: &mut Model<B>,
         keep: usize,
     ) -> Result<()> {
+        self.rebuild_weights(model, keep)?;
+        self.ledger.truncate(keep);
+        for p in self.p.values_mut() {
+            p.clear();
+        }
+        let keys: Vec<_> = self.ledger.iter().map(|e| e.p_keys.clone()).collect();
+        for k in &keys {
+            self.add_to_p(k);
+        }
+        Ok(())
+    }
+}
+
+impl<T> EditState<T> {
+    /// Sets the edited layers' `down_proj` to the originals with the updates of the first
+    /// `keep` ledger entries applied, bit for bit as when they were first applied; the ledger
+    /// and `P` stay as they are. A batch that fails half-way is undone this way (its updates are
+    /// not in the ledger), with no copy of the weights kept while it runs.
+    ///
+    /// # Errors
+    /// A backend failure; the model's weights are then unchanged.
+    pub fn rebuild_weights<B: Backend<Tensor = T>>(
+        &self,
+        model: &mut Model<B>,
+        keep: usize,
+    ) -> Result<()> {
         let be = model.backend();
         let mut weights = BTreeMap::new();
         for (&l, orig) in &self.originals {
@@ -260,14 +272,6 @@ impl<T> EditState<T> {
         }
         for (l, w) in weights {
             model.weights.layers[l].down_proj = w;
-        }
-        self.ledger.truncate(keep);
-        for p in self.p.values_mut() {
-            p.fill(0.0);
-        }
-        let keys: Vec<_> = self.ledger.iter().map(|e| e.p_keys.clone()).collect();
-        for k in &keys {
-            self.add_to_p(k);
         }
         Ok(())
     }

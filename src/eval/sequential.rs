@@ -216,12 +216,8 @@ pub enum RunEvent {
 }
 
 /// `tr P_l` per edited layer.
-fn p_traces<T>(state: &EditState<T>, d_ff: usize) -> Vec<f64> {
-    state
-        .p
-        .values()
-        .map(|p| (0..d_ff).map(|i| f64::from(p[i * d_ff + i])).sum())
-        .collect()
+fn p_traces<T>(state: &EditState<T>) -> Vec<f64> {
+    state.p.values().map(|p| p.trace()).collect()
 }
 
 /// A method's run up to some batch: what [`MethodRunner`] has done, and all it needs to go on
@@ -317,7 +313,6 @@ impl<'c> MethodRunner<'c> {
         if b == of {
             return Ok(false);
         }
-        let d_ff = model.config.d_ff;
         let chunk = &cases[b * plan.batch_size..((b + 1) * plan.batch_size).min(cases.len())];
         let requests: Vec<EditRequest> = chunk.iter().map(|c| c.request.clone()).collect();
         let t = clock_now();
@@ -347,7 +342,7 @@ impl<'c> MethodRunner<'c> {
             .iter()
             .map(|l| (l.layer.to_string(), l.dw_fro))
             .collect();
-        let record = BatchRecord::new(&requests, &out, seconds, p_traces(state, d_ff), dw);
+        let record = BatchRecord::new(&requests, &out, seconds, p_traces(state), dw);
         let after = &record.residual_after;
         on_event(RunEvent::BatchDone {
             batch: b,

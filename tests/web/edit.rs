@@ -154,7 +154,7 @@ struct After {
     losses: Vec<f32>,
     selected: Vec<Vec<u32>>,
     down_proj: BTreeMap<usize, Vec<f32>>,
-    p: BTreeMap<usize, Vec<f32>>,
+    p: BTreeMap<usize, nse::edit::PastKeys>,
     entry: nse::edit::LedgerEntry,
 }
 
@@ -243,7 +243,12 @@ async fn nse_edit_on_webgpu_matches_the_cpu_backend() {
             TOL_EDIT,
             &format!("down_proj of layer {l} after the edit"),
         );
-        assert_close(&got.p[l], &want.p[l], TOL_EDIT, &format!("P of layer {l}"));
+        assert_close(
+            &got.p[l].dense(),
+            &want.p[l].dense(),
+            TOL_EDIT,
+            &format!("P of layer {l}"),
+        );
     }
     console_log!(
         "{} z steps, {} layer updates",
