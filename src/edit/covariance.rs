@@ -84,8 +84,14 @@ pub async fn second_moments<B: Backend>(
 /// [`second_moments`] with a `pause` awaited after every window: the page yields to the event
 /// loop there, and a cancelled job stops there (nothing is kept).
 ///
+/// Layers are summed together when the memory budget holds their sums, else a few at a time,
+/// each group with its own pass over the windows (the same floats either way: each layer's
+/// sums are its own; `on_progress` then counts the tokens of every pass). A layer's sums take `d_ff²` f32 on the backend plus the copy read back,
+/// and `d_ff²` f64 on the host when there is more than one readback.
+///
 /// # Errors
-/// A backend failure, too little memory for the sums, or the pause hook's error (cancelled).
+/// A backend failure, too little memory for one layer's sums, or the pause hook's error
+/// (cancelled).
 pub async fn second_moments_with<B: Backend>(
     model: &Model<B>,
     windows: &[Vec<u32>],
@@ -93,27 +99,49 @@ pub async fn second_moments_with<B: Backend>(
     pause: Option<crate::edit::target::Pause<'_>>,
     mut on_progress: impl FnMut(usize, usize),
 ) -> Result<(BTreeMap<usize, Vec<f32>>, usize)> {
+    let d_ff = model.config.d_ff;
+    let one_readback = windows.len() <= WINDOWS_PER_READBACK;
+    let per_layer = crate::budget::bytes_of(&[d_ff, d_ff], if one_readback { 8 } else { 16 });
+    crate::budget::check(per_layer, || {
+        format!("the covariance sums of one layer (d_ff {d_ff}: d_ff² f32 and f64 values)")
+    })?;
+    let per_layer = per_layer.unwrap_or(u64::MAX).max(1);
+    let group = usize::try_from(crate::budget::limit() / per_layer)
+        .unwrap_or(usize::MAX)
+        .clamp(1, layers.len().max(1));
+    let total: usize = windows.iter().map(Vec::len).sum();
+    let passes = layers.len().div_ceil(group);
+    let mut out = BTreeMap::new();
+    for (i, chunk) in layers.chunks(group).enumerate() {
+        let progress = |done: usize, _: usize| on_progress(i * total + done, passes * total);
+        out.append(&mut layer_sums(model, windows, chunk, one_readback, pause, progress).await?);
+    }
+    Ok((out, total))
+}
+
+/// The second moments of `layers` from one pass over `windows`: the backend's f32 sums read
+/// back every [`WINDOWS_PER_READBACK`] windows and added in f64, or, with `one_readback`, the
+/// one readback divided by the token count directly (the same floats: its f64 sum would be the
+/// f32 values themselves).
+async fn layer_sums<B: Backend>(
+    model: &Model<B>,
+    windows: &[Vec<u32>],
+    layers: &[usize],
+    one_readback: bool,
+    pause: Option<crate::edit::target::Pause<'_>>,
+    mut on_progress: impl FnMut(usize, usize),
+) -> Result<BTreeMap<usize, Vec<f32>>> {
     let be = model.backend();
     let d_ff = model.config.d_ff;
-    crate::budget::check(
-        crate::budget::bytes_of(&[layers.len(), d_ff, d_ff], 8),
-        || {
-            format!(
-                "the f64 covariance sums of {} layers (d_ff {d_ff}: d_ff² each)",
-                layers.len()
-            )
-        },
-    )?;
     let last = *layers.iter().max().expect("at least one layer");
     let total: usize = windows.iter().map(Vec::len).sum();
-    let mut sums: BTreeMap<usize, Vec<f64>> = layers
-        .iter()
-        .map(|&l| (l, vec![0.0; d_ff * d_ff]))
-        .collect();
+    let scale = |x: f64| (x / total as f64) as f32;
+    let mut sums: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
+    let mut out: BTreeMap<usize, Vec<f32>> = BTreeMap::new();
     let mut acc: BTreeMap<usize, B::Tensor> = BTreeMap::new();
     let mut done = 0;
     for (w, ids) in windows.iter().enumerate() {
-        let out = model.forward(
+        let fwd = model.forward(
             &Packed::new(&[ids.as_slice()]),
             &ForwardSpec {
                 mlp_key: layers,
@@ -122,7 +150,7 @@ pub async fn second_moments_with<B: Backend>(
             },
         )?;
         for &l in layers {
-            let k = &out.mlp_key[&l]; // (n, d_ff)
+            let k = &fwd.mlp_key[&l]; // (n, d_ff)
             match acc.get_mut(&l) {
                 Some(c) => be.matmul_acc(c, k, k, Transpose::TN)?,
                 None => {
@@ -133,9 +161,18 @@ pub async fn second_moments_with<B: Backend>(
         done += ids.len();
         if (w + 1) % WINDOWS_PER_READBACK == 0 || w + 1 == windows.len() {
             for (l, c) in std::mem::take(&mut acc) {
-                let part = be.read(&c).await?;
-                for (s, x) in sums.get_mut(&l).expect("layer").iter_mut().zip(part) {
-                    *s += x as f64;
+                let mut part = be.read(&c).await?;
+                drop(c);
+                if one_readback {
+                    for x in &mut part {
+                        *x = scale(f64::from(*x));
+                    }
+                    out.insert(l, part);
+                } else {
+                    let s = sums.entry(l).or_insert_with(|| vec![0.0; d_ff * d_ff]);
+                    for (s, x) in s.iter_mut().zip(part) {
+                        *s += x as f64;
+                    }
                 }
             }
         }
@@ -144,16 +181,10 @@ pub async fn second_moments_with<B: Backend>(
             p().await?;
         }
     }
-    let cov = sums
-        .into_iter()
-        .map(|(l, s)| {
-            (
-                l,
-                s.into_iter().map(|x| (x / total as f64) as f32).collect(),
-            )
-        })
-        .collect();
-    Ok((cov, total))
+    for (l, s) in sums {
+        out.insert(l, s.into_iter().map(scale).collect());
+    }
+    Ok(out)
 }
 
 /// Where the covariance cache lives natively: `$NSE_CACHE_DIR`, else `$XDG_CACHE_HOME/nse`, else

@@ -182,3 +182,52 @@ fn a_file_over_the_budget_is_not_read() {
     expect_err(load_path(&path), "TooLarge", "reading");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn covariance_sums_that_do_not_fit_together_are_made_a_few_layers_at_a_time() {
+    // 256 MiB budget (the harness's). d_ff 2,048 with more than eight windows: each layer's sums
+    // take 64 MiB (f32 sums, their copy, the f64 sums), so five layers go in two passes; d_ff
+    // 4,096 with one readback: 128 MiB each, so two at a time. The statistics are the same
+    // floats as each layer computed alone, and the progress runs over every pass.
+    setup();
+    for (d_ff, n_windows) in [(2048, 9), (4096, 3)] {
+        let config = ModelConfig {
+            n_layers: 5,
+            d_model: 8,
+            d_ff,
+            n_heads: 2,
+            n_kv_heads: 1,
+            head_dim: 4,
+            max_ctx: 64,
+            ..tiny_config(7)
+        };
+        let model = Model::upload(CpuBackend, config.clone(), tiny_weights(&config, 6)).unwrap();
+        let windows: Vec<Vec<u32>> = (0..n_windows)
+            .map(|w| (0..5).map(|i| ((w * 5 + i) % 7) as u32).collect())
+            .collect();
+        let layers = [0, 1, 2, 3, 4];
+        let mut calls = vec![];
+        let (all, n) = pollster::block_on(second_moments(&model, &windows, &layers, |a, b| {
+            calls.push((a, b))
+        }))
+        .unwrap();
+        assert_eq!(n, 5 * n_windows);
+        let passes = if d_ff == 2048 { 2 } else { 3 };
+        assert_eq!(
+            calls.len(),
+            passes * n_windows,
+            "d_ff {d_ff}: one call per window per pass"
+        );
+        assert_eq!(calls.last(), Some(&(passes * n, passes * n)));
+        for l in layers {
+            let (alone, _) =
+                pollster::block_on(second_moments(&model, &windows, &[l], |_, _| {})).unwrap();
+            let (a, b) = (&all[&l], &alone[&l]);
+            assert_eq!(a.len(), d_ff * d_ff);
+            assert!(
+                a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "d_ff {d_ff}, layer {l}"
+            );
+        }
+    }
+}
