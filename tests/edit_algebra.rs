@@ -45,7 +45,7 @@ fn random_system(seed: u64, d_ff: usize, d: usize, n: usize) -> System {
         // A few past keys: P stays in the keys form (4 rows of 24 neurons or more).
         p: {
             let mut p = PastKeys::new(d_ff);
-            p.add(&rng.vec(4 * d_ff));
+            p.add(&rng.vec(4 * d_ff)).unwrap();
             assert!(!p.is_dense());
             p
         },

@@ -308,8 +308,8 @@ impl Hparams {
         let d_ff = config.d_ff;
         crate::budget::check(edit_memory_bytes(self.layers.len(), d_ff), || {
             format!(
-                "editing {} layers of a model with d_ff {d_ff} (the statistics P and C, d_ff² f32 \
-                 each per layer, and the f64 solve workspace)",
+                "editing {} layers of a model with d_ff {d_ff} (the statistic C, d_ff² f32 per \
+                 layer, and the f64 solve workspace)",
                 self.layers.len()
             )
         })
@@ -327,17 +327,32 @@ where
         .is_some_and(|back| back == x)
 }
 
-/// Bytes the editor holds for `n_layers` edited layers of MLP width `d_ff`, whatever the
-/// method: per layer, for the whole session, `P_l` and `C_l` (`d_ff²` f32 each) and AlphaEdit's
-/// null-space projector (`d_ff²` f64); plus [`SOLVE_WORKSPACE`] f64 `d_ff²` matrices that one
-/// layer's solve builds at a time. `None` when it overflows `u64`.
+/// Bytes an edit of `n_layers` layers of MLP width `d_ff` needs whatever the method: per layer,
+/// for the whole session, `C_l` (`d_ff²` f32); plus the [`NSE_SOLVE_WORKSPACE`] f64 matrices of
+/// one layer's solve over all `d_ff` neurons. `P_l` is its batches' keys until they hold a
+/// quarter of `d_ff` rows, and its dense `d_ff²` f32 is checked when it is made
+/// ([`super::past::PastKeys::add`]); AlphaEdit's projectors and larger solve are checked when
+/// the method is built ([`alphaedit_memory_bytes`]). `None` when it overflows `u64`.
 pub fn edit_memory_bytes(n_layers: usize, d_ff: usize) -> Option<u64> {
     let square = crate::budget::bytes_of(&[d_ff, d_ff], 1)?;
-    let per_layer = square.checked_mul(4 + 4 + 8)?;
-    let held = per_layer.checked_mul(u64::try_from(n_layers).ok()?)?;
-    held.checked_add(square.checked_mul(SOLVE_WORKSPACE * 8)?)
+    let held = square
+        .checked_mul(4)?
+        .checked_mul(u64::try_from(n_layers).ok()?)?;
+    held.checked_add(square.checked_mul(NSE_SOLVE_WORKSPACE * 8)?)
 }
 
-/// `d_ff²` f64 matrices alive at once in the largest solve (`edit/solve.rs`): AlphaEdit's
-/// projector, `P + K Kᵀ`, their product `A` and its LU factors, with a temporary beside them.
+/// `|S|²` f64 matrices alive at once in the NSE / MEMIT-seq solve (`edit/solve.rs`): `G` and
+/// its Cholesky factor, `|S| ≤ d_ff`.
+pub const NSE_SOLVE_WORKSPACE: u64 = 2;
+
+/// Bytes AlphaEdit adds: per layer its null-space projector (`d_ff²` f64), and the
+/// [`SOLVE_WORKSPACE`] f64 `d_ff²` matrices of one layer's solve. `None` when it overflows.
+pub fn alphaedit_memory_bytes(n_layers: usize, d_ff: usize) -> Option<u64> {
+    let square = crate::budget::bytes_of(&[d_ff, d_ff], 8)?;
+    let held = square.checked_mul(u64::try_from(n_layers).ok()?)?;
+    held.checked_add(square.checked_mul(SOLVE_WORKSPACE)?)
+}
+
+/// `d_ff²` f64 matrices alive at once in the AlphaEdit solve (`edit/solve.rs`): the projector,
+/// `P + K Kᵀ`, their product `A` and its LU factors, with a temporary beside them.
 pub const SOLVE_WORKSPACE: u64 = 6;

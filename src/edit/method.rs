@@ -185,7 +185,21 @@ pub struct AlphaEdit {
 
 impl AlphaEdit {
     /// Builds the projectors from the covariance statistics (an eigendecomposition per layer).
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] when the projectors and the solve would not fit the memory budget
+    /// ([`super::hparams::alphaedit_memory_bytes`]); a failed eigendecomposition.
     pub fn new(cov: &BTreeMap<usize, Vec<f32>>, d_ff: usize, hp: &Hparams) -> Result<Self> {
+        crate::budget::check(
+            super::hparams::alphaedit_memory_bytes(cov.len(), d_ff),
+            || {
+                format!(
+                    "AlphaEdit on {} layers of d_ff {d_ff} (a d_ff² f64 projector per layer and \
+                     the f64 solve workspace)",
+                    cov.len()
+                )
+            },
+        )?;
         let projectors = cov
             .iter()
             .map(|(&l, c)| Ok((l, nullspace_projector(c, d_ff, hp.nullspace_threshold)?)))

@@ -79,9 +79,13 @@ impl PastKeys {
 
     /// `P += Kᵀ K` for one batch's keys `k (n, d_ff)`.
     ///
+    /// # Errors
+    /// [`crate::Error::TooLarge`] when the dense matrix is due and does not fit the memory
+    /// budget; `P` is then unchanged.
+    ///
     /// # Panics
     /// `k.len()` not a multiple of `d_ff` (callers check entries from files first).
-    pub fn add(&mut self, k: &[f32]) {
+    pub fn add(&mut self, k: &[f32]) -> crate::Result<()> {
         let f = self.d_ff;
         assert!(
             f > 0 && k.len().is_multiple_of(f),
@@ -89,13 +93,16 @@ impl PastKeys {
             k.len()
         );
         if k.is_empty() {
-            return;
+            return Ok(());
+        }
+        let densify = self.densifies(k);
+        if densify {
+            self.check_dense()?;
         }
         if let Form::Keys(batches) = &mut self.form {
-            let rows: usize = batches.iter().map(|b| b.len() / f).sum::<usize>() + k.len() / f;
-            if rows * KEYS_FRACTION < f {
+            if !densify {
                 batches.push(k.to_vec());
-                return;
+                return Ok(());
             }
             let mut p = vec![0.0f32; f * f];
             let all: Vec<usize> = (0..f).collect();
@@ -107,6 +114,38 @@ impl PastKeys {
         if let Form::Dense(p) = &mut self.form {
             add_gram(p, k, f, &(0..f).collect::<Vec<_>>());
         }
+        Ok(())
+    }
+
+    /// Whether adding the keys `k` makes `P` dense.
+    fn densifies(&self, k: &[f32]) -> bool {
+        let f = self.d_ff;
+        match &self.form {
+            Form::Dense(_) => false,
+            Form::Keys(batches) => {
+                let rows = batches.iter().map(|b| b.len() / f).sum::<usize>() + k.len() / f;
+                rows * KEYS_FRACTION >= f
+            }
+        }
+    }
+
+    /// The budget check of the dense matrix.
+    fn check_dense(&self) -> crate::Result<()> {
+        let f = self.d_ff;
+        crate::budget::check(crate::budget::bytes_of(&[f, f], 4), || {
+            format!("the past keys' second moment P of a layer (d_ff {f}: d_ff² f32)")
+        })
+    }
+
+    /// Checks that [`PastKeys::add`] of `k` would succeed, changing nothing.
+    ///
+    /// # Errors
+    /// As [`PastKeys::add`].
+    pub fn check_add(&self, k: &[f32]) -> crate::Result<()> {
+        if self.densifies(k) {
+            self.check_dense()?;
+        }
+        Ok(())
     }
 
     /// `P = 0`.
@@ -218,8 +257,8 @@ mod tests {
         let sel = [3usize, 0, 17, 39, 18];
         let mut rows = 0;
         for b in &batches {
-            lazy.add(b);
-            dense.add(b);
+            lazy.add(b).unwrap();
+            dense.add(b).unwrap();
             rows += b.len() / f;
             assert_eq!(lazy.is_dense(), rows * KEYS_FRACTION >= f, "{rows} rows");
             assert_eq!(lazy.block(&sel), dense.block(&sel), "{rows} rows");

@@ -175,13 +175,24 @@ impl<T> EditState<T> {
 
     /// `P_l += Kᵀ K` for every layer of `p_keys`.
     ///
+    /// # Errors
+    /// [`Error::TooLarge`] when a layer's `P` is due to become dense and does not fit the memory
+    /// budget; `P` is then unchanged.
+    ///
     /// # Panics
     /// A layer that this state does not edit, or keys whose length is not a multiple of `d_ff`:
     /// callers check entries from files first ([`crate::edit::patch::Patch::check_fits`]).
-    pub fn add_to_p(&mut self, p_keys: &BTreeMap<usize, Vec<f32>>) {
+    pub fn add_to_p(&mut self, p_keys: &BTreeMap<usize, Vec<f32>>) -> Result<()> {
         for (l, k) in p_keys {
-            self.p.get_mut(l).expect("P for every edited layer").add(k);
+            self.p[l].check_add(k)?;
         }
+        for (l, k) in p_keys {
+            self.p
+                .get_mut(l)
+                .expect("P for every edited layer")
+                .add(k)?;
+        }
+        Ok(())
     }
 
     /// Appends `entries` to the ledger, replaying their updates on `model` and adding their keys
@@ -202,7 +213,7 @@ impl<T> EditState<T> {
                 let (be, w) = model.parts_mut();
                 apply_update(be, &mut w.layers[u.layer].down_proj, &u.update)?;
             }
-            self.add_to_p(&e.p_keys);
+            self.add_to_p(&e.p_keys)?;
             self.ledger.push(e.clone());
         }
         Ok(())
@@ -237,7 +248,7 @@ impl<T> EditState<T> {
         }
         let keys: Vec<_> = self.ledger.iter().map(|e| e.p_keys.clone()).collect();
         for k in &keys {
-            self.add_to_p(k);
+            self.add_to_p(k)?;
         }
         Ok(())
     }

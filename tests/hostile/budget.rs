@@ -41,7 +41,7 @@ fn a_huge_context_length_is_refused_before_the_rope_table() {
     expect_err(r, "TooLarge", "RoPE table");
 }
 
-/// A model of a few MB whose `d_ff` = 65536 makes each edited layer's `P`/`C` 16 GiB.
+/// A model of a few MB whose `d_ff` = 65536 makes each edited layer's `C` 16 GiB.
 #[test]
 fn d_ff_squared_is_budgeted_before_p_and_c() {
     setup();
@@ -61,7 +61,7 @@ fn d_ff_squared_is_budgeted_before_p_and_c() {
     hp.layers = vec![0];
     hp.v_loss_layer = 0;
     let text = expect_err(hp.check_model(&model.config), "TooLarge", "d_ff 65536");
-    assert!(text.contains("256.0 GiB"), "{text}");
+    assert!(text.contains("80.0 GiB"), "{text}"); // 16 GiB of C and 64 GiB of solve
     let r = pollster::block_on(second_moments(&model, &[vec![1, 2, 3]], &[0], |_, _| {}));
     expect_err(r, "TooLarge", "covariance sums");
     let after = model.weights.layers[0].down_proj.f32_decoded();
@@ -75,9 +75,17 @@ fn d_ff_squared_is_budgeted_before_p_and_c() {
     assert_eq!(budget::bytes_of(&[65536, 65536], 4), Some(1 << 34));
     assert_eq!(
         nse::edit::hparams::edit_memory_bytes(1, 65536),
-        Some((1u64 << 32) * (4 + 4 + 8 + 6 * 8))
+        Some((1u64 << 32) * (4 + 2 * 8))
     );
     assert_eq!(nse::edit::hparams::edit_memory_bytes(1, usize::MAX), None);
+    assert_eq!(
+        nse::edit::hparams::alphaedit_memory_bytes(2, 65536),
+        Some((1u64 << 32) * (2 + 6) * 8)
+    );
+    assert_eq!(
+        nse::edit::hparams::alphaedit_memory_bytes(1, usize::MAX),
+        None
+    );
 }
 
 #[test]
@@ -230,4 +238,25 @@ fn covariance_sums_that_do_not_fit_together_are_made_a_few_layers_at_a_time() {
             );
         }
     }
+}
+
+#[test]
+fn a_dense_p_or_alphaedits_projectors_over_the_budget_are_refused_before_they_are_made() {
+    // 256 MiB budget. P of d_ff 8,200 is 269 MB dense: its keys are kept up to 2,049 rows, and
+    // the batch that would make it dense is refused, P unchanged.
+    setup();
+    let f = 8200;
+    let mut p = nse::edit::PastKeys::new(f);
+    p.add(&vec![0.5; 2049 * f]).unwrap();
+    let before = p.resident_bytes();
+    expect_err(p.add(&vec![0.5; f]), "TooLarge", "second moment P");
+    assert!(!p.is_dense() && p.resident_bytes() == before);
+    // AlphaEdit on one layer of d_ff 4,096: a 134 MB projector and 805 MB of solve workspace.
+    let cov = std::collections::BTreeMap::from([(0usize, vec![0.0f32; 4096 * 4096])]);
+    let hp = Hparams::for_model("SmolLM2-135M-Instruct").unwrap();
+    expect_err(
+        nse::edit::AlphaEdit::new(&cov, 4096, &hp),
+        "TooLarge",
+        "AlphaEdit on 1 layers",
+    );
 }
