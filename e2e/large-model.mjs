@@ -77,6 +77,8 @@ try {
   log(`generated: ${JSON.stringify(result.generated)} (${result.generate_stats})`);
   await wait(() => document.body.dataset.busy === 'false', null, HOUR);
 
+  // The covariance and hyperparameter settings are in folded <details>.
+  await page.evaluate(() => document.querySelectorAll('details').forEach((d) => { d.open = true; }));
   await page.fill(tid('cov-budget-input'), COV_TOKENS);
   await page.dispatchEvent(tid('cov-budget-input'), 'change');
   if (LAYERS) {

@@ -230,6 +230,10 @@ pub struct Session {
     /// Hyperparameters, templates, covariance and the front end's records of the ledger; `Err`
     /// says why this model cannot be edited.
     pub editing: std::result::Result<EditSetup, String>,
+    /// The hyperparameters this model would edit with, while they are what makes editing
+    /// unavailable (too many layers for the memory budget, say): the page shows them to be
+    /// changed ([`Session::set_hparams`] then starts editing).
+    pub proposed_hparams: Option<Hparams>,
     pub hooks: Hooks,
 }
 
@@ -247,11 +251,18 @@ impl Session {
         device: String,
     ) -> Result<Session> {
         let (hp, _) = Hparams::for_model_or_derived(engine.config(), &source.name);
-        let hp = hp.check_model(engine.config()).map(|()| hp);
-        let setup = hp
+        let proposed = hp.clone();
+        let checked = hp.check_model(engine.config());
+        let unfit = checked.is_err();
+        let setup = checked
+            .map(|()| hp)
             .and_then(EditSetup::new)
             .map_err(|e| format!("editing is not available for this model: {e}"));
-        Session::with_editing(engine, tokenizer, source, device, setup)
+        let mut s = Session::with_editing(engine, tokenizer, source, device, setup)?;
+        if unfit {
+            s.proposed_hparams = Some(proposed);
+        }
+        Ok(s)
     }
 
     /// A session editing with `setup` (the command line's, from its arguments), or not at all
@@ -272,6 +283,7 @@ impl Session {
             source,
             device,
             editing: Err(String::new()),
+            proposed_hparams: None,
             hooks: Hooks::default(),
         };
         match setup {
@@ -368,6 +380,7 @@ impl Session {
             }
         }
         self.editing = Ok(setup);
+        self.proposed_hparams = None;
         Ok(())
     }
 

@@ -338,7 +338,8 @@ pub struct ModelView {
     pub from_cache: bool,
     /// Why editing is unavailable, `None` when it is available.
     pub not_editable: Option<String>,
-    /// The hyperparameters edits use, as a JSON file (`None` when editing is unavailable).
+    /// The hyperparameters edits use, as a JSON file; while editing is unavailable, the ones
+    /// that made it so, to be changed (`Session::proposed_hparams`), else `None`.
     #[serde(default)]
     pub hparams: Option<String>,
     /// The edited layers, `d_model` and `d_ff`.

@@ -260,3 +260,56 @@ fn a_dense_p_or_alphaedits_projectors_over_the_budget_are_refused_before_they_ar
         "AlphaEdit on 1 layers",
     );
 }
+
+#[test]
+fn hyperparameters_over_the_budget_are_offered_to_be_changed_and_fewer_layers_start_editing() {
+    // 256 MiB budget. d_ff 3,072: the derived layers need C (38 MB each) and the solve (151 MB),
+    // over the budget for their number of layers; one layer fits. The session says why it cannot
+    // edit and offers the hyperparameters; with one layer it edits.
+    setup();
+    let config = ModelConfig {
+        n_layers: 12,
+        d_model: 8,
+        d_ff: 3072,
+        n_heads: 2,
+        n_kv_heads: 1,
+        head_dim: 4,
+        max_ctx: 64,
+        ..tiny_config(crate::common::tiny::tiny(1).tok.vocab_size())
+    };
+    let model = Model::upload(CpuBackend, config.clone(), tiny_weights(&config, 5)).unwrap();
+    let source = nse::model::ModelSource {
+        name: "wide-random-llama".into(),
+        format: "gguf".into(),
+        sha256: "ab".repeat(32),
+        bytes: 0,
+        tensor_count: 0,
+        tensor_types: vec![],
+    };
+    let engine = nse::session::Engine::Cpu(nse::session::Workbench { model, edits: None });
+    let tok = crate::common::tiny::tiny(1).tok;
+    let mut s = nse::session::Session::new(engine, tok, source, "cpu".into()).unwrap();
+    let why = s
+        .editing
+        .as_ref()
+        .err()
+        .expect("editing unavailable")
+        .clone();
+    assert!(
+        why.contains("TooLarge") || why.contains("memory budget"),
+        "{why}"
+    );
+    let mut hp = s
+        .proposed_hparams
+        .clone()
+        .expect("the hyperparameters are offered");
+    assert_eq!(hp, Hparams::derived(&config, "wide-random-llama"));
+    assert!(hp.layers.len() > 1, "{:?}", hp.layers);
+    // Still too many: refused, nothing changes.
+    expect_err(s.set_hparams(hp.clone()), "TooLarge", "editing");
+    assert!(s.editing.is_err() && s.proposed_hparams.is_some());
+    hp.layers = vec![hp.z_layer()];
+    s.set_hparams(hp.clone()).unwrap();
+    assert_eq!(s.setup().unwrap().hp, hp);
+    assert!(s.proposed_hparams.is_none());
+}

@@ -99,8 +99,9 @@ impl EditView {
         self.dataset_input.set_disabled(!enabled);
     }
 
-    /// Shows the hyperparameters in use (`None`: editing unavailable); they can be changed only
-    /// while the ledger is empty.
+    /// Shows the hyperparameters in use, or the ones that make editing unavailable (`None`:
+    /// editing unavailable for another reason); they can be changed only while the ledger is
+    /// empty.
     pub(crate) fn show_hparams(&self, json: Option<&str>, entries: usize) {
         let shown = json.map(str::to_string);
         if *self.hparams_shown.borrow() != shown {

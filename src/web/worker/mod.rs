@@ -181,9 +181,12 @@ fn model_view(w: &Worker, s: &Session) -> ModelView {
         backend: session::backend_of(s),
         from_cache: w.from_cache.get(),
         not_editable: s.editing.as_ref().err().cloned(),
-        hparams: s.setup().ok().map(|setup| {
-            serde_json::to_string_pretty(&setup.hp).expect("hyperparameters serialise")
-        }),
+        hparams: s
+            .setup()
+            .ok()
+            .map(|setup| &setup.hp)
+            .or(s.proposed_hparams.as_ref())
+            .map(|hp| serde_json::to_string_pretty(hp).expect("hyperparameters serialise")),
         layers,
         d_model: c.d_model,
         d_ff: c.d_ff,
