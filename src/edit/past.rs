@@ -64,6 +64,11 @@ impl PastKeys {
         self.d_ff
     }
 
+    /// Whether `P = 0` (no keys added since the last clear).
+    pub fn is_zero(&self) -> bool {
+        matches!(&self.form, Form::Keys(b) if b.is_empty())
+    }
+
     /// Whether `P` is held as the dense matrix.
     pub fn is_dense(&self) -> bool {
         matches!(self.form, Form::Dense(_))
@@ -256,10 +261,12 @@ mod tests {
         let mut dense = PastKeys::from_dense(f, vec![0.0; f * f]);
         let sel = [3usize, 0, 17, 39, 18];
         let mut rows = 0;
+        assert!(lazy.is_zero());
         for b in &batches {
             lazy.add(b).unwrap();
             dense.add(b).unwrap();
             rows += b.len() / f;
+            assert!(!lazy.is_zero());
             assert_eq!(lazy.is_dense(), rows * KEYS_FRACTION >= f, "{rows} rows");
             assert_eq!(lazy.block(&sel), dense.block(&sel), "{rows} rows");
             assert_eq!(lazy.dense(), dense.dense());
@@ -279,7 +286,7 @@ mod tests {
         }
         assert!(lazy.is_dense());
         lazy.clear();
-        assert!(!lazy.is_dense() && lazy.block(&sel).iter().all(|&x| x == 0.0));
+        assert!(lazy.is_zero() && !lazy.is_dense() && lazy.block(&sel).iter().all(|&x| x == 0.0));
         assert_eq!(lazy.resident_bytes(), 0);
     }
 }

@@ -93,11 +93,13 @@ pub fn solve_nse(sys: &LayerSystem, sel: &[usize], lambda: f64) -> Result<Solved
     let s = sel.len();
     let (d_ff, n) = (sys.d_ff, sys.n);
     let ks = Mat::<f64>::from_fn(s, n, |a, r| sys.keys[r * d_ff + sel[a]] as f64); // K_S (|S|, n)
-    let p_ss = sys.p.block(sel);
+    // P_SS (none before the first batch's keys: a 1B model's |S|² would be 100 MB of zeros).
+    let p_ss = (!sys.p.is_zero()).then(|| sys.p.block(sel));
     let g = Mat::<f64>::from_fn(s, s, |a, b| {
         let (ia, ib) = (sel[a], sel[b]);
         let kk: f64 = (0..n).map(|r| ks[(a, r)] * ks[(b, r)]).sum();
-        lambda * sys.c[ia * d_ff + ib] as f64 + p_ss[a * s + b] as f64 + kk
+        let p = p_ss.as_ref().map_or(0.0, |p| p[a * s + b] as f64);
+        lambda * sys.c[ia * d_ff + ib] as f64 + p + kk
     });
     let llt = g.llt(Side::Lower).map_err(|e| {
         Error::Numeric(format!(
