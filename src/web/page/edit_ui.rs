@@ -46,6 +46,9 @@ pub(crate) struct EditView {
     valid: Cell<bool>,
     /// No job is running and a model that can be edited is loaded.
     ready: Cell<bool>,
+    /// No job is running and a model is loaded (its hyperparameters can be changed even while
+    /// they are what makes editing unavailable).
+    idle: Cell<bool>,
     /// Cases of the dataset the engine read last (0: none).
     cases: Cell<usize>,
     /// Counts the form's checks; an answer for an older one is dropped.
@@ -81,17 +84,20 @@ impl EditView {
             hparams_shown: std::cell::RefCell::new(None),
             valid: Cell::new(false),
             ready: Cell::new(false),
+            idle: Cell::new(false),
             cases: Cell::new(0),
             check_seq: Cell::new(0),
             shared: Cell::new(false),
         }
     }
 
-    /// `enabled`: no job runs and the loaded model can be edited.
-    pub(crate) fn set_enabled(&self, enabled: bool) {
+    /// `enabled`: no job runs and the loaded model can be edited; `idle`: no job runs and a
+    /// model is loaded.
+    pub(crate) fn set_enabled(&self, enabled: bool, idle: bool) {
         self.ready.set(enabled);
+        self.idle.set(idle);
         self.hparams_apply
-            .set_disabled(!enabled || self.hparams.disabled());
+            .set_disabled(!idle || self.hparams.disabled());
         self.apply.set_disabled(!(enabled && self.valid.get()));
         self.cov_recompute.set_disabled(!enabled);
         self.dataset_apply
@@ -115,7 +121,7 @@ impl EditView {
                 "These made the edits in the ledger; undo them all to change the hyperparameters.",
             );
         }
-        self.hparams_apply.set_disabled(locked || !self.ready.get());
+        self.hparams_apply.set_disabled(locked || !self.idle.get());
     }
 
     /// Says why editing is unavailable (or hides the note).
@@ -147,7 +153,7 @@ impl EditView {
         self.valid.set(state == "ok");
         set_attr(&self.validation, "data-state", state);
         self.validation.set_inner_text(text);
-        self.set_enabled(self.ready.get());
+        self.set_enabled(self.ready.get(), self.idle.get());
     }
 
     /// "Ready: …" for a request the engine can place.

@@ -109,7 +109,8 @@ impl App {
             .unwrap_or((false, false, 0));
         self.loader.set_enabled(enabled);
         self.generate.set_enabled(enabled && loaded);
-        self.edit.set_enabled(enabled && editable);
+        self.edit
+            .set_enabled(enabled && editable, enabled && loaded);
         self.compare.set_enabled(enabled && loaded);
         self.ledger.set_enabled(enabled && editable);
         self.patch.set_enabled(enabled && loaded, editable, entries);
