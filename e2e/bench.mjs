@@ -22,11 +22,11 @@
 // NSE_BIN: the native binary (default: target/release/nse, else target/debug/nse).
 
 import { chromium } from 'playwright-core';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { BASE_ARGS } from './lib.mjs';
+import { BASE_ARGS, servedPage } from './lib.mjs';
 
 const BACKENDS = (process.env.BENCH_BACKENDS ?? 'cpu,webgpu').split(',').map((s) => s.trim()).filter(Boolean);
 const ENGINES = (process.env.BENCH_ENGINES ?? 'worker,main').split(',').map((s) => s.trim()).filter(Boolean);
@@ -35,15 +35,7 @@ const REQUEST = { prompt: 'The Eiffel Tower is located in the city of', subject:
 const OUT = 'artifacts/bench/web.json';
 const tid = (id) => `[data-testid="${id}"]`;
 
-let server = null;
-let url = process.env.APP_URL;
-if (!url) {
-  const port = process.env.BENCH_PORT ?? '8095';
-  if (!fs.existsSync('dist/index.html')) throw new Error('no dist/: build the page first (trunk build --release)');
-  server = spawn('python3', ['-m', 'http.server', port, '--bind', '127.0.0.1', '--directory', 'dist'], { stdio: 'ignore' });
-  url = `http://127.0.0.1:${port}/`;
-  await new Promise((r) => setTimeout(r, 1000));
-}
+const { url, server } = await servedPage('8095');
 
 async function pageRun(backend, engine) {
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'nse-bench-'));

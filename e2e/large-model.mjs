@@ -10,11 +10,10 @@
 // into the page; LARGE_LAYERS (e.g. "5,6") replaces the derived edited layers when set.
 
 import { chromium } from 'playwright-core';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { BASE_ARGS } from './lib.mjs';
+import { BASE_ARGS, servedPage } from './lib.mjs';
 
 const GGUF = process.env.LARGE_GGUF;
 if (!GGUF || !fs.existsSync(GGUF)) throw new Error('set LARGE_GGUF to the file scripts/make-large-gguf.py wrote');
@@ -25,15 +24,7 @@ const SHOTS = 'artifacts/e2e';
 const tid = (id) => `[data-testid="${id}"]`;
 const HOUR = 3_600_000;
 
-let server = null;
-let url = process.env.APP_URL;
-if (!url) {
-  const port = process.env.BENCH_PORT ?? '8097';
-  if (!fs.existsSync('dist/index.html')) throw new Error('no dist/: build the page first (trunk build --release)');
-  server = spawn('python3', ['-m', 'http.server', port, '--bind', '127.0.0.1', '--directory', 'dist'], { stdio: 'ignore' });
-  url = `http://127.0.0.1:${port}/`;
-  await new Promise((r) => setTimeout(r, 1000));
-}
+const { url, server } = await servedPage('8097');
 
 const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'nse-large-'));
 const ctx = await chromium.launchPersistentContext(profile, {

@@ -3,6 +3,7 @@
 // named checks with pass/fail and durations, waits that fail fast on any page or console error.
 
 import { chromium } from 'playwright-core';
+import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -184,4 +185,15 @@ export function forOtherModel(bytes) {
   head.writeBigUInt64LE(BigInt(json.length), 12);
   const body = Buffer.concat([head, json, bytes.subarray(20 + len, bytes.length - 32)]);
   return Buffer.concat([body, crypto.createHash('sha256').update(body).digest()]);
+}
+
+// The page for the benchmark scripts: APP_URL when set, else dist/ served on 127.0.0.1 at
+// $BENCH_PORT (default `port`) by a server the caller kills when done.
+export async function servedPage(port) {
+  if (process.env.APP_URL) return { url: process.env.APP_URL, server: null };
+  const p = process.env.BENCH_PORT ?? port;
+  if (!fs.existsSync('dist/index.html')) throw new Error('no dist/: build the page first (trunk build --release)');
+  const server = spawn('python3', ['-m', 'http.server', p, '--bind', '127.0.0.1', '--directory', 'dist'], { stdio: 'ignore' });
+  await new Promise((r) => setTimeout(r, 1000));
+  return { url: `http://127.0.0.1:${p}/`, server };
 }

@@ -210,13 +210,7 @@ fn a_non_positive_definite_system_is_rejected_and_rolled_back() {
     // Layer 2's statistic is −10·I, so G is indefinite there; layer 1 has already been updated
     // when the solve of layer 2 fails, and the rollback must restore it.
     let mut t = tiny(24);
-    let f = t.model.config.d_ff;
-    let mut m: BTreeMap<usize, Vec<f32>> = t.cov.matrices().clone();
-    let neg: Vec<f32> = (0..f * f)
-        .map(|i| if i % (f + 1) == 0 { -10.0 } else { 0.0 })
-        .collect();
-    m.insert(2, neg);
-    let cov = CovarianceSet::new(m, 1, "corrupt");
+    let cov = negative_at_layer_2(&t);
     let mut state = EditState::new(&t.model, &TINY_LAYERS).unwrap();
     let tok = t.tok.clone();
     assert_rejected(
@@ -234,7 +228,6 @@ fn a_batch_failing_after_others_rolls_back_to_them_bit_for_bit() {
     // The rollback rebuilds the weights from the originals and the ledger: after a good batch,
     // a batch whose second layer's solve fails must leave batch 1's weights exactly.
     let mut t = tiny(25);
-    let f = t.model.config.d_ff;
     let mut state = EditState::new(&t.model, &TINY_LAYERS).unwrap();
     let (tok, good) = (t.tok.clone(), t.cov.clone());
     let ctx = EditContext {
@@ -254,12 +247,7 @@ fn a_batch_failing_after_others_rolls_back_to_them_bit_for_bit() {
     ))
     .unwrap();
     assert_eq!(state.ledger.len(), 1);
-    let mut m: BTreeMap<usize, Vec<f32>> = t.cov.matrices().clone();
-    let neg: Vec<f32> = (0..f * f)
-        .map(|i| if i % (f + 1) == 0 { -10.0 } else { 0.0 })
-        .collect();
-    m.insert(2, neg);
-    let corrupt = CovarianceSet::new(m, 1, "corrupt");
+    let corrupt = negative_at_layer_2(&t);
     assert_rejected(
         &mut t,
         &mut state,
@@ -268,4 +256,16 @@ fn a_batch_failing_after_others_rolls_back_to_them_bit_for_bit() {
         &requests()[1..2],
         "not positive definite",
     );
+}
+
+/// The tiny model's statistics with layer 2's replaced by −10·I: `G` is indefinite there, so
+/// the solve of layer 2 fails after layer 1 has been updated.
+fn negative_at_layer_2(t: &Tiny) -> CovarianceSet {
+    let f = t.model.config.d_ff;
+    let mut m: BTreeMap<usize, Vec<f32>> = t.cov.matrices().clone();
+    let neg: Vec<f32> = (0..f * f)
+        .map(|i| if i % (f + 1) == 0 { -10.0 } else { 0.0 })
+        .collect();
+    m.insert(2, neg);
+    CovarianceSet::new(m, 1, "corrupt")
 }
