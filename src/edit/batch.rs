@@ -145,7 +145,7 @@ pub async fn apply_batch<B: Backend>(
             requests.len()
         )));
     }
-    ctx.hp.check_model(&model.config)?;
+    ctx.hp.check_batch(&model.config)?;
     // Every request can be placed (shape, target tokens, the subject's last token in every
     // prompt, the context) before any work: a bad request must not fail the batch half-way.
     CheckSpec {

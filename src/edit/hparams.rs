@@ -298,13 +298,7 @@ impl Hparams {
     /// [`Error::Input`] for a layer the model does not have, [`Error::TooLarge`] when `P`, `C`
     /// and the solve's workspace would not fit.
     pub fn check_model(&self, config: &ModelConfig) -> Result<()> {
-        let n_layers = config.n_layers;
-        if self.z_layer() >= n_layers || self.v_loss_layer >= n_layers {
-            return Err(Error::input(format!(
-                "the hyperparameters edit layers {:?} (loss layer {}) but the model has {n_layers} layers",
-                self.layers, self.v_loss_layer
-            )));
-        }
+        self.check_layers(config)?;
         let d_ff = config.d_ff;
         crate::budget::check(edit_memory_bytes(self.layers.len(), d_ff), || {
             format!(
@@ -313,6 +307,40 @@ impl Hparams {
                 self.layers.len()
             )
         })
+    }
+}
+
+impl Hparams {
+    /// Checks the layers against a model's depth.
+    ///
+    /// # Errors
+    /// [`Error::Input`] for a layer the model does not have.
+    pub fn check_layers(&self, config: &ModelConfig) -> Result<()> {
+        let n_layers = config.n_layers;
+        if self.z_layer() >= n_layers || self.v_loss_layer >= n_layers {
+            return Err(Error::input(format!(
+                "the hyperparameters edit layers {:?} (loss layer {}) but the model has {n_layers} layers",
+                self.layers, self.v_loss_layer
+            )));
+        }
+        Ok(())
+    }
+
+    /// What a batch checks once the statistics are held: the layers, and the memory of one
+    /// layer's NSE solve ([`NSE_SOLVE_WORKSPACE`]) against the budget. (In the page the budget
+    /// is the address space not yet grown, which already excludes `C`: [`Hparams::check_model`]
+    /// would count it twice.)
+    ///
+    /// # Errors
+    /// As [`Hparams::check_layers`]; [`Error::TooLarge`] when the solve would not fit.
+    pub fn check_batch(&self, config: &ModelConfig) -> Result<()> {
+        self.check_layers(config)?;
+        let d_ff = config.d_ff;
+        crate::budget::check(
+            crate::budget::bytes_of(&[d_ff, d_ff], 8)
+                .and_then(|b| b.checked_mul(NSE_SOLVE_WORKSPACE)),
+            || format!("the f64 solve of a layer of d_ff {d_ff} (its system and factor)"),
+        )
     }
 }
 

@@ -62,6 +62,9 @@ fn d_ff_squared_is_budgeted_before_p_and_c() {
     hp.v_loss_layer = 0;
     let text = expect_err(hp.check_model(&model.config), "TooLarge", "d_ff 65536");
     assert!(text.contains("80.0 GiB"), "{text}"); // 16 GiB of C and 64 GiB of solve
+    // A batch, with the statistics held already, checks the solve alone.
+    let text = expect_err(hp.check_batch(&model.config), "TooLarge", "f64 solve");
+    assert!(text.contains("64.0 GiB"), "{text}");
     let r = pollster::block_on(second_moments(&model, &[vec![1, 2, 3]], &[0], |_, _| {}));
     expect_err(r, "TooLarge", "covariance sums");
     let after = model.weights.layers[0].down_proj.f32_decoded();
