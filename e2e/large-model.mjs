@@ -103,6 +103,10 @@ try {
   log(`edit: ${result.edit_s} s, ${result.memory_after_edit_mib.toFixed(0)} MiB; ${result.error ?? result.ledger}`);
   await wait(() => document.body.dataset.busy === 'false', null, HOUR);
   result.compare = await page.textContent(tid('compare-table')).catch(() => null);
+  // The status line's engine memory once the job has ended (the engine's peak so far).
+  result.memory_end_mib = await memory();
+  result.status_end = await page.textContent(tid('model-status'));
+  log(`engine memory at the end: ${result.memory_end_mib.toFixed(0)} MiB`);
   await page.screenshot({ path: path.join(SHOTS, 'large-model-edited.png'), fullPage: true });
 } finally {
   result.date = new Date().toISOString();

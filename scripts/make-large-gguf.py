@@ -7,7 +7,7 @@
 its RoPE scaling), stored the way downloaded 1B files are: Q4_0 matrices and a Q8_0 embedding
 (about 0.65 GB). The tokenizer is copied from the default model's GGUF given first (so prompts
 have their real token counts; the vocabulary is its 49,152 tokens). The weights are random
-blocks: 4-bit codes uniform in 0..15 (8-bit in -127..127) under a scale that gives each matrix
+blocks: 4-bit codes uniform in 1..15 (8-bit in -127..127: both zero-mean) under a scale that gives each matrix
 the spread 1/sqrt(fan_in), so activations stay in a trained model's range; the norms are 1.
 What a forward pass or an edit costs depends on the shape, not on the values.
 
@@ -24,12 +24,16 @@ HEAD_DIM = D // HEADS
 
 def q4_0(rng, rows, cols):
     """Random Q4_0 blocks of a (rows, cols) matrix: per 32 values an f16 scale and 16 bytes of
-    codes, value = scale * (code - 8). Uniform codes have standard deviation ~4.6 scales."""
+    codes, value = scale * (code - 8). Codes uniform in 1..15 (values -7..7: mean zero, standard
+    deviation 4.3 scales; with 0..15 every matrix would carry a mean of -0.5 scales, a rank-one
+    part that makes the random model's output the same for every prompt)."""
     blocks = rows * cols // 32
-    scale = np.float16(1.0 / (4.6 * np.sqrt(cols)))
+    scale = np.float16(1.0 / (4.3 * np.sqrt(cols)))
     out = np.empty((blocks, 18), dtype=np.uint8)
     out[:, :2] = np.frombuffer(np.full(blocks, scale, dtype=np.float16).tobytes(), np.uint8).reshape(blocks, 2)
-    out[:, 2:] = rng.integers(0, 256, size=(blocks, 16), dtype=np.uint8)
+    lo = rng.integers(1, 16, size=(blocks, 16), dtype=np.uint8)
+    hi = rng.integers(1, 16, size=(blocks, 16), dtype=np.uint8)
+    out[:, 2:] = lo | (hi << 4)
     return out.reshape(rows, cols // 32 * 18)
 
 
