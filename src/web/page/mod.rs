@@ -241,6 +241,10 @@ impl App {
             }
             Event::Snapshot { snapshot } => {
                 *self.snapshot.borrow_mut() = snapshot;
+                // The engine's memory as of this snapshot (after each job), for the benchmarks.
+                if let Some(w) = self.model().and_then(|m| m.wasm_memory_bytes) {
+                    self.status.set_memory(w);
+                }
                 ledger_ui::render(self);
                 let (hparams, entries) = self
                     .model()
