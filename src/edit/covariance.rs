@@ -86,8 +86,9 @@ pub async fn second_moments<B: Backend>(
 ///
 /// Layers are summed together when the memory budget holds their sums, else a few at a time,
 /// each group with its own pass over the windows (the same floats either way: each layer's
-/// sums are its own; `on_progress` then counts the tokens of every pass). A layer's sums take `d_ff²` f32 on the backend plus the copy read back,
-/// and `d_ff²` f64 on the host when there is more than one readback.
+/// sums are its own; `on_progress` then counts the tokens of every pass). A layer's sums take
+/// `d_ff²` f32 on the backend plus the copy read back, and `d_ff²` f64 on the host when there is
+/// more than one readback.
 ///
 /// # Errors
 /// A backend failure, too little memory for one layer's sums, or the pause hook's error

@@ -59,11 +59,6 @@ impl PastKeys {
         }
     }
 
-    /// `d_ff`.
-    pub fn d_ff(&self) -> usize {
-        self.d_ff
-    }
-
     /// Whether `P = 0` (no keys added since the last clear).
     pub fn is_zero(&self) -> bool {
         matches!(&self.form, Form::Keys(b) if b.is_empty())
@@ -100,24 +95,13 @@ impl PastKeys {
         if k.is_empty() {
             return Ok(());
         }
-        let densify = self.densifies(k);
-        if densify {
+        if self.densifies(k) {
             self.check_dense()?;
+            self.form = Form::Dense(self.dense().into_owned());
         }
-        if let Form::Keys(batches) = &mut self.form {
-            if !densify {
-                batches.push(k.to_vec());
-                return Ok(());
-            }
-            let mut p = vec![0.0f32; f * f];
-            let all: Vec<usize> = (0..f).collect();
-            for b in batches.iter() {
-                add_gram(&mut p, b, f, &all);
-            }
-            self.form = Form::Dense(p);
-        }
-        if let Form::Dense(p) = &mut self.form {
-            add_gram(p, k, f, &(0..f).collect::<Vec<_>>());
+        match &mut self.form {
+            Form::Keys(batches) => batches.push(k.to_vec()),
+            Form::Dense(p) => add_gram(p, k, f, None),
         }
         Ok(())
     }
@@ -172,7 +156,7 @@ impl PastKeys {
             Form::Keys(batches) => {
                 let mut out = vec![0.0f32; s * s];
                 for b in batches {
-                    add_gram(&mut out, b, self.d_ff, sel);
+                    add_gram(&mut out, b, self.d_ff, Some(sel));
                 }
                 out
             }
@@ -183,7 +167,13 @@ impl PastKeys {
     pub fn dense(&self) -> Cow<'_, [f32]> {
         match &self.form {
             Form::Dense(p) => Cow::Borrowed(p),
-            Form::Keys(_) => Cow::Owned(self.block(&(0..self.d_ff).collect::<Vec<_>>())),
+            Form::Keys(batches) => {
+                let mut p = vec![0.0f32; self.d_ff * self.d_ff];
+                for b in batches {
+                    add_gram(&mut p, b, self.d_ff, None);
+                }
+                Cow::Owned(p)
+            }
         }
     }
 
@@ -209,24 +199,23 @@ impl PastKeys {
     }
 }
 
-/// `out += K_Sᵀ K_S` for the columns `cols` of `k (n, d_ff)`, `out (|S|, |S|)`: each element
-/// gets its products summed over the keys in order from zero, then added (so a block of the
-/// dense matrix and the block built from the keys are the same floats).
-fn add_gram(out: &mut [f32], k: &[f32], d_ff: usize, cols: &[usize]) {
-    let s = cols.len();
-    assert_eq!(out.len(), s * s);
+/// `out += K_Sᵀ K_S` for the columns `cols` of `k (n, d_ff)` (`None`: all of them), `out
+/// (|S|, |S|)`: each element gets its products summed over the keys in order from zero, then
+/// added (so a block of the dense matrix and the block built from the keys are the same floats).
+fn add_gram(out: &mut [f32], k: &[f32], d_ff: usize, cols: Option<&[usize]>) {
     let n = k.len() / d_ff;
-    let identity = cols.iter().enumerate().all(|(i, &c)| i == c) && s == d_ff;
     let gathered;
-    let ks: &[f32] = if identity {
-        k
-    } else {
-        gathered = k
-            .chunks_exact(d_ff)
-            .flat_map(|row| cols.iter().map(move |&c| row[c]))
-            .collect::<Vec<f32>>();
-        &gathered
+    let (ks, s): (&[f32], usize) = match cols {
+        None => (k, d_ff),
+        Some(cols) => {
+            gathered = k
+                .chunks_exact(d_ff)
+                .flat_map(|row| cols.iter().map(move |&c| row[c]))
+                .collect::<Vec<f32>>();
+            (&gathered, cols.len())
+        }
     };
+    assert_eq!(out.len(), s * s);
     par_rows(out, s, |a, row| {
         let mut acc = vec![0.0f32; s];
         for r in 0..n {
