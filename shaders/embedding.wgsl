@@ -12,7 +12,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> table: array<vec4<u32>>; // (V, D), f32 or compact
+@group(0) @binding(1) var<storage, read> table: array<table_words>; // (V, D), f32 or compact
 // #include weights(table)
 @group(0) @binding(2) var<storage, read> ids: array<u32>;        // (N)
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;  // (N, D)

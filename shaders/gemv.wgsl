@@ -27,7 +27,7 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;  // (M, K)
-@group(0) @binding(2) var<storage, read> b: array<vec4<u32>>;  // (N, K), f32 or compact
+@group(0) @binding(2) var<storage, read> b: array<b_words>;  // (N, K), f32 or compact
 // #include weights(b)
 
 // The `i`-th vec4 of B's values.

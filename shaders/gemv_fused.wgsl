@@ -39,12 +39,12 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;       // (M, K)
-@group(0) @binding(2) var<storage, read> b: array<vec4<u32>>;       // (N, K), f32 or compact
+@group(0) @binding(2) var<storage, read> b: array<b_words>;       // (N, K), f32 or compact
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;       // (M, N)
 @group(0) @binding(4) var<storage, read> g: array<vec4<f32>>;       // (K) RMSNorm weight
 @group(0) @binding(5) var<storage, read> r: array<f32>;             // (M, N) residual
-@group(0) @binding(6) var<storage, read> b2: array<vec4<u32>>;      // up (N, K); k_proj
-@group(0) @binding(7) var<storage, read> b3: array<vec4<u32>>;      // v_proj
+@group(0) @binding(6) var<storage, read> b2: array<b2_words>;      // up (N, K); k_proj
+@group(0) @binding(7) var<storage, read> b3: array<b3_words>;      // v_proj
 @group(0) @binding(8) var<storage, read> table: array<f32>;         // (P, hd): cos | sin
 @group(0) @binding(9) var<storage, read_write> cache_k: array<f32>; // (capacity, Hkv·hd)
 @group(0) @binding(10) var<storage, read_write> cache_v: array<f32>;

@@ -38,7 +38,7 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;  // (M, K) `nt` `nn`; (K, M) `tn`
 // (N, K) `nt`; (K, N) `nn` `tn`: f32, or a weight kept compact (`nt`, `nn`), read through `b_at`.
-@group(0) @binding(2) var<storage, read> b: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read> b: array<b_words>;
 // #include weights(b)
 
 // The `i`-th vec4 of B's values.

@@ -9,7 +9,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;
+@group(0) @binding(1) var<storage, read> w: array<w_words>;
 @group(0) @binding(2) var<storage, read_write> out: array<vec4<f32>>;
 // #include weights(w)
 

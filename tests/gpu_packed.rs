@@ -241,3 +241,129 @@ fn fused_decoding_kernels_decode_packed_weights() {
         }
     }
 }
+
+/// F16 weights read as `f16` (the `+f16` variants, on a device with shader-f16: lavapipe has it)
+/// and decoded by hand give the same bits: every f16 that is not a NaN, as the cpu widens it, and
+/// every kernel that decodes a weight.
+#[test]
+fn f16_weights_read_as_f16_and_decoded_by_hand_agree_bit_for_bit() {
+    let Some(g) = gpu() else { return };
+    // A device with shader-f16 reads F16 as f16 unless its startup check failed (which would
+    // mean it flushes f16 subnormals): on lavapipe it must pass.
+    assert_eq!(g.uses_f16(), g.has_f16(), "shader-f16 present but not used");
+    if !g.has_f16() {
+        eprintln!("this adapter has no shader-f16: only the by-hand decoding is tested");
+    }
+    let f16_layout = Some(nse::gpu::Packing {
+        format: PackedFormat::F16,
+        group: 1,
+    });
+    let chosen = g.variant("gemv", &[f16_layout]);
+    assert_eq!(chosen.ends_with("+f16"), g.has_f16(), "{chosen}");
+    assert!(
+        !g.variant("gemv", &[f16_layout, None]).ends_with("+f16"),
+        "a dense weight beside an F16 one keeps the portable decoding"
+    );
+    // Every non-NaN f16, as the cpu widens it.
+    let mut halves: Vec<u16> = (0..=u16::MAX)
+        .filter(|h| h & 0x7c00 != 0x7c00 || h & 0x3ff == 0)
+        .collect();
+    halves.resize(halves.len().next_multiple_of(512), 0);
+    let bytes: Vec<u8> = halves.iter().flat_map(|h| h.to_le_bytes()).collect();
+    let all = Stored {
+        ty: GgmlType::F16,
+        rows: halves.len() / 512,
+        cols: 512,
+        bytes,
+    };
+    let want: Vec<u32> = halves
+        .iter()
+        .map(|&h| half::f16::from_bits(h).to_f32().to_bits())
+        .collect();
+    let packed = g.upload_host(HostTensor::stored("all f16", all)).unwrap();
+    assert_eq!(packed.packing(), f16_layout);
+    for on in [true, false] {
+        g.set_f16(on);
+        let got: Vec<u32> = read(&g, &packed).iter().map(|x| x.to_bits()).collect();
+        if let Some(i) = got.iter().zip(&want).position(|(a, b)| a != b) {
+            panic!(
+                "f16={on}: {:#06x} read as {:#010x}, the cpu widens it to {:#010x}",
+                halves[i], got[i], want[i]
+            );
+        }
+    }
+    // Each kernel that decodes a weight, both ways, on random F16 matrices.
+    let mut rng = Rng::new(75);
+    let k = 256;
+    let mut w = |rows: usize| {
+        let s = common::stored::random_stored(GgmlType::F16, &[], (rows, k), || rng.next_u64());
+        g.upload_host(HostTensor::stored("w", s)).unwrap()
+    };
+    let (lm, down, gate, upw) = (w(40), w(24), w(36), w(36));
+    let (hd, hq, hkv, capacity) = (16, 4, 2, 12);
+    let (wq, wk, wv) = (w(hq * hd), w(hkv * hd), w(hkv * hd));
+    let mut rng = Rng::new(76);
+    let norm_values: Vec<f32> = rng.vec(k).iter().map(|x| 1.0 + 0.2 * x).collect();
+    let (norm, _) = up(&g, &norm_values, &[k]);
+    let table = rope_table(10000.0, hd, capacity, None);
+    let (table, _) = up(&g, &table, &[capacity, hd]);
+    let (ids, _) = up_u32(&g, &[5, 0, 39, 5, 3], &[5]);
+    let inputs: Vec<_> = [1, 3, 8, 37]
+        .iter()
+        .map(|&m| {
+            (
+                rand(&g, &mut rng, &[m, k]).0,
+                rand(&g, &mut rng, &[m, 24]).0,
+            )
+        })
+        .collect();
+    let (dy, _) = rand(&g, &mut rng, &[5, 40]);
+    let run = |on: bool| -> Vec<(String, Vec<f32>)> {
+        g.set_f16(on);
+        let mut out = vec![];
+        let mut put = |what: String, t: &GpuTensor| out.push((what, read(&g, t)));
+        put("embedding".into(), &g.embedding(&lm, &ids).unwrap());
+        put("nn".into(), &g.matmul(&dy, &lm, Transpose::NN).unwrap());
+        for (h, r) in &inputs {
+            let m = h.shape()[0];
+            put(
+                format!("nt m={m}"),
+                &g.matmul(h, &lm, Transpose::NT).unwrap(),
+            );
+            if m > 8 {
+                continue;
+            }
+            let t = g.norm_matmul_nt(h, &norm, 1e-5, &lm).unwrap();
+            put(format!("norm_matmul_nt m={m}"), &t);
+            let t = g.matmul_nt_residual(h, &down, r).unwrap();
+            put(format!("matmul_nt_residual m={m}"), &t);
+            let t = g.norm_gate_up(h, &norm, 1e-5, &gate, &upw).unwrap();
+            put(format!("norm_gate_up m={m}"), &t);
+            let positions: Vec<u32> = (2..2 + m as u32).collect();
+            let (positions, _) = up_u32(&g, &positions, &[m]);
+            let mut ck = g.zeros(&[capacity, hkv * hd]).unwrap();
+            let mut cv = g.zeros(&[capacity, hkv * hd]).unwrap();
+            let p = QkvDecode {
+                norm: &norm,
+                eps: 1e-5,
+                proj: [&wq, &wk, &wv],
+                bias: None,
+                positions: &positions,
+                table: &table,
+                head_dim: hd,
+                pos0: 2,
+            };
+            let q = g.decode_qkv(h, &p, &mut ck, &mut cv).unwrap();
+            put(format!("decode_qkv q m={m}"), &q);
+            put(format!("decode_qkv cache k m={m}"), &ck);
+            put(format!("decode_qkv cache v m={m}"), &cv);
+        }
+        out
+    };
+    let (with, without) = (run(true), run(false));
+    g.set_f16(true);
+    for ((what, a), (_, b)) in with.iter().zip(&without) {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(a), bits(b), "{what}: f16 vs by hand");
+    }
+}

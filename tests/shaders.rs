@@ -12,41 +12,97 @@ use naga::valid::{Capabilities, ValidationFlags, Validator};
 use nse::gpu::kernels::{
     attention, elementwise, embedding, layer_norm, matmul, rms_norm, rope, rows, softmax, unpack,
 };
-use nse::gpu::{INCLUDES, SHADERS, SUBGROUPS, shader_source};
+use nse::gpu::{F16, INCLUDES, SHADERS, SUBGROUPS, VARIANTS, has_variant, shader_source};
 
 fn parse(name: &str, src: &str) -> naga::Module {
     naga::front::wgsl::parse_str(src)
         .unwrap_or_else(|e| panic!("{name}.wgsl: {}", e.emit_to_string(src)))
 }
 
+/// Validates `name` (a shader or one of its variants) as a device with the variant's features
+/// compiles it.
+fn validate(name: &str) {
+    let src = &shader_source(name);
+    let module = parse(name, src);
+    assert!(
+        !module.entry_points.is_empty(),
+        "{name}.wgsl has no entry point"
+    );
+    let mut caps = Capabilities::empty();
+    caps.set(Capabilities::SUBGROUP, name.contains(SUBGROUPS));
+    caps.set(Capabilities::SHADER_FLOAT16, name.contains(F16));
+    Validator::new(ValidationFlags::all(), caps)
+        .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
+        .subgroup_operations(naga::valid::SubgroupOperationSet::all())
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
+}
+
 #[test]
-fn every_registered_shader_parses_and_validates() {
+fn every_registered_shader_and_variant_parses_and_validates() {
     assert!(!SHADERS.is_empty());
-    let mut variants = 0;
-    for (name, raw) in SHADERS {
-        let src = &shader_source(name);
-        let module = parse(name, src);
-        assert!(
-            !module.entry_points.is_empty(),
-            "{name}.wgsl has no entry point"
-        );
-        Validator::new(ValidationFlags::all(), Capabilities::empty())
-            .validate(&module)
-            .unwrap_or_else(|e| panic!("{name}.wgsl: {}", e.emit_to_string(src)));
-        // The subgroup variant, as a device with subgroups compiles it.
-        if raw.contains("// #if subgroups") {
-            let variant = format!("{name}{SUBGROUPS}");
-            let src = &shader_source(&variant);
-            let module = parse(&variant, src);
-            Validator::new(ValidationFlags::all(), Capabilities::SUBGROUP)
-                .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
-                .subgroup_operations(naga::valid::SubgroupOperationSet::all())
-                .validate(&module)
-                .unwrap_or_else(|e| panic!("{variant}: {}", e.emit_to_string(src)));
-            variants += 1;
+    let mut listed = BTreeSet::new();
+    for (name, _) in SHADERS {
+        validate(name);
+        // Each combination of the variants the shader has is listed and compiles.
+        let flags: Vec<&str> = [SUBGROUPS, F16]
+            .into_iter()
+            .filter(|f| has_variant(name, &f[1..]))
+            .collect();
+        for mask in 1..1usize << flags.len() {
+            let suffix: String = (0..flags.len())
+                .filter(|i| mask >> i & 1 == 1)
+                .map(|i| flags[i])
+                .collect();
+            let variant = format!("{name}{suffix}");
+            assert!(
+                VARIANTS.contains(&variant.as_str()),
+                "{variant} is not in gpu::VARIANTS"
+            );
+            validate(&variant);
+            listed.insert(variant);
         }
     }
-    assert_eq!(variants, 2, "gemv and gemv_fused have subgroup variants");
+    let all: BTreeSet<String> = VARIANTS.iter().map(|v| v.to_string()).collect();
+    assert_eq!(all, listed, "gpu::VARIANTS vs the shaders' #if blocks");
+    // Every shader that decodes weights reads F16 ones as f16 where the device can.
+    for (name, src) in SHADERS {
+        assert_eq!(
+            src.contains("// #include weights("),
+            VARIANTS.contains(&format!("{name}{F16}").as_str()),
+            "{name}: an f16 variant exactly where it decodes weights"
+        );
+    }
+    assert_eq!(
+        VARIANTS.iter().filter(|v| v.contains(SUBGROUPS)).count(),
+        4,
+        "gemv and gemv_fused have subgroup variants, with and without f16"
+    );
+}
+
+#[test]
+fn variant_sources_keep_their_own_blocks() {
+    // The portable source has neither the subgroup builtins nor f16; each variant has its own.
+    for name in ["gemv", "gemv_fused"] {
+        let portable = shader_source(name);
+        assert!(!portable.contains("subgroupAdd") && !portable.contains("<f16>"));
+        let sg = shader_source(&format!("{name}{SUBGROUPS}"));
+        assert!(
+            sg.contains("subgroupAdd") && !sg.contains("<f16>"),
+            "{name}"
+        );
+        let f16 = shader_source(&format!("{name}{F16}"));
+        assert!(
+            f16.starts_with("enable f16;") && f16.contains("vec4<f16>"),
+            "{name}"
+        );
+        assert!(!f16.contains("subgroupAdd"), "{name}");
+        let both = shader_source(&format!("{name}{SUBGROUPS}{F16}"));
+        assert!(
+            both.contains("subgroupAdd") && both.contains("vec4<f16>"),
+            "{name}"
+        );
+    }
 }
 
 #[test]

@@ -156,6 +156,9 @@ async fn webgpu_adapter_is_found() {
         "{:?}",
         g.subgroup_sizes()
     );
+    // wgpu maps shader-f16 in the browser: where Chrome's adapter has it, F16 weights are read
+    // as f16 unless the device's startup check (every f16 decoded both ways) failed.
+    assert_eq!(g.uses_f16(), g.has_f16(), "shader-f16 present but not used");
 }
 
 #[wasm_bindgen_test]
@@ -687,6 +690,7 @@ export async function subgroup_kernels(spec, a, b, m, k, n) {
   };
   const result = {
     subgroups: [info.subgroupMinSize, info.subgroupMaxSize],
+    shader_f16: adapter.features.has("shader-f16"),
     limit,
     pipelines,
     skipped,
@@ -768,11 +772,13 @@ async fn subgroup_variants_compile_and_reduce_right_in_chrome() {
     let got: serde_json::Value =
         serde_json::from_str(&got.as_string().expect("a JSON string")).expect("the check's JSON");
     console_log!(
-        "subgroup check: sizes {}, {} pipelines, storage-buffer limit {}, skipped {}",
+        "subgroup check: sizes {}, {} pipelines, storage-buffer limit {}, skipped {}; \
+         the adapter has shader-f16: {}",
         got["subgroups"],
         got["pipelines"],
         got["limit"],
-        got["skipped"]
+        got["skipped"],
+        got["shader_f16"]
     );
     // This project's Chromium (SwiftShader) has subgroups of 4; without them nothing is checked.
     assert!(

@@ -1,12 +1,24 @@
 // A weight binding that may be kept compact (src/gpu/packed.rs), instantiated for the binding
 // named $W by a line `// #include weights($W)` in a shader, which declares
-// `$W: array<vec4<u32>>`. The launcher sets the layout with pipeline constants.
+// `$W: array<$W_words>`. The launcher sets the layout with pipeline constants.
 
 // 0 dense f32; 1 f16 pairs; 2 bf16 pairs; 3 (scale, offset) groups of signed 8-bit codes;
 // 4 the same with unsigned 4-bit codes.
 override $W_FMT: u32 = 0u;
 // Values per (scale, offset) group of layouts 3 and 4.
 override $W_GROUP: u32 = 32u;
+
+// #if f16
+// The f16 variant (a device with shader-f16, every weight of the dispatch F16): the same words
+// read as f16 values, four at a time, and widened to f32 exactly (the layout constants unused).
+alias $W_words = vec4<f16>;
+
+// Values `e .. e + 3` (e % 4 = 0) of the weight.
+fn $W_vec4(e: u32, len: u32) -> vec4<f32> {
+    return vec4<f32>($W[e >> 2u]);
+}
+// #else
+alias $W_words = vec4<u32>;
 
 fn $W_word(i: u32) -> u32 {
     return $W[i >> 2u][i & 3u];
@@ -70,3 +82,4 @@ fn $W_vec4(e: u32, len: u32) -> vec4<f32> {
         }
     }
 }
+// #endif

@@ -61,11 +61,18 @@ pub(crate) struct Context {
     pub(crate) subgroups: std::sync::atomic::AtomicBool,
     /// Whether the device was created with the subgroup feature.
     pub(crate) has_subgroups: bool,
+    /// Whether kernels read F16 weights as `f16` (their `+f16` variants): on when the adapter
+    /// has shader-f16 and the device check passed ([`GpuBackend::set_f16`]); off with
+    /// `NSE_GPU_F16=0`.
+    pub(crate) f16: std::sync::atomic::AtomicBool,
+    /// Whether the device was created with shader-f16.
+    pub(crate) has_f16: bool,
 }
 
-/// The kernels a device runs. Both are portable WGSL (no shader-f16, at most 10 KiB of
-/// workgroup memory); the hardware set's GEMVs use subgroup reductions where the device has
-/// subgroups ([`GpuBackend::uses_subgroups`]).
+/// The kernels a device runs. Both are portable WGSL (at most 10 KiB of workgroup memory); the
+/// hardware set's GEMVs use subgroup reductions where the device has subgroups
+/// ([`GpuBackend::uses_subgroups`]), and on a device with shader-f16 either set reads F16 weights
+/// as `f16` ([`GpuBackend::uses_f16`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KernelSet {
     /// For hardware GPUs: the GEMV for `x · Wᵀ` with at most 8 rows, split-K, split-KV
@@ -186,13 +193,14 @@ impl GpuBackend {
         lower(&mut limits);
         let has_subgroups = adapter.features().contains(wgpu::Features::SUBGROUP)
             && !env_is("NSE_GPU_SUBGROUPS", "0");
+        let has_f16 =
+            adapter.features().contains(wgpu::Features::SHADER_F16) && !env_is("NSE_GPU_F16", "0");
+        let mut required_features = wgpu::Features::empty();
+        required_features.set(wgpu::Features::SUBGROUP, has_subgroups);
+        required_features.set(wgpu::Features::SHADER_F16, has_f16);
         let device_desc = wgpu::DeviceDescriptor {
             label: Some("nse"),
-            required_features: if has_subgroups {
-                wgpu::Features::SUBGROUP
-            } else {
-                wgpu::Features::empty()
-            },
+            required_features,
             required_limits: limits.clone(),
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,
@@ -232,6 +240,8 @@ impl GpuBackend {
             tiled_attention: !env_is("NSE_GPU_TILED_ATTENTION", "0"),
             subgroups: std::sync::atomic::AtomicBool::new(false),
             has_subgroups,
+            f16: std::sync::atomic::AtomicBool::new(false),
+            has_f16,
         };
         let mut gpu = GpuBackend {
             ctx: Shared::new(ctx),
@@ -251,7 +261,63 @@ impl GpuBackend {
             // portable reductions; a lost device shows at the next op.
             gpu.set_subgroups(gpu.subgroups_agree().await.unwrap_or(false));
         }
+        if has_f16 && !gpu.ctx.baseline {
+            gpu.set_f16(gpu.f16_agrees().await.unwrap_or(false));
+        }
         Ok(gpu)
+    }
+
+    /// Decodes every f16 that is not a NaN (zeros, subnormals, normals, infinities) with and
+    /// without shader-f16: `true` when both give the same bits, which the by-hand decoding gives
+    /// exactly. A device that flushes f16 subnormals to zero fails here and keeps decoding by
+    /// hand, so F16 weights keep their values.
+    ///
+    /// # Errors
+    /// As any op: over a limit, [`Error::DeviceLost`].
+    async fn f16_agrees(&self) -> Result<bool> {
+        use super::packed::{Packed, PackedFormat};
+        use crate::backend::Backend;
+        let mut halves: Vec<u16> = (0..=u16::MAX)
+            .filter(|h| h & 0x7c00 != 0x7c00 || h & 0x3ff == 0)
+            .collect();
+        halves.resize(halves.len().next_multiple_of(8), 0);
+        let len = halves.len();
+        let packed = Packed {
+            format: PackedFormat::F16,
+            group: 1,
+            words: halves
+                .chunks(2)
+                .map(|p| u32::from(p[0]) | u32::from(p[1]) << 16)
+                .collect(),
+        };
+        let t = self.upload_packed("f16 check", &packed, &[len])?;
+        let mut out = vec![];
+        for on in [true, false] {
+            self.ctx.f16.store(on, std::sync::atomic::Ordering::Relaxed);
+            let dense = self.dense(&t)?;
+            out.push(self.read(&dense).await?);
+        }
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        Ok(bits(&out[0]) == bits(&out[1]))
+    }
+
+    /// Turns the `f16` reading of F16 weights on or off (on only where the device has
+    /// shader-f16); for tests that run both on one device.
+    pub fn set_f16(&self, on: bool) {
+        self.ctx
+            .f16
+            .store(on && self.ctx.has_f16, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the device was created with shader-f16 (the adapter has it and `NSE_GPU_F16`
+    /// is not `0`).
+    pub fn has_f16(&self) -> bool {
+        self.ctx.has_f16
+    }
+
+    /// Whether kernels read F16 weights as `f16` on this device.
+    pub fn uses_f16(&self) -> bool {
+        self.ctx.f16.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Runs the GEMV (one row and three) with and without subgroups on integer-valued inputs,

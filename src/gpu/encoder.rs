@@ -157,6 +157,11 @@ impl GpuBackend {
             (true, Some((lo, hi))) => format!("subgroup reductions (sizes {lo}–{hi})"),
             _ => "no subgroups".to_string(),
         };
+        let f16 = match (self.uses_f16(), self.has_f16()) {
+            (true, _) => "F16 weights read as f16",
+            (false, true) => "shader-f16 failed its check: F16 decoded by hand",
+            (false, false) => "no shader-f16",
+        };
         let attention = if self.uses_tiled_attention() {
             "split-KV and tiled attention"
         } else {
@@ -164,21 +169,23 @@ impl GpuBackend {
         };
         match (self.ctx.kernels, self.uses_gemv(), self.uses_fused(), qkv) {
             (super::KernelSet::Hardware, true, true, true) => format!(
-                "portable WGSL (fused decoding GEMVs, split-K, {attention}; {reductions}; no f16)"
+                "portable WGSL (fused decoding GEMVs, split-K, {attention}; {reductions}; {f16})"
             ),
             (super::KernelSet::Hardware, true, true, false) => format!(
                 "portable WGSL (fused decoding GEMVs but q, k, v apart: too few storage \
-                 bindings; split-K, {attention}; {reductions}; no f16)"
+                 bindings; split-K, {attention}; {reductions}; {f16})"
             ),
             (super::KernelSet::Hardware, true, false, _) => {
-                format!("portable WGSL (GEMV, split-K, {attention}; {reductions}; no f16)")
+                format!("portable WGSL (GEMV, split-K, {attention}; {reductions}; {f16})")
             }
             (super::KernelSet::Hardware, false, _, _) => {
-                format!("portable WGSL without the GEMV (tiled matmul, split-K, {attention})")
+                format!(
+                    "portable WGSL without the GEMV (tiled matmul, split-K, {attention}; {f16})"
+                )
             }
-            (super::KernelSet::Software, ..) => {
-                "the first portable WGSL (tiled matmul, an invocation per row in attention)".into()
-            }
+            (super::KernelSet::Software, ..) => format!(
+                "the first portable WGSL (tiled matmul, an invocation per row in attention; {f16})"
+            ),
         }
     }
 

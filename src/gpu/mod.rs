@@ -29,4 +29,7 @@ pub use context::{GpuBackend, KernelSet};
 pub(crate) use counters::Count;
 pub use counters::GpuCounters;
 pub(crate) use encoder::Dispatch;
-pub use registry::{INCLUDES, SHADERS, SUBGROUPS, WORKGROUP_BYTES, shader_source, workgroup_bytes};
+pub use registry::{
+    F16, INCLUDES, SHADERS, SUBGROUPS, VARIANTS, WORKGROUP_BYTES, has_variant, shader_source,
+    workgroup_bytes,
+};

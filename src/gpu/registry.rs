@@ -75,55 +75,80 @@ pub const INCLUDES: &[(&str, &str)] = &[(
 )];
 
 /// The suffix of a shader's subgroup variant (`gemv+subgroups`): its file compiled with its
-/// `// #if subgroups` blocks kept (and `enable subgroups;` in the browser) (their `// #else` blocks are the
-/// portable variant's). Launchers ask for it only on a device that runs subgroups.
+/// `// #if subgroups` blocks kept (and `enable subgroups;` in the browser), their `// #else`
+/// blocks being the portable variant's. Launchers ask for it only on a device that runs
+/// subgroups.
 pub const SUBGROUPS: &str = "+subgroups";
 
-/// The shader file behind `name` (a variant's base), and whether `name` is the subgroup variant.
-fn base_of(name: &str) -> (&str, bool) {
-    match name.strip_suffix(SUBGROUPS) {
-        Some(base) => (base, true),
-        None => (name, false),
+/// The suffix of a shader's f16 variant (`gemv+f16`): its `// #if f16` blocks kept, under
+/// `enable f16;`. In it every weight binding declared through `// #include weights(…)` holds F16
+/// values read as `vec4<f16>` and widened to f32 (exactly), where the portable variant decodes
+/// the bits by hand. Launchers ask for it only on a device with shader-f16 and only when every
+/// weight the dispatch reads is F16 ([`GpuBackend::variant`]).
+pub const F16: &str = "+f16";
+
+/// Every variant a launcher may ask for: a pipeline is keyed by a `&'static str`, so
+/// [`GpuBackend::variant`] returns one of these. `tests/shaders.rs` checks that each shader with
+/// `#if` blocks has all its variants here, and that each compiles.
+pub const VARIANTS: &[&str] = &[
+    "embedding+f16",
+    "gemv+subgroups",
+    "gemv+f16",
+    "gemv+subgroups+f16",
+    "gemv_fused+subgroups",
+    "gemv_fused+f16",
+    "gemv_fused+subgroups+f16",
+    "matmul_vec4+f16",
+    "unpack+f16",
+];
+
+/// The variant flags a shader name carries in its suffixes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Flags {
+    subgroups: bool,
+    f16: bool,
+}
+
+impl Flags {
+    /// Whether the block `// #if NAME` is kept; panics for an unknown name (caught by
+    /// tests/shaders.rs).
+    fn has(self, name: &str, shader: &str) -> bool {
+        match name {
+            "subgroups" => self.subgroups,
+            "f16" => self.f16,
+            _ => panic!("{shader}.wgsl: unknown `#if {name}`"),
+        }
     }
 }
 
-/// The source of shader `name` as compiled: its file with every `// #include` expanded and its
-/// `// #if subgroups … // #else … // #endif` blocks resolved for the variant; panics for a name
-/// not in [`SHADERS`], an unknown include or unbalanced blocks (bugs caught by
-/// tests/shaders.rs).
-pub fn shader_source(name: &str) -> String {
-    let (base, subgroups) = base_of(name);
-    let raw = source(base);
-    let mut out = String::with_capacity(raw.len() * 2);
-    // The browser's WGSL compiler wants the extension enabled; naga (wgpu natively) takes the
-    // subgroup builtins as they are and rejects the directive.
-    if subgroups && cfg!(target_arch = "wasm32") {
-        out.push_str("enable subgroups;\n");
+/// The shader file behind `name` (a variant's base) and its variant's flags.
+fn base_of(name: &str) -> (&str, Flags) {
+    let mut parts = name.split('+');
+    let base = parts.next().unwrap_or(name);
+    let mut flags = Flags::default();
+    for part in parts {
+        match part {
+            "subgroups" => flags.subgroups = true,
+            "f16" => flags.f16 = true,
+            _ => panic!("shader `{name}`: unknown variant `+{part}`"),
+        }
     }
-    // Inside an `#if subgroups` block (Some(true)), its `#else` block (Some(false)), or neither.
-    let mut block: Option<bool> = None;
+    (base, flags)
+}
+
+/// Whether shader file `base` has `// #if NAME` blocks (so a variant of that name).
+pub fn has_variant(base: &str, name: &str) -> bool {
+    let line = format!("// #if {name}");
+    expand_includes(base, source(base))
+        .iter()
+        .any(|l| l.trim() == line)
+}
+
+/// The lines of `raw` (shader `name`) with every `// #include NAME(ARG)` line replaced by the
+/// snippet `NAME`, `$W` replaced by `ARG`.
+fn expand_includes(name: &str, raw: &str) -> Vec<String> {
+    let mut out = vec![];
     for line in raw.lines() {
-        match line.trim() {
-            "// #if subgroups" => {
-                assert!(block.is_none(), "{name}.wgsl: nested #if");
-                block = Some(true);
-                continue;
-            }
-            "// #else" => {
-                assert_eq!(block, Some(true), "{name}.wgsl: #else outside #if");
-                block = Some(false);
-                continue;
-            }
-            "// #endif" => {
-                assert!(block.is_some(), "{name}.wgsl: #endif outside #if");
-                block = None;
-                continue;
-            }
-            _ => {}
-        }
-        if block.is_some_and(|kept_when| kept_when != subgroups) {
-            continue;
-        }
         match line.trim().strip_prefix("// #include ") {
             Some(call) => {
                 let (inc, arg) = call
@@ -135,10 +160,63 @@ pub fn shader_source(name: &str) -> String {
                     .find(|(n, _)| *n == inc)
                     .unwrap_or_else(|| panic!("{name}.wgsl includes an unknown `{inc}`"))
                     .1;
-                out.push_str(&snippet.replace("$W", arg.trim()));
+                out.extend(snippet.replace("$W", arg.trim()).lines().map(String::from));
             }
-            None => out.push_str(line),
+            None => out.push(line.to_string()),
         }
+    }
+    out
+}
+
+/// The source of shader `name` as compiled: its file with every `// #include` expanded, then its
+/// `// #if NAME … // #else … // #endif` blocks resolved for the variant (`NAME` is `subgroups`
+/// or `f16`; blocks do not nest); panics for a name not in [`SHADERS`], an unknown include or
+/// flag, or unbalanced blocks (bugs caught by tests/shaders.rs).
+pub fn shader_source(name: &str) -> String {
+    let (base, flags) = base_of(name);
+    let lines = expand_includes(base, source(base));
+    let mut out = String::with_capacity(lines.iter().map(|l| l.len() + 1).sum::<usize>() + 32);
+    if flags.f16 {
+        out.push_str("enable f16;\n");
+    }
+    // The browser's WGSL compiler wants the extension enabled; naga (wgpu natively) takes the
+    // subgroup builtins as they are and rejects the directive.
+    if flags.subgroups && cfg!(target_arch = "wasm32") {
+        out.push_str("enable subgroups;\n");
+    }
+    // Inside an `#if` block whose lines are kept (Some(true)) or dropped (Some(false)), or
+    // neither; and the kept-ness of the current `#if`.
+    let mut block: Option<bool> = None;
+    let mut in_else = false;
+    for line in &lines {
+        let trimmed = line.trim();
+        if let Some(flag) = trimmed.strip_prefix("// #if ") {
+            assert!(block.is_none(), "{name}.wgsl: nested #if");
+            block = Some(flags.has(flag.trim(), base));
+            in_else = false;
+            continue;
+        }
+        match trimmed {
+            "// #else" => {
+                assert!(
+                    block.is_some() && !in_else,
+                    "{name}.wgsl: #else outside #if"
+                );
+                block = block.map(|kept| !kept);
+                in_else = true;
+                continue;
+            }
+            "// #endif" => {
+                assert!(block.is_some(), "{name}.wgsl: #endif outside #if");
+                block = None;
+                continue;
+            }
+            _ => {}
+        }
+        if block == Some(false) {
+            continue;
+        }
+        out.push_str(line);
         out.push('\n');
     }
     assert!(block.is_none(), "{name}.wgsl: #if without #endif");
@@ -210,6 +288,31 @@ fn read_write_bindings(source: &str) -> Vec<u32> {
 }
 
 impl GpuBackend {
+    /// The variant of shader `base` to launch on this device, one of [`VARIANTS`] or `base`
+    /// itself: with subgroup reductions where the device uses them, and reading weights as
+    /// `f16` where the device does and every weight the dispatch reads (`weights`, in layouts;
+    /// `None`: dense f32) is F16.
+    pub fn variant(&self, base: &'static str, weights: &[Option<super::Packing>]) -> &'static str {
+        let f16 = self.uses_f16()
+            && !weights.is_empty()
+            && weights
+                .iter()
+                .all(|w| w.is_some_and(|w| w.format == super::packed::PackedFormat::F16));
+        let subgroups = self.uses_subgroups();
+        let named = |sg: bool, f16: bool| {
+            VARIANTS.iter().copied().find(|v| {
+                v.strip_prefix(base)
+                    .and_then(|rest| rest.strip_prefix(if sg { SUBGROUPS } else { "" }))
+                    == Some(if f16 { F16 } else { "" })
+            })
+        };
+        // The wanted flags where the shader has them, else fewer.
+        named(subgroups, f16)
+            .or_else(|| named(false, f16))
+            .or_else(|| named(subgroups, false))
+            .unwrap_or(base)
+    }
+
     /// The pipeline for `shader`'s `entry` with `overrides`, and its bind group layout.
     ///
     /// With `storage`, the layout is explicit: binding 0 a uniform block bound with a dynamic

@@ -27,7 +27,7 @@ pub(crate) fn launch_embedding(
     let out = gpu.empty("embedding output", &[ids.len(), d], DType::F32)?;
     let len = u32_of(out.len());
     gpu.dispatch(&Dispatch {
-        shader: "embedding",
+        shader: gpu.variant("embedding", &[table.packing()]),
         entry: "main",
         overrides: &Packing::constants(table.packing(), ("table_FMT", "table_GROUP")),
         params: &[len, u32_of(d), u32_of(vocab)],

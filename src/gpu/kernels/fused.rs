@@ -21,8 +21,8 @@ fn applies(gpu: &GpuBackend, rows: usize, k: usize) -> bool {
     gpu.uses_fused() && (1..=GEMV_MAX_ROWS).contains(&rows) && k.is_multiple_of(4)
 }
 
-/// The fused GEMV entry `entry` over `n` outputs in `groups` workgroups, with the weights
-/// bound to `b`, `b2` and `b3` in the layouts `packs` (`None`: dense f32, or not bound).
+/// The fused GEMV entry `entry` over `n` outputs in `groups` workgroups, with the weights it
+/// reads bound to `b`, `b2` and `b3` in that order, in the layouts `packs` (`None`: dense f32).
 fn dispatch(
     gpu: &GpuBackend,
     entry: &'static str,
@@ -30,22 +30,19 @@ fn dispatch(
     params: &[u32],
     bindings: &[(u32, &wgpu::Buffer)],
     groups: usize,
-    packs: [Option<Packing>; 3],
+    packs: &[Option<Packing>],
 ) -> Result<()> {
     // Every entry binds the whole `Params` block (8 words).
     let mut words = [0u32; 8];
     words[..params.len()].copy_from_slice(params);
+    let pack = |i: usize| packs.get(i).copied().flatten();
     let [b, b2, b3] = [
-        Packing::constants(packs[0], ("b_FMT", "b_GROUP")),
-        Packing::constants(packs[1], ("b2_FMT", "b2_GROUP")),
-        Packing::constants(packs[2], ("b3_FMT", "b3_GROUP")),
+        Packing::constants(pack(0), ("b_FMT", "b_GROUP")),
+        Packing::constants(pack(1), ("b2_FMT", "b2_GROUP")),
+        Packing::constants(pack(2), ("b3_FMT", "b3_GROUP")),
     ];
     gpu.dispatch(&Dispatch {
-        shader: if gpu.uses_subgroups() {
-            "gemv_fused+subgroups"
-        } else {
-            "gemv_fused"
-        },
+        shader: gpu.variant("gemv_fused", packs),
         entry,
         overrides: &[("M", rows as f64), b[0], b[1], b2[0], b2[1], b3[0], b3[1]],
         params: &words,
@@ -74,7 +71,7 @@ fn launch_into(
     groups: usize,
     eps: f32,
     bindings: &[(u32, &wgpu::Buffer)],
-    packs: [Option<Packing>; 3],
+    packs: &[Option<Packing>],
 ) -> Result<GpuTensor> {
     let c = gpu.empty(entry, &[rows, n], DType::F32)?;
     let mut all = bindings.to_vec();
@@ -101,8 +98,7 @@ pub(crate) fn launch_norm_matmul_nt(
     assert_eq!(norm.len(), dims[1], "norm_matmul_nt: norm weight");
     let bindings = [(1, h.buffer()), (2, w.buffer()), (4, norm.buffer())];
     let groups = dims[2].div_ceil(GEMV_COLS);
-    let packs = [w.packing(), None, None];
-    launch_into(gpu, "norm_nt", dims, groups, eps, &bindings, packs).map(Some)
+    launch_into(gpu, "norm_nt", dims, groups, eps, &bindings, &[w.packing()]).map(Some)
 }
 
 /// `r + x · Wᵀ`, or `None` where the kernel does not apply.
@@ -125,8 +121,16 @@ pub(crate) fn launch_matmul_nt_residual(
     );
     let bindings = [(1, x.buffer()), (2, w.buffer()), (5, r.buffer())];
     let groups = dims[2].div_ceil(GEMV_COLS);
-    let packs = [w.packing(), None, None];
-    launch_into(gpu, "residual_nt", dims, groups, 0.0, &bindings, packs).map(Some)
+    launch_into(
+        gpu,
+        "residual_nt",
+        dims,
+        groups,
+        0.0,
+        &bindings,
+        &[w.packing()],
+    )
+    .map(Some)
 }
 
 /// `silu(x · Gᵀ) ⊙ (x · Uᵀ)` with `x = rms_norm(h, norm)`, or `None` where the kernel does not
@@ -155,8 +159,8 @@ pub(crate) fn launch_norm_gate_up(
     ];
     // Two columns of the gate and two of up per workgroup.
     let groups = dims[2].div_ceil(2);
-    let packs = [gate.packing(), up.packing(), None];
-    launch_into(gpu, "gate_up", dims, groups, eps, &bindings, packs).map(Some)
+    let packs = [gate.packing(), up.packing()];
+    launch_into(gpu, "gate_up", dims, groups, eps, &bindings, &packs).map(Some)
 }
 
 /// Attention's input while decoding ([`crate::backend::Backend::decode_qkv`]), or `None`
@@ -242,7 +246,7 @@ pub(crate) fn launch_decode_qkv(
         ],
         &bindings,
         groups,
-        [wq.packing(), wk.packing(), wv.packing()],
+        &[wq.packing(), wk.packing(), wv.packing()],
     )?;
     Ok(Some(q))
 }

@@ -78,11 +78,7 @@ pub(crate) fn launch_matmul(
     if shader == "gemv" {
         let groups = n.div_ceil(GEMV_COLS);
         return gpu.dispatch(&Dispatch {
-            shader: if gpu.uses_subgroups() {
-                "gemv+subgroups"
-            } else {
-                "gemv"
-            },
+            shader: gpu.variant("gemv", &[b.packing()]),
             entry,
             overrides: &[("M", m as f64), ("ACCUMULATE", acc), b_fmt, b_group],
             params: &[u32_of(n), u32_of(k), u32_of(groups)],
@@ -110,7 +106,7 @@ pub(crate) fn launch_matmul(
     ];
     let vec4 = [("ACCUMULATE", acc), b_fmt, b_group];
     gpu.dispatch(&Dispatch {
-        shader,
+        shader: gpu.variant(shader, &[b.packing()]),
         entry,
         overrides: if shader == "matmul" { &general } else { &vec4 },
         params: &[
@@ -169,7 +165,7 @@ fn launch_split_k(
     let part = gpu.empty("split-K partial products", &[splits * m, n], DType::F32)?;
     let [b_fmt, b_group] = Packing::constants(b.packing(), ("b_FMT", "b_GROUP"));
     gpu.dispatch(&Dispatch {
-        shader: "matmul_vec4",
+        shader: gpu.variant("matmul_vec4", &[b.packing()]),
         entry,
         overrides: &[("ACCUMULATE", 0.0), b_fmt, b_group],
         params: &[

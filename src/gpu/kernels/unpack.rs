@@ -41,7 +41,7 @@ impl GpuBackend {
         let out = self.empty("decoded weight", t.shape(), DType::F32)?;
         let len = u32_of(t.len());
         self.dispatch(&Dispatch {
-            shader: "unpack",
+            shader: self.variant("unpack", &[Some(packing)]),
             entry: "main",
             overrides: &Packing::constants(Some(packing), ("w_FMT", "w_GROUP")),
             params: &[len],
