@@ -46,10 +46,31 @@ pub(crate) fn matmul_into_on(
         }
         return;
     }
-    if !t.a && !t.b && m <= SMALL_M {
+    if takes_small_m(dims, t) {
         small_m_nn(c, a, b, dims, accumulate, threaded);
         return;
     }
+    let dst = MatMut::from_row_major_slice_mut(c, m, n);
+    faer_into(dst, a, b, dims, t, accumulate, threaded);
+}
+
+/// Whether [`matmul_into_on`] takes [`small_m_nn`] for these dimensions (otherwise faer).
+pub(crate) fn takes_small_m(dims: MatmulDims, t: Transpose) -> bool {
+    !t.a && !t.b && dims.m <= SMALL_M
+}
+
+/// faer's product into `dst`, an `(m, n)` view that may be a block of columns of a wider
+/// matrix (the values do not depend on where `dst` lives); `k > 0`.
+pub(crate) fn faer_into(
+    dst: MatMut<'_, f32>,
+    a: &[f32],
+    b: &[f32],
+    dims: MatmulDims,
+    t: Transpose,
+    accumulate: bool,
+    threaded: bool,
+) {
+    let MatmulDims { m, k, n } = dims;
     let lhs = if t.a {
         MatRef::from_row_major_slice(a, k, m).transpose()
     } else {
@@ -60,7 +81,6 @@ pub(crate) fn matmul_into_on(
     } else {
         MatRef::from_row_major_slice(b, k, n)
     };
-    let dst = MatMut::from_row_major_slice_mut(c, m, n);
     let accum = if accumulate {
         Accum::Add
     } else {

@@ -4,11 +4,14 @@
 //! product as a dense f32 weight ([`matmul_into`]), so no f32 copy of the whole matrix ever
 //! exists. The slices never cut the sum: `x · Wᵀ` takes whole rows of `W` (each output column
 //! is one row's dot product), `dy · W` takes block-aligned column ranges (each output column
-//! sums over all rows of `W`). Slices are decoded and multiplied in parallel natively.
+//! sums over all rows of `W`). Slices are decoded and multiplied in parallel natively, each
+//! product written straight into its block of columns of the output.
+
+use faer::MatMut;
 
 #[cfg(test)]
 use super::matmul::matmul_into;
-use super::matmul::matmul_into_on;
+use super::matmul::{faer_into, matmul_into_on, takes_small_m};
 use crate::backend::Transpose;
 use crate::model::host::Stored;
 use crate::ops::matmul::MatmulDims;
@@ -51,19 +54,46 @@ pub fn matmul_stored_into(
         .max(1)
         .next_multiple_of(align)
         .min(n);
-    let slice = |j0: usize| -> (usize, Vec<f32>) {
-        let j1 = (j0 + width).min(n);
-        let b = if t.b {
+    let starts: Vec<usize> = (0..n).step_by(width).collect();
+    let decoded = |j0: usize, j1: usize| {
+        if t.b {
             w.rows_f32(j0, j1)
         } else {
             w.cols_f32(j0, j1)
+        }
+    };
+    if !accumulate && k > 0 && !takes_small_m(MatmulDims { m, k, n: width }, t) {
+        // Each slice's product goes straight into its block of columns of `c`: the same
+        // product as into a buffer of its own (faer's values do not depend on where the
+        // destination lives), without the buffer and the copy.
+        let mut blocks = Vec::with_capacity(starts.len());
+        let mut rest = MatMut::from_row_major_slice_mut(c, m, n);
+        for &j0 in &starts {
+            let (block, tail) = rest.split_at_col_mut((j0 + width).min(n) - j0);
+            blocks.push((j0, block));
+            rest = tail;
+        }
+        let run = |(j0, block): (usize, MatMut<'_, f32>)| {
+            let j1 = j0 + block.ncols();
+            let sub = MatmulDims { m, k, n: j1 - j0 };
+            faer_into(block, a, &decoded(j0, j1), sub, t, false, false);
         };
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            use rayon::prelude::*;
+            blocks.into_par_iter().for_each(run);
+        }
+        #[cfg(target_arch = "wasm32")]
+        blocks.into_iter().for_each(run);
+        return;
+    }
+    let slice = |j0: usize| -> (usize, Vec<f32>) {
+        let j1 = (j0 + width).min(n);
         let sub = MatmulDims { m, k, n: j1 - j0 };
         let mut out = vec![0.0f32; m * (j1 - j0)];
-        matmul_into_on(&mut out, a, &b, sub, t, false, false);
+        matmul_into_on(&mut out, a, &decoded(j0, j1), sub, t, false, false);
         (j0, out)
     };
-    let starts: Vec<usize> = (0..n).step_by(width).collect();
     #[cfg(not(target_arch = "wasm32"))]
     let parts: Vec<(usize, Vec<f32>)> = {
         use rayon::prelude::*;
