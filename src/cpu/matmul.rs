@@ -50,8 +50,24 @@ pub(crate) fn matmul_into_on(
         small_m_nn(c, a, b, dims, accumulate, threaded);
         return;
     }
-    let dst = MatMut::from_row_major_slice_mut(c, m, n);
-    faer_into(dst, a, b, dims, t, accumulate, threaded);
+    let accum = if accumulate {
+        Accum::Add
+    } else {
+        Accum::Replace
+    };
+    let par = if threaded {
+        parallelism(m * n * k)
+    } else {
+        Par::Seq
+    };
+    faer_into(
+        MatMut::from_row_major_slice_mut(c, m, n),
+        accum,
+        (a, b),
+        dims,
+        t,
+        par,
+    );
 }
 
 /// Whether [`matmul_into_on`] takes [`small_m_nn`] for these dimensions (otherwise faer).
@@ -63,12 +79,11 @@ pub(crate) fn takes_small_m(dims: MatmulDims, t: Transpose) -> bool {
 /// matrix (the values do not depend on where `dst` lives); `k > 0`.
 pub(crate) fn faer_into(
     dst: MatMut<'_, f32>,
-    a: &[f32],
-    b: &[f32],
+    accum: Accum,
+    (a, b): (&[f32], &[f32]),
     dims: MatmulDims,
     t: Transpose,
-    accumulate: bool,
-    threaded: bool,
+    par: Par,
 ) {
     let MatmulDims { m, k, n } = dims;
     let lhs = if t.a {
@@ -80,16 +95,6 @@ pub(crate) fn faer_into(
         MatRef::from_row_major_slice(b, n, k).transpose()
     } else {
         MatRef::from_row_major_slice(b, k, n)
-    };
-    let accum = if accumulate {
-        Accum::Add
-    } else {
-        Accum::Replace
-    };
-    let par = if threaded {
-        parallelism(m * n * k)
-    } else {
-        Par::Seq
     };
     faer::linalg::matmul::matmul(dst, accum, lhs, rhs, 1.0f32, par);
     if matches!(par, Par::Seq) {

@@ -7,7 +7,7 @@
 //! sums over all rows of `W`). Slices are decoded and multiplied in parallel natively, each
 //! product written straight into its block of columns of the output.
 
-use faer::MatMut;
+use faer::{Accum, MatMut, Par};
 
 #[cfg(test)]
 use super::matmul::matmul_into;
@@ -76,7 +76,14 @@ pub fn matmul_stored_into(
         let run = |(j0, block): (usize, MatMut<'_, f32>)| {
             let j1 = j0 + block.ncols();
             let sub = MatmulDims { m, k, n: j1 - j0 };
-            faer_into(block, a, &decoded(j0, j1), sub, t, false, false);
+            faer_into(
+                block,
+                Accum::Replace,
+                (a, &decoded(j0, j1)),
+                sub,
+                t,
+                Par::Seq,
+            );
         };
         #[cfg(not(target_arch = "wasm32"))]
         {
