@@ -193,8 +193,11 @@ impl GpuBackend {
         lower(&mut limits);
         let has_subgroups = adapter.features().contains(wgpu::Features::SUBGROUP)
             && !env_is("NSE_GPU_SUBGROUPS", "0");
-        let has_f16 =
-            adapter.features().contains(wgpu::Features::SHADER_F16) && !env_is("NSE_GPU_F16", "0");
+        // The baseline design (first timings) decodes F16 by hand, as it did.
+        let baseline = env_is("NSE_GPU_BASELINE", "1");
+        let has_f16 = adapter.features().contains(wgpu::Features::SHADER_F16)
+            && !env_is("NSE_GPU_F16", "0")
+            && !baseline;
         let mut required_features = wgpu::Features::empty();
         required_features.set(wgpu::Features::SUBGROUP, has_subgroups);
         required_features.set(wgpu::Features::SHADER_F16, has_f16);
@@ -233,7 +236,7 @@ impl GpuBackend {
             staging: Mutex::default(),
             pipelines: Mutex::new(Pipelines::default()),
             counters: Default::default(),
-            baseline: env_is("NSE_GPU_BASELINE", "1"),
+            baseline,
             kernels: KernelSet::Hardware,
             gemv: !env_is("NSE_GPU_GEMV", "0"),
             fused: !env_is("NSE_GPU_FUSED", "0"),
@@ -261,7 +264,7 @@ impl GpuBackend {
             // portable reductions; a lost device shows at the next op.
             gpu.set_subgroups(gpu.subgroups_agree().await.unwrap_or(false));
         }
-        if has_f16 && !gpu.ctx.baseline {
+        if has_f16 {
             gpu.set_f16(gpu.f16_agrees().await.unwrap_or(false));
         }
         Ok(gpu)
@@ -309,8 +312,8 @@ impl GpuBackend {
             .store(on && self.ctx.has_f16, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Whether the device was created with shader-f16 (the adapter has it and `NSE_GPU_F16`
-    /// is not `0`).
+    /// Whether the device was created with shader-f16 (the adapter has it, `NSE_GPU_F16` is not
+    /// `0` and the baseline design was not asked for).
     pub fn has_f16(&self) -> bool {
         self.ctx.has_f16
     }

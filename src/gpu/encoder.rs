@@ -159,8 +159,8 @@ impl GpuBackend {
         };
         let f16 = match (self.uses_f16(), self.has_f16()) {
             (true, _) => "F16 weights read as f16",
-            (false, true) => "shader-f16 failed its check: F16 decoded by hand",
-            (false, false) => "no shader-f16",
+            (false, true) => "F16 decoded by hand: shader-f16 failed its check",
+            (false, false) => "F16 decoded by hand",
         };
         let attention = if self.uses_tiled_attention() {
             "split-KV and tiled attention"
