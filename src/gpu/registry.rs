@@ -185,7 +185,7 @@ pub fn shader_source(name: &str) -> String {
         out.push_str("enable subgroups;\n");
     }
     // Inside an `#if` block whose lines are kept (Some(true)) or dropped (Some(false)), or
-    // neither; and the kept-ness of the current `#if`.
+    // neither; and whether that is its `#else` half.
     let mut block: Option<bool> = None;
     let mut in_else = false;
     for line in &lines {
