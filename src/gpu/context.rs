@@ -262,12 +262,28 @@ impl GpuBackend {
         if has_subgroups && kernels == KernelSet::Hardware && !gpu.ctx.baseline {
             // A check that cannot run (a GEMV over the adapter's workgroup memory) keeps the
             // portable reductions; a lost device shows at the next op.
-            gpu.set_subgroups(gpu.subgroups_agree().await.unwrap_or(false));
+            let agrees = gpu.checked(gpu.subgroups_agree()).await;
+            gpu.set_subgroups(agrees);
         }
         if has_f16 {
-            gpu.set_f16(gpu.f16_agrees().await.unwrap_or(false));
+            let agrees = gpu.checked(gpu.f16_agrees()).await;
+            gpu.set_f16(agrees);
         }
         Ok(gpu)
+    }
+
+    /// The outcome of a device check of a kernel variant (`true`: use it), run inside an error
+    /// scope: a variant the driver's compiler rejects (a validation error, which would otherwise
+    /// reach the uncaptured-error handler and fail every later op) or a check that fails counts
+    /// as `false`, and the portable kernels stay.
+    async fn checked(&self, check: impl std::future::Future<Output = Result<bool>>) -> bool {
+        let scope = self
+            .ctx
+            .device
+            .push_error_scope(wgpu::ErrorFilter::Validation);
+        let agrees = check.await.unwrap_or(false);
+        let error = scope.pop().await;
+        agrees && error.is_none()
     }
 
     /// Decodes every f16 that is not a NaN (zeros, subnormals, normals, infinities) with and
@@ -492,4 +508,44 @@ fn no_adapter_message(e: &wgpu::RequestAdapterError) -> String {
     let hint = "use a browser with WebGPU enabled (Chrome/Edge 113+, or Chromium with \
                 --enable-unsafe-webgpu), or switch to the cpu backend";
     format!("no GPU adapter was found ({e}); {hint}")
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+    use crate::backend::Backend;
+
+    /// A variant the driver's compiler rejects fails its check, and the error stays in the check:
+    /// the device keeps working (without the scope it would fail every later op).
+    #[test]
+    fn a_rejected_variant_fails_its_check_and_leaves_the_device_usable() {
+        let gpu = match pollster::block_on(GpuBackend::new()) {
+            Ok(gpu) => gpu,
+            Err(e) if env_is("NSE_GPU_OPTIONAL", "1") => {
+                eprintln!("SKIPPED (no GPU adapter, NSE_GPU_OPTIONAL=1): {e}");
+                return;
+            }
+            Err(e) => panic!("no GPU adapter ({e}); NSE_GPU_OPTIONAL=1 skips on a machine without"),
+        };
+        let rejected = async {
+            let _module = gpu
+                .ctx
+                .device
+                .create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some("a variant the compiler rejects"),
+                    source: wgpu::ShaderSource::Wgsl("fn f() { let x: u32 = 1.5; }".into()),
+                });
+            Ok(true)
+        };
+        assert!(!pollster::block_on(gpu.checked(rejected)));
+        assert!(pollster::block_on(gpu.checked(async { Ok(true) })));
+        assert!(!pollster::block_on(gpu.checked(async { Ok(false) })));
+        let t = gpu
+            .upload("after the check", &[1.0, 2.0, 3.0, 4.0], &[4])
+            .unwrap();
+        assert_eq!(
+            pollster::block_on(gpu.read(&t)).unwrap(),
+            [1.0, 2.0, 3.0, 4.0]
+        );
+    }
 }
