@@ -294,21 +294,18 @@ impl GpuBackend {
     /// # Errors
     /// As any op: over a limit, [`Error::DeviceLost`].
     async fn f16_agrees(&self) -> Result<bool> {
-        use super::packed::{Packed, PackedFormat};
         use crate::backend::Backend;
+        use crate::model::gguf::GgmlType;
+        use crate::model::host::Stored;
         let mut halves: Vec<u16> = (0..=u16::MAX)
             .filter(|h| h & 0x7c00 != 0x7c00 || h & 0x3ff == 0)
             .collect();
         halves.resize(halves.len().next_multiple_of(8), 0);
         let len = halves.len();
-        let packed = Packed {
-            format: PackedFormat::F16,
-            group: 1,
-            words: halves
-                .chunks(2)
-                .map(|p| u32::from(p[0]) | u32::from(p[1]) << 16)
-                .collect(),
-        };
+        let bytes = halves.iter().flat_map(|h| h.to_le_bytes()).collect();
+        // Packed as an F16 weight is at upload: rows of 8 values.
+        let stored = Stored::new(GgmlType::F16, bytes, len / 8, 8).expect("whole rows of F16");
+        let packed = super::packed::Packed::from_stored(&stored).expect("F16 rows of 8 pack");
         let t = self.upload_packed("f16 check", &packed, &[len])?;
         let mut out = vec![];
         for on in [true, false] {

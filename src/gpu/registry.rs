@@ -299,6 +299,9 @@ impl GpuBackend {
                 .iter()
                 .all(|w| w.is_some_and(|w| w.format == super::packed::PackedFormat::F16));
         let subgroups = self.uses_subgroups();
+        if !f16 && !subgroups {
+            return base;
+        }
         let named = |sg: bool, f16: bool| {
             VARIANTS.iter().copied().find(|v| {
                 v.strip_prefix(base)
