@@ -8,7 +8,9 @@
 
 mod common;
 
-use nse::eval::realistic::{greedy_says, rate};
+use nse::eval::CandidateScore;
+use nse::eval::realistic::{greedy_says, greedy_says_scored, rate};
+use nse::eval::score_candidates;
 use nse::model::{Sampling, generate};
 
 #[test]
@@ -56,4 +58,62 @@ fn greedy_says_is_what_generation_says() {
     );
     assert_eq!(rate(&[true, false, true, true]), 0.75);
     assert_eq!(rate(&[]), 0.0);
+}
+
+#[test]
+fn scored_prompts_take_their_answer_from_the_teacher_forced_pass() {
+    let (model, tok) = common::cpu_model();
+    let mut pairs: Vec<(String, String)> = vec![];
+    for c in &common::counterfact_edit_cases(8) {
+        let r = &c.request;
+        pairs.push((r.sentence(), r.target_new.clone()));
+        pairs.push((r.sentence(), r.target_true.clone().unwrap()));
+    }
+    let scored = pollster::block_on(score_candidates(&model, &tok, &pairs)).unwrap();
+    let want = pollster::block_on(greedy_says(&model, &tok, &pairs)).unwrap();
+    let got = pollster::block_on(greedy_says_scored(&model, &tok, &pairs, &scored)).unwrap();
+    assert_eq!(got, want, "{pairs:?}");
+    assert!(
+        want.iter().any(|&w| w) && want.iter().any(|&w| !w),
+        "both outcomes must be exercised: {want:?}"
+    );
+
+    // With every score's verdict flipped, the answers follow the scores: each CounterFact
+    // prompt took the shortcut (no second pass decided it).
+    let flipped: Vec<CandidateScore> = scored
+        .iter()
+        .map(|s| CandidateScore {
+            argmax_all: !s.argmax_all,
+            ..*s
+        })
+        .collect();
+    let got = pollster::block_on(greedy_says_scored(&model, &tok, &pairs, &flipped)).unwrap();
+    assert_eq!(got, want.iter().map(|w| !w).collect::<Vec<_>>());
+
+    // A tie at the top of a row, or a prompt that is not the scored one (a trailing space),
+    // goes through the greedy pass: the flipped verdicts are not used.
+    let tied: Vec<CandidateScore> = flipped
+        .iter()
+        .map(|s| CandidateScore {
+            top_tied: true,
+            ..*s
+        })
+        .collect();
+    let got = pollster::block_on(greedy_says_scored(&model, &tok, &pairs, &tied)).unwrap();
+    assert_eq!(got, want);
+    let spaced: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(p, a)| (format!("{p} "), a.clone()))
+        .collect();
+    let want_spaced = pollster::block_on(greedy_says(&model, &tok, &spaced)).unwrap();
+    let got = pollster::block_on(greedy_says_scored(&model, &tok, &spaced, &flipped)).unwrap();
+    assert_eq!(got, want_spaced);
+
+    let short = pollster::block_on(greedy_says_scored(&model, &tok, &pairs, &scored[1..]));
+    assert!(
+        short
+            .unwrap_err()
+            .to_string()
+            .contains("teacher-forced scores for 16 prompts"),
+    );
 }

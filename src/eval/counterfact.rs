@@ -18,7 +18,7 @@
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::probs::{CandidateScore, new_vs_true};
-use super::realistic::{greedy_says, rate};
+use super::realistic::{greedy_says_scored, rate};
 use crate::backend::Backend;
 use crate::edit::{Case, Probes};
 use crate::model::{Model, Tokenizer};
@@ -282,7 +282,20 @@ pub async fn counterfact_cases<B: Backend>(
         .into_iter()
         .flat_map(|(n, t)| [n, t.expect("a truth was given")])
         .collect();
-    let says = greedy_says(model, tok, &said).await?;
+    // The realistic score of each prompt's expected answer (the new target for rewrite and
+    // paraphrase prompts, the true one for the neighbours), from the scored pass where it read
+    // the same tokens.
+    let mut said_scores = Vec::with_capacity(said.len());
+    let mut at = 0;
+    for c in &counts {
+        for (k, &m) in c.iter().enumerate() {
+            for p in 0..m {
+                said_scores.push(scores[at + 2 * p + usize::from(k == 2)]);
+            }
+            at += 2 * m;
+        }
+    }
+    let says = greedy_says_scored(model, tok, &said, &said_scores).await?;
     let (mut at, mut at_said) = (0, 0);
     Ok(cases
         .iter()
@@ -345,7 +358,11 @@ mod tests {
     use super::*;
 
     fn s(nll: f32, argmax_all: bool) -> CandidateScore {
-        CandidateScore { nll, argmax_all }
+        CandidateScore {
+            nll,
+            argmax_all,
+            top_tied: false,
+        }
     }
 
     #[test]

@@ -20,6 +20,11 @@ pub struct CandidateScore {
     pub nll: f32,
     /// Every candidate token is the argmax at its position.
     pub argmax_all: bool,
+    /// At some candidate position another token shares the largest log-probability, so which
+    /// one is "the argmax" rests on tie-breaking (the log-softmax may also round two distinct
+    /// logits together). [`crate::eval::realistic::greedy_says_scored`] does not reuse such a
+    /// score.
+    pub top_tied: bool,
 }
 
 impl CandidateScore {
@@ -72,16 +77,20 @@ pub async fn score_candidates<B: Backend>(
         for target in &targets {
             let mut nll = 0.0f32;
             let mut argmax_all = true;
+            let mut top_tied = false;
             for &t in target {
                 let row = &logp[r * vocab..(r + 1) * vocab];
                 nll -= row[t as usize];
                 let best = crate::ops::softmax::argmax_forward(row, vocab)[0];
                 argmax_all &= best == t;
+                let top = row[best as usize];
+                top_tied |= row.iter().filter(|&&x| x == top).count() > 1;
                 r += 1;
             }
             out.push(CandidateScore {
                 nll: nll / target.len() as f32,
                 argmax_all,
+                top_tied,
             });
         }
     }

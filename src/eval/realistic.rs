@@ -13,7 +13,7 @@
 //! stops at the first miss, and later positions cannot turn a miss into a success).
 //! `tests/realistic.rs` checks this against token-by-token generation with the KV cache.
 
-use super::probs::argmax_at;
+use super::probs::{CandidateScore, argmax_at};
 use crate::backend::Backend;
 use crate::model::{Model, Tokenizer};
 use crate::{Error, Result};
@@ -68,6 +68,58 @@ pub async fn greedy_says<B: Backend>(
         }
     }
     Ok(out)
+}
+
+/// [`greedy_says`] for pairs that were also scored teacher-forced: `scored[i]` is
+/// [`score_candidates`](super::probs::score_candidates)'s score of answer `pairs[i].1` after
+/// prompt `pairs[i].0`. Where that pass's input was the prompt's tokens followed by the answer's
+/// (`tokens(prompt + " " + answer) == tokens(prompt) ++ tokens(" " + answer)`, the prompt and the
+/// answer without trailing spaces), it read the very rows this rule reads, so its `argmax_all`
+/// is the answer and no second pass runs. A pair that BPE splits differently across the space,
+/// or whose score has a tie at the top of a row (the log-softmax may round two logits
+/// together), goes through [`greedy_says`]. On CounterFact every prompt takes the shortcut,
+/// which saves a third of the evaluation's forward work.
+///
+/// # Errors
+/// As [`greedy_says`]; `scored` of another length than `pairs`.
+pub async fn greedy_says_scored<B: Backend>(
+    model: &Model<B>,
+    tok: &Tokenizer,
+    pairs: &[(String, String)],
+    scored: &[CandidateScore],
+) -> Result<Vec<bool>> {
+    if scored.len() != pairs.len() {
+        return Err(Error::input(format!(
+            "{} teacher-forced scores for {} prompts; give one per prompt",
+            scored.len(),
+            pairs.len()
+        )));
+    }
+    let mut out: Vec<Option<bool>> = Vec::with_capacity(pairs.len());
+    let mut rest = vec![];
+    for ((prompt, answer), score) in pairs.iter().zip(scored) {
+        let reusable = !score.top_tied
+            && prompt.trim_end() == prompt
+            && answer.trim() == answer
+            && !prompt.is_empty()
+            && !answer.is_empty()
+            && {
+                let mut split = tok.encode(prompt)?;
+                split.extend(tok.encode_continuation(&format!(" {answer}"))?);
+                tok.encode(&format!("{prompt} {answer}"))? == split
+            };
+        if reusable {
+            out.push(Some(score.argmax_all));
+        } else {
+            out.push(None);
+            rest.push((prompt.clone(), answer.clone()));
+        }
+    }
+    let mut said = greedy_says(model, tok, &rest).await?.into_iter();
+    Ok(out
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| said.next().expect("one answer per pair left")))
+        .collect())
 }
 
 /// The fraction of `hits` that are true (0 for none).
