@@ -21,6 +21,9 @@ pub enum BenchCommand {
     Forward(ForwardBenchArgs),
     /// Seconds per z optimisation, layer solve, batch of 10 and 10k covariance tokens.
     Edit(super::bench_edit::EditBenchArgs),
+    /// CounterFact scoring: the teacher-forced pass, and the realistic rule with its own greedy
+    /// pass and taken from the teacher-forced one.
+    Eval(super::bench_eval::EvalBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -49,6 +52,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Forward(args) => forward(args),
         BenchCommand::Edit(args) => super::bench_edit::run(args),
+        BenchCommand::Eval(args) => super::bench_eval::run(args),
     }
 }
 
@@ -396,7 +400,7 @@ pub(super) fn gpu_path(model: &crate::session::Engine) -> Option<String> {
     }
 }
 
-fn kind_of<B: Backend>(b: &B) -> &'static str {
+pub(super) fn kind_of<B: Backend>(b: &B) -> &'static str {
     if b.describe().starts_with("cpu") {
         "cpu"
     } else {

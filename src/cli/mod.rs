@@ -7,6 +7,7 @@
 
 mod bench;
 mod bench_edit;
+mod bench_eval;
 mod check;
 mod common;
 mod covariance;

@@ -251,7 +251,80 @@ pub fn case_from_scores(
     }
 }
 
-/// Scores every case on `model`.
+/// What [`counterfact_cases`] asks of the model for a list of cases.
+pub struct CfQuestions {
+    /// Per prompt, `(prompt, target_new, Some(target_true))` for the teacher-forced pass.
+    pub items: Vec<(String, String, Option<String>)>,
+    /// Per prompt, `(prompt, the answer it should say)` for the realistic rule: `target_new`
+    /// after rewrite and paraphrase prompts, the true target after the neighbours.
+    pub said: Vec<(String, String)>,
+    /// Per case, its prompts per kind.
+    pub counts: Vec<[usize; 3]>,
+}
+
+impl CfQuestions {
+    /// The questions of `cases`, case after case, kind after kind.
+    ///
+    /// # Errors
+    /// See [`case_prompts`].
+    pub fn of(cases: &[Case]) -> Result<Self> {
+        let mut q = CfQuestions {
+            items: vec![],
+            said: vec![],
+            counts: vec![],
+        };
+        for case in cases {
+            let prompts = case_prompts(case)?;
+            let r = &case.request;
+            let truth = r.target_true.clone().expect("checked by case_prompts");
+            for (k, kind) in prompts.iter().enumerate() {
+                for p in kind {
+                    q.items
+                        .push((p.clone(), r.target_new.clone(), Some(truth.clone())));
+                    let expected = if k < 2 { &r.target_new } else { &truth };
+                    q.said.push((p.clone(), expected.clone()));
+                }
+            }
+            q.counts.push(prompts.map(|k| k.len()));
+        }
+        Ok(q)
+    }
+
+    /// The teacher-forced pass: per prompt, the new target's score, then the true one's.
+    ///
+    /// # Errors
+    /// See [`new_vs_true`].
+    pub async fn score<B: Backend>(
+        &self,
+        model: &Model<B>,
+        tok: &Tokenizer,
+    ) -> Result<Vec<CandidateScore>> {
+        Ok(new_vs_true(model, tok, &self.items)
+            .await?
+            .into_iter()
+            .flat_map(|(n, t)| [n, t.expect("a truth was given")])
+            .collect())
+    }
+
+    /// From the teacher-forced `scores`, the score of each [`Self::said`] pair's answer (the
+    /// new target's for rewrite and paraphrase prompts, the true one's for the neighbours).
+    pub fn said_scores(&self, scores: &[CandidateScore]) -> Vec<CandidateScore> {
+        let mut out = Vec::with_capacity(self.said.len());
+        let mut at = 0;
+        for c in &self.counts {
+            for (k, &m) in c.iter().enumerate() {
+                for p in 0..m {
+                    out.push(scores[at + 2 * p + usize::from(k == 2)]);
+                }
+                at += 2 * m;
+            }
+        }
+        out
+    }
+}
+
+/// Scores every case on `model`: one teacher-forced pass, and the realistic rule taken from it
+/// where it read the same tokens ([`greedy_says_scored`]).
 ///
 /// # Errors
 /// See [`case_prompts`] and [`new_vs_true`].
@@ -260,46 +333,13 @@ pub async fn counterfact_cases<B: Backend>(
     tok: &Tokenizer,
     cases: &[Case],
 ) -> Result<Vec<CfCase>> {
-    let mut items = vec![];
-    let mut said = vec![];
-    let mut counts = vec![];
-    for case in cases {
-        let prompts = case_prompts(case)?;
-        let r = &case.request;
-        let truth = r.target_true.clone().expect("checked by case_prompts");
-        for (k, kind) in prompts.iter().enumerate() {
-            for p in kind {
-                items.push((p.clone(), r.target_new.clone(), Some(truth.clone())));
-                let expected = if k < 2 { &r.target_new } else { &truth };
-                said.push((p.clone(), expected.clone()));
-            }
-        }
-        counts.push(prompts.map(|k| k.len()));
-    }
-    // Per prompt: the new target's score, then the true one's.
-    let scores: Vec<CandidateScore> = new_vs_true(model, tok, &items)
-        .await?
-        .into_iter()
-        .flat_map(|(n, t)| [n, t.expect("a truth was given")])
-        .collect();
-    // The realistic score of each prompt's expected answer (the new target for rewrite and
-    // paraphrase prompts, the true one for the neighbours), from the scored pass where it read
-    // the same tokens.
-    let mut said_scores = Vec::with_capacity(said.len());
-    let mut at = 0;
-    for c in &counts {
-        for (k, &m) in c.iter().enumerate() {
-            for p in 0..m {
-                said_scores.push(scores[at + 2 * p + usize::from(k == 2)]);
-            }
-            at += 2 * m;
-        }
-    }
-    let says = greedy_says_scored(model, tok, &said, &said_scores).await?;
+    let q = CfQuestions::of(cases)?;
+    let scores = q.score(model, tok).await?;
+    let says = greedy_says_scored(model, tok, &q.said, &q.said_scores(&scores)).await?;
     let (mut at, mut at_said) = (0, 0);
     Ok(cases
         .iter()
-        .zip(counts)
+        .zip(q.counts)
         .map(|(case, c)| {
             let n = 2 * c.iter().sum::<usize>();
             let mut gen_rates = [0.0; 3];
